@@ -1,0 +1,34 @@
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A cache key: the namespace (one per application) and the key's name.
+///
+/// The namespace's syntax is checked where input enters a node; here it is
+/// just a name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// The namespace.
+    pub namespace: Arc<str>,
+    /// The key's name within the namespace: any bytes.
+    pub name: Bytes,
+}
+
+impl Key {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Bytes>) -> Key {
+        Key { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// Bytes the key costs in memory, for the store's byte budget.
+    pub fn size_bytes(&self) -> usize {
+        self.namespace.len() + self.name.len()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, String::from_utf8_lossy(&self.name))
+    }
+}
