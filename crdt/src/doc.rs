@@ -83,12 +83,10 @@ impl Doc {
     /// [`DocError::PatchNotAnObject`] or [`DocError::PatchTooDeep`]; the
     /// document is then unchanged.
     pub fn apply_merge_patch(&mut self, patch: &Json, stamp: Stamp) -> Result<(), DocError> {
+        Doc::check_patch(patch)?;
         let Json::Object(fields) = patch else {
             return Err(DocError::PatchNotAnObject);
         };
-        if depth(patch) > PATCH_DEPTH_MAX {
-            return Err(DocError::PatchTooDeep);
-        }
         self.inner.set_actor(actor_for(stamp));
         let mut tx = self.inner.transaction();
         if let Err(e) = patch_map(&mut tx, &ROOT, fields) {
@@ -98,6 +96,22 @@ impl Doc {
         let time_s = i64::try_from(stamp.hlc.ms() / 1_000).unwrap_or(i64::MAX);
         tx.commit_with(CommitOptions::default().with_time(time_s));
         self.update_size_estimate();
+        Ok(())
+    }
+
+    /// Checks that `patch` can be applied to a document: a JSON object no
+    /// deeper than [`PATCH_DEPTH_MAX`].
+    ///
+    /// # Errors
+    ///
+    /// [`DocError::PatchNotAnObject`] or [`DocError::PatchTooDeep`].
+    pub fn check_patch(patch: &Json) -> Result<(), DocError> {
+        if !patch.is_object() {
+            return Err(DocError::PatchNotAnObject);
+        }
+        if depth(patch) > PATCH_DEPTH_MAX {
+            return Err(DocError::PatchTooDeep);
+        }
         Ok(())
     }
 

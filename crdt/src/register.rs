@@ -23,6 +23,9 @@ pub struct RegisterMeta {
     pub expires_at_ms: Option<u64>,
     /// A delete: kept for a while so a late write cannot resurrect the key.
     pub tombstone: bool,
+    /// The media type the writer gave for bytes, when it gave one. Part of
+    /// the payload: it is replaced with the value, never merged.
+    pub content_type: Option<String>,
 }
 
 /// A replicated cache entry: a value and its [`RegisterMeta`].
@@ -58,7 +61,15 @@ impl Register {
     ) -> Register {
         Register {
             value,
-            meta: RegisterMeta { stamp, epoch: stamp, vv, dot, expires_at_ms, tombstone: false },
+            meta: RegisterMeta {
+                stamp,
+                epoch: stamp,
+                vv,
+                dot,
+                expires_at_ms,
+                tombstone: false,
+                content_type: None,
+            },
         }
     }
 
@@ -66,7 +77,15 @@ impl Register {
     pub fn tombstone(stamp: Stamp, vv: VersionVector, dot: Dot, expires_at_ms: Option<u64>) -> Register {
         Register {
             value: Value::Bytes(Bytes::new()),
-            meta: RegisterMeta { stamp, epoch: stamp, vv, dot, expires_at_ms, tombstone: true },
+            meta: RegisterMeta {
+                stamp,
+                epoch: stamp,
+                vv,
+                dot,
+                expires_at_ms,
+                tombstone: true,
+                content_type: None,
+            },
         }
     }
 
@@ -82,7 +101,10 @@ impl Register {
 
     /// The bytes this register costs in memory, for the store's budget.
     pub fn size_bytes(&self) -> usize {
-        self.value.size_bytes() + self.meta.vv.entries().len() * 16 + REGISTER_OVERHEAD_BYTES
+        self.value.size_bytes()
+            + self.meta.vv.entries().len() * 16
+            + self.meta.content_type.as_ref().map_or(0, String::len)
+            + REGISTER_OVERHEAD_BYTES
     }
 
     /// Joins `other` into `self`.

@@ -95,13 +95,17 @@ fn run(ops: &[Op]) -> History {
                 r.seq += 1;
                 let dot = Dot { origin: r.id, seq: r.seq };
                 let after = match *op {
-                    Op::Put { byte, ttl_ms, .. } => Register::replace(
-                        Value::Bytes(Bytes::from(vec![byte; 3])),
-                        stamp,
-                        vv,
-                        dot,
-                        ttl_ms.map(|t| r.now_ms + t),
-                    ),
+                    Op::Put { byte, ttl_ms, .. } => {
+                        let mut reg = Register::replace(
+                            Value::Bytes(Bytes::from(vec![byte; 3])),
+                            stamp,
+                            vv,
+                            dot,
+                            ttl_ms.map(|t| r.now_ms + t),
+                        );
+                        reg.meta.content_type = (byte % 2 == 0).then(|| "text/plain".to_string());
+                        reg
+                    }
                     Op::Delete { .. } => Register::tombstone(stamp, vv, dot, Some(r.now_ms + 1_000)),
                     Op::Patch { field, value, .. } => {
                         let patch = json!({ format!("f{field}"): value });

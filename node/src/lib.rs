@@ -1,11 +1,27 @@
 //! geocache-node: one geocache node.
 //!
-//! The store (a bounded LRU with TTL over CRDT registers), the HTTP and RESP
-//! front ends, the configuration and the `geocache` command line will live
-//! here. The store issue builds them.
+//! The [`store::Store`] (a bounded LRU with TTL over CRDT registers), the
+//! HTTP API, metrics, configuration and what the `geocache` binary runs.
+//! Replication (the `gossip` crate) and the RESP port come with later
+//! issues.
 //!
 //! # Layout
 //!
-//! Empty for now.
+//! - `clock.rs`: [`clock::Clock`], the time source the store reads.
+//! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
+//! - `config.rs`: settings from defaults, a TOML file and flags.
+//! - `store.rs`: the store and its local and replicated writes.
+//! - `metrics.rs`: the Prometheus metrics.
+//! - `http/`: the axum router (`mod.rs`), requests (`request.rs`), errors
+//!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
+//! - `server.rs`: builds a node from its config and serves until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod namespace;
+pub mod server;
+pub mod store;

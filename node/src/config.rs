@@ -1,0 +1,359 @@
+//! Node configuration: defaults, then a TOML file, then flags.
+//!
+//! [`ConfigLayer`] is one layer with every setting optional; it is both the
+//! flag set of `geocache serve` and the shape of `--config node.toml`, so a
+//! setting has one name everywhere. [`Config::resolve`] stacks the layers
+//! (flags win over the file, the file over the defaults) and checks the
+//! result, naming the flag of any bad value.
+
+use bytesize::ByteSize;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+use crate::namespace::Namespace;
+
+/// Which policy decides what the store evicts when it is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionKind {
+    /// Least recently used goes first. The default: a fresh write is always
+    /// kept, so a client reads its own writes.
+    #[default]
+    Lru,
+    /// moka's TinyLFU: better hit ratios on skewed reads, but its admission
+    /// filter may drop a fresh write.
+    Tinylfu,
+}
+
+/// Per-namespace TTL policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// TTL of a write that gives none.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<Duration>,
+    /// The longest TTL a write may ask for (overrides the node's `max_ttl`).
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<Duration>,
+}
+
+/// One layer of settings, every one optional: the flags of `geocache serve`
+/// and the keys of its TOML file.
+#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// This node's id (unique in the cluster); derived from region and HTTP
+    /// address when not given.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// The region this node runs in.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Latitude of this node, in degrees.
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Longitude of this node, in degrees.
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// Address of the HTTP API [default: 127.0.0.1:7070].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    /// Memory budget of the store, e.g. 256MiB [default: 256MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<ByteSize>,
+    /// Eviction policy [default: lru].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<EvictionKind>,
+    /// Longest key accepted [default: 1KiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_bytes_max: Option<ByteSize>,
+    /// Largest value accepted [default: 1MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_bytes_max: Option<ByteSize>,
+    /// Longest TTL a write may ask for, e.g. 30days [default: 30days].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<Duration>,
+    /// How long a delete is remembered, so a late write cannot resurrect
+    /// the key [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub tombstone_ttl: Option<Duration>,
+    /// How far ahead a peer's clock may be before it is reported [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew: Option<Duration>,
+    /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// The settings a node runs with, after defaults, file and flags.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: u64,
+    /// The region this node runs in.
+    pub region: String,
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Address of the HTTP API.
+    pub http: SocketAddr,
+    /// Memory budget of the store.
+    pub max_memory: ByteSize,
+    /// Eviction policy.
+    pub eviction: EvictionKind,
+    /// Longest key accepted.
+    pub key_bytes_max: ByteSize,
+    /// Largest value accepted.
+    pub value_bytes_max: ByteSize,
+    /// Longest TTL a write may ask for, unless its namespace says otherwise.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How long a delete is remembered.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
+    /// How far ahead a peer's clock may be before it is reported.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Per-namespace TTL policy.
+    pub namespaces: BTreeMap<Namespace, NamespaceConfig>,
+}
+
+/// A setting has a bad value, or the file could not be read.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range; names the flag (and file key).
+    #[error("--{flag}: {message}")]
+    Invalid {
+        /// The flag, as typed on the command line.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(ConfigLayer::default(), ConfigLayer::default()).expect("the defaults are valid")
+    }
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`], with the path.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown, message: e.to_string() })
+    }
+
+    /// This layer with `over`'s settings on top.
+    fn overlaid_by(self, over: ConfigLayer) -> ConfigLayer {
+        let mut namespaces = self.namespaces;
+        namespaces.extend(over.namespaces);
+        ConfigLayer {
+            node_id: over.node_id.or(self.node_id),
+            region: over.region.or(self.region),
+            lat: over.lat.or(self.lat),
+            lon: over.lon.or(self.lon),
+            http: over.http.or(self.http),
+            max_memory: over.max_memory.or(self.max_memory),
+            eviction: over.eviction.or(self.eviction),
+            key_bytes_max: over.key_bytes_max.or(self.key_bytes_max),
+            value_bytes_max: over.value_bytes_max.or(self.value_bytes_max),
+            max_ttl: over.max_ttl.or(self.max_ttl),
+            tombstone_ttl: over.tombstone_ttl.or(self.tombstone_ttl),
+            max_clock_skew: over.max_clock_skew.or(self.max_clock_skew),
+            namespaces,
+        }
+    }
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { flag, message: message.into() }
+}
+
+impl Config {
+    /// Stacks defaults, `file` and `flags`, and checks the result.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first bad setting.
+    pub fn resolve(file: ConfigLayer, flags: ConfigLayer) -> Result<Config, ConfigError> {
+        let layer = file.overlaid_by(flags);
+        let region = layer.region.unwrap_or_else(|| "local".to_string());
+        if region.is_empty() || region.len() > 64 || region.chars().any(|c| c.is_control() || c == '/') {
+            return Err(invalid("region", "must be 1 to 64 printable characters without '/'"));
+        }
+        let lat = layer.lat.unwrap_or(0.0);
+        if !(-90.0..=90.0).contains(&lat) {
+            return Err(invalid("lat", format!("must be between -90 and 90 (got {lat})")));
+        }
+        let lon = layer.lon.unwrap_or(0.0);
+        if !(-180.0..=180.0).contains(&lon) {
+            return Err(invalid("lon", format!("must be between -180 and 180 (got {lon})")));
+        }
+        let http = layer.http.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+        let max_memory = layer.max_memory.unwrap_or(ByteSize::mib(256));
+        if max_memory < ByteSize::mib(1) || max_memory.as_u64() > u64::from(u32::MAX) * 1024 {
+            return Err(invalid("max-memory", format!("must be between 1 MiB and 4 TiB (got {max_memory})")));
+        }
+        let key_bytes_max = layer.key_bytes_max.unwrap_or(ByteSize::kib(1));
+        if key_bytes_max.as_u64() == 0 || key_bytes_max > ByteSize::kib(64) {
+            return Err(invalid(
+                "key-bytes-max",
+                format!("must be between 1 B and 64 KiB (got {key_bytes_max})"),
+            ));
+        }
+        let value_bytes_max = layer.value_bytes_max.unwrap_or(ByteSize::mib(1));
+        if value_bytes_max.as_u64() == 0 || value_bytes_max > ByteSize::mib(512) {
+            return Err(invalid(
+                "value-bytes-max",
+                format!("must be between 1 B and 512 MiB (got {value_bytes_max})"),
+            ));
+        }
+        let max_ttl = layer.max_ttl.unwrap_or(Duration::from_secs(30 * 24 * 3600));
+        if max_ttl < Duration::from_millis(1) {
+            return Err(invalid("max-ttl", "must be at least 1ms"));
+        }
+        let tombstone_ttl = layer.tombstone_ttl.unwrap_or(Duration::from_secs(600));
+        if tombstone_ttl < Duration::from_secs(1) {
+            return Err(invalid(
+                "tombstone-ttl",
+                "must be at least 1s, or late writes resurrect deleted keys",
+            ));
+        }
+        let max_clock_skew = layer.max_clock_skew.unwrap_or(Duration::from_secs(60));
+        let mut namespaces = BTreeMap::new();
+        for (name, policy) in layer.namespaces {
+            let ns =
+                Namespace::new(&name).map_err(|e| invalid("config", format!("[namespaces.{name}]: {e}")))?;
+            if let (Some(d), Some(m)) = (policy.default_ttl, policy.max_ttl) {
+                if d > m {
+                    return Err(invalid(
+                        "config",
+                        format!("[namespaces.{name}]: default_ttl exceeds max_ttl"),
+                    ));
+                }
+            }
+            namespaces.insert(ns, policy);
+        }
+        let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
+        Ok(Config {
+            node_id,
+            region,
+            lat,
+            lon,
+            http,
+            max_memory,
+            eviction: layer.eviction.unwrap_or_default(),
+            key_bytes_max,
+            value_bytes_max,
+            max_ttl,
+            tombstone_ttl,
+            max_clock_skew,
+            namespaces,
+        })
+    }
+
+    /// The TTL policy of a namespace: its default TTL and its maximum.
+    pub fn ttl_policy(&self, ns: &Namespace) -> (Option<Duration>, Duration) {
+        match self.namespaces.get(ns) {
+            Some(p) => (p.default_ttl, p.max_ttl.unwrap_or(self.max_ttl)),
+            None => (None, self.max_ttl),
+        }
+    }
+
+    /// The resolved settings as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// A stable id from what tells nodes apart when none is configured: the
+/// same node gets the same id after a restart. FNV-1a, 64 bits.
+fn derived_node_id(region: &str, http: SocketAddr) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in region.bytes().chain([0]).chain(http.to_string().bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let file: ConfigLayer = toml::from_str(
+            r#"
+            region = "frankfurt"
+            lat = 50.1
+            max_memory = "64MiB"
+            [namespaces.sessions]
+            default_ttl = "30m"
+            max_ttl = "1h"
+            "#,
+        )
+        .unwrap();
+        let flags = ConfigLayer { region: Some("montreal".into()), ..ConfigLayer::default() };
+        let c = Config::resolve(file, flags).unwrap();
+        assert_eq!(c.region, "montreal");
+        assert_eq!(c.lat, 50.1);
+        assert_eq!(c.max_memory, ByteSize::mib(64));
+        assert_eq!(c.http.to_string(), "127.0.0.1:7070");
+        let ns = Namespace::new("sessions").unwrap();
+        assert_eq!(c.ttl_policy(&ns), (Some(Duration::from_secs(1800)), Duration::from_secs(3600)));
+        assert!(c.to_toml().contains("region = \"montreal\""));
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let err =
+            Config::resolve(ConfigLayer::default(), ConfigLayer { lat: Some(91.0), ..Default::default() })
+                .unwrap_err();
+        assert!(err.to_string().starts_with("--lat:"), "{err}");
+        let unknown = toml::from_str::<ConfigLayer>("colour = 1").unwrap_err();
+        assert!(unknown.to_string().contains("colour"));
+    }
+}

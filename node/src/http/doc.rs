@@ -1,0 +1,69 @@
+//! `/v1/doc/{ns}/{key}`: JSON documents that merge field by field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::kv::{query, register_headers, write_error};
+use super::request::{self, KeyQuery};
+use super::{body_error, ApiError, AppState};
+use crate::store::{Ttl, Write, WriteOp};
+
+/// `PATCH` with a JSON merge patch (RFC 7396). Without a TTL the document
+/// keeps its expiry (a new one gets the namespace default).
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    q: Result<Query<KeyQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (ns, key) = request::key(&state, &ns, &key)?;
+    let q = query(q)?;
+    let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
+    let condition = request::condition(&headers)?;
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = media.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/merge-patch+json")
+        && !media.eq_ignore_ascii_case("application/json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the patch as Content-Type: application/merge-patch+json",
+        ));
+    }
+    let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
+    let patch: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
+    let ttl = match ttl_ms {
+        Some(ms) => Ttl::AfterMs(ms),
+        None => Ttl::Keep { or_ms: request::default_ttl_ms(&state, &ns) },
+    };
+    let outcome = state
+        .store
+        .apply_local(Write { key, op: WriteOp::Patch(patch), ttl, condition })
+        .map_err(write_error)?;
+    let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let reg = &outcome.register;
+    let json = reg.doc().map(|d| d.to_json()).unwrap_or_default();
+    Ok((status, register_headers(reg, state.store.now_ms()), Json(json)).into_response())
+}
+
+/// `GET`: the document as JSON; 409 when the key holds bytes.
+pub async fn get(
+    State(state): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (_, key) = request::key(&state, &ns, &key)?;
+    let register =
+        state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no document for {key}")))?;
+    let doc = register.doc().ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "not_a_document", format!("{key} holds bytes; read it at /v1/kv"))
+    })?;
+    Ok((StatusCode::OK, register_headers(&register, state.store.now_ms()), Json(doc.to_json()))
+        .into_response())
+}

@@ -1,0 +1,136 @@
+//! `/v1/kv/{ns}/{key}`: opaque values.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use geocache_crdt::{Register, Value};
+use serde_json::json;
+
+use super::request::{self, KeyQuery};
+use super::{body_error, ApiError, AppState};
+use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
+
+/// Content types longer than this are refused: the type is stored with
+/// every entry.
+const CONTENT_TYPE_BYTES_MAX: usize = 255;
+
+pub(super) fn query(q: Result<Query<KeyQuery>, QueryRejection>) -> Result<KeyQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+}
+
+pub(super) fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::PreconditionFailed { current } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            match current {
+                Some(etag) => format!("the current version is \"{etag}\""),
+                None => "the key holds no value".to_string(),
+            },
+        ),
+        WriteError::Doc(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_patch", e.to_string()),
+    }
+}
+
+/// Headers every answer about a register carries: the ETag and, when it
+/// expires, the remaining TTL as `Cache-Control: max-age`.
+pub(super) fn register_headers(register: &Register, now_ms: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&request::etag_header(&register.meta.vv)) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Some(at) = register.meta.expires_at_ms {
+        let secs = at.saturating_sub(now_ms).div_ceil(1_000);
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={secs}")) {
+            headers.insert(header::CACHE_CONTROL, v);
+        }
+    }
+    headers
+}
+
+/// `PUT`: store the body.
+pub async fn put(
+    State(state): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    q: Result<Query<KeyQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (ns, key) = request::key(&state, &ns, &key)?;
+    let q = query(q)?;
+    let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
+    let condition = request::condition(&headers)?;
+    let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        Some(v) if v.len() > CONTENT_TYPE_BYTES_MAX => {
+            return Err(ApiError::bad_request("bad_content_type", "Content-Type is longer than 255 bytes"))
+        }
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("bad_content_type", "Content-Type is not ASCII"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let ttl = request::put_ttl(ttl_ms, request::default_ttl_ms(&state, &ns));
+    let write = Write { key, op: WriteOp::Put { value: body, content_type }, ttl, condition };
+    let outcome = state.store.apply_local(write).map_err(write_error)?;
+    let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let reg = &outcome.register;
+    let headers = register_headers(reg, state.store.now_ms());
+    let body = json!({ "etag": reg.meta.vv.to_etag(), "expires_at_ms": reg.meta.expires_at_ms });
+    Ok((status, headers, Json(body)).into_response())
+}
+
+/// `GET` and `HEAD`: the value as stored.
+pub async fn get(
+    State(state): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, key) = request::key(&state, &ns, &key)?;
+    let wants_any = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
+    let cached_version = if wants_any { None } else { request::if_none_match(&headers)? };
+    let register = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
+    let mut out = register_headers(&register, state.store.now_ms());
+    if wants_any || cached_version.as_ref() == Some(&register.meta.vv) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    let (content_type, body) = match &register.value {
+        Value::Bytes(b) => (
+            register.meta.content_type.as_deref().unwrap_or("application/octet-stream").to_owned(),
+            b.clone(),
+        ),
+        Value::Doc(d) => ("application/json".to_owned(), Bytes::from(d.to_json().to_string())),
+    };
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        out.insert(header::CONTENT_TYPE, v);
+    }
+    Ok((StatusCode::OK, out, body).into_response())
+}
+
+/// `DELETE`: write a tombstone. 204 when a value was deleted, 404 when
+/// there was none here (the tombstone is written anyway, so the delete
+/// still wins over older writes arriving from other regions).
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, key) = request::key(&state, &ns, &key)?;
+    let condition = request::condition(&headers)?;
+    if condition == Condition::IfAbsent {
+        return Err(ApiError::bad_request("bad_precondition", "If-None-Match: * makes no sense on DELETE"));
+    }
+    let display = key.to_string();
+    let write = Write { key, op: WriteOp::Delete, ttl: Ttl::Never, condition };
+    let outcome = state.store.apply_local(write).map_err(write_error)?;
+    if outcome.previous.is_some() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(format!("no value for {display}")))
+    }
+}

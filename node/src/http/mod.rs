@@ -1,0 +1,99 @@
+//! The HTTP API (axum): `/v1/kv`, `/v1/doc`, health, metrics and node info.
+//!
+//! Every error is JSON `{"error": ..., "code": ...}` with the right status,
+//! unknown paths and methods included.
+
+mod admin;
+mod doc;
+mod error;
+mod kv;
+mod request;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::metrics::{KindLabels, Metrics, OpLabels};
+use crate::store::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's entries.
+    pub store: Arc<Store>,
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// The exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the node started, for its uptime.
+    pub started: Instant,
+}
+
+/// The router with every route, the body limit and the metrics layer.
+pub fn router(state: AppState) -> Router {
+    // Room for the value plus a little, so the handler can tell "value too
+    // large" from the limit itself and answer 413 with a JSON body.
+    let body_limit = usize::try_from(state.config.value_bytes_max.as_u64()).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/kv/{ns}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/doc/{ns}/{*key}", get(doc::get).patch(doc::patch))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .route("/v1/node", get(admin::node))
+        .fallback(admin::no_route)
+        .method_not_allowed_fallback(admin::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by kind and status and times it.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let kind = kind_of(request.method(), path.as_deref());
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.ops.get_or_create(&OpLabels { kind, status: status.as_u16() }).inc();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&KindLabels { kind })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
+    let Some(path) = path else { return "admin" };
+    match (path.starts_with("/v1/kv/"), path.starts_with("/v1/doc/"), method) {
+        (true, _, &Method::GET) => "get",
+        (true, _, &Method::HEAD) => "head",
+        (true, _, &Method::PUT) => "put",
+        (true, _, &Method::DELETE) => "delete",
+        (_, true, &Method::GET) | (_, true, &Method::HEAD) => "doc_get",
+        (_, true, &Method::PATCH) => "patch",
+        _ => "admin",
+    }
+}
+
+/// 413 for bodies over the limit, 400 for other body failures.
+fn body_error(rejection: axum::extract::rejection::BytesRejection, limit: u64) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("the body exceeds the {limit}-byte value limit"),
+        )
+    } else {
+        ApiError::bad_request("bad_body", rejection.body_text())
+    }
+}

@@ -1,0 +1,146 @@
+//! Reading a request: the key, the TTL and the conditions.
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use geocache_crdt::{Key, VersionVector};
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::{ApiError, AppState};
+use crate::namespace::Namespace;
+use crate::store::{Condition, Ttl};
+
+/// The query string of key routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    /// TTL of the write: humantime (`30s`, `5m`, `1h 30m`) or seconds.
+    pub ttl: Option<String>,
+}
+
+/// The namespace and key of a path, checked against the limits.
+pub fn key(state: &AppState, ns: &str, key: &str) -> Result<(Namespace, Key), ApiError> {
+    let ns = Namespace::new(ns).map_err(|e| ApiError::bad_request("bad_namespace", e.to_string()))?;
+    let limit = state.config.key_bytes_max.as_u64();
+    if key.len() as u64 > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "key_too_large",
+            format!("the key is {} bytes; the limit is {limit}", key.len()),
+        ));
+    }
+    let k = Key::new(ns.as_arc().clone(), Bytes::copy_from_slice(key.as_bytes()));
+    Ok((ns, k))
+}
+
+/// The TTL a write asks for (`?ttl=` wins over `Geocache-TTL`), checked
+/// against the namespace's maximum. `None` when the write gives none.
+pub fn ttl(
+    state: &AppState,
+    ns: &Namespace,
+    query: &KeyQuery,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, ApiError> {
+    let raw = match &query.ttl {
+        Some(q) => Some(q.clone()),
+        None => match headers.get("geocache-ttl") {
+            Some(h) => Some(
+                h.to_str()
+                    .map_err(|_| ApiError::bad_request("bad_ttl", "Geocache-TTL is not ASCII"))?
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    let Some(raw) = raw else { return Ok(None) };
+    let raw = raw.trim();
+    let ttl = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw).map_err(|e| {
+            ApiError::bad_request("bad_ttl", format!("ttl {raw:?} is not a duration like 30s or 5m: {e}"))
+        })?,
+    };
+    if ttl < Duration::from_millis(1) {
+        return Err(ApiError::bad_request("bad_ttl", "ttl must be at least 1ms"));
+    }
+    let (_, max) = state.config.ttl_policy(ns);
+    if ttl > max {
+        return Err(ApiError::bad_request(
+            "ttl_too_long",
+            format!(
+                "ttl {} exceeds the maximum {} for namespace {ns}",
+                humantime::format_duration(ttl),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(Some(ttl.as_millis() as u64))
+}
+
+/// The namespace's default TTL in milliseconds.
+pub fn default_ttl_ms(state: &AppState, ns: &Namespace) -> Option<u64> {
+    state.config.ttl_policy(ns).0.map(|d| d.as_millis() as u64)
+}
+
+/// A write's TTL: the one asked for, else the namespace default, else none.
+pub fn put_ttl(asked_ms: Option<u64>, default_ms: Option<u64>) -> Ttl {
+    match asked_ms.or(default_ms) {
+        Some(ms) => Ttl::AfterMs(ms),
+        None => Ttl::Never,
+    }
+}
+
+/// The condition of a write from `If-Match` and `If-None-Match`.
+pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+    let if_match = header_str(headers, "if-match")?;
+    let if_none_match = header_str(headers, "if-none-match")?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("bad_precondition", "give If-Match or If-None-Match, not both"))
+        }
+        (Some("*"), None) => Ok(Condition::IfPresent),
+        (Some(etag), None) => Ok(Condition::IfMatch(parse_etag(etag)?)),
+        (None, Some("*")) => Ok(Condition::IfAbsent),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "bad_precondition",
+            "on a write, If-None-Match supports only * (add if absent)",
+        )),
+        (None, None) => Ok(Condition::Always),
+    }
+}
+
+/// The version an `If-None-Match` on a read names, if any.
+pub fn if_none_match(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    match header_str(headers, "if-none-match")? {
+        Some(etag) => parse_etag(etag).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| ApiError::bad_request("bad_etag", format!("{name} is not ASCII"))),
+        None => Ok(None),
+    }
+}
+
+/// Parses an ETag as HTTP sends it: `"1-…"` (quotes optional).
+pub fn parse_etag(raw: &str) -> Result<VersionVector, ApiError> {
+    if raw.starts_with("W/") {
+        return Err(ApiError::bad_request(
+            "bad_etag",
+            "weak ETags are not supported; send the ETag as received",
+        ));
+    }
+    let bare = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
+    VersionVector::parse_etag(bare)
+        .map_err(|e| ApiError::bad_request("bad_etag", format!("invalid ETag {raw:?}: {e}")))
+}
+
+/// The ETag header value of a version vector.
+pub fn etag_header(vv: &VersionVector) -> String {
+    format!("\"{}\"", vv.to_etag())
+}

@@ -1,0 +1,98 @@
+//! Prometheus metrics: names start with `geocache_` and carry their unit.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::store::{Store, StoreStats};
+
+/// Labels of the operation counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `get`, `put`, `delete`, `patch`, `doc_get`, `head` or `admin`.
+    pub kind: &'static str,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// Labels of the request latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// As in [`OpLabels::kind`].
+    pub kind: &'static str,
+}
+
+type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Operations by kind and status.
+    pub ops: Family<OpLabels, Counter>,
+    /// Request latency by kind, in seconds.
+    pub request_seconds: HistogramFamily,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 20 µs to ~2.6 s, doubling.
+    Histogram::new(exponential_buckets(0.000_02, 2.0, 18))
+}
+
+impl Metrics {
+    /// Registers every metric, including the store's counters.
+    pub fn new(stats: &StoreStats) -> Metrics {
+        let mut registry = Registry::default();
+        let ops = Family::<OpLabels, Counter>::default();
+        registry.register("geocache_ops", "Operations by kind and HTTP status", ops.clone());
+        let request_seconds: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "geocache_http_request_duration",
+            "HTTP request latency by operation kind",
+            Unit::Seconds,
+            request_seconds.clone(),
+        );
+        registry.register("geocache_cache_hits", "Reads that found a value", stats.hits.clone());
+        registry.register("geocache_cache_misses", "Reads that found no value", stats.misses.clone());
+        registry.register(
+            "geocache_cache_evictions",
+            "Entries evicted to stay within the memory budget",
+            stats.evictions.clone(),
+        );
+        registry.register(
+            "geocache_cache_expirations",
+            "Entries removed on expiry",
+            stats.expirations.clone(),
+        );
+        registry.register(
+            "geocache_clock_skew_errors",
+            "Replicated stamps further ahead than the maximum clock skew",
+            stats.clock_skew_errors.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
+        let bytes = Gauge::default();
+        registry.register_with_unit(
+            "geocache_memory",
+            "Bytes held by the store's budget measure",
+            Unit::Bytes,
+            bytes.clone(),
+        );
+        Metrics { registry, ops, request_seconds, entries, bytes }
+    }
+
+    /// The Prometheus text exposition, with the store's gauges read now.
+    pub fn render(&self, store: &Store) -> String {
+        self.entries.set(i64::try_from(store.entry_count()).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(store.weighted_size_bytes()).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(8 * 1024);
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,526 @@
+//! The store: a bounded, expiring map from keys to CRDT registers.
+//!
+//! Every node serves reads and writes from its own [`Store`]. Local writes
+//! go through [`Store::apply_local`], which ticks the node's hybrid logical
+//! clock, bumps the version vector, checks the write's condition
+//! (compare-and-set) and returns the [`Delta`] to replicate; replicated
+//! writes go through [`Store::apply_remote`]. Each update of a key is one
+//! atomic `and_try_compute_with` on the moka cache, so concurrent writes to
+//! one key serialize and a compare-and-set is linearizable at this node.
+
+use bytes::Bytes;
+use geocache_crdt::{
+    ClockSkewError, Delta, DeltaError, Doc, DocError, Dot, HlcClock, Key, NodeId, Register, RegisterMeta,
+    Stamp, Value, VersionVector,
+};
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use moka::Expiry;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+use crate::clock::Clock;
+use crate::config::EvictionKind;
+
+/// What an entry costs in the cache beyond its key and register: moka's
+/// node, its deques and timer wheel slot, and the `Arc`s. Measured rather
+/// than guessed: see the memory test in `tests/http.rs`.
+const CACHE_ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// How a [`Store`] is set up.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The node that originates local writes.
+    pub node: NodeId,
+    /// The byte budget: keys, values and per-entry overhead.
+    pub max_memory_bytes: u64,
+    /// Eviction policy.
+    pub eviction: EvictionKind,
+    /// How long a delete is remembered.
+    pub tombstone_ttl_ms: u64,
+    /// How far ahead a replicated stamp may be before it is reported.
+    pub max_clock_skew_ms: u64,
+}
+
+/// Counters the store keeps; the metrics endpoint exports them.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    /// Reads that found a visible value.
+    pub hits: Counter,
+    /// Reads that found nothing, a tombstone or an expired entry.
+    pub misses: Counter,
+    /// Entries evicted to stay within the byte budget.
+    pub evictions: Counter,
+    /// Entries removed because they expired.
+    pub expirations: Counter,
+    /// Replicated stamps further ahead than the maximum clock skew.
+    pub clock_skew_errors: Counter,
+}
+
+/// How a write sets the entry's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// Never expires.
+    Never,
+    /// Expires this many milliseconds after the write.
+    AfterMs(u64),
+    /// Keeps the current value's expiry; a new entry gets `or_ms` (or none).
+    Keep {
+        /// TTL of a new entry, in milliseconds.
+        or_ms: Option<u64>,
+    },
+}
+
+/// When a write may happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Always.
+    Always,
+    /// Only if the current value's version vector is exactly this one
+    /// (`If-Match: <etag>`).
+    IfMatch(VersionVector),
+    /// Only if a value is present (`If-Match: *`, Redis `XX`).
+    IfPresent,
+    /// Only if no value is present (`If-None-Match: *`, Redis `NX`).
+    IfAbsent,
+}
+
+/// What a write does to the value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// Replace the value with bytes.
+    Put {
+        /// The value.
+        value: Bytes,
+        /// Its media type, if the writer gave one.
+        content_type: Option<String>,
+    },
+    /// Delete (write a tombstone).
+    Delete,
+    /// Apply a JSON merge patch to the document (starting one if the key
+    /// holds no document).
+    Patch(serde_json::Value),
+}
+
+/// A local write.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The entry.
+    pub key: Key,
+    /// What to do.
+    pub op: WriteOp,
+    /// The expiry after the write.
+    pub ttl: Ttl,
+    /// When to do it.
+    pub condition: Condition,
+}
+
+/// A local write was refused. The store is unchanged.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    /// The write's condition does not hold.
+    #[error("precondition failed: the current version is {}", current.as_deref().unwrap_or("absent"))]
+    PreconditionFailed {
+        /// The current value's ETag, if there is a value.
+        current: Option<String>,
+    },
+    /// The patch is not valid for a document.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+}
+
+/// What a successful local write did.
+#[derive(Clone, Debug)]
+pub struct WriteOutcome {
+    /// The register after the write.
+    pub register: Arc<Register>,
+    /// The visible value before the write, if there was one.
+    pub previous: Option<Arc<Register>>,
+    /// What to send to the other replicas.
+    pub delta: Delta,
+}
+
+struct WriterState {
+    hlc: HlcClock,
+    seq: u64,
+}
+
+struct RegisterExpiry {
+    clock: Arc<dyn Clock>,
+}
+
+impl RegisterExpiry {
+    fn remaining(&self, register: &Register) -> Option<Duration> {
+        let at = register.meta.expires_at_ms?;
+        Some(Duration::from_millis(at.saturating_sub(self.clock.now_ms())))
+    }
+}
+
+impl Expiry<Key, Arc<Register>> for RegisterExpiry {
+    fn expire_after_create(&self, _key: &Key, value: &Arc<Register>, _at: Instant) -> Option<Duration> {
+        self.remaining(value)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Key,
+        value: &Arc<Register>,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(value)
+    }
+}
+
+/// The node's entries. Cheap to share behind an `Arc`; every method takes
+/// `&self`.
+pub struct Store {
+    cache: Cache<Key, Arc<Register>>,
+    clock: Arc<dyn Clock>,
+    writer: Mutex<WriterState>,
+    node: NodeId,
+    tombstone_ttl_ms: u64,
+    stats: StoreStats,
+}
+
+impl Store {
+    /// An empty store reading time from `clock`.
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
+        let stats = StoreStats::default();
+        let (evictions, expirations) = (stats.evictions.clone(), stats.expirations.clone());
+        let policy = match config.eviction {
+            EvictionKind::Lru => EvictionPolicy::lru(),
+            EvictionKind::Tinylfu => EvictionPolicy::tiny_lfu(),
+        };
+        let cache = Cache::builder()
+            .max_capacity(config.max_memory_bytes)
+            .eviction_policy(policy)
+            .weigher(|key: &Key, register: &Arc<Register>| {
+                let bytes = key.size_bytes() + register.size_bytes() + CACHE_ENTRY_OVERHEAD_BYTES;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(RegisterExpiry { clock: clock.clone() })
+            .eviction_listener(move |_key, _value, cause| {
+                match cause {
+                    RemovalCause::Size => evictions.inc(),
+                    RemovalCause::Expired => expirations.inc(),
+                    RemovalCause::Explicit | RemovalCause::Replaced => 0,
+                };
+            })
+            .build();
+        Store {
+            cache,
+            clock,
+            writer: Mutex::new(WriterState { hlc: HlcClock::new(config.max_clock_skew_ms), seq: 0 }),
+            node: config.node,
+            tombstone_ttl_ms: config.tombstone_ttl_ms,
+            stats,
+        }
+    }
+
+    /// The node that originates this store's local writes.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// The current time by the store's clock, in unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The value of `key` if one is visible now (not deleted, not expired).
+    pub fn get(&self, key: &Key) -> Option<Arc<Register>> {
+        let now = self.clock.now_ms();
+        match self.cache.get(key).filter(|r| r.is_visible_at(now)) {
+            Some(r) => {
+                self.stats.hits.inc();
+                Some(r)
+            }
+            None => {
+                self.stats.misses.inc();
+                None
+            }
+        }
+    }
+
+    /// The register of `key` as held, tombstones and expired entries
+    /// included; for replication, not for reads.
+    pub fn register(&self, key: &Key) -> Option<Arc<Register>> {
+        self.cache.get(key)
+    }
+
+    /// Entries held (tombstones and not yet reclaimed expired entries
+    /// included). Approximate until pending maintenance has run.
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Bytes held by the budget's measure.
+    pub fn weighted_size_bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations) now, so the
+    /// counts above are exact.
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
+    }
+
+    fn writer(&self) -> MutexGuard<'_, WriterState> {
+        // A panic while holding this lock cannot leave the clock or the
+        // sequence in a state worse than "advanced", so poisoning is moot.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a local write: checks its condition, stamps it, merges it and
+    /// returns the delta to replicate.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`]; the store is then unchanged and no sequence number is
+    /// used, so the origin's sequence stays dense.
+    pub fn apply_local(&self, write: Write) -> Result<WriteOutcome, WriteError> {
+        if let WriteOp::Patch(patch) = &write.op {
+            Doc::check_patch(patch)?;
+        }
+        let now = self.clock.now_ms();
+        let mut outcome = None;
+        let key = write.key.clone();
+        self.cache.entry(write.key.clone()).and_try_compute_with(|entry| {
+            let current = entry.map(|e| e.into_value());
+            let visible = current.clone().filter(|r| r.is_visible_at(now));
+            check_condition(&write.condition, visible.as_deref())?;
+            let floor = current.as_ref().map(|r| r.meta.stamp.hlc).unwrap_or_default();
+            let stamp = Stamp::new(self.writer().hlc.tick_after(floor, now), self.node);
+            let mut vv = current.as_ref().map(|r| r.meta.vv.clone()).unwrap_or_default();
+            vv.increment(self.node);
+            let expires_at_ms = match write.ttl {
+                Ttl::Never => None,
+                Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
+                Ttl::Keep { or_ms } => match &visible {
+                    Some(v) => v.meta.expires_at_ms,
+                    None => or_ms.map(|ms| now.saturating_add(ms)),
+                },
+            };
+            let mut register = match write.op {
+                WriteOp::Put { value, content_type } => {
+                    let mut r =
+                        Register::replace(Value::Bytes(value), stamp, vv, Dot::default(), expires_at_ms);
+                    r.meta.content_type = content_type;
+                    r
+                }
+                WriteOp::Delete => Register::tombstone(
+                    stamp,
+                    vv,
+                    Dot::default(),
+                    Some(now.saturating_add(self.tombstone_ttl_ms)),
+                ),
+                WriteOp::Patch(patch) => {
+                    let existing = visible.as_ref().and_then(|v| v.doc().map(|d| (d.clone(), v.meta.epoch)));
+                    let (mut doc, epoch) = existing.unwrap_or_else(|| (Doc::new(), stamp));
+                    doc.apply_merge_patch(&patch, stamp)?;
+                    Register {
+                        value: Value::Doc(doc),
+                        meta: RegisterMeta {
+                            stamp,
+                            epoch,
+                            vv,
+                            dot: Dot::default(),
+                            expires_at_ms,
+                            tombstone: false,
+                            content_type: None,
+                        },
+                    }
+                }
+            };
+            // The sequence number is taken last, once nothing can fail, so
+            // a refused write never leaves a gap in the origin's sequence.
+            let seq = {
+                let mut w = self.writer();
+                w.seq += 1;
+                w.seq
+            };
+            register.meta.dot = Dot { origin: self.node, seq };
+            let delta = Delta::for_write(self.node, seq, key, current.as_deref(), &register);
+            let register = Arc::new(register);
+            outcome = Some(WriteOutcome { register: register.clone(), previous: visible, delta });
+            Ok::<_, WriteError>(Op::Put(register))
+        })?;
+        Ok(outcome.expect("a successful compute sets the outcome"))
+    }
+
+    /// Applies a replicated write. Returns whether the register changed.
+    ///
+    /// A stamp too far ahead of the local clock is counted (and returned as
+    /// the second field) but the delta is still merged: replicas must
+    /// converge whatever arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`DeltaError`]; the store is then unchanged.
+    pub fn apply_remote(&self, delta: &Delta) -> Result<(bool, Option<ClockSkewError>), DeltaError> {
+        let now = self.clock.now_ms();
+        let remote = match &delta.body {
+            geocache_crdt::DeltaBody::Register(r) => r.meta.stamp.hlc,
+            geocache_crdt::DeltaBody::DocChanges(dc) => dc.meta.stamp.hlc,
+        };
+        let skew = self.writer().hlc.observe(remote, now).err();
+        if skew.is_some() {
+            self.stats.clock_skew_errors.inc();
+        }
+        let mut changed = false;
+        self.cache.entry(delta.key.clone()).and_try_compute_with(|entry| {
+            let current = entry.map(|e| e.into_value());
+            let next = delta.apply_to(current.as_deref())?;
+            if current.as_deref() == Some(&next) {
+                return Ok::<_, DeltaError>(Op::Nop);
+            }
+            changed = true;
+            Ok(Op::Put(Arc::new(next)))
+        })?;
+        Ok((changed, skew))
+    }
+}
+
+fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {
+    let holds = match (condition, visible) {
+        (Condition::Always, _) => true,
+        (Condition::IfMatch(vv), Some(r)) => &r.meta.vv == vv,
+        (Condition::IfMatch(_), None) => false,
+        (Condition::IfPresent, v) => v.is_some(),
+        (Condition::IfAbsent, v) => v.is_none(),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(WriteError::PreconditionFailed { current: visible.map(|r| r.meta.vv.to_etag()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use serde_json::json;
+
+    fn store(clock: &ManualClock, node: u64) -> Store {
+        Store::new(
+            StoreConfig {
+                node: NodeId(node),
+                max_memory_bytes: 8 << 20,
+                eviction: EvictionKind::Lru,
+                tombstone_ttl_ms: 600_000,
+                max_clock_skew_ms: 60_000,
+            },
+            Arc::new(clock.clone()),
+        )
+    }
+
+    fn key(name: &str) -> Key {
+        Key::new("default", Bytes::copy_from_slice(name.as_bytes()))
+    }
+
+    fn put(k: &str, v: &str, ttl: Ttl, condition: Condition) -> Write {
+        Write {
+            key: key(k),
+            op: WriteOp::Put { value: Bytes::copy_from_slice(v.as_bytes()), content_type: None },
+            ttl,
+            condition,
+        }
+    }
+
+    fn bytes_of(r: &Register) -> &[u8] {
+        match &r.value {
+            Value::Bytes(b) => b,
+            Value::Doc(_) => panic!("a document"),
+        }
+    }
+
+    #[test]
+    fn put_get_delete_and_dense_sequence() {
+        let clock = ManualClock::new(1_000);
+        let s = store(&clock, 1);
+        let a = s.apply_local(put("k", "v1", Ttl::Never, Condition::Always)).unwrap();
+        assert_eq!(a.delta.seq, 1);
+        assert_eq!(bytes_of(&s.get(&key("k")).unwrap()), b"v1");
+        assert!(s.apply_local(put("k", "x", Ttl::Never, Condition::IfAbsent)).is_err());
+        let del = s
+            .apply_local(Write {
+                key: key("k"),
+                op: WriteOp::Delete,
+                ttl: Ttl::Never,
+                condition: Condition::Always,
+            })
+            .unwrap();
+        assert_eq!(del.delta.seq, 2, "the refused write used no sequence number");
+        assert!(s.get(&key("k")).is_none());
+        assert!(s.register(&key("k")).unwrap().meta.tombstone);
+    }
+
+    #[test]
+    fn expired_entries_read_as_misses_at_the_clock_passed_in() {
+        let clock = ManualClock::new(1_000);
+        let s = store(&clock, 1);
+        s.apply_local(put("k", "v", Ttl::AfterMs(500), Condition::Always)).unwrap();
+        clock.advance_ms(499);
+        assert!(s.get(&key("k")).is_some());
+        clock.advance_ms(1);
+        assert!(s.get(&key("k")).is_none());
+    }
+
+    #[test]
+    fn compare_and_set_on_the_version_vector() {
+        let clock = ManualClock::new(1_000);
+        let s = store(&clock, 1);
+        let first = s.apply_local(put("k", "1", Ttl::Never, Condition::Always)).unwrap();
+        let vv = first.register.meta.vv.clone();
+        s.apply_local(put("k", "2", Ttl::Never, Condition::IfMatch(vv.clone()))).unwrap();
+        let stale = s.apply_local(put("k", "3", Ttl::Never, Condition::IfMatch(vv))).unwrap_err();
+        assert!(matches!(stale, WriteError::PreconditionFailed { current: Some(_) }));
+        assert_eq!(bytes_of(&s.get(&key("k")).unwrap()), b"2");
+    }
+
+    #[test]
+    fn deltas_replicate_and_converge_including_documents() {
+        let clock = ManualClock::new(1_000);
+        let (a, b) = (store(&clock, 1), store(&clock, 2));
+        let patch = |field: &str| Write {
+            key: key("doc"),
+            op: WriteOp::Patch(json!({ field: 1 })),
+            ttl: Ttl::Keep { or_ms: None },
+            condition: Condition::Always,
+        };
+        let d0 = a.apply_local(patch("base")).unwrap().delta;
+        b.apply_remote(&d0).unwrap();
+        let da = a.apply_local(patch("left")).unwrap().delta;
+        let db = b.apply_local(patch("right")).unwrap().delta;
+        assert!(matches!(da.body, geocache_crdt::DeltaBody::DocChanges(_)));
+        assert!(a.apply_remote(&db).unwrap().0);
+        assert!(b.apply_remote(&da).unwrap().0);
+        assert!(!b.apply_remote(&da).unwrap().0, "a duplicate changes nothing");
+        let (ra, rb) = (a.get(&key("doc")).unwrap(), b.get(&key("doc")).unwrap());
+        assert_eq!(ra, rb);
+        assert_eq!(ra.doc().unwrap().to_json(), json!({"base": 1, "left": 1, "right": 1}));
+    }
+
+    #[test]
+    fn a_write_after_a_replicated_one_orders_after_it_even_with_a_slow_clock() {
+        let clock = ManualClock::new(1_000);
+        let ahead = ManualClock::new(50_000);
+        let (slow, fast) = (store(&clock, 1), store(&ahead, 2));
+        let d = fast.apply_local(put("k", "fast", Ttl::Never, Condition::Always)).unwrap().delta;
+        slow.apply_remote(&d).unwrap();
+        let mine = slow.apply_local(put("k", "slow", Ttl::Never, Condition::Always)).unwrap();
+        fast.apply_remote(&mine.delta).unwrap();
+        assert_eq!(bytes_of(&fast.get(&key("k")).unwrap()), b"slow");
+    }
+}
