@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run a node: the store and its HTTP API.
     Serve(ServeArgs),
+    /// A local multi-region cluster: arrives with replication.
+    Demo,
 }
 
 #[derive(clap::Args)]
@@ -38,6 +40,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Demo => anyhow::bail!(
+            "geocache demo: the multi-region demo arrives with replication and is not built yet; \
+             `geocache serve` runs a single node"
+        ),
     }
 }
 
