@@ -6,6 +6,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use geocache_crdt::{codec, Delta, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
 use std::hint::black_box;
+use std::sync::Arc;
 
 fn vv(nodes: &[(u64, u64)]) -> VersionVector {
     let mut vv = VersionVector::new();
@@ -40,8 +41,13 @@ fn benches(c: &mut Criterion) {
         bench.iter(|| black_box(&a.meta.vv).partial_cmp(black_box(&b.meta.vv)))
     });
 
-    let delta =
-        Delta::for_write(NodeId(1), 42, Key::new("default", Bytes::from_static(b"user:42")), None, &a);
+    let delta = Delta::for_write(
+        NodeId(1),
+        42,
+        Key::new("default", Bytes::from_static(b"user:42")),
+        None,
+        &Arc::new(a.clone()),
+    );
     let mut buf = Vec::with_capacity(512);
     c.bench_function("delta_encode_decode_100b", |bench| {
         bench.iter(|| {

@@ -2,6 +2,7 @@ use automerge::ChangeHash;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::sync::Arc;
 use thiserror::Error;
 
 use crate::{Doc, DocError, Key, NodeId, Register, RegisterMeta, Value};
@@ -26,8 +27,9 @@ pub struct Delta {
 /// The payload of a [`Delta`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeltaBody {
-    /// The whole register as the origin holds it after the write.
-    Register(Register),
+    /// The whole register as the origin holds it after the write (shared
+    /// with the origin's store, not copied).
+    Register(Arc<Register>),
     /// A document edit: only the automerge changes made after `base_heads`.
     DocChanges(DocChanges),
 }
@@ -63,7 +65,7 @@ impl Delta {
         seq: u64,
         key: Key,
         before: Option<&Register>,
-        after: &Register,
+        after: &Arc<Register>,
     ) -> Delta {
         let body = match (before.and_then(Register::doc), after.doc()) {
             (Some(old), Some(new)) if before.is_some_and(|b| b.meta.epoch == after.meta.epoch) => {

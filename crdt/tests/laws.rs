@@ -13,6 +13,7 @@ use geocache_crdt::{
 };
 use proptest::prelude::*;
 use serde_json::json;
+use std::sync::Arc;
 
 const NODES: usize = 3;
 const CASES: u32 = 1_000;
@@ -129,7 +130,7 @@ fn run(ops: &[Op]) -> History {
                     }
                     Op::Sync { .. } | Op::Advance { .. } => unreachable!(),
                 };
-                let delta = Delta::for_write(r.id, r.seq, key(), before.as_ref(), &after);
+                let delta = Delta::for_write(r.id, r.seq, key(), before.as_ref(), &Arc::new(after.clone()));
                 history.registers.push(after.clone());
                 history.deltas.push((delta, after.clone()));
                 r.register = Some(after);
@@ -266,7 +267,7 @@ proptest! {
     #[test]
     fn decoding_a_mutated_message_never_panics(h in history(), at: usize, byte: u8) {
         let (d, _) = &h.deltas.first().cloned().unwrap_or_else(|| {
-            (Delta::for_write(NodeId(1), 1, key(), None, pick(&h, 0)), pick(&h, 0).clone())
+            (Delta::for_write(NodeId(1), 1, key(), None, &Arc::new(pick(&h, 0).clone())), pick(&h, 0).clone())
         });
         let mut bytes = codec::encode(d).unwrap();
         let at = at % bytes.len();
