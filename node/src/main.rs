@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: the store and its HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A local multi-region cluster: arrives with replication.
     Demo,
 }
@@ -39,7 +39,7 @@ struct ServeArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Demo => anyhow::bail!(
             "geocache demo: the multi-region demo arrives with replication and is not built yet; \
              `geocache serve` runs a single node"
