@@ -1,12 +1,18 @@
 //! geocache-gossip: replication between geocache nodes.
 //!
-//! This crate will hold the sans-IO protocol state machines (membership with
-//! foca, the replicator with its per-origin watermarks, backlog and
-//! region-aware relays) and `quic`, the quinn driver that moves their bytes.
-//! Nothing is implemented here yet: the replication issue builds it.
+//! The protocol logic is sans-IO, like quinn-proto and foca: the state
+//! machines take `now`, input bytes and seeds, and return what to send and
+//! when to wake. Two drivers run them: `quic` (the quinn runtime) and the
+//! simulator.
 //!
 //! # Layout
 //!
-//! Empty for now.
+//! - `certs.rs`: the cluster CA and node certificates (`geocache certs`).
+//! - `quic/`: the quinn transport: mutual TLS against the cluster CA,
+//!   datagrams, ordered frames on one unidirectional stream per peer, and
+//!   request/response on bidirectional streams.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod certs;
+pub mod quic;

@@ -1,0 +1,1 @@
+//! The cluster CA and node certificates.

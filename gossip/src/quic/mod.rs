@@ -1,0 +1,1 @@
+//! The quinn transport.
