@@ -61,6 +61,20 @@ pub fn encode_into<T: Serialize + ?Sized>(message: &T, out: &mut Vec<u8>) -> Res
     Ok(())
 }
 
+/// Decodes one message from the front of `bytes` and returns it with the
+/// bytes after it, for formats that pack several messages back to back.
+///
+/// # Errors
+///
+/// As [`decode`], except that trailing bytes are returned, not refused.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
 /// Decodes one message that fills `bytes` exactly.
 ///
 /// # Errors

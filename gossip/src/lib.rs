@@ -16,3 +16,10 @@
 
 pub mod certs;
 pub mod quic;
+
+pub mod backlog;
+pub mod membership;
+pub mod peer;
+pub mod replicator;
+pub mod watermarks;
+pub mod wire;

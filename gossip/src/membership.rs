@@ -1,0 +1,223 @@
+//! Membership and failure detection: foca (SWIM with suspicion), driven
+//! sans-IO.
+//!
+//! Contract, as quinn's `Connection`: feed it with [`Membership::join`],
+//! [`Membership::handle_data`] and [`Membership::handle_timeout`]; then
+//! drain [`Membership::poll_transmit`] (datagrams to send),
+//! [`Membership::poll_event`] (members up and down) and
+//! [`Membership::poll_timeout`] (when to call `handle_timeout` next). Time
+//! is passed in as unix milliseconds and only moves forward; randomness
+//! comes from the seed given to [`Membership::new`].
+
+use bytes::{Buf, BufMut, Bytes};
+use foca::{
+    AccumulatingRuntime, Codec, Config, Foca, Header, Member, NoCustomBroadcast, OwnedNotification, Timer,
+};
+use geocache_crdt::codec::{self, CodecError};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use thiserror::Error;
+
+use crate::peer::Peer;
+
+/// Largest membership datagram: fits a QUIC datagram on any path.
+pub const MEMBERSHIP_PACKET_BYTES_MAX: usize = 1_100;
+
+/// Pending events kept for the driver; past this, the oldest are dropped
+/// (the member list itself stays right: it is foca's).
+const EVENTS_MAX_COUNT: usize = 4_096;
+
+/// A membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member is up (new, or back).
+    Up(Peer),
+    /// A member is down (failed, or left).
+    Down(Peer),
+}
+
+/// Input membership could not use. Doesn't affect membership's state.
+#[derive(Debug, Error)]
+#[error("membership: {0}")]
+pub struct MembershipError(String);
+
+/// Encodes foca's messages with the project codec.
+struct WireCodec;
+
+impl Codec<Peer> for WireCodec {
+    type Error = CodecError;
+
+    fn encode_header(&mut self, header: &Header<Peer>, mut buf: impl BufMut) -> Result<(), CodecError> {
+        buf.put_slice(&codec::encode(header)?);
+        Ok(())
+    }
+
+    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<Peer>, CodecError> {
+        let (header, rest) = codec::decode_prefix(buf.chunk())?;
+        let used = buf.chunk().len() - rest.len();
+        buf.advance(used);
+        Ok(header)
+    }
+
+    fn encode_member(&mut self, member: &Member<Peer>, mut buf: impl BufMut) -> Result<(), CodecError> {
+        let bytes = codec::encode(member)?;
+        // foca asks for a clean buffer when the item does not fit.
+        if buf.remaining_mut() < bytes.len() {
+            return Err(CodecError::Malformed("no room for the member".into()));
+        }
+        buf.put_slice(&bytes);
+        Ok(())
+    }
+
+    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<Peer>, CodecError> {
+        let (member, rest) = codec::decode_prefix(buf.chunk())?;
+        let used = buf.chunk().len() - rest.len();
+        buf.advance(used);
+        Ok(member)
+    }
+}
+
+/// This node's view of the cluster.
+pub struct Membership {
+    foca: Foca<Peer, WireCodec, SmallRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<Peer>,
+    /// Foca's timers by due time; the sequence number keeps the order of
+    /// timers due at the same millisecond deterministic.
+    timers: BTreeMap<(u64, u64), Timer<Peer>>,
+    timer_seq: u64,
+    now_ms: u64,
+    events: VecDeque<MembershipEvent>,
+}
+
+/// How fast failures are detected: foca's LAN settings (probe every
+/// second), sized for `cluster_size` members.
+pub fn default_config(cluster_size: u32) -> Config {
+    let mut config = Config::new_lan(NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN));
+    config.max_packet_size = NonZeroUsize::new(MEMBERSHIP_PACKET_BYTES_MAX).unwrap_or(NonZeroUsize::MIN);
+    config
+}
+
+impl Membership {
+    /// Membership for `me`, alone until it joins.
+    pub fn new(me: Peer, config: Config, seed: u64, now_ms: u64) -> Membership {
+        let foca = Foca::new(me, config, SmallRng::seed_from_u64(seed), WireCodec);
+        Membership {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            now_ms,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// This node's current identity.
+    pub fn me(&self) -> &Peer {
+        self.foca.identity()
+    }
+
+    /// Announces this node to the seeds.
+    pub fn join(&mut self, seeds: &[SocketAddr], now_ms: u64) {
+        self.advance(now_ms);
+        for &seed in seeds {
+            if seed != self.me().gossip {
+                // Only fails on encoding errors of our own identity.
+                let _ = self.foca.announce(Peer::seed(seed), &mut self.runtime);
+            }
+        }
+        self.collect();
+    }
+
+    /// Feeds a datagram received from the network.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`] for data foca refuses; nothing changed.
+    pub fn handle_data(&mut self, data: &[u8], now_ms: u64) -> Result<(), MembershipError> {
+        self.advance(now_ms);
+        let result =
+            self.foca.handle_data(data, &mut self.runtime).map_err(|e| MembershipError(e.to_string()));
+        self.collect();
+        result
+    }
+
+    /// Fires every timer due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let timer = entry.remove();
+            let _ = self.foca.handle_timer(timer, &mut self.runtime);
+            self.collect();
+        }
+    }
+
+    /// Leaves the cluster gracefully (tells peers this node is going).
+    pub fn leave(mut self) -> Vec<(SocketAddr, Bytes)> {
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        let mut out = Vec::new();
+        while let Some((to, data)) = self.runtime.to_send() {
+            out.push((to.gossip, data));
+        }
+        out
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.runtime.to_send().map(|(to, data)| (to.gossip, data))
+    }
+
+    /// The next membership change.
+    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, in unix ms.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The members this node believes are alive (itself excluded).
+    pub fn members(&self) -> Vec<Peer> {
+        let mut members: Vec<Peer> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        members.sort_by_key(|p| p.node);
+        members
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// Moves foca's timers into the queue and its notifications into events.
+    fn collect(&mut self) {
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let at = self.now_ms.saturating_add(after.as_millis() as u64);
+            self.timer_seq += 1;
+            self.timers.insert((at, self.timer_seq), timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            let event = match notification {
+                OwnedNotification::MemberUp(p) => MembershipEvent::Up(p),
+                OwnedNotification::MemberDown(p) => MembershipEvent::Down(p),
+                OwnedNotification::Rename(old, new) => {
+                    self.push_event(MembershipEvent::Down(old));
+                    MembershipEvent::Up(new)
+                }
+                _ => continue,
+            };
+            self.push_event(event);
+        }
+    }
+
+    fn push_event(&mut self, event: MembershipEvent) {
+        if self.events.len() == EVENTS_MAX_COUNT {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}

@@ -1,0 +1,596 @@
+//! The replicator: gets every write to every node, near real time.
+//!
+//! Sans-IO, like quinn-proto's `Connection`. Feed it with
+//! [`Replicator::local_write`] (a write accepted here),
+//! [`Replicator::handle_message`] (a message from a peer),
+//! [`Replicator::peer_up`] / [`Replicator::peer_down`] (membership),
+//! [`Replicator::set_rtt`] and [`Replicator::handle_timeout`]; then drain
+//! [`Replicator::poll_transmit`] (messages to send) and
+//! [`Replicator::poll_event`], and call `handle_timeout` at
+//! [`Replicator::poll_timeout`]. Time is unix ms passed in, and only moves
+//! forward. Nothing here does IO, reads a clock or draws randomness, and
+//! every iteration is in node-id order, so the simulator replays it exactly.
+//!
+//! Fan-out is region-aware: a write goes to every live peer of the origin's
+//! region and to one relay per remote region (the live peer there with the
+//! lowest measured RTT), which applies it and forwards it inside its region.
+//! So a write crosses each WAN link once per region, not once per node. A
+//! relay that goes down, or does not ack in time, is replaced and the
+//! unacked writes resent through the new one. Anti-entropy every
+//! `sync_interval_ms` exchanges per-origin watermarks with one peer and
+//! fills gaps from the backlog; when the backlog no longer reaches back, it
+//! reports the origins that need a full transfer.
+
+use geocache_crdt::{Delta, NodeId, Register};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backlog::{Backlog, BacklogLimits};
+use crate::watermarks::Watermarks;
+use crate::wire::Message;
+
+/// Bounds and periods of the replicator.
+#[derive(Clone, Debug)]
+pub struct ReplicatorConfig {
+    /// What the backlog keeps for anti-entropy.
+    pub backlog: BacklogLimits,
+    /// Deltas queued for one peer beyond this are dropped for it (it
+    /// catches up by anti-entropy): a slow peer cannot grow our memory.
+    pub peer_queue_count_max: usize,
+    /// Most deltas in one `Deltas` frame.
+    pub frame_deltas_max: usize,
+    /// Most deltas in one anti-entropy answer.
+    pub sync_deltas_max: usize,
+    /// How often to run anti-entropy with one peer.
+    pub sync_interval_ms: u64,
+    /// How long a relay has to ack before the write goes through another.
+    pub relay_ack_timeout_ms: u64,
+    /// Own writes whose acks are tracked (for durability); the oldest are
+    /// forgotten past this.
+    pub tracked_writes_max_count: usize,
+}
+
+impl Default for ReplicatorConfig {
+    fn default() -> Self {
+        ReplicatorConfig {
+            backlog: BacklogLimits::default(),
+            peer_queue_count_max: 65_536,
+            frame_deltas_max: 512,
+            sync_deltas_max: 4_096,
+            sync_interval_ms: 1_000,
+            relay_ack_timeout_ms: 2_000,
+            tracked_writes_max_count: 65_536,
+        }
+    }
+}
+
+/// A peer as the replicator needs to know it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub node: NodeId,
+    /// Its region.
+    pub region: String,
+    /// Its gossip address.
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    info: PeerInfo,
+    rtt_ms: Option<u64>,
+    /// Deltas to send as they are (the receiver does not relay them).
+    plain: VecDeque<Arc<Delta>>,
+    /// Deltas to send for the receiver to relay in its region.
+    relay: VecDeque<Arc<Delta>>,
+    acks: Vec<(NodeId, u64)>,
+}
+
+/// Something to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer.
+    pub to: NodeId,
+    /// Its gossip address.
+    pub addr: SocketAddr,
+    /// Whether it crosses regions (for accounting).
+    pub wan: bool,
+    /// What to send.
+    pub message: Message,
+    /// How: on the peer's ordered stream, or as a request that expects a
+    /// [`Message::SyncResponse`].
+    pub request: bool,
+}
+
+/// Something the driver must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `peer` has deltas of `origins` that its backlog no longer holds:
+    /// fetch a full transfer from it.
+    FullTransferNeeded {
+        /// Whom to ask.
+        peer: NodeId,
+        /// The origins concerned.
+        origins: Vec<NodeId>,
+    },
+    /// A peer acked one of this node's writes.
+    Acked {
+        /// The write's sequence number.
+        seq: u64,
+    },
+}
+
+/// Counters, for metrics and the benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicatorStats {
+    /// Deltas applied from peers.
+    pub applied: u64,
+    /// Deltas received that were already applied.
+    pub duplicates: u64,
+    /// Deltas that could not be applied (missing document base).
+    pub unappliable: u64,
+    /// Deltas dropped because a peer's queue was full.
+    pub dropped: u64,
+    /// Writes resent through another relay.
+    pub relay_resends: u64,
+}
+
+#[derive(Debug)]
+struct RelaySend {
+    relay: NodeId,
+    region: String,
+    delta: Arc<Delta>,
+    deadline_ms: u64,
+}
+
+/// The replication state of one node.
+pub struct Replicator {
+    me: NodeId,
+    region: String,
+    config: ReplicatorConfig,
+    peers: BTreeMap<NodeId, PeerState>,
+    applied: Watermarks,
+    backlog: Backlog,
+    /// Own writes sent to a relay and not acked yet, by seq.
+    relay_sends: BTreeMap<u64, Vec<RelaySend>>,
+    /// Own writes: who acked them.
+    acked_by: BTreeMap<u64, BTreeSet<NodeId>>,
+    next_sync_ms: u64,
+    sync_cursor: Option<NodeId>,
+    requests: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: ReplicatorStats,
+}
+
+impl Replicator {
+    /// The replicator of node `me` in `region`, with no peers yet.
+    pub fn new(me: NodeId, region: String, config: ReplicatorConfig, now_ms: u64) -> Replicator {
+        let backlog = Backlog::new(config.backlog);
+        let next_sync_ms = now_ms + config.sync_interval_ms;
+        Replicator {
+            me,
+            region,
+            config,
+            peers: BTreeMap::new(),
+            applied: Watermarks::default(),
+            backlog,
+            relay_sends: BTreeMap::new(),
+            acked_by: BTreeMap::new(),
+            next_sync_ms,
+            sync_cursor: None,
+            requests: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ReplicatorStats::default(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReplicatorStats {
+        &self.stats
+    }
+
+    /// Applied watermark per origin.
+    pub fn watermarks(&self) -> Vec<(NodeId, u64)> {
+        self.applied.summary()
+    }
+
+    /// The live peers, with their measured RTT.
+    pub fn peers(&self) -> Vec<(PeerInfo, Option<u64>)> {
+        self.peers.values().map(|p| (p.info.clone(), p.rtt_ms)).collect()
+    }
+
+    /// A peer is up (or changed address or region).
+    pub fn peer_up(&mut self, info: PeerInfo) {
+        if info.node == self.me {
+            return;
+        }
+        match self.peers.get_mut(&info.node) {
+            Some(p) => p.info = info,
+            None => {
+                self.peers.insert(
+                    info.node,
+                    PeerState {
+                        info,
+                        rtt_ms: None,
+                        plain: VecDeque::new(),
+                        relay: VecDeque::new(),
+                        acks: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A peer is down: what was queued for it is dropped (anti-entropy
+    /// covers it when it returns) and writes it was relaying go through
+    /// another relay of its region.
+    pub fn peer_down(&mut self, node: NodeId, now_ms: u64) {
+        if self.peers.remove(&node).is_none() {
+            return;
+        }
+        let lost: Vec<(u64, String, Arc<Delta>)> = self
+            .relay_sends
+            .iter_mut()
+            .flat_map(|(seq, sends)| {
+                let (gone, kept): (Vec<_>, Vec<_>) = sends.drain(..).partition(|s| s.relay == node);
+                *sends = kept;
+                gone.into_iter().map(move |s| (*seq, s.region, s.delta))
+            })
+            .collect();
+        self.relay_sends.retain(|_, sends| !sends.is_empty());
+        for (seq, region, delta) in lost {
+            self.stats.relay_resends += 1;
+            self.resend_via_relay(seq, &region, delta, now_ms);
+        }
+    }
+
+    /// The measured round-trip time to a peer.
+    pub fn set_rtt(&mut self, node: NodeId, rtt_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&node) {
+            p.rtt_ms = Some(rtt_ms);
+        }
+    }
+
+    /// Who has acked this node's write `seq`.
+    pub fn acked_by(&self, seq: u64) -> BTreeSet<NodeId> {
+        self.acked_by.get(&seq).cloned().unwrap_or_default()
+    }
+
+    /// Whether another node of this region has applied write `seq`.
+    pub fn reached_region(&self, seq: u64) -> bool {
+        self.acked_by
+            .get(&seq)
+            .is_some_and(|ackers| ackers.iter().any(|n| self.region_of(*n) == Some(self.region.as_str())))
+    }
+
+    /// Whether a node in every region with a live peer has applied write
+    /// `seq` (this node's own region counts when it has other live nodes).
+    pub fn reached_all(&self, seq: u64) -> bool {
+        let ackers = self.acked_by.get(&seq);
+        let acked_regions: BTreeSet<&str> =
+            ackers.into_iter().flatten().filter_map(|n| self.region_of(*n)).collect();
+        self.peers.values().all(|p| acked_regions.contains(p.info.region.as_str()))
+    }
+
+    /// Stops tracking acks of write `seq` (its waiter is done).
+    pub fn forget_acks(&mut self, seq: u64) {
+        self.acked_by.remove(&seq);
+    }
+
+    fn region_of(&self, node: NodeId) -> Option<&str> {
+        self.peers.get(&node).map(|p| p.info.region.as_str())
+    }
+
+    /// A write accepted here: fan it out. `full` is the same write with the
+    /// whole register as its body, kept in the backlog so that anti-entropy
+    /// answers always apply, even where the document base is missing.
+    pub fn local_write(&mut self, delta: Arc<Delta>, full: Arc<Delta>, encoded_bytes: usize, now_ms: u64) {
+        debug_assert_eq!(delta.origin, self.me);
+        self.applied.insert(delta.origin, delta.seq);
+        self.backlog.push(full, encoded_bytes, now_ms);
+        let seq = delta.seq;
+        if self.acked_by.len() >= self.config.tracked_writes_max_count {
+            self.acked_by.pop_first();
+        }
+        self.acked_by.insert(seq, BTreeSet::new());
+        let own: Vec<NodeId> =
+            self.peers.values().filter(|p| p.info.region == self.region).map(|p| p.info.node).collect();
+        for node in own {
+            self.enqueue(node, delta.clone(), false);
+        }
+        let regions: BTreeSet<String> = self
+            .peers
+            .values()
+            .filter(|p| p.info.region != self.region)
+            .map(|p| p.info.region.clone())
+            .collect();
+        for region in regions {
+            self.resend_via_relay(seq, &region, delta.clone(), now_ms);
+        }
+    }
+
+    /// The best relay of `region`: lowest RTT, then lowest id; peers with no
+    /// measurement yet come after measured ones.
+    fn relay_for(&self, region: &str, except: &BTreeSet<NodeId>) -> Option<NodeId> {
+        self.peers
+            .values()
+            .filter(|p| p.info.region == region && !except.contains(&p.info.node))
+            .min_by_key(|p| (p.rtt_ms.unwrap_or(u64::MAX), p.info.node))
+            .map(|p| p.info.node)
+    }
+
+    fn resend_via_relay(&mut self, seq: u64, region: &str, delta: Arc<Delta>, now_ms: u64) {
+        let Some(relay) = self.relay_for(region, &BTreeSet::new()) else { return };
+        self.enqueue(relay, delta.clone(), true);
+        self.relay_sends.entry(seq).or_default().push(RelaySend {
+            relay,
+            region: region.to_string(),
+            delta,
+            deadline_ms: now_ms + self.config.relay_ack_timeout_ms,
+        });
+    }
+
+    fn enqueue(&mut self, node: NodeId, delta: Arc<Delta>, relay: bool) {
+        let limit = self.config.peer_queue_count_max;
+        let Some(peer) = self.peers.get_mut(&node) else { return };
+        if peer.plain.len() + peer.relay.len() >= limit {
+            self.stats.dropped += 1;
+            return;
+        }
+        if relay {
+            peer.relay.push_back(delta);
+        } else {
+            peer.plain.push_back(delta);
+        }
+    }
+
+    /// A message from peer `from`. `apply` merges a delta into the store and
+    /// returns the register after it, or `None` when it cannot be applied
+    /// (its document base is missing here). Returns the answer to send back
+    /// for a request.
+    pub fn handle_message(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        now_ms: u64,
+        apply: &mut dyn FnMut(&Delta) -> Option<Arc<Register>>,
+    ) -> Option<Message> {
+        match message {
+            Message::Deltas { relay, deltas, .. } => {
+                let mut acks = Vec::with_capacity(deltas.len());
+                let mut fresh = Vec::new();
+                for delta in deltas {
+                    match self.apply_one(&delta, now_ms, apply) {
+                        Applied::New => {
+                            acks.push((delta.origin, delta.seq));
+                            fresh.push(delta);
+                        }
+                        Applied::Duplicate => acks.push((delta.origin, delta.seq)),
+                        Applied::Failed => {}
+                    }
+                }
+                if relay {
+                    let targets: Vec<NodeId> = self
+                        .peers
+                        .values()
+                        .filter(|p| p.info.region == self.region && p.info.node != from)
+                        .map(|p| p.info.node)
+                        .collect();
+                    for node in targets {
+                        for delta in &fresh {
+                            if delta.origin != node {
+                                self.enqueue(node, delta.clone(), false);
+                            }
+                        }
+                    }
+                }
+                if let Some(peer) = self.peers.get_mut(&from) {
+                    peer.acks.extend(acks);
+                }
+                None
+            }
+            Message::Acks { applied, .. } => {
+                for (origin, seq) in applied {
+                    if origin != self.me {
+                        continue;
+                    }
+                    if let Some(sends) = self.relay_sends.get_mut(&seq) {
+                        sends.retain(|s| s.relay != from);
+                        if sends.is_empty() {
+                            self.relay_sends.remove(&seq);
+                        }
+                    }
+                    if let Some(ackers) = self.acked_by.get_mut(&seq) {
+                        if ackers.insert(from) {
+                            self.events.push_back(Event::Acked { seq });
+                        }
+                    }
+                }
+                None
+            }
+            Message::SyncRequest { watermarks, .. } => Some(self.answer_sync(&watermarks)),
+            Message::SyncResponse { deltas, beyond_backlog, .. } => {
+                for delta in deltas {
+                    self.apply_one(&delta, now_ms, apply);
+                }
+                if !beyond_backlog.is_empty() {
+                    self.events.push_back(Event::FullTransferNeeded { peer: from, origins: beyond_backlog });
+                }
+                None
+            }
+        }
+    }
+
+    fn apply_one(
+        &mut self,
+        delta: &Arc<Delta>,
+        now_ms: u64,
+        apply: &mut dyn FnMut(&Delta) -> Option<Arc<Register>>,
+    ) -> Applied {
+        if self.applied.contains(delta.origin, delta.seq) {
+            self.stats.duplicates += 1;
+            return Applied::Duplicate;
+        }
+        let Some(register) = apply(delta) else {
+            self.stats.unappliable += 1;
+            return Applied::Failed;
+        };
+        self.applied.insert(delta.origin, delta.seq);
+        self.stats.applied += 1;
+        let full = Arc::new(Delta {
+            origin: delta.origin,
+            seq: delta.seq,
+            key: delta.key.clone(),
+            body: geocache_crdt::DeltaBody::Register(register.clone()),
+        });
+        let bytes = delta.key.size_bytes() + register.size_bytes();
+        self.backlog.push(full, bytes, now_ms);
+        Applied::New
+    }
+
+    fn answer_sync(&self, theirs: &[(NodeId, u64)]) -> Message {
+        let theirs: BTreeMap<NodeId, u64> = theirs.iter().copied().collect();
+        let mut origins: BTreeSet<NodeId> = self.applied.summary().into_iter().map(|(n, _)| n).collect();
+        origins.extend(self.backlog.origins());
+        let mut deltas = Vec::new();
+        let mut beyond_backlog = Vec::new();
+        let mut truncated = false;
+        for origin in origins {
+            let their_wm = theirs.get(&origin).copied().unwrap_or(0);
+            let mine = match self.backlog.since(origin, their_wm) {
+                Some(list) => list,
+                None if self.applied.watermark(origin) > their_wm => {
+                    beyond_backlog.push(origin);
+                    continue;
+                }
+                None => self.backlog.held_after(origin, their_wm),
+            };
+            for d in mine {
+                if deltas.len() >= self.config.sync_deltas_max {
+                    truncated = true;
+                    break;
+                }
+                deltas.push(d);
+            }
+        }
+        Message::SyncResponse { deltas, beyond_backlog, truncated }
+    }
+
+    /// A full transfer from a peer covered `origins` up to the peer's
+    /// watermarks: raise ours so anti-entropy stops asking.
+    pub fn full_transfer_done(&mut self, watermarks: &[(NodeId, u64)]) {
+        for &(origin, wm) in watermarks {
+            self.applied.raise_to(origin, wm);
+        }
+    }
+
+    /// Runs what is due: backlog eviction, relay ack time-outs,
+    /// anti-entropy.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.backlog.evict(now_ms);
+        let overdue: Vec<(u64, NodeId)> = self
+            .relay_sends
+            .iter()
+            .flat_map(|(seq, sends)| {
+                sends.iter().filter(|s| s.deadline_ms <= now_ms).map(move |s| (*seq, s.relay))
+            })
+            .collect();
+        for (seq, relay) in overdue {
+            let Some(sends) = self.relay_sends.get_mut(&seq) else { continue };
+            let Some(pos) = sends.iter().position(|s| s.relay == relay && s.deadline_ms <= now_ms) else {
+                continue;
+            };
+            let send = sends.remove(pos);
+            let except: BTreeSet<NodeId> = [relay].into();
+            if let Some(next) = self.relay_for(&send.region, &except) {
+                self.stats.relay_resends += 1;
+                self.enqueue(next, send.delta.clone(), true);
+                self.relay_sends.entry(seq).or_default().push(RelaySend {
+                    relay: next,
+                    region: send.region,
+                    delta: send.delta,
+                    deadline_ms: now_ms + self.config.relay_ack_timeout_ms,
+                });
+            }
+            // With no other relay, the write waits for anti-entropy.
+            self.relay_sends.retain(|_, s| !s.is_empty());
+        }
+        if now_ms >= self.next_sync_ms {
+            self.next_sync_ms = now_ms + self.config.sync_interval_ms;
+            if let Some(peer) = self.next_sync_peer() {
+                let info = &self.peers[&peer].info;
+                self.requests.push_back(Transmit {
+                    to: peer,
+                    addr: info.addr,
+                    wan: info.region != self.region,
+                    message: Message::SyncRequest { from: self.me, watermarks: self.applied.summary() },
+                    request: true,
+                });
+            }
+        }
+    }
+
+    /// Round robin over live peers in id order.
+    fn next_sync_peer(&mut self) -> Option<NodeId> {
+        let next = match self.sync_cursor {
+            Some(c) => self.peers.range(NodeId(c.0.saturating_add(1))..).next().map(|(n, _)| *n),
+            None => None,
+        }
+        .or_else(|| self.peers.keys().next().copied());
+        self.sync_cursor = next;
+        next
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> u64 {
+        let relay = self.relay_sends.values().flatten().map(|s| s.deadline_ms).min().unwrap_or(u64::MAX);
+        self.next_sync_ms.min(relay)
+    }
+
+    /// The next message to send. Everything queued for a peer leaves in one
+    /// frame (up to `frame_deltas_max`): no timer delays an idle link, and
+    /// writes that arrive while the driver is busy coalesce.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.requests.pop_front() {
+            return Some(t);
+        }
+        let max = self.config.frame_deltas_max;
+        for peer in self.peers.values_mut() {
+            let wan = peer.info.region != self.region;
+            let (to, addr) = (peer.info.node, peer.info.addr);
+            let frame = |message| Some(Transmit { to, addr, wan, message, request: false });
+            if !peer.acks.is_empty() {
+                let applied = std::mem::take(&mut peer.acks);
+                return frame(Message::Acks { from: self.me, applied });
+            }
+            if !peer.relay.is_empty() {
+                let n = peer.relay.len().min(max);
+                let deltas = peer.relay.drain(..n).collect();
+                return frame(Message::Deltas { from: self.me, relay: true, deltas });
+            }
+            if !peer.plain.is_empty() {
+                let n = peer.plain.len().min(max);
+                let deltas = peer.plain.drain(..n).collect();
+                return frame(Message::Deltas { from: self.me, relay: false, deltas });
+            }
+        }
+        None
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+enum Applied {
+    New,
+    Duplicate,
+    Failed,
+}

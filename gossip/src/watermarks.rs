@@ -1,0 +1,133 @@
+//! Which writes of each origin this node has applied: a contiguous
+//! watermark and the few sequence numbers applied above it.
+
+use geocache_crdt::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most sequence numbers kept above one origin's watermark. A gap this wide
+/// means a lost stretch of deltas: anti-entropy fills it, and past the bound
+/// the watermark jumps (the skipped writes are then only recovered by a
+/// full transfer), so a lost delta cannot grow memory without bound.
+pub const ABOVE_WATERMARK_MAX_COUNT: usize = 65_536;
+
+/// Applied sequence numbers of one origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppliedSet {
+    /// Every seq `<= watermark` is applied.
+    watermark: u64,
+    /// Applied seqs above the watermark.
+    above: BTreeSet<u64>,
+}
+
+impl AppliedSet {
+    /// The contiguous watermark.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Whether `seq` is applied.
+    pub fn contains(&self, seq: u64) -> bool {
+        seq <= self.watermark || self.above.contains(&seq)
+    }
+
+    /// Marks `seq` applied; false when it already was (a duplicate).
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if self.contains(seq) {
+            return false;
+        }
+        self.above.insert(seq);
+        while self.above.remove(&(self.watermark + 1)) {
+            self.watermark += 1;
+        }
+        if self.above.len() > ABOVE_WATERMARK_MAX_COUNT {
+            // Give up on the oldest gap: jump to the lowest applied seq.
+            if let Some(&lowest) = self.above.iter().next() {
+                self.watermark = lowest;
+                self.above.remove(&lowest);
+                while self.above.remove(&(self.watermark + 1)) {
+                    self.watermark += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// Raises the watermark to at least `seq` (after a full transfer).
+    pub fn raise_to(&mut self, seq: u64) {
+        if seq > self.watermark {
+            self.watermark = seq;
+            self.above = self.above.split_off(&(seq + 1));
+            while self.above.remove(&(self.watermark + 1)) {
+                self.watermark += 1;
+            }
+        }
+    }
+
+    /// Seqs missing between the watermark and the highest applied one.
+    pub fn has_gaps(&self) -> bool {
+        !self.above.is_empty()
+    }
+}
+
+/// Applied sets of every origin, in node order.
+#[derive(Clone, Debug, Default)]
+pub struct Watermarks {
+    origins: BTreeMap<NodeId, AppliedSet>,
+}
+
+impl Watermarks {
+    /// Marks `(origin, seq)` applied; false for a duplicate.
+    pub fn insert(&mut self, origin: NodeId, seq: u64) -> bool {
+        self.origins.entry(origin).or_default().insert(seq)
+    }
+
+    /// Whether `(origin, seq)` is applied.
+    pub fn contains(&self, origin: NodeId, seq: u64) -> bool {
+        self.origins.get(&origin).is_some_and(|s| s.contains(seq))
+    }
+
+    /// The watermark of `origin` (0 when nothing is known).
+    pub fn watermark(&self, origin: NodeId) -> u64 {
+        self.origins.get(&origin).map_or(0, AppliedSet::watermark)
+    }
+
+    /// Every origin's watermark, in node order.
+    pub fn summary(&self) -> Vec<(NodeId, u64)> {
+        self.origins.iter().map(|(n, s)| (*n, s.watermark())).collect()
+    }
+
+    /// Raises `origin`'s watermark to at least `seq`.
+    pub fn raise_to(&mut self, origin: NodeId, seq: u64) {
+        self.origins.entry(origin).or_default().raise_to(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_advances_over_filled_gaps_and_drops_duplicates() {
+        let mut s = AppliedSet::default();
+        assert!(s.insert(1));
+        assert!(s.insert(3));
+        assert_eq!(s.watermark(), 1);
+        assert!(s.has_gaps());
+        assert!(!s.insert(3));
+        assert!(s.insert(2));
+        assert_eq!(s.watermark(), 3);
+        assert!(!s.has_gaps());
+        assert!(!s.insert(1));
+    }
+
+    #[test]
+    fn raise_to_keeps_what_is_above() {
+        let mut s = AppliedSet::default();
+        s.insert(10);
+        s.insert(12);
+        s.raise_to(9);
+        assert_eq!(s.watermark(), 10);
+        s.raise_to(11);
+        assert_eq!(s.watermark(), 12);
+    }
+}

@@ -1,0 +1,46 @@
+//! What nodes say to each other. Every message is one [`Message`] in the
+//! project codec's versioned envelope.
+
+use geocache_crdt::{Delta, NodeId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Deltas, sent on the peer's ordered stream.
+    Deltas {
+        /// The sender.
+        from: NodeId,
+        /// Whether the receiver relays them to its own region (it is the
+        /// origin's relay for that region).
+        relay: bool,
+        /// The deltas, oldest first.
+        deltas: Vec<Arc<Delta>>,
+    },
+    /// Which deltas the sender has applied (for durability and relay
+    /// resends).
+    Acks {
+        /// The sender.
+        from: NodeId,
+        /// `(origin, seq)` of each delta applied.
+        applied: Vec<(NodeId, u64)>,
+    },
+    /// Anti-entropy: the sender's watermark per origin.
+    SyncRequest {
+        /// The sender.
+        from: NodeId,
+        /// `(origin, watermark)`, every origin the sender knows.
+        watermarks: Vec<(NodeId, u64)>,
+    },
+    /// The answer to a [`Message::SyncRequest`].
+    SyncResponse {
+        /// Deltas the requester lacks, from the backlog.
+        deltas: Vec<Arc<Delta>>,
+        /// Origins whose missing deltas the backlog no longer reaches: the
+        /// requester needs a full transfer for them.
+        beyond_backlog: Vec<NodeId>,
+        /// Whether the answer was cut at the size bound (ask again).
+        truncated: bool,
+    },
+}
