@@ -1,0 +1,122 @@
+//! Membership in memory: nodes exchange foca datagrams through a virtual
+//! network; joins through seeds, failures detected, restarts rejoin.
+
+use geocache_crdt::NodeId;
+use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
+use geocache_gossip::peer::Peer;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+fn peer(i: u8, incarnation: u64) -> Peer {
+    let gossip = SocketAddr::from(([127, 0, 0, 10 + i], 7946));
+    Peer {
+        node: NodeId(u64::from(i) + 1),
+        region: if i < 2 { "montreal".into() } else { "frankfurt".into() },
+        lat: 45.5,
+        lon: -73.6,
+        gossip,
+        http: SocketAddr::from(([127, 0, 0, 10 + i], 7070)),
+        incarnation,
+    }
+}
+
+struct Net {
+    nodes: BTreeMap<SocketAddr, Membership>,
+    now_ms: u64,
+    down: Vec<SocketAddr>,
+}
+
+impl Net {
+    fn step(&mut self, until_ms: u64) {
+        while self.now_ms < until_ms {
+            self.now_ms += 10;
+            let addrs: Vec<SocketAddr> = self.nodes.keys().copied().collect();
+            for a in &addrs {
+                if self.down.contains(a) {
+                    continue;
+                }
+                self.nodes.get_mut(a).unwrap().handle_timeout(self.now_ms);
+            }
+            // Deliver everything sent, until quiet (no latency: 10 ms steps).
+            loop {
+                let mut moved = false;
+                for a in &addrs {
+                    while let Some((to, data)) = self.nodes.get_mut(a).unwrap().poll_transmit() {
+                        moved = true;
+                        if self.down.contains(&to) || self.down.contains(a) {
+                            continue;
+                        }
+                        if let Some(n) = self.nodes.get_mut(&to) {
+                            n.handle_data(&data, self.now_ms).unwrap();
+                        }
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn members(&self, i: u8) -> Vec<NodeId> {
+        self.nodes[&peer(i, 0).gossip].members().iter().map(|p| p.node).collect()
+    }
+}
+
+fn net(count: u8) -> Net {
+    let mut nodes = BTreeMap::new();
+    for i in 0..count {
+        let p = peer(i, 1);
+        nodes.insert(p.gossip, Membership::new(p, default_config(u32::from(count)), u64::from(i), 0));
+    }
+    let seed = peer(0, 0).gossip;
+    for m in nodes.values_mut() {
+        m.join(&[seed], 0);
+    }
+    Net { nodes, now_ms: 0, down: Vec::new() }
+}
+
+#[test]
+fn nodes_join_through_a_seed_and_see_each_other() {
+    let mut n = net(4);
+    n.step(3_000);
+    for i in 0..4 {
+        assert_eq!(n.members(i).len(), 3, "node {i} sees {:?}", n.members(i));
+    }
+}
+
+#[test]
+fn a_dead_node_is_declared_down_and_a_restart_rejoins() {
+    let mut n = net(3);
+    n.step(3_000);
+    let dead = peer(2, 0).gossip;
+    n.down.push(dead);
+    n.step(30_000);
+    assert_eq!(n.members(0), vec![NodeId(2)], "node 3 declared down");
+    let mut saw_down = false;
+    while let Some(e) = n.nodes.get_mut(&peer(0, 0).gossip).unwrap().poll_event() {
+        saw_down |= matches!(e, MembershipEvent::Down(p) if p.node == NodeId(3));
+    }
+    assert!(saw_down);
+    // Restart: same address, a new incarnation, joining through the seed.
+    n.down.clear();
+    let fresh = peer(2, 50_000);
+    let mut m = Membership::new(fresh, default_config(3), 99, n.now_ms);
+    m.join(&[peer(0, 0).gossip], n.now_ms);
+    n.nodes.insert(dead, m);
+    n.step(n.now_ms + 5_000);
+    assert_eq!(n.members(0), vec![NodeId(2), NodeId(3)]);
+    let back = n.nodes[&peer(0, 0).gossip].members().into_iter().find(|p| p.node == NodeId(3)).unwrap();
+    assert_eq!(back.incarnation, 50_000);
+}
+
+#[test]
+fn garbage_is_refused_without_harm() {
+    let mut n = net(2);
+    n.step(2_000);
+    let a = n.nodes.get_mut(&peer(0, 0).gossip).unwrap();
+    assert!(a.handle_data(&[1, 2, 3, 4, 5], 2_000).is_err());
+    assert!(a.handle_data(&[], 2_000).is_err());
+    n.step(4_000);
+    assert_eq!(n.members(0).len(), 1);
+}
