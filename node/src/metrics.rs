@@ -74,6 +74,11 @@ impl Metrics {
             "Replicated stamps further ahead than the maximum clock skew",
             stats.clock_skew_errors.clone(),
         );
+        registry.register(
+            "geocache_conflicts",
+            "Replicated writes concurrent with the value held",
+            stats.conflicts.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();

@@ -65,6 +65,9 @@ pub struct StoreStats {
     pub expirations: Counter,
     /// Replicated stamps further ahead than the maximum clock skew.
     pub clock_skew_errors: Counter,
+    /// Replicated writes concurrent with the value held (one was lost to
+    /// last-writer-wins, or merged for documents).
+    pub conflicts: Counter,
 }
 
 /// How a write sets the entry's expiry.
@@ -386,37 +389,95 @@ impl Store {
         Ok(outcome.expect("a successful compute sets the outcome"))
     }
 
-    /// Applies a replicated write. Returns whether the register changed.
+    /// Applies a replicated write.
     ///
-    /// A stamp too far ahead of the local clock is counted (and returned as
-    /// the second field) but the delta is still merged: replicas must
-    /// converge whatever arrives.
+    /// A stamp too far ahead of the local clock is counted (and reported in
+    /// the outcome) but the delta is still merged: replicas must converge
+    /// whatever arrives. A write concurrent with the value held here (by
+    /// version vector) is counted as a conflict: last-writer-wins keeps one.
     ///
     /// # Errors
     ///
     /// [`DeltaError`]; the store is then unchanged.
-    pub fn apply_remote(&self, delta: &Delta) -> Result<(bool, Option<ClockSkewError>), DeltaError> {
+    pub fn apply_remote(&self, delta: &Delta) -> Result<RemoteOutcome, DeltaError> {
         let now = self.clock.now_ms();
-        let remote = match &delta.body {
-            geocache_crdt::DeltaBody::Register(r) => r.meta.stamp.hlc,
-            geocache_crdt::DeltaBody::DocChanges(dc) => dc.meta.stamp.hlc,
+        let meta = match &delta.body {
+            geocache_crdt::DeltaBody::Register(r) => &r.meta,
+            geocache_crdt::DeltaBody::DocChanges(dc) => &dc.meta,
         };
-        let skew = self.writer().hlc.observe(remote, now).err();
+        let skew = self.writer().hlc.observe(meta.stamp.hlc, now).err();
         if skew.is_some() {
             self.stats.clock_skew_errors.inc();
         }
-        let mut changed = false;
+        let mut outcome = None;
         self.cache.entry(delta.key.clone()).and_try_compute_with(|entry| {
             let current = entry.map(|e| e.into_value().register);
             let next = delta.apply_to(current.as_deref())?;
+            let conflict = current
+                .as_ref()
+                .is_some_and(|c| c.is_visible_at(now) && !c.meta.tombstone && c.meta.vv.concurrent(&meta.vv));
             if current.as_deref() == Some(&next) {
+                let register = current.unwrap_or_else(|| Arc::new(next));
+                outcome = Some(RemoteOutcome { register, changed: false, conflict, skew });
                 return Ok::<_, DeltaError>(Op::Nop);
             }
-            changed = true;
-            Ok(Op::Put(Slot::new(Arc::new(next))))
+            let register = Arc::new(next);
+            outcome = Some(RemoteOutcome { register: register.clone(), changed: true, conflict, skew });
+            Ok(Op::Put(Slot::new(register)))
         })?;
-        Ok((changed, skew))
+        let outcome = outcome.expect("a successful compute sets the outcome");
+        if outcome.conflict {
+            self.stats.conflicts.inc();
+        }
+        Ok(outcome)
     }
+
+    /// Every register held, tombstones included, for a full state
+    /// transfer. A snapshot-free walk: entries changing meanwhile may be
+    /// seen before or after the change.
+    pub fn registers(&self) -> impl Iterator<Item = (Key, Arc<Register>)> + '_ {
+        self.cache.iter().map(|(k, slot)| ((*k).clone(), slot.register))
+    }
+
+    /// Merges a whole register from a full state transfer.
+    pub fn merge_register(&self, key: Key, incoming: &Register) {
+        self.cache.entry(key).and_compute_with(|entry| {
+            let current = entry.map(|e| e.into_value().register);
+            let next = match &current {
+                Some(c) => c.merged(incoming),
+                None => incoming.clone(),
+            };
+            if current.as_deref() == Some(&next) {
+                Op::Nop
+            } else {
+                Op::Put(Slot::new(Arc::new(next)))
+            }
+        });
+    }
+
+    /// Removes `key` if its register is still the one produced by `dot`
+    /// (the full-transfer drop rule: a peer applied that write but no
+    /// longer holds the entry, so it was evicted or expired there; a miss
+    /// is allowed, a resurrection is not).
+    pub fn drop_if_dot(&self, key: &Key, dot: geocache_crdt::Dot) {
+        self.cache.entry(key.clone()).and_compute_with(|entry| match entry {
+            Some(e) if e.value().register.meta.dot == dot => Op::Remove,
+            _ => Op::Nop,
+        });
+    }
+}
+
+/// What a replicated write did.
+#[derive(Clone, Debug)]
+pub struct RemoteOutcome {
+    /// The register after the write.
+    pub register: Arc<Register>,
+    /// Whether the register changed.
+    pub changed: bool,
+    /// Whether the write was concurrent with the value held here.
+    pub conflict: bool,
+    /// A clock skew error, if the write's stamp was too far ahead.
+    pub skew: Option<ClockSkewError>,
 }
 
 fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {
@@ -532,9 +593,10 @@ mod tests {
         let da = a.apply_local(patch("left")).unwrap().delta;
         let db = b.apply_local(patch("right")).unwrap().delta;
         assert!(matches!(da.body, geocache_crdt::DeltaBody::DocChanges(_)));
-        assert!(a.apply_remote(&db).unwrap().0);
-        assert!(b.apply_remote(&da).unwrap().0);
-        assert!(!b.apply_remote(&da).unwrap().0, "a duplicate changes nothing");
+        assert!(a.apply_remote(&db).unwrap().changed);
+        let concurrent = b.apply_remote(&da).unwrap();
+        assert!(concurrent.changed && concurrent.conflict);
+        assert!(!b.apply_remote(&da).unwrap().changed, "a duplicate changes nothing");
         let (ra, rb) = (a.get(&key("doc")).unwrap(), b.get(&key("doc")).unwrap());
         assert_eq!(ra, rb);
         assert_eq!(ra.doc().unwrap().to_json(), json!({"base": 1, "left": 1, "right": 1}));
