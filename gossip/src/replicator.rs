@@ -158,6 +158,8 @@ pub struct Replicator {
     acked_by: BTreeMap<u64, BTreeSet<NodeId>>,
     next_sync_ms: u64,
     sync_cursor: Option<NodeId>,
+    /// Each peer's own last write, as its last sync request said.
+    heads: BTreeMap<NodeId, u64>,
     requests: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: ReplicatorStats,
@@ -179,6 +181,7 @@ impl Replicator {
             acked_by: BTreeMap::new(),
             next_sync_ms,
             sync_cursor: None,
+            heads: BTreeMap::new(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReplicatorStats::default(),
@@ -255,6 +258,12 @@ impl Replicator {
         if let Some(p) = self.peers.get_mut(&node) {
             p.rtt_ms = Some(rtt_ms);
         }
+    }
+
+    /// How many of `node`'s writes this node has not applied, as of the
+    /// last anti-entropy request from `node` (which carries its own head).
+    pub fn lag(&self, node: NodeId) -> Option<u64> {
+        self.heads.get(&node).map(|head| head.saturating_sub(self.applied.watermark(node)))
     }
 
     /// Who has acked this node's write `seq`.
@@ -414,7 +423,14 @@ impl Replicator {
                 }
                 None
             }
-            Message::SyncRequest { watermarks, .. } => Some(self.answer_sync(&watermarks)),
+            Message::SyncRequest { watermarks, .. } => {
+                if let Some(&(_, head)) = watermarks.iter().find(|(n, _)| *n == from) {
+                    self.heads.insert(from, head);
+                }
+                Some(self.answer_sync(&watermarks))
+            }
+            // Full transfers need the store: the driver handles them.
+            Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => None,
             Message::SyncResponse { deltas, beyond_backlog, .. } => {
                 for delta in deltas {
                     self.apply_one(&delta, now_ms, apply);

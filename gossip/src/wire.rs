@@ -1,7 +1,7 @@
 //! What nodes say to each other. Every message is one [`Message`] in the
 //! project codec's versioned envelope.
 
-use geocache_crdt::{Delta, NodeId};
+use geocache_crdt::{Delta, Key, NodeId, Register};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -42,5 +42,22 @@ pub enum Message {
         beyond_backlog: Vec<NodeId>,
         /// Whether the answer was cut at the size bound (ask again).
         truncated: bool,
+    },
+    /// Asks for a full state transfer (the backlog no longer reaches).
+    FullTransferRequest {
+        /// The sender.
+        from: NodeId,
+    },
+    /// One chunk of a full state transfer, on the ordered stream.
+    FullTransferChunk {
+        /// The sender.
+        from: NodeId,
+        /// Registers held by the sender, tombstones included.
+        registers: Vec<(Key, Arc<Register>)>,
+        /// Whether this is the last chunk.
+        last: bool,
+        /// The sender's watermarks when the transfer started (in the last
+        /// chunk; empty before).
+        watermarks: Vec<(NodeId, u64)>,
     },
 }

@@ -97,6 +97,31 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub max_clock_skew: Option<Duration>,
+    /// Address of the gossip (QUIC) endpoint; replication is off unless set.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<SocketAddr>,
+    /// Gossip addresses of nodes to join through, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<SocketAddr>>,
+    /// The cluster CA certificate (PEM), from `geocache certs init`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's certificate (PEM), from `geocache certs issue`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+    /// How long a write waits for `Geocache-Durability: region|all` before
+    /// answering 504 [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub durability_timeout: Option<Duration>,
     /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -133,8 +158,29 @@ pub struct Config {
     /// How far ahead a peer's clock may be before it is reported.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Replication, when this node gossips.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationConfig>,
+    /// How long a write waits for its durability level.
+    #[serde(with = "humantime_serde")]
+    pub durability_timeout: Duration,
     /// Per-namespace TTL policy.
     pub namespaces: BTreeMap<Namespace, NamespaceConfig>,
+}
+
+/// Where and how a node replicates.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplicationConfig {
+    /// The gossip (QUIC) endpoint's address.
+    pub gossip: SocketAddr,
+    /// Nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// The cluster CA certificate.
+    pub ca: std::path::PathBuf,
+    /// This node's certificate.
+    pub cert: std::path::PathBuf,
+    /// This node's key.
+    pub key: std::path::PathBuf,
 }
 
 /// A setting has a bad value, or the file could not be read.
@@ -202,6 +248,12 @@ impl ConfigLayer {
             max_ttl: over.max_ttl.or(self.max_ttl),
             tombstone_ttl: over.tombstone_ttl.or(self.tombstone_ttl),
             max_clock_skew: over.max_clock_skew.or(self.max_clock_skew),
+            gossip: over.gossip.or(self.gossip),
+            seeds: over.seeds.or(self.seeds),
+            ca: over.ca.or(self.ca),
+            cert: over.cert.or(self.cert),
+            key: over.key.or(self.key),
+            durability_timeout: over.durability_timeout.or(self.durability_timeout),
             namespaces,
         }
     }
@@ -277,6 +329,29 @@ impl Config {
             namespaces.insert(ns, policy);
         }
         let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
+        let replication = match (layer.gossip, layer.ca, layer.cert, layer.key) {
+            (None, _, _, _) => {
+                if layer.seeds.as_ref().is_some_and(|s| !s.is_empty()) {
+                    return Err(invalid(
+                        "seeds",
+                        "needs --gossip: a node joins a cluster through its gossip port",
+                    ));
+                }
+                None
+            }
+            (Some(gossip), Some(ca), Some(cert), Some(key)) => {
+                if gossip.ip().is_unspecified() {
+                    return Err(invalid(
+                        "gossip",
+                        "bind a specific address (peers are known by it), not 0.0.0.0",
+                    ));
+                }
+                Some(ReplicationConfig { gossip, seeds: layer.seeds.unwrap_or_default(), ca, cert, key })
+            }
+            (Some(_), None, _, _) => return Err(invalid("ca", "--gossip needs --ca, --cert and --key")),
+            (Some(_), _, None, _) => return Err(invalid("cert", "--gossip needs --ca, --cert and --key")),
+            (Some(_), _, _, None) => return Err(invalid("key", "--gossip needs --ca, --cert and --key")),
+        };
         Ok(Config {
             node_id,
             region,
@@ -290,6 +365,8 @@ impl Config {
             max_ttl,
             tombstone_ttl,
             max_clock_skew,
+            replication,
+            durability_timeout: layer.durability_timeout.unwrap_or(Duration::from_secs(5)),
             namespaces,
         })
     }

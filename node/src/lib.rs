@@ -14,12 +14,16 @@
 //! - `metrics.rs`: the Prometheus metrics.
 //! - `http/`: the axum router (`mod.rs`), requests (`request.rs`), errors
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
+//! - `cluster.rs`: drives replication (membership, replicator, QUIC).
+//! - `demo.rs`: `geocache demo`, a local three-region cluster.
 //! - `server.rs`: builds a node from its config and serves until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod namespace;

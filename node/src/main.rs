@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use geocache_gossip::certs::Ca;
 use geocache_node::config::{Config, ConfigLayer};
 use geocache_node::server;
 use std::path::PathBuf;
@@ -20,8 +21,33 @@ struct Cli {
 enum Command {
     /// Run a node: the store and its HTTP API.
     Serve(Box<ServeArgs>),
-    /// A local multi-region cluster: arrives with replication.
+    /// A local cluster: 3 regions x 2 nodes on 127.0.0.2-7, until Ctrl-C.
     Demo,
+    /// Make the cluster CA and node certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA in DIR (ca.crt, ca.key).
+    Init {
+        /// Where to write the CA.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in --ca (node.crt, node.key, ca.crt).
+    Issue {
+        /// The CA directory from `certs init`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The node's name (a-z, 0-9, '-').
+        #[arg(long)]
+        node: String,
+        /// Where to write the node's files.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -40,10 +66,20 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Demo => anyhow::bail!(
-            "geocache demo: the multi-region demo arrives with replication and is not built yet; \
-             `geocache serve` runs a single node"
-        ),
+        Command::Demo => demo(),
+        Command::Certs(CertsCommand::Init { out }) => {
+            let ca = Ca::generate("geocache cluster CA").context("generating the CA")?;
+            ca.save(&out).with_context(|| format!("--out {}", out.display()))?;
+            println!("wrote {}/ca.crt and {}/ca.key", out.display(), out.display());
+            Ok(())
+        }
+        Command::Certs(CertsCommand::Issue { ca, node, out }) => {
+            let authority = Ca::load(&ca).with_context(|| format!("--ca {}", ca.display()))?;
+            let cert = authority.issue(&node).with_context(|| format!("--node {node}"))?;
+            cert.save(&out).with_context(|| format!("--out {}", out.display()))?;
+            println!("wrote {0}/node.crt, {0}/node.key and {0}/ca.crt", out.display());
+            Ok(())
+        }
     }
 }
 
@@ -57,17 +93,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.http)
             .await
             .with_context(|| format!("--http: cannot listen on {}", config.http))?;
         let http = listener.local_addr().context("reading the bound HTTP address")?;
-        let state = server::state(config);
+        let mut state = server::state(config);
+        server::start_cluster(&mut state, http).await?;
         let c = &state.config;
         tracing::info!(node = %geocache_crdt::NodeId(c.node_id), region = %c.region, %http, "serving");
         // One line on stdout that scripts and tests can read.
@@ -78,6 +112,32 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         server::serve(state, listener, shutdown_signal()).await.context("serving HTTP")?;
         tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn demo() -> Result<()> {
+    init_logs();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let nodes = geocache_node::demo::start(
+            stopped,
+            geocache_node::demo::HTTP_PORT,
+            geocache_node::demo::GOSSIP_PORT,
+        )
+        .await
+        .context("starting the demo cluster")?;
+        print!("{}", geocache_node::demo::banner(&nodes));
+        shutdown_signal().await;
+        let _ = stop.send(true);
         Ok(())
     })
 }

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
+use geocache_crdt::NodeId;
+use geocache_gossip::peer::Peer;
+use geocache_gossip::quic::ClusterTls;
+use std::net::SocketAddr;
 
 /// Builds the shared state of a node from its config, on the system clock.
 pub fn state(config: Config) -> AppState {
@@ -30,7 +35,46 @@ pub fn state(config: Config) -> AppState {
         config: Arc::new(config),
         metrics: Arc::new(metrics),
         started: Instant::now(),
+        cluster: None,
     }
+}
+
+/// Starts replication when the config asks for it. `http` is the bound
+/// HTTP address, which the cluster learns to route clients.
+///
+/// # Errors
+///
+/// [`ClusterStartError`] naming what failed (certificates, the endpoint).
+pub async fn start_cluster(state: &mut AppState, http: SocketAddr) -> Result<(), ClusterStartError> {
+    let Some(replication) = state.config.replication.clone() else { return Ok(()) };
+    let tls = ClusterTls::from_files(&replication.ca, &replication.cert, &replication.key)
+        .map_err(|e| ClusterStartError::Tls(e.to_string()))?;
+    let c = &state.config;
+    let me = Peer {
+        node: NodeId(c.node_id),
+        region: c.region.clone(),
+        lat: c.lat,
+        lon: c.lon,
+        gossip: replication.gossip,
+        http,
+        incarnation: SystemClock.now_ms(),
+    };
+    let cluster = Cluster::start(state.store.clone(), ClusterOptions { me, seeds: replication.seeds, tls })
+        .await
+        .map_err(|e| ClusterStartError::Transport(e.to_string()))?;
+    state.cluster = Some(cluster);
+    Ok(())
+}
+
+/// Replication could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// The certificate files are missing or invalid.
+    #[error("--ca/--cert/--key: {0}")]
+    Tls(String),
+    /// The gossip endpoint could not be bound.
+    #[error("--gossip: {0}")]
+    Transport(String),
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then finishes the

@@ -58,3 +58,29 @@ pub async fn method_not_allowed() -> ApiError {
         "this path does not serve that method",
     )
 }
+
+/// `GET /v1/cluster`: members this node sees, their RTT and lag, and its
+/// per-origin watermarks.
+pub async fn cluster(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let me = geocache_crdt::NodeId(state.config.node_id).to_string();
+    match &state.cluster {
+        Some(cluster) => {
+            let view = cluster.view();
+            Json(json!({
+                "me": me,
+                "region": state.config.region,
+                "replicating": true,
+                "members": view.members,
+                "watermarks": view.watermarks,
+                "stats": {
+                    "applied": view.stats.applied,
+                    "duplicates": view.stats.duplicates,
+                    "unappliable": view.stats.unappliable,
+                    "dropped": view.stats.dropped,
+                    "relay_resends": view.stats.relay_resends,
+                },
+            }))
+        }
+        None => Json(json!({ "me": me, "region": state.config.region, "replicating": false, "members": [] })),
+    }
+}

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::kv::{query, register_headers, write_error};
 use super::request::{self, KeyQuery};
-use super::{body_error, ApiError, AppState};
+use super::{body_error, replicate, ApiError, AppState};
 use crate::store::{Ttl, Write, WriteOp};
 
 /// `PATCH` with a JSON merge patch (RFC 7396). Without a TTL the document
@@ -25,6 +25,7 @@ pub async fn patch(
     let q = query(q)?;
     let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
     let condition = request::condition(&headers)?;
+    let durability = request::durability(&headers)?;
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = media.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/merge-patch+json")
@@ -47,6 +48,7 @@ pub async fn patch(
         .store
         .apply_local(Write { key, op: WriteOp::Patch(patch), ttl, condition })
         .map_err(write_error)?;
+    replicate(&state, &outcome, durability).await?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let reg = &outcome.register;
     let json = reg.doc().map(|d| d.to_json()).unwrap_or_default();

@@ -10,7 +10,7 @@ use geocache_crdt::{Register, Value};
 use serde_json::json;
 
 use super::request::{self, KeyQuery};
-use super::{body_error, ApiError, AppState};
+use super::{body_error, replicate, ApiError, AppState};
 use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
 
 /// Content types longer than this are refused: the type is stored with
@@ -63,6 +63,7 @@ pub async fn put(
     let q = query(q)?;
     let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
     let condition = request::condition(&headers)?;
+    let durability = request::durability(&headers)?;
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         Some(v) if v.len() > CONTENT_TYPE_BYTES_MAX => {
@@ -78,6 +79,7 @@ pub async fn put(
     let ttl = request::put_ttl(ttl_ms, request::default_ttl_ms(&state, &ns));
     let write = Write { key, op: WriteOp::Put { value: body, content_type }, ttl, condition };
     let outcome = state.store.apply_local(write).map_err(write_error)?;
+    replicate(&state, &outcome, durability).await?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let reg = &outcome.register;
     let headers = register_headers(reg, state.store.now_ms());
@@ -122,12 +124,14 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (_, key) = request::key(&state, &ns, &key)?;
     let condition = request::condition(&headers)?;
+    let durability = request::durability(&headers)?;
     if condition == Condition::IfAbsent {
         return Err(ApiError::bad_request("bad_precondition", "If-None-Match: * makes no sense on DELETE"));
     }
     let display = key.to_string();
     let write = Write { key, op: WriteOp::Delete, ttl: Ttl::Never, condition };
     let outcome = state.store.apply_local(write).map_err(write_error)?;
+    replicate(&state, &outcome, durability).await?;
     if outcome.previous.is_some() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -20,9 +20,11 @@ use std::time::Instant;
 
 pub use error::ApiError;
 
+use crate::cluster::{Cluster, Durability};
 use crate::config::Config;
 use crate::metrics::{KindLabels, Metrics, OpLabels};
 use crate::store::Store;
+use crate::store::WriteOutcome;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When the node started, for its uptime.
     pub started: Instant,
+    /// Replication, when the node gossips.
+    pub cluster: Option<Cluster>,
 }
 
 /// The router with every route, the body limit and the metrics layer.
@@ -49,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
         .route("/v1/node", get(admin::node))
+        .route("/v1/cluster", get(admin::cluster))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -83,6 +88,39 @@ fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
         (_, true, &Method::PATCH) => "patch",
         _ => "admin",
     }
+}
+
+/// Hands a local write to replication and waits for its durability level.
+/// 504 names the level reached when the wait times out.
+async fn replicate(state: &AppState, outcome: &WriteOutcome, level: Durability) -> Result<(), ApiError> {
+    let Some(cluster) = &state.cluster else {
+        if level == Durability::Local {
+            return Ok(());
+        }
+        return Err(durability_timeout(
+            level,
+            Durability::Local,
+            "this node does not replicate (no --gossip)",
+        ));
+    };
+    let Some(mut progress) = cluster.replicate(outcome, level).await else { return Ok(()) };
+    let reached_in_time = {
+        let wait = progress.wait_for(|reached| *reached >= level);
+        matches!(tokio::time::timeout(state.config.durability_timeout, wait).await, Ok(Ok(_)))
+    };
+    if reached_in_time {
+        return Ok(());
+    }
+    let reached = *progress.borrow();
+    Err(durability_timeout(level, reached, "the write is applied here and replicating"))
+}
+
+fn durability_timeout(wanted: Durability, reached: Durability, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "durability_timeout",
+        format!("durability {} not reached in time; reached {}: {why}", wanted.as_str(), reached.as_str()),
+    )
 }
 
 /// 413 for bodies over the limit, 400 for other body failures.

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use super::{ApiError, AppState};
+use crate::cluster::Durability;
 use crate::namespace::Namespace;
 use crate::store::{Condition, Ttl};
 
@@ -143,4 +144,15 @@ pub fn parse_etag(raw: &str) -> Result<VersionVector, ApiError> {
 /// The ETag header value of a version vector.
 pub fn etag_header(vv: &VersionVector) -> String {
     format!("\"{}\"", vv.to_etag())
+}
+
+/// The durability a write asks for (`Geocache-Durability`), `local` when
+/// absent.
+pub fn durability(headers: &HeaderMap) -> Result<Durability, ApiError> {
+    match headers.get("geocache-durability") {
+        None => Ok(Durability::Local),
+        Some(v) => v.to_str().ok().and_then(Durability::parse).ok_or_else(|| {
+            ApiError::bad_request("bad_durability", "Geocache-Durability must be local, region or all")
+        }),
+    }
 }

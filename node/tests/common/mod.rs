@@ -23,9 +23,15 @@ impl Node {
     /// Starts `geocache serve` with `args` on port 0 and waits for the line
     /// that names the bound address.
     pub fn start(args: &[&str]) -> Node {
+        Node::start_at("127.0.0.1", args)
+    }
+
+    /// As [`Node::start`], with the HTTP API on `ip` (a loopback address
+    /// standing for a host).
+    pub fn start_at(ip: &str, args: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_geocache"))
             .arg("serve")
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", &format!("{ip}:0")])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -68,6 +74,12 @@ impl Node {
         kib * 1024
     }
 
+    /// Kills the process for real (SIGKILL): no shutdown path runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits: the node must stop by itself.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -82,4 +94,53 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free UDP port on `ip` (bound then released).
+pub fn free_udp_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind udp").local_addr().expect("addr").port()
+}
+
+/// Makes a cluster CA in `dir` and a certificate for each node name, with
+/// the real CLI; returns each node's `--ca/--cert/--key` flags.
+pub fn make_certs(dir: &std::path::Path, names: &[&str]) -> Vec<Vec<String>> {
+    let run = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_geocache")).args(args).output().expect("run geocache certs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ca = dir.join("ca");
+    run(&["certs", "init", "--out", ca.to_str().unwrap()]);
+    names
+        .iter()
+        .map(|name| {
+            let out = dir.join(name);
+            run(&[
+                "certs",
+                "issue",
+                "--ca",
+                ca.to_str().unwrap(),
+                "--node",
+                name,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            vec![
+                "--ca".to_string(),
+                out.join("ca.crt").to_str().unwrap().to_string(),
+                "--cert".to_string(),
+                out.join("node.crt").to_str().unwrap().to_string(),
+                "--key".to_string(),
+                out.join("node.key").to_str().unwrap().to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("geocache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
