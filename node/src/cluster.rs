@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, SystemClock};
+use crate::metrics::{MessageLabels, Metrics};
 use crate::store::{Store, WriteOutcome};
 
 /// Local writes waiting to be handed to the replicator; an HTTP handler
@@ -72,12 +73,18 @@ impl Durability {
 
 /// What replication needs to start.
 pub struct ClusterOptions {
-    /// This node as the cluster sees it.
+    /// This node as the cluster sees it (`gossip` is the advertised address).
     pub me: Peer,
+    /// The address the gossip endpoint binds.
+    pub bind: SocketAddr,
     /// Gossip addresses to join through.
     pub seeds: Vec<SocketAddr>,
     /// Certificates for mutual TLS.
     pub tls: ClusterTls,
+    /// Bytes of recent writes kept for anti-entropy.
+    pub backlog_bytes_max: usize,
+    /// Where to count messages sent.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Replication could not start.
@@ -154,7 +161,7 @@ impl Cluster {
     ///
     /// [`ClusterError`] when the endpoint cannot be bound.
     pub async fn start(store: Arc<Store>, options: ClusterOptions) -> Result<Cluster, ClusterError> {
-        let config = QuicConfig::new(options.me.gossip, options.tls);
+        let config = QuicConfig::new(options.bind, options.tls);
         let (transport, inbound) =
             QuicTransport::bind(config).await.map_err(|e| ClusterError::Transport(e.to_string()))?;
         let clock = SystemClock;
@@ -162,7 +169,10 @@ impl Cluster {
         let me = options.me.node;
         let mut membership = Membership::new(options.me.clone(), default_config(8), now ^ me.0, now);
         membership.join(&options.seeds, now);
-        let replicator = Replicator::new(me, options.me.region.clone(), ReplicatorConfig::default(), now);
+        let seeds = options.seeds.clone();
+        let mut replicator_config = ReplicatorConfig::default();
+        replicator_config.backlog.bytes_limit = options.backlog_bytes_max;
+        let replicator = Replicator::new(me, options.me.region.clone(), replicator_config, now);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let view = Arc::new(RwLock::new(ClusterView::default()));
         let driver = Driver {
@@ -177,6 +187,9 @@ impl Cluster {
             commands: commands.clone(),
             clock,
             next_rtt_ms: now,
+            metrics: options.metrics,
+            region: options.me.region.clone(),
+            seeds,
         };
         tokio::spawn(driver.run(inbound, command_rx));
         Ok(Cluster { commands, view, transport, me })
@@ -246,6 +259,11 @@ struct Driver {
     commands: mpsc::Sender<Command>,
     clock: SystemClock,
     next_rtt_ms: u64,
+    metrics: Arc<Metrics>,
+    region: String,
+    /// Where to announce again while this node knows no member: a lost
+    /// first announce (a datagram) must not leave it alone for good.
+    seeds: Vec<SocketAddr>,
 }
 
 impl Driver {
@@ -287,6 +305,9 @@ impl Driver {
                 }
             }
             self.waiters.retain(|_, (_, tx)| !tx.is_closed());
+            if self.peers.is_empty() && !self.seeds.is_empty() {
+                self.membership.join(&self.seeds, now);
+            }
             self.publish_view();
         }
     }
@@ -356,6 +377,7 @@ impl Driver {
                 let answer = self.replicator.handle_message(from, message, now, &mut apply);
                 if let (Some(answer), Some(respond)) = (answer, respond) {
                     if let Ok(bytes) = codec::encode(&answer) {
+                        self.count(self.is_wan(from), &answer, bytes.len());
                         let _ = respond.send(Bytes::from(bytes));
                     }
                 }
@@ -384,6 +406,7 @@ impl Driver {
                     watermarks: if last { watermarks.clone() } else { Vec::new() },
                 };
                 if let Ok(bytes) = codec::encode(&message) {
+                    self.count(self.is_wan(to), &message, bytes.len());
                     if self.transport.send_frame(addr, Bytes::from(bytes)).is_err() {
                         tracing::warn!(peer = %to, "full transfer cut short: the peer's queue is full");
                         return;
@@ -510,8 +533,25 @@ impl Driver {
         }
     }
 
+    fn count(&self, wan: bool, message: &Message, bytes: usize) {
+        let kind = match message {
+            Message::Deltas { .. } => "deltas",
+            Message::Acks { .. } => "acks",
+            Message::SyncRequest { .. } | Message::SyncResponse { .. } => "sync",
+            Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
+        };
+        let labels = MessageLabels { scope: if wan { "wan" } else { "lan" }, kind };
+        self.metrics.replication_messages.get_or_create(&labels).inc();
+        self.metrics.replication_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    fn is_wan(&self, node: NodeId) -> bool {
+        self.peers.get(&node).is_some_and(|r| r.peer.region != self.region)
+    }
+
     fn send(&mut self, t: Transmit) {
         let Ok(bytes) = codec::encode(&t.message) else { return };
+        self.count(t.wan, &t.message, bytes.len());
         let bytes = Bytes::from(bytes);
         if !t.request {
             let _ = self.transport.send_frame(t.addr, bytes);

@@ -101,6 +101,11 @@ pub struct ConfigLayer {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip: Option<SocketAddr>,
+    /// The gossip address peers reach this node at, when it differs from
+    /// `--gossip` (behind a relay or NAT) [default: the --gossip address].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<SocketAddr>,
     /// Gossip addresses of nodes to join through, comma separated.
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +122,11 @@ pub struct ConfigLayer {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<std::path::PathBuf>,
+    /// Bytes of recent writes kept to answer anti-entropy; a peer further
+    /// behind gets a full state transfer [default: 64MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog_bytes_max: Option<ByteSize>,
     /// How long a write waits for `Geocache-Durability: region|all` before
     /// answering 504 [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -173,6 +183,8 @@ pub struct Config {
 pub struct ReplicationConfig {
     /// The gossip (QUIC) endpoint's address.
     pub gossip: SocketAddr,
+    /// The address peers reach it at.
+    pub advertise: SocketAddr,
     /// Nodes to join through.
     pub seeds: Vec<SocketAddr>,
     /// The cluster CA certificate.
@@ -181,6 +193,8 @@ pub struct ReplicationConfig {
     pub cert: std::path::PathBuf,
     /// This node's key.
     pub key: std::path::PathBuf,
+    /// Bytes of recent writes kept for anti-entropy.
+    pub backlog_bytes_max: ByteSize,
 }
 
 /// A setting has a bad value, or the file could not be read.
@@ -249,11 +263,13 @@ impl ConfigLayer {
             tombstone_ttl: over.tombstone_ttl.or(self.tombstone_ttl),
             max_clock_skew: over.max_clock_skew.or(self.max_clock_skew),
             gossip: over.gossip.or(self.gossip),
+            advertise: over.advertise.or(self.advertise),
             seeds: over.seeds.or(self.seeds),
             ca: over.ca.or(self.ca),
             cert: over.cert.or(self.cert),
             key: over.key.or(self.key),
             durability_timeout: over.durability_timeout.or(self.durability_timeout),
+            backlog_bytes_max: over.backlog_bytes_max.or(self.backlog_bytes_max),
             namespaces,
         }
     }
@@ -346,7 +362,17 @@ impl Config {
                         "bind a specific address (peers are known by it), not 0.0.0.0",
                     ));
                 }
-                Some(ReplicationConfig { gossip, seeds: layer.seeds.unwrap_or_default(), ca, cert, key })
+                let advertise = layer.advertise.unwrap_or(gossip);
+                let backlog_bytes_max = layer.backlog_bytes_max.unwrap_or(ByteSize::mib(64));
+                Some(ReplicationConfig {
+                    gossip,
+                    advertise,
+                    seeds: layer.seeds.unwrap_or_default(),
+                    ca,
+                    cert,
+                    key,
+                    backlog_bytes_max,
+                })
             }
             (Some(_), None, _, _) => return Err(invalid("ca", "--gossip needs --ca, --cert and --key")),
             (Some(_), _, None, _) => return Err(invalid("cert", "--gossip needs --ca, --cert and --key")),

@@ -108,9 +108,19 @@ pub async fn start(
                 incarnation: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
             };
             let seeds = if index == 0 { Vec::new() } else { vec![seed] };
-            let cluster = Cluster::start(state.store.clone(), ClusterOptions { me, seeds, tls })
-                .await
-                .map_err(|e| DemoError::Cluster { addr: gossip, message: e.to_string() })?;
+            let cluster = Cluster::start(
+                state.store.clone(),
+                ClusterOptions {
+                    me,
+                    bind: gossip,
+                    seeds,
+                    tls,
+                    backlog_bytes_max: 64 << 20,
+                    metrics: state.metrics.clone(),
+                },
+            )
+            .await
+            .map_err(|e| DemoError::Cluster { addr: gossip, message: e.to_string() })?;
             state.cluster = Some(cluster);
             let mut stop = shutdown.clone();
             tokio::spawn(async move {

@@ -26,6 +26,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the replication message counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// `wan` (to another region) or `lan` (same region).
+    pub scope: &'static str,
+    /// `deltas`, `acks`, `sync` or `full_transfer`.
+    pub kind: &'static str,
+}
+
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the node exports.
@@ -35,6 +44,10 @@ pub struct Metrics {
     pub ops: Family<OpLabels, Counter>,
     /// Request latency by kind, in seconds.
     pub request_seconds: HistogramFamily,
+    /// Replication messages sent, by scope and kind.
+    pub replication_messages: Family<MessageLabels, Counter>,
+    /// Replication bytes sent, by scope and kind.
+    pub replication_bytes: Family<MessageLabels, Counter>,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -79,6 +92,19 @@ impl Metrics {
             "Replicated writes concurrent with the value held",
             stats.conflicts.clone(),
         );
+        let replication_messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "geocache_replication_messages",
+            "Replication messages sent, by scope (wan, lan) and kind",
+            replication_messages.clone(),
+        );
+        let replication_bytes = Family::<MessageLabels, Counter>::default();
+        registry.register_with_unit(
+            "geocache_replication_sent",
+            "Replication bytes sent, by scope (wan, lan) and kind",
+            Unit::Bytes,
+            replication_bytes.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -88,7 +114,7 @@ impl Metrics {
             Unit::Bytes,
             bytes.clone(),
         );
-        Metrics { registry, ops, request_seconds, entries, bytes }
+        Metrics { registry, ops, request_seconds, replication_messages, replication_bytes, entries, bytes }
     }
 
     /// The Prometheus text exposition, with the store's gauges read now.

@@ -55,13 +55,23 @@ pub async fn start_cluster(state: &mut AppState, http: SocketAddr) -> Result<(),
         region: c.region.clone(),
         lat: c.lat,
         lon: c.lon,
-        gossip: replication.gossip,
+        gossip: replication.advertise,
         http,
         incarnation: SystemClock.now_ms(),
     };
-    let cluster = Cluster::start(state.store.clone(), ClusterOptions { me, seeds: replication.seeds, tls })
-        .await
-        .map_err(|e| ClusterStartError::Transport(e.to_string()))?;
+    let cluster = Cluster::start(
+        state.store.clone(),
+        ClusterOptions {
+            me,
+            bind: replication.gossip,
+            seeds: replication.seeds,
+            tls,
+            backlog_bytes_max: usize::try_from(replication.backlog_bytes_max.as_u64()).unwrap_or(usize::MAX),
+            metrics: state.metrics.clone(),
+        },
+    )
+    .await
+    .map_err(|e| ClusterStartError::Transport(e.to_string()))?;
     state.cluster = Some(cluster);
     Ok(())
 }

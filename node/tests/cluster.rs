@@ -248,3 +248,65 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
         StatusCode::NOT_FOUND
     );
 }
+
+async fn wan_delta_messages(c: &Client, members: &[Member]) -> u64 {
+    let mut total = 0;
+    for m in members {
+        let text = c.get(m.node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        total += text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("geocache_replication_messages_total{scope=\"wan\",kind=\"deltas\"} ")
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[tokio::test]
+async fn each_write_crosses_each_remote_region_once_and_garbage_is_ignored() {
+    let (members, _) = cluster(
+        "rep-wan",
+        &[
+            ("127.0.0.61", "montreal", 1),
+            ("127.0.0.62", "montreal", 2),
+            ("127.0.0.63", "sao-paulo", 3),
+            ("127.0.0.64", "sao-paulo", 4),
+            ("127.0.0.65", "frankfurt", 5),
+            ("127.0.0.66", "frankfurt", 6),
+        ],
+    );
+    let c = client();
+    for m in &members {
+        wait_for_members(&c, &m.node, 5).await;
+    }
+    // Garbage on the gossip port of the writer: QUIC drops it.
+    let socket = std::net::UdpSocket::bind("127.0.0.60:0").unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        let mut packet = vec![0u8; 1 + (state % 1_200) as usize];
+        for b in packet.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        socket.send_to(&packet, &members[0].gossip).unwrap();
+    }
+    c.put(members[0].node.url("/v1/kv/t/warm")).body("w").send().await.unwrap();
+    for m in &members {
+        wait_for_value(&c, &m.node, "warm", "w").await;
+    }
+    let before = wan_delta_messages(&c, &members).await;
+    let writes = 10;
+    for i in 0..writes {
+        let key = format!("w{i}");
+        c.put(members[0].node.url(&format!("/v1/kv/t/{key}"))).body("v").send().await.unwrap();
+        for m in &members {
+            wait_for_value(&c, &m.node, &key, "v").await;
+        }
+    }
+    let sent = wan_delta_messages(&c, &members).await - before;
+    assert_eq!(sent, writes * 2, "WAN delta messages for {writes} writes with 2 remote regions");
+}

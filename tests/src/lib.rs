@@ -1,11 +1,16 @@
-//! geocache-tests: integration tests that run real `geocache` processes.
+//! geocache-tests: tools for tests and benchmarks that run real `geocache`
+//! processes.
 //!
-//! Helpers to start nodes on loopback addresses and the user-space link
-//! emulator will live here, with the tests in `tests/`. Nothing is
-//! implemented here yet.
+//! This kernel has no netem, so network delay, jitter, loss and partitions
+//! between regions are made in user space by [`link_emulator`]. The
+//! multi-process tests themselves live in `node/tests/` (they need the
+//! `geocache` binary, which Cargo exposes to its own package's tests).
 //!
 //! # Layout
 //!
-//! Empty for now.
+//! - `link_emulator.rs`: [`link_emulator::LinkEmulator`], a UDP relay that
+//!   puts each node behind per-region-pair delay, jitter and loss.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod link_emulator;

@@ -33,7 +33,7 @@ impl Node {
             .arg("serve")
             .args(["--http", &format!("{ip}:0")])
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("GEOCACHE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,260 @@
+//! Replication through the user-space link emulator: real `geocache`
+//! processes whose gossip traffic crosses per-region delay and partitions.
+
+mod common;
+
+use common::{free_udp_port, make_certs, temp_dir, Node};
+use geocache_tests::link_emulator::{EmulatedNode, LinkEmulator, LinkSpec};
+use reqwest::{Client, StatusCode};
+use std::time::{Duration, Instant};
+
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// These tests measure timing over the emulator; run one at a time so the
+/// others' processes do not starve it on a 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Emulated {
+    nodes: Vec<Node>,
+    emulator: LinkEmulator,
+    /// Each node's HTTP address and flags, to restart it as it was.
+    launch: Vec<(String, Vec<String>)>,
+}
+
+impl Emulated {
+    /// Starts node `i` again with its flags (its store starts empty).
+    fn start(&self, i: usize) -> Node {
+        let (ip, args) = &self.launch[i];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start_at(ip, &refs)
+    }
+}
+
+/// Nodes `(region, id)`, node `i` binding gossip on 127.0.0.(base+i) and
+/// advertised through the emulator on 127.0.0.(base+50+i).
+async fn emulated_cluster(name: &str, base: u8, specs: &[(&str, u64)], extra: &[&str]) -> Emulated {
+    let dir = temp_dir(name);
+    let names: Vec<String> = specs.iter().map(|(_, id)| format!("node-{id}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let certs = make_certs(&dir, &refs);
+    let mut emulated = Vec::new();
+    for (i, (region, _)) in specs.iter().enumerate() {
+        let real_ip = format!("127.0.0.{}", base + i as u8);
+        let proxy_ip = format!("127.0.0.{}", base + 50 + i as u8);
+        emulated.push(EmulatedNode {
+            region: region.to_string(),
+            real: format!("{real_ip}:{}", free_udp_port(&real_ip)).parse().unwrap(),
+            proxy: format!("{proxy_ip}:{}", free_udp_port(&proxy_ip)).parse().unwrap(),
+        });
+    }
+    let emulator = LinkEmulator::start(emulated.clone(), 7).await.unwrap();
+    let mut launch = Vec::new();
+    for (i, (region, id)) in specs.iter().enumerate() {
+        let mut args: Vec<String> = vec![
+            "--gossip".into(),
+            emulated[i].real.to_string(),
+            "--advertise".into(),
+            emulated[i].proxy.to_string(),
+            "--region".into(),
+            region.to_string(),
+            "--node-id".into(),
+            id.to_string(),
+        ];
+        if i > 0 {
+            args.push("--seeds".into());
+            args.push(emulated[0].proxy.to_string());
+        }
+        args.extend(certs[i].iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        launch.push((emulated[i].real.ip().to_string(), args));
+    }
+    let mut e = Emulated { nodes: Vec::new(), emulator, launch };
+    e.nodes = (0..specs.len()).map(|i| e.start(i)).collect();
+    e
+}
+
+fn client() -> Client {
+    Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn wait_for_members(c: &Client, nodes: &[Node]) {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let view: serde_json::Value =
+                c.get(node.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
+            if view["members"].as_array().is_some_and(|m| m.len() == nodes.len() - 1) {
+                break;
+            }
+            assert!(started.elapsed() < CONVERGE_TIMEOUT, "{} sees {view}", node.base);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn get(c: &Client, node: &Node, key: &str) -> Option<String> {
+    let r = c.get(node.url(&format!("/v1/kv/t/{key}"))).send().await.unwrap();
+    if r.status() == StatusCode::OK {
+        Some(r.text().await.unwrap())
+    } else {
+        None
+    }
+}
+
+/// Time until `key` reads `value` at `node`, polling every millisecond.
+async fn visible_after(c: &Client, node: &Node, key: &str, value: &str, since: Instant) -> Duration {
+    loop {
+        if get(c, node, key).await.as_deref() == Some(value) {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < CONVERGE_TIMEOUT, "{} never got {key}", node.base);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_visible_across_a_40ms_link_within_55ms() {
+    let _serial = SERIAL.lock().await;
+    let e = emulated_cluster(
+        "emu-lag",
+        100,
+        &[("montreal", 1), ("montreal", 2), ("frankfurt", 3), ("frankfurt", 4)],
+        &[],
+    )
+    .await;
+    e.emulator.set_link("montreal", "frankfurt", LinkSpec { delay_ms: 40, ..LinkSpec::default() });
+    let c = client();
+    wait_for_members(&c, &e.nodes).await;
+    // Warm up: connections and relays are set up before measuring.
+    c.put(e.nodes[0].url("/v1/kv/t/warm")).body("w").send().await.unwrap();
+    for n in &e.nodes {
+        visible_after(&c, n, "warm", "w", Instant::now()).await;
+    }
+    let mut lags = Vec::new();
+    for i in 0..15 {
+        let key = format!("k{i}");
+        let started = Instant::now();
+        let r = c.put(e.nodes[0].url(&format!("/v1/kv/t/{key}"))).body("v").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let (a, b) = tokio::join!(
+            visible_after(&c, &e.nodes[2], &key, "v", started),
+            visible_after(&c, &e.nodes[3], &key, "v", started)
+        );
+        lags.push(a.max(b));
+    }
+    lags.sort();
+    let median = lags[lags.len() / 2];
+    eprintln!("remote visibility over a 40 ms link: median {median:?}, max {:?}", lags.last().unwrap());
+    assert!(median < Duration::from_millis(55), "median {median:?} (all: {lags:?})");
+    assert!(median >= Duration::from_millis(40), "faster than the link? {median:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heal_converges_deletes_stay_deleted_and_conflicts_are_counted() {
+    let _serial = SERIAL.lock().await;
+    let e = emulated_cluster(
+        "emu-part",
+        110,
+        &[("montreal", 1), ("montreal", 2), ("frankfurt", 3), ("frankfurt", 4)],
+        &[],
+    )
+    .await;
+    e.emulator.set_link("montreal", "frankfurt", LinkSpec { delay_ms: 10, ..LinkSpec::default() });
+    let c = client();
+    wait_for_members(&c, &e.nodes).await;
+    for k in ["doomed", "shared", "kept"] {
+        c.put(e.nodes[0].url(&format!("/v1/kv/t/{k}"))).body("before").send().await.unwrap();
+    }
+    for n in &e.nodes {
+        visible_after(&c, n, "kept", "before", Instant::now()).await;
+    }
+
+    e.emulator.partition("montreal", "frankfurt");
+    for i in 0..20 {
+        c.put(e.nodes[1].url(&format!("/v1/kv/t/west-{i}"))).body("w").send().await.unwrap();
+        c.put(e.nodes[3].url(&format!("/v1/kv/t/east-{i}"))).body("e").send().await.unwrap();
+    }
+    assert_eq!(
+        c.delete(e.nodes[2].url("/v1/kv/t/doomed")).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    c.put(e.nodes[0].url("/v1/kv/t/shared")).body("west").send().await.unwrap();
+    c.put(e.nodes[3].url("/v1/kv/t/shared")).body("east").send().await.unwrap();
+    // Long enough for membership to declare the other side down.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(get(&c, &e.nodes[0], "east-0").await, None, "the partition held");
+    e.emulator.heal("montreal", "frankfurt");
+
+    let keys: Vec<String> = (0..20)
+        .flat_map(|i| [format!("west-{i}"), format!("east-{i}")])
+        .chain(["doomed", "shared", "kept"].map(String::from))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for n in &e.nodes {
+            let mut view = Vec::new();
+            for k in &keys {
+                view.push(get(&c, n, k).await);
+            }
+            views.push(view);
+        }
+        let converged = views.iter().all(|v| v == &views[0]) && views[0].iter().take(40).all(Option::is_some);
+        if converged {
+            let doomed = keys.iter().position(|k| k == "doomed").unwrap();
+            assert_eq!(views[0][doomed], None, "the delete stayed");
+            let shared = keys.iter().position(|k| k == "shared").unwrap();
+            assert!(matches!(views[0][shared].as_deref(), Some("west") | Some("east")));
+            break;
+        }
+        assert!(started.elapsed() < CONVERGE_TIMEOUT, "no convergence: {views:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut conflicts = 0;
+    for n in &e.nodes {
+        let text = c.get(n.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        conflicts += text
+            .lines()
+            .find_map(|l| l.strip_prefix("geocache_conflicts_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert!(conflicts >= 1, "the concurrent writes to `shared` were not counted");
+    eprintln!("converged {:?} after healing; conflicts counted: {conflicts}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_beyond_the_backlog_catches_up_by_full_transfer() {
+    let _serial = SERIAL.lock().await;
+    let e = emulated_cluster(
+        "emu-full",
+        120,
+        &[("montreal", 1), ("frankfurt", 2)],
+        &["--backlog-bytes-max", "4KiB"],
+    )
+    .await;
+    let c = client();
+    wait_for_members(&c, &e.nodes).await;
+    let mut e = e;
+    let restarted = e.nodes.remove(1);
+    restarted.kill();
+    for i in 0..200 {
+        let r = c.put(e.nodes[0].url(&format!("/v1/kv/t/k{i}"))).body(vec![b'x'; 200]).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+    c.delete(e.nodes[0].url("/v1/kv/t/k7")).send().await.unwrap();
+    // Same identity and addresses, an empty store; the 4 KiB backlog no
+    // longer reaches its first writes, so only a full transfer brings them.
+    let back = e.start(1);
+    for i in [0, 1, 100, 199] {
+        visible_after(&c, &back, &format!("k{i}"), &"x".repeat(200), Instant::now()).await;
+    }
+    assert_eq!(get(&c, &back, "k7").await, None, "the delete came with the transfer");
+    let text = c.get(e.nodes[0].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l
+                .starts_with("geocache_replication_messages_total{scope=\"wan\",kind=\"full_transfer\"}")),
+        "no full transfer was sent:\n{text}"
+    );
+}
