@@ -86,6 +86,14 @@ impl Delta {
         Delta { origin, seq, key, body }
     }
 
+    /// The metadata of the register the write produced.
+    pub fn meta(&self) -> &RegisterMeta {
+        match &self.body {
+            DeltaBody::Register(r) => &r.meta,
+            DeltaBody::DocChanges(dc) => &dc.meta,
+        }
+    }
+
     /// The register after applying this delta to `current` (the receiver's
     /// register for the key, if any): exactly `current` merged with the
     /// origin's register.

@@ -10,7 +10,9 @@
 //! - `clock.rs`: [`clock::Clock`], the time source the store reads.
 //! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
 //! - `config.rs`: settings from defaults, a TOML file and flags.
-//! - `store.rs`: the store and its local and replicated writes.
+//! - `write.rs`: the pure part of local and replicated writes, shared by the
+//!   store and the simulator.
+//! - `store.rs`: the store: moka, the byte budget, expiry, and the writes.
 //! - `metrics.rs`: the Prometheus metrics.
 //! - `http/`: the axum router (`mod.rs`), requests (`request.rs`), errors
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
@@ -29,3 +31,4 @@ pub mod metrics;
 pub mod namespace;
 pub mod server;
 pub mod store;
+pub mod write;

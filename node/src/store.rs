@@ -8,11 +8,7 @@
 //! atomic `and_try_compute_with` on the moka cache, so concurrent writes to
 //! one key serialize and a compare-and-set is linearizable at this node.
 
-use bytes::Bytes;
-use geocache_crdt::{
-    ClockSkewError, Delta, DeltaError, Doc, DocError, Dot, HlcClock, Key, NodeId, Register, RegisterMeta,
-    Stamp, Value, VersionVector,
-};
+use geocache_crdt::{Delta, DeltaError, Doc, Key, NodeId, Register};
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
@@ -21,10 +17,11 @@ use moka::Expiry;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 
 use crate::clock::Clock;
 use crate::config::EvictionKind;
+use crate::write::{local_write, remote_write, Writer};
+pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp, WriteOutcome};
 
 /// What an entry costs in the cache beyond its key and register: moka's
 /// node, its deques and timer wheel slot, and the `Arc`s. An estimate from
@@ -68,94 +65,6 @@ pub struct StoreStats {
     /// Replicated writes concurrent with the value held (one was lost to
     /// last-writer-wins, or merged for documents).
     pub conflicts: Counter,
-}
-
-/// How a write sets the entry's expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ttl {
-    /// Never expires.
-    Never,
-    /// Expires this many milliseconds after the write.
-    AfterMs(u64),
-    /// Keeps the current value's expiry; a new entry gets `or_ms` (or none).
-    Keep {
-        /// TTL of a new entry, in milliseconds.
-        or_ms: Option<u64>,
-    },
-}
-
-/// When a write may happen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Condition {
-    /// Always.
-    Always,
-    /// Only if the current value's version vector is exactly this one
-    /// (`If-Match: <etag>`).
-    IfMatch(VersionVector),
-    /// Only if a value is present (`If-Match: *`, Redis `XX`).
-    IfPresent,
-    /// Only if no value is present (`If-None-Match: *`, Redis `NX`).
-    IfAbsent,
-}
-
-/// What a write does to the value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WriteOp {
-    /// Replace the value with bytes.
-    Put {
-        /// The value.
-        value: Bytes,
-        /// Its media type, if the writer gave one.
-        content_type: Option<String>,
-    },
-    /// Delete (write a tombstone).
-    Delete,
-    /// Apply a JSON merge patch to the document (starting one if the key
-    /// holds no document).
-    Patch(serde_json::Value),
-}
-
-/// A local write.
-#[derive(Clone, Debug)]
-pub struct Write {
-    /// The entry.
-    pub key: Key,
-    /// What to do.
-    pub op: WriteOp,
-    /// The expiry after the write.
-    pub ttl: Ttl,
-    /// When to do it.
-    pub condition: Condition,
-}
-
-/// A local write was refused. The store is unchanged.
-#[derive(Debug, Error)]
-pub enum WriteError {
-    /// The write's condition does not hold.
-    #[error("precondition failed: the current version is {}", current.as_deref().unwrap_or("absent"))]
-    PreconditionFailed {
-        /// The current value's ETag, if there is a value.
-        current: Option<String>,
-    },
-    /// The patch is not valid for a document.
-    #[error(transparent)]
-    Doc(#[from] DocError),
-}
-
-/// What a successful local write did.
-#[derive(Clone, Debug)]
-pub struct WriteOutcome {
-    /// The register after the write.
-    pub register: Arc<Register>,
-    /// The visible value before the write, if there was one.
-    pub previous: Option<Arc<Register>>,
-    /// What to send to the other replicas.
-    pub delta: Delta,
-}
-
-struct WriterState {
-    hlc: HlcClock,
-    seq: u64,
 }
 
 struct RegisterExpiry {
@@ -212,9 +121,8 @@ impl Slot {
 pub struct Store {
     cache: Cache<Key, Slot, KeyHasher>,
     clock: Arc<dyn Clock>,
-    writer: Mutex<WriterState>,
+    writer: Mutex<Writer>,
     node: NodeId,
-    tombstone_ttl_ms: u64,
     stats: StoreStats,
 }
 
@@ -246,9 +154,8 @@ impl Store {
         Store {
             cache,
             clock,
-            writer: Mutex::new(WriterState { hlc: HlcClock::new(config.max_clock_skew_ms), seq: 0 }),
+            writer: Mutex::new(Writer::new(config.node, config.max_clock_skew_ms, config.tombstone_ttl_ms)),
             node: config.node,
-            tombstone_ttl_ms: config.tombstone_ttl_ms,
             stats,
         }
     }
@@ -306,7 +213,7 @@ impl Store {
         self.cache.run_pending_tasks();
     }
 
-    fn writer(&self) -> MutexGuard<'_, WriterState> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding this lock cannot leave the clock or the
         // sequence in a state worse than "advanced", so poisoning is moot.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
@@ -325,66 +232,12 @@ impl Store {
         }
         let now = self.clock.now_ms();
         let mut outcome = None;
-        let key = write.key.clone();
         self.cache.entry(write.key.clone()).and_try_compute_with(|entry| {
             let current = entry.map(|e| e.into_value().register);
-            let visible = current.clone().filter(|r| r.is_visible_at(now));
-            check_condition(&write.condition, visible.as_deref())?;
-            let floor = current.as_ref().map(|r| r.meta.stamp.hlc).unwrap_or_default();
-            let stamp = Stamp::new(self.writer().hlc.tick_after(floor, now), self.node);
-            let mut vv = current.as_ref().map(|r| r.meta.vv.clone()).unwrap_or_default();
-            vv.increment(self.node);
-            let expires_at_ms = match write.ttl {
-                Ttl::Never => None,
-                Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
-                Ttl::Keep { or_ms } => match &visible {
-                    Some(v) => v.meta.expires_at_ms,
-                    None => or_ms.map(|ms| now.saturating_add(ms)),
-                },
-            };
-            let mut register = match write.op {
-                WriteOp::Put { value, content_type } => {
-                    let mut r =
-                        Register::replace(Value::Bytes(value), stamp, vv, Dot::default(), expires_at_ms);
-                    r.meta.content_type = content_type;
-                    r
-                }
-                WriteOp::Delete => Register::tombstone(
-                    stamp,
-                    vv,
-                    Dot::default(),
-                    Some(now.saturating_add(self.tombstone_ttl_ms)),
-                ),
-                WriteOp::Patch(patch) => {
-                    let existing = visible.as_ref().and_then(|v| v.doc().map(|d| (d.clone(), v.meta.epoch)));
-                    let (mut doc, epoch) = existing.unwrap_or_else(|| (Doc::new(), stamp));
-                    doc.apply_merge_patch(&patch, stamp)?;
-                    Register {
-                        value: Value::Doc(doc),
-                        meta: RegisterMeta {
-                            stamp,
-                            epoch,
-                            vv,
-                            dot: Dot::default(),
-                            expires_at_ms,
-                            tombstone: false,
-                            content_type: None,
-                        },
-                    }
-                }
-            };
-            // The sequence number is taken last, once nothing can fail, so
-            // a refused write never leaves a gap in the origin's sequence.
-            let seq = {
-                let mut w = self.writer();
-                w.seq += 1;
-                w.seq
-            };
-            register.meta.dot = Dot { origin: self.node, seq };
-            let register = Arc::new(register);
-            let delta = Delta::for_write(self.node, seq, key, current.as_deref(), &register);
-            outcome = Some(WriteOutcome { register: register.clone(), previous: visible, delta });
-            Ok::<_, WriteError>(Op::Put(Slot::new(register)))
+            let done = local_write(&self.writer, current, write, now)?;
+            let slot = Slot::new(done.register.clone());
+            outcome = Some(done);
+            Ok::<_, WriteError>(Op::Put(slot))
         })?;
         Ok(outcome.expect("a successful compute sets the outcome"))
     }
@@ -401,29 +254,17 @@ impl Store {
     /// [`DeltaError`]; the store is then unchanged.
     pub fn apply_remote(&self, delta: &Delta) -> Result<RemoteOutcome, DeltaError> {
         let now = self.clock.now_ms();
-        let meta = match &delta.body {
-            geocache_crdt::DeltaBody::Register(r) => &r.meta,
-            geocache_crdt::DeltaBody::DocChanges(dc) => &dc.meta,
-        };
-        let skew = self.writer().hlc.observe(meta.stamp.hlc, now).err();
+        let skew = self.writer().observe(delta.meta().stamp.hlc, now).err();
         if skew.is_some() {
             self.stats.clock_skew_errors.inc();
         }
         let mut outcome = None;
         self.cache.entry(delta.key.clone()).and_try_compute_with(|entry| {
             let current = entry.map(|e| e.into_value().register);
-            let next = delta.apply_to(current.as_deref())?;
-            let conflict = current
-                .as_ref()
-                .is_some_and(|c| c.is_visible_at(now) && !c.meta.tombstone && c.meta.vv.concurrent(&meta.vv));
-            if current.as_deref() == Some(&next) {
-                let register = current.unwrap_or_else(|| Arc::new(next));
-                outcome = Some(RemoteOutcome { register, changed: false, conflict, skew });
-                return Ok::<_, DeltaError>(Op::Nop);
-            }
-            let register = Arc::new(next);
-            outcome = Some(RemoteOutcome { register: register.clone(), changed: true, conflict, skew });
-            Ok(Op::Put(Slot::new(register)))
+            let done = remote_write(current, delta, now, skew)?;
+            let op = if done.changed { Op::Put(Slot::new(done.register.clone())) } else { Op::Nop };
+            outcome = Some(done);
+            Ok::<_, DeltaError>(op)
         })?;
         let outcome = outcome.expect("a successful compute sets the outcome");
         if outcome.conflict {
@@ -467,38 +308,12 @@ impl Store {
     }
 }
 
-/// What a replicated write did.
-#[derive(Clone, Debug)]
-pub struct RemoteOutcome {
-    /// The register after the write.
-    pub register: Arc<Register>,
-    /// Whether the register changed.
-    pub changed: bool,
-    /// Whether the write was concurrent with the value held here.
-    pub conflict: bool,
-    /// A clock skew error, if the write's stamp was too far ahead.
-    pub skew: Option<ClockSkewError>,
-}
-
-fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {
-    let holds = match (condition, visible) {
-        (Condition::Always, _) => true,
-        (Condition::IfMatch(vv), Some(r)) => &r.meta.vv == vv,
-        (Condition::IfMatch(_), None) => false,
-        (Condition::IfPresent, v) => v.is_some(),
-        (Condition::IfAbsent, v) => v.is_none(),
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(WriteError::PreconditionFailed { current: visible.map(|r| r.meta.vv.to_etag()) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use bytes::Bytes;
+    use geocache_crdt::Value;
     use serde_json::json;
 
     fn store(clock: &ManualClock, node: u64) -> Store {

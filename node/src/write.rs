@@ -1,0 +1,254 @@
+//! The pure part of a write: from the register held to the one after the
+//! write, with its delta. The store runs it inside moka's per-key compute;
+//! the simulator's deterministic store runs the very same code.
+
+use bytes::Bytes;
+use geocache_crdt::{
+    ClockSkewError, Delta, DeltaError, Doc, DocError, Dot, Hlc, HlcClock, Key, NodeId, Register,
+    RegisterMeta, Stamp, Value, VersionVector,
+};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// How a write sets the entry's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// Never expires.
+    Never,
+    /// Expires this many milliseconds after the write.
+    AfterMs(u64),
+    /// Keeps the current value's expiry; a new entry gets `or_ms` (or none).
+    Keep {
+        /// TTL of a new entry, in milliseconds.
+        or_ms: Option<u64>,
+    },
+}
+
+/// When a write may happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Always.
+    Always,
+    /// Only if the current value's version vector is exactly this one
+    /// (`If-Match: <etag>`).
+    IfMatch(VersionVector),
+    /// Only if a value is present (`If-Match: *`, Redis `XX`).
+    IfPresent,
+    /// Only if no value is present (`If-None-Match: *`, Redis `NX`).
+    IfAbsent,
+}
+
+/// What a write does to the value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// Replace the value with bytes.
+    Put {
+        /// The value.
+        value: Bytes,
+        /// Its media type, if the writer gave one.
+        content_type: Option<String>,
+    },
+    /// Delete (write a tombstone).
+    Delete,
+    /// Apply a JSON merge patch to the document (starting one if the key
+    /// holds no document).
+    Patch(serde_json::Value),
+}
+
+/// A local write.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The entry.
+    pub key: Key,
+    /// What to do.
+    pub op: WriteOp,
+    /// The expiry after the write.
+    pub ttl: Ttl,
+    /// When to do it.
+    pub condition: Condition,
+}
+
+/// A local write was refused. The store is unchanged.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    /// The write's condition does not hold.
+    #[error("precondition failed: the current version is {}", current.as_deref().unwrap_or("absent"))]
+    PreconditionFailed {
+        /// The current value's ETag, if there is a value.
+        current: Option<String>,
+    },
+    /// The patch is not valid for a document.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+}
+
+/// What a successful local write did.
+#[derive(Clone, Debug)]
+pub struct WriteOutcome {
+    /// The register after the write.
+    pub register: Arc<Register>,
+    /// The visible value before the write, if there was one.
+    pub previous: Option<Arc<Register>>,
+    /// What to send to the other replicas.
+    pub delta: Delta,
+}
+
+/// What a replicated write did.
+#[derive(Clone, Debug)]
+pub struct RemoteOutcome {
+    /// The register after the write.
+    pub register: Arc<Register>,
+    /// Whether the register changed.
+    pub changed: bool,
+    /// Whether the write was concurrent with the value held here.
+    pub conflict: bool,
+    /// A clock skew error, if the write's stamp was too far ahead.
+    pub skew: Option<ClockSkewError>,
+}
+
+/// The origin side of a node's writes: its clock and its dense sequence.
+#[derive(Debug)]
+pub struct Writer {
+    node: NodeId,
+    hlc: HlcClock,
+    seq: u64,
+    tombstone_ttl_ms: u64,
+}
+
+impl Writer {
+    /// A writer for `node` that has written nothing.
+    pub fn new(node: NodeId, max_clock_skew_ms: u64, tombstone_ttl_ms: u64) -> Writer {
+        Writer { node, hlc: HlcClock::new(max_clock_skew_ms), seq: 0, tombstone_ttl_ms }
+    }
+
+    /// Observes a replicated stamp (see [`HlcClock::observe`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClockSkewError`] when it is too far ahead; nothing changed.
+    pub fn observe(&mut self, remote: Hlc, now_ms: u64) -> Result<(), ClockSkewError> {
+        self.hlc.observe(remote, now_ms)
+    }
+
+    /// The last sequence number used.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    // A panic while holding this lock leaves at worst an advanced clock or
+    // sequence, so poisoning is moot.
+    writer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A local write over `current` (the register held for the key, if any):
+/// checks the condition, stamps the write after `current`, bumps the
+/// version vector, builds the register and its delta.
+///
+/// The writer is locked twice, briefly: for the stamp, and for the sequence
+/// number, which is taken last, once nothing can fail, so a refused write
+/// never leaves a gap in the origin's sequence.
+///
+/// # Errors
+///
+/// [`WriteError`]; nothing is stamped or numbered then.
+pub fn local_write(
+    writer: &Mutex<Writer>,
+    current: Option<Arc<Register>>,
+    write: Write,
+    now: u64,
+) -> Result<WriteOutcome, WriteError> {
+    let visible = current.clone().filter(|r| r.is_visible_at(now));
+    check_condition(&write.condition, visible.as_deref())?;
+    let floor = current.as_ref().map(|r| r.meta.stamp.hlc).unwrap_or_default();
+    let (node, tombstone_ttl_ms, hlc) = {
+        let mut w = lock(writer);
+        (w.node, w.tombstone_ttl_ms, w.hlc.tick_after(floor, now))
+    };
+    let stamp = Stamp::new(hlc, node);
+    let mut vv = current.as_ref().map(|r| r.meta.vv.clone()).unwrap_or_default();
+    vv.increment(node);
+    let expires_at_ms = match write.ttl {
+        Ttl::Never => None,
+        Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
+        Ttl::Keep { or_ms } => match &visible {
+            Some(v) => v.meta.expires_at_ms,
+            None => or_ms.map(|ms| now.saturating_add(ms)),
+        },
+    };
+    let mut register = match write.op {
+        WriteOp::Put { value, content_type } => {
+            let mut r = Register::replace(Value::Bytes(value), stamp, vv, Dot::default(), expires_at_ms);
+            r.meta.content_type = content_type;
+            r
+        }
+        WriteOp::Delete => {
+            Register::tombstone(stamp, vv, Dot::default(), Some(now.saturating_add(tombstone_ttl_ms)))
+        }
+        WriteOp::Patch(patch) => {
+            let existing = visible.as_ref().and_then(|v| v.doc().map(|d| (d.clone(), v.meta.epoch)));
+            let (mut doc, epoch) = existing.unwrap_or_else(|| (Doc::new(), stamp));
+            doc.apply_merge_patch(&patch, stamp)?;
+            Register {
+                value: Value::Doc(doc),
+                meta: RegisterMeta {
+                    stamp,
+                    epoch,
+                    vv,
+                    dot: Dot::default(),
+                    expires_at_ms,
+                    tombstone: false,
+                    content_type: None,
+                },
+            }
+        }
+    };
+    let seq = {
+        let mut w = lock(writer);
+        w.seq += 1;
+        w.seq
+    };
+    register.meta.dot = Dot { origin: node, seq };
+    let register = Arc::new(register);
+    let delta = Delta::for_write(node, seq, write.key, current.as_deref(), &register);
+    Ok(WriteOutcome { register, previous: visible, delta })
+}
+
+/// A replicated write over `current`: the register after it, whether it
+/// changed, and whether it was concurrent with the visible value held.
+///
+/// # Errors
+///
+/// [`DeltaError`] when the delta cannot be applied here.
+pub fn remote_write(
+    current: Option<Arc<Register>>,
+    delta: &Delta,
+    now: u64,
+    skew: Option<ClockSkewError>,
+) -> Result<RemoteOutcome, DeltaError> {
+    let next = delta.apply_to(current.as_deref())?;
+    let incoming_vv = &delta.meta().vv;
+    let conflict =
+        current.as_ref().is_some_and(|c| c.is_visible_at(now) && c.meta.vv.concurrent(incoming_vv));
+    if current.as_deref() == Some(&next) {
+        let register = current.unwrap_or_else(|| Arc::new(next));
+        return Ok(RemoteOutcome { register, changed: false, conflict, skew });
+    }
+    Ok(RemoteOutcome { register: Arc::new(next), changed: true, conflict, skew })
+}
+
+fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {
+    let holds = match (condition, visible) {
+        (Condition::Always, _) => true,
+        (Condition::IfMatch(vv), Some(r)) => &r.meta.vv == vv,
+        (Condition::IfMatch(_), None) => false,
+        (Condition::IfPresent, v) => v.is_some(),
+        (Condition::IfAbsent, v) => v.is_none(),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(WriteError::PreconditionFailed { current: visible.map(|r| r.meta.vv.to_etag()) })
+    }
+}
