@@ -99,13 +99,13 @@ pub async fn start(
             let cert = ca.issue(&format!("node-{}", node.0)).map_err(|e| DemoError::Certs(e.to_string()))?;
             let tls = ClusterTls::from_node_cert(&cert).map_err(|e| DemoError::Certs(e.to_string()))?;
             let me = Peer {
-                node,
+                node: state.store.node(),
                 region: region.to_string(),
                 lat: *lat,
                 lon: *lon,
                 gossip,
                 http,
-                incarnation: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+                incarnation: state.incarnation,
             };
             let seeds = if index == 0 { Vec::new() } else { vec![seed] };
             let cluster = Cluster::start(

@@ -19,9 +19,11 @@ use std::net::SocketAddr;
 
 /// Builds the shared state of a node from its config, on the system clock.
 pub fn state(config: Config) -> AppState {
+    let incarnation = SystemClock.now_ms();
+    let origin = origin_id(config.node_id, incarnation);
     let store = Store::new(
         StoreConfig {
-            node: geocache_crdt::NodeId(config.node_id),
+            node: origin,
             max_memory_bytes: config.max_memory.as_u64(),
             eviction: config.eviction,
             tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
@@ -36,7 +38,20 @@ pub fn state(config: Config) -> AppState {
         metrics: Arc::new(metrics),
         started: Instant::now(),
         cluster: None,
+        incarnation,
     }
+}
+
+/// The id this life of the node writes and gossips under: the configured
+/// node id mixed with the incarnation (start time). A node restarted
+/// without its data starts its write sequence again at 1, so it must not
+/// reuse the origin id of its previous life, or peers would drop its new
+/// writes as duplicates of old ones. (splitmix64 finalizer.)
+pub fn origin_id(node_id: u64, incarnation: u64) -> NodeId {
+    let mut z = node_id ^ incarnation.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    NodeId(z ^ (z >> 31))
 }
 
 /// Starts replication when the config asks for it. `http` is the bound
@@ -51,13 +66,13 @@ pub async fn start_cluster(state: &mut AppState, http: SocketAddr) -> Result<(),
         .map_err(|e| ClusterStartError::Tls(e.to_string()))?;
     let c = &state.config;
     let me = Peer {
-        node: NodeId(c.node_id),
+        node: state.store.node(),
         region: c.region.clone(),
         lat: c.lat,
         lon: c.lon,
         gossip: replication.advertise,
         http,
-        incarnation: SystemClock.now_ms(),
+        incarnation: state.incarnation,
     };
     let cluster = Cluster::start(
         state.store.clone(),

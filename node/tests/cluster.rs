@@ -215,6 +215,14 @@ async fn a_killed_node_restarts_empty_and_catches_up() {
     wait_for_value(&c, &back, "while-49", "w").await;
     wait_for_value(&c, &back, "while-0", "w").await;
     wait_for_value(&c, &back, "before", "b").await;
+    // Its new life writes under a new origin id: its first writes are not
+    // taken for duplicates of its previous life's.
+    for i in 0..3 {
+        c.put(back.url(&format!("/v1/kv/t/after-{i}"))).body("a").send().await.unwrap();
+    }
+    for i in 0..3 {
+        wait_for_value(&c, &members[0].node, &format!("after-{i}"), "a").await;
+    }
 }
 
 #[tokio::test]

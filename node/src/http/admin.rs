@@ -33,6 +33,8 @@ pub async fn node(State(state): State<AppState>) -> Json<serde_json::Value> {
     let c = &state.config;
     Json(json!({
         "id": geocache_crdt::NodeId(c.node_id).to_string(),
+        "origin": state.store.node().to_string(),
+        "incarnation": state.incarnation,
         "region": c.region,
         "lat": c.lat,
         "lon": c.lon,
@@ -62,7 +64,7 @@ pub async fn method_not_allowed() -> ApiError {
 /// `GET /v1/cluster`: members this node sees, their RTT and lag, and its
 /// per-origin watermarks.
 pub async fn cluster(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let me = geocache_crdt::NodeId(state.config.node_id).to_string();
+    let me = state.store.node().to_string();
     match &state.cluster {
         Some(cluster) => {
             let view = cluster.view();

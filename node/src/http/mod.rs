@@ -39,6 +39,8 @@ pub struct AppState {
     pub started: Instant,
     /// Replication, when the node gossips.
     pub cluster: Option<Cluster>,
+    /// This life of the node: its start time in unix ms.
+    pub incarnation: u64,
 }
 
 /// The router with every route, the body limit and the metrics layer.
