@@ -164,10 +164,10 @@ impl Cluster {
         let config = QuicConfig::new(options.bind, options.tls);
         let (transport, inbound) =
             QuicTransport::bind(config).await.map_err(|e| ClusterError::Transport(e.to_string()))?;
-        let clock = SystemClock;
-        let now = clock.now_ms();
         let me = options.me.node;
-        let mut membership = Membership::new(options.me.clone(), default_config(8), now ^ me.0, now);
+        let seed = SystemClock.now_ms() ^ me.0;
+        let now = 0;
+        let mut membership = Membership::new(options.me.clone(), default_config(8), seed, now);
         membership.join(&options.seeds, now);
         let seeds = options.seeds.clone();
         let mut replicator_config = ReplicatorConfig::default();
@@ -185,8 +185,8 @@ impl Cluster {
             transfers: BTreeMap::new(),
             view: view.clone(),
             commands: commands.clone(),
-            clock,
-            next_rtt_ms: now,
+            started: std::time::Instant::now(),
+            next_rtt_ms: 0,
             metrics: options.metrics,
             region: options.me.region.clone(),
             seeds,
@@ -257,7 +257,10 @@ struct Driver {
     transfers: BTreeMap<NodeId, Transfer>,
     view: Arc<RwLock<ClusterView>>,
     commands: mpsc::Sender<Command>,
-    clock: SystemClock,
+    /// The state machines' time: monotonic ms since the driver started. A
+    /// wall clock stepped back (NTP) must not stall their timers; only the
+    /// store's HLC and expiries read the wall clock.
+    started: std::time::Instant,
     next_rtt_ms: u64,
     metrics: Arc<Metrics>,
     region: String,
@@ -267,9 +270,13 @@ struct Driver {
 }
 
 impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
         loop {
-            let now = self.clock.now_ms();
+            let now = self.now_ms();
             let wake = self
                 .membership
                 .poll_timeout()
@@ -294,7 +301,7 @@ impl Driver {
     }
 
     fn on_timer(&mut self) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms();
         self.membership.handle_timeout(now);
         self.replicator.handle_timeout(now);
         if now >= self.next_rtt_ms {
@@ -313,7 +320,7 @@ impl Driver {
     }
 
     fn on_command(&mut self, command: Command) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms();
         match command {
             Command::Write { delta, full, bytes, waiter } => {
                 let seq = delta.seq;
@@ -330,7 +337,7 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms();
         match inbound {
             Inbound::Datagram { from, bytes } => {
                 if let Err(e) = self.membership.handle_data(&bytes, now) {
@@ -357,7 +364,7 @@ impl Driver {
         message: Message,
         respond: Option<tokio::sync::oneshot::Sender<Bytes>>,
     ) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms();
         match message {
             Message::FullTransferRequest { from } => self.send_full_transfer(from),
             Message::FullTransferChunk { from, registers, last, watermarks } => {
@@ -484,7 +491,7 @@ impl Driver {
         let mut membership_changed = false;
         while let Some(event) = self.membership.poll_event() {
             membership_changed = true;
-            let now = self.clock.now_ms();
+            let now = self.now_ms();
             match event {
                 MembershipEvent::Up(peer) => {
                     tracing::info!(node = %peer.node, region = %peer.region, gossip = %peer.gossip, "member up");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::EvictionKind;
-use crate::write::{local_write, remote_write, Writer};
+use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
 pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp, WriteOutcome};
 
 /// What an entry costs in the cache beyond its key and register: moka's
@@ -28,6 +28,12 @@ pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp
 /// moka's layout; `tests/memory.rs` checks the budget holds end to end and
 /// the memory benchmark measures the real cost per entry.
 const CACHE_ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// What an entry costs against the byte budget: key, register and the
+/// per-entry overhead. The simulator's store weighs entries the same way.
+pub fn entry_weight_bytes(key: &Key, register: &Register) -> u64 {
+    (key.size_bytes() + register.size_bytes() + CACHE_ENTRY_OVERHEAD_BYTES) as u64
+}
 
 /// foldhash, seeded at random per process: several times faster than the
 /// default SipHash on short keys, and still resistant to keys crafted to
@@ -69,11 +75,14 @@ pub struct StoreStats {
 
 struct RegisterExpiry {
     clock: Arc<dyn Clock>,
+    tombstone_ttl_ms: u64,
 }
 
 impl RegisterExpiry {
+    /// moka reclaims an entry at `reclaim_at_ms`: reads miss from the
+    /// register's own expiry, but the entry is kept a retention longer.
     fn remaining(&self, register: &Register) -> Option<Duration> {
-        let at = register.meta.expires_at_ms?;
+        let at = reclaim_at_ms(register, self.tombstone_ttl_ms)?;
         Some(Duration::from_millis(at.saturating_sub(self.clock.now_ms())))
     }
 }
@@ -139,10 +148,9 @@ impl Store {
             .max_capacity(config.max_memory_bytes)
             .eviction_policy(policy)
             .weigher(|key: &Key, slot: &Slot| {
-                let bytes = key.size_bytes() + slot.register.size_bytes() + CACHE_ENTRY_OVERHEAD_BYTES;
-                u32::try_from(bytes).unwrap_or(u32::MAX)
+                u32::try_from(entry_weight_bytes(key, &slot.register)).unwrap_or(u32::MAX)
             })
-            .expire_after(RegisterExpiry { clock: clock.clone() })
+            .expire_after(RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms })
             .eviction_listener(move |_key, _value, cause| {
                 match cause {
                     RemovalCause::Size => evictions.inc(),

@@ -130,6 +130,11 @@ impl Writer {
         self.hlc.observe(remote, now_ms)
     }
 
+    /// How long deletes (and expired values) are remembered, ms.
+    pub fn tombstone_ttl_ms(&self) -> u64 {
+        self.tombstone_ttl_ms
+    }
+
     /// The last sequence number used.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -236,6 +241,19 @@ pub fn remote_write(
         return Ok(RemoteOutcome { register, changed: false, conflict, skew });
     }
     Ok(RemoteOutcome { register: Arc::new(next), changed: true, conflict, skew })
+}
+
+/// When a register may be forgotten: a tombstone at its own expiry (the
+/// delete's retention), an expired value only a retention later. Until
+/// then it stays as an invisible entry, so a late, older write for the key
+/// merges under it instead of coming back to life.
+pub fn reclaim_at_ms(register: &Register, tombstone_ttl_ms: u64) -> Option<u64> {
+    let at = register.meta.expires_at_ms?;
+    if register.meta.tombstone {
+        Some(at)
+    } else {
+        Some(at.saturating_add(tombstone_ttl_ms))
+    }
 }
 
 fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {

@@ -1,13 +1,36 @@
 //! geocache-sim: a deterministic simulator of a whole geocache deployment.
 //!
-//! This crate will drive the real store and replication state machines with
-//! a virtual clock, a simulated network between regions and seeded faults,
-//! and report visibility lag, stale reads and checker results. Nothing is
-//! implemented here yet: the simulator issue builds it, and the
-//! `geocache-sim` binary arrives with it.
+//! Regions on a map, nodes in them, a client workload and faults, driving
+//! the real replicator (`geocache-gossip`) and the real write logic
+//! (`geocache_node::write`) with one virtual clock and one seeded RNG. Same
+//! scenario and seed, same run, byte for byte.
 //!
 //! # Layout
 //!
-//! Empty for now.
+//! - `scenario.rs`: the scenario file.
+//! - `network.rs`: one-way delays from great-circle distances (geo).
+//! - `sim_store.rs`: a deterministic LRU store running the node's writes.
+//! - `world.rs`: the event loop, the workload, faults and the oracle.
+//! - `checks.rs`: the checkers.
+//! - `report.rs`: the text and JSON report.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod checks;
+pub mod network;
+pub mod report;
+pub mod scenario;
+pub mod sim_store;
+pub mod world;
+
+use report::Report;
+use scenario::Scenario;
+use world::World;
+
+/// Runs one scenario with one seed and reports.
+pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(f64)) -> Report {
+    let mut world = World::new(scenario.clone(), seed);
+    world.run(progress);
+    let checks = checks::run(&world);
+    Report::new(&world, checks)
+}

@@ -1,0 +1,164 @@
+//! The report of one run: text, JSON. Same scenario and seed give the same
+//! bytes (no wall-clock figure is in it).
+
+use serde::Serialize;
+
+use crate::checks::Check;
+use crate::world::World;
+
+/// Visibility lag between two regions.
+#[derive(Clone, Debug, Serialize)]
+pub struct LagRow {
+    /// Where writes were made.
+    pub from: String,
+    /// Where they became visible.
+    pub to: String,
+    /// The modelled one-way delay, ms.
+    pub one_way_ms: f64,
+    /// Median lag, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// p50 over the one-way delay.
+    pub p50_over_delay: f64,
+    /// Samples.
+    pub samples: u64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Virtual seconds simulated.
+    pub virtual_s: f64,
+    /// Client reads.
+    pub reads: u64,
+    /// Client writes.
+    pub writes: u64,
+    /// CAS writes refused.
+    pub cas_refused: u64,
+    /// Operations with no live node in their region.
+    pub unavailable: u64,
+    /// Share of reads older than the newest write acked anywhere.
+    pub stale_read_rate: f64,
+    /// Share of reads that found a value.
+    pub hit_ratio: f64,
+    /// Replicated writes concurrent with the value held (summed over nodes).
+    pub conflicts: u64,
+    /// Evictions summed over nodes.
+    pub evictions: u64,
+    /// Bytes between regions per client write.
+    pub wan_bytes_per_write: f64,
+    /// Bytes inside regions per client write.
+    pub lan_bytes_per_write: f64,
+    /// Messages of any kind per client write.
+    pub messages_per_write: f64,
+    /// Lag per region pair.
+    pub lag: Vec<LagRow>,
+    /// Checker verdicts.
+    pub checks: Vec<Check>,
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1_000.0).round() / 1_000.0
+}
+
+impl Report {
+    /// Builds the report of a finished run.
+    pub fn new(world: &World, checks: Vec<Check>) -> Report {
+        let t = &world.tallies;
+        let c = world.store_counts();
+        let writes = t.writes.max(1) as f64;
+        let names: Vec<String> = world.scenario.regions.iter().map(|r| r.name.clone()).collect();
+        let lag = world
+            .lag_us
+            .iter()
+            .map(|(&(a, b), h)| {
+                let one_way_ms = world.one_way_ms(a, b);
+                let p50_ms = h.value_at_quantile(0.5) as f64 / 1_000.0;
+                LagRow {
+                    from: names[a].clone(),
+                    to: names[b].clone(),
+                    one_way_ms: round3(one_way_ms),
+                    p50_ms: round3(p50_ms),
+                    p99_ms: round3(h.value_at_quantile(0.99) as f64 / 1_000.0),
+                    max_ms: round3(h.max() as f64 / 1_000.0),
+                    p50_over_delay: round3(if one_way_ms > 0.0 { p50_ms / one_way_ms } else { 0.0 }),
+                    samples: h.len(),
+                }
+            })
+            .collect();
+        Report {
+            scenario: world.scenario.name.clone(),
+            seed: world.seed,
+            virtual_s: world.virtual_s(),
+            reads: t.reads,
+            writes: t.writes,
+            cas_refused: t.cas_refused,
+            unavailable: t.unavailable,
+            stale_read_rate: round3(t.stale_reads as f64 / t.reads.max(1) as f64),
+            hit_ratio: round3(c.hits as f64 / (c.hits + c.misses).max(1) as f64),
+            conflicts: c.conflicts,
+            evictions: c.evictions,
+            wan_bytes_per_write: round3(t.wan_bytes as f64 / writes),
+            lan_bytes_per_write: round3(t.lan_bytes as f64 / writes),
+            messages_per_write: round3((t.wan_messages + t.lan_messages) as f64 / writes),
+            lag,
+            checks,
+        }
+    }
+
+    /// Whether every checker passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The text table.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "scenario {} seed {}: {:.0} virtual s, {} reads, {} writes ({} CAS refused, {} unavailable)\n",
+            self.scenario,
+            self.seed,
+            self.virtual_s,
+            self.reads,
+            self.writes,
+            self.cas_refused,
+            self.unavailable
+        );
+        out.push_str(&format!(
+            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\n",
+            self.hit_ratio, self.stale_read_rate, self.conflicts, self.evictions, self.wan_bytes_per_write,
+            self.lan_bytes_per_write, self.messages_per_write
+        ));
+        out.push_str(&format!(
+            "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            "from", "to", "delay ms", "p50 ms", "p99 ms", "max ms", "p50/d"
+        ));
+        for r in &self.lag {
+            out.push_str(&format!(
+                "{:<14} {:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7.2}\n",
+                r.from, r.to, r.one_way_ms, r.p50_ms, r.p99_ms, r.max_ms, r.p50_over_delay
+            ));
+        }
+        out.push('\n');
+        for c in &self.checks {
+            out.push_str(&format!(
+                "{:<24} {}{}\n",
+                c.name,
+                if c.passed { "ok" } else { "FAILED " },
+                c.detail
+            ));
+        }
+        out
+    }
+}

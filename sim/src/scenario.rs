@@ -1,0 +1,270 @@
+//! The scenario file: regions on a map, the network, the workload and the
+//! faults. Documented in `docs/SIMULATOR.md`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A whole simulated deployment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    pub name: String,
+    /// Regions and their nodes.
+    pub regions: Vec<RegionSpec>,
+    /// The network between them.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// What clients do.
+    pub workload: WorkloadSpec,
+    /// What goes wrong, and when.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    /// Virtual seconds after the workload and the faults end during which
+    /// the cluster must converge (the liveness budget).
+    #[serde(default = "default_heal_s")]
+    pub heal_s: f64,
+    /// Test-only switches.
+    #[serde(default)]
+    pub debug: DebugSpec,
+}
+
+fn default_heal_s() -> f64 {
+    30.0
+}
+
+/// One region.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSpec {
+    /// Its name.
+    pub name: String,
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// How many nodes it runs.
+    pub nodes: usize,
+    /// Memory budget of each node's store, MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+fn default_memory_mib() -> u64 {
+    256
+}
+
+/// The network model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    /// Speed of light in fiber, km per ms.
+    pub fiber_km_per_ms: f64,
+    /// Real paths are longer than great circles by this factor.
+    pub path_inflation: f64,
+    /// One-way delay between nodes of one region, ms.
+    pub lan_delay_ms: f64,
+    /// Uniform extra delay on every message, up to this many ms.
+    pub jitter_ms: f64,
+    /// Share of messages lost between regions.
+    pub loss: f64,
+    /// Bandwidth of each inter-region link, Mbit/s (0: unlimited).
+    pub bandwidth_mbps: f64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            fiber_km_per_ms: 200.0,
+            path_inflation: 1.5,
+            lan_delay_ms: 0.25,
+            jitter_ms: 0.0,
+            loss: 0.0,
+            bandwidth_mbps: 0.0,
+        }
+    }
+}
+
+/// What clients do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Virtual seconds of client traffic.
+    pub duration_s: f64,
+    /// Client operations per second in each region.
+    pub ops_per_s_per_region: f64,
+    /// Share of operations that are reads.
+    pub read_ratio: f64,
+    /// Distinct keys.
+    pub keys: usize,
+    /// Zipf exponent of key popularity (0: uniform).
+    #[serde(default)]
+    pub zipf_s: f64,
+    /// Bytes of each value.
+    #[serde(default = "default_value_bytes")]
+    pub value_bytes: usize,
+    /// TTL of writes, seconds (none: never expire).
+    #[serde(default)]
+    pub ttl_s: Option<f64>,
+    /// Share of writes that are deletes.
+    #[serde(default)]
+    pub delete_share: f64,
+    /// Share of writes that are compare-and-set (read, then write if unchanged).
+    #[serde(default)]
+    pub cas_share: f64,
+    /// Share of writes that are document patches.
+    #[serde(default)]
+    pub doc_patch_share: f64,
+    /// Share of writes asking for `region` durability.
+    #[serde(default)]
+    pub durability_region_share: f64,
+    /// Share of writes asking for `all` durability.
+    #[serde(default)]
+    pub durability_all_share: f64,
+}
+
+fn default_value_bytes() -> usize {
+    100
+}
+
+/// One fault, over `[at_s, at_s + duration_s)` of virtual time. (serde
+/// cannot refuse unknown fields through `flatten`, so a misspelt field of
+/// a fault is ignored.)
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultSpec {
+    /// What happens.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// When it starts, virtual seconds.
+    pub at_s: f64,
+    /// How long it lasts.
+    pub duration_s: f64,
+}
+
+/// The kinds of fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Two regions cannot reach each other.
+    Partition {
+        /// One side.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// A node is cut off from every other node.
+    Isolate {
+        /// The node, by index in region order (0-based).
+        node: usize,
+    },
+    /// A node crashes, and restarts at the end of the fault.
+    Crash {
+        /// The node.
+        node: usize,
+        /// Whether it restarts without its data.
+        #[serde(default)]
+        wipe: bool,
+    },
+    /// A node's clock is off.
+    ClockSkew {
+        /// The node.
+        node: usize,
+        /// By how much, ms (negative: behind).
+        skew_ms: i64,
+    },
+    /// Messages between two regions are lost at this rate.
+    LossBurst {
+        /// One side.
+        a: String,
+        /// The other.
+        b: String,
+        /// Share lost.
+        loss: f64,
+    },
+}
+
+/// Test-only switches.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugSpec {
+    /// Replicas keep what they hold and ignore what arrives: a broken merge
+    /// the checkers must catch.
+    pub broken_merge: bool,
+}
+
+/// A scenario file is not valid.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The TOML does not parse into a scenario.
+    #[error("scenario: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("scenario: {0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    ///
+    /// # Errors
+    ///
+    /// [`ScenarioError`] naming the bad field.
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Total nodes.
+    pub fn node_count(&self) -> usize {
+        self.regions.iter().map(|r| r.nodes).sum()
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |m: String| Err(ScenarioError::Invalid(m));
+        if self.regions.is_empty() {
+            return bad("at least one region is needed".into());
+        }
+        for r in &self.regions {
+            if r.nodes == 0 || r.nodes > 64 {
+                return bad(format!("regions.{}: nodes must be 1 to 64", r.name));
+            }
+            if !(-90.0..=90.0).contains(&r.lat) || !(-180.0..=180.0).contains(&r.lon) {
+                return bad(format!("regions.{}: lat/lon out of range", r.name));
+            }
+        }
+        let w = &self.workload;
+        let shares = [w.read_ratio, w.delete_share, w.cas_share, w.doc_patch_share];
+        if shares.iter().any(|s| !(0.0..=1.0).contains(s))
+            || w.delete_share + w.cas_share + w.doc_patch_share > 1.0
+        {
+            return bad("workload: shares must be in [0, 1] and write shares sum to at most 1".into());
+        }
+        if w.durability_region_share + w.durability_all_share > 1.0 {
+            return bad("workload: durability shares sum to more than 1".into());
+        }
+        if w.keys == 0 || w.duration_s <= 0.0 || w.ops_per_s_per_region < 0.0 {
+            return bad("workload: keys, duration_s and ops_per_s_per_region must be positive".into());
+        }
+        let nodes = self.node_count();
+        for f in &self.faults {
+            let node = match &f.kind {
+                FaultKind::Isolate { node }
+                | FaultKind::Crash { node, .. }
+                | FaultKind::ClockSkew { node, .. } => Some(*node),
+                FaultKind::Partition { a, b } | FaultKind::LossBurst { a, b, .. } => {
+                    for r in [a, b] {
+                        if !self.regions.iter().any(|x| &x.name == r) {
+                            return bad(format!("faults: unknown region {r}"));
+                        }
+                    }
+                    None
+                }
+            };
+            if node.is_some_and(|n| n >= nodes) {
+                return bad(format!("faults: node {} out of range (0..{nodes})", node.unwrap_or(0)));
+            }
+        }
+        Ok(())
+    }
+}

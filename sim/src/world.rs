@@ -1,0 +1,760 @@
+//! The simulation: one virtual clock, one seeded RNG, an event queue with
+//! deterministic tie-breaking, and the real replicator and write logic on
+//! every node.
+
+use bytes::Bytes;
+use geocache_crdt::{codec, Delta, Key, NodeId, Register, Value};
+use geocache_gossip::replicator::{
+    Event as ReplicatorEvent, PeerInfo, Replicator, ReplicatorConfig, Transmit,
+};
+use geocache_gossip::wire::Message;
+use geocache_node::write::{Condition, Ttl, Write, WriteOp};
+use hdrhistogram::Histogram;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::network::region_delays_us;
+use crate::scenario::{FaultKind, Scenario};
+use crate::sim_store::SimStore;
+
+/// How long membership takes to notice a crash (foca's suspicion at the
+/// LAN settings), virtual ms.
+const FAILURE_DETECTION_MS: u64 = 4_000;
+/// How often expired entries are reclaimed, virtual ms.
+const SWEEP_INTERVAL_MS: u64 = 1_000;
+
+enum EventKind {
+    ClientOp { region: usize },
+    Deliver { from: usize, to: usize, message: Message, request: bool },
+    Timer { node: usize },
+    FaultStart(usize),
+    FaultEnd(usize),
+    MemberDown { node: usize },
+    Sweep,
+}
+
+struct Scheduled {
+    at_us: u64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_us, self.seq) == (other.at_us, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at_us, self.seq).cmp(&(other.at_us, other.seq))
+    }
+}
+
+struct SimNode {
+    region: usize,
+    origin: NodeId,
+    store: SimStore,
+    replicator: Replicator,
+    up: bool,
+    skew_ms: i64,
+    /// The earliest timer event queued for this node.
+    timer_at_us: u64,
+    isolated: bool,
+}
+
+/// A write the oracle knows of.
+struct WriteRecord {
+    key: Key,
+    register: Arc<Register>,
+    at_us: u64,
+    origin_region: usize,
+    /// Nodes that have applied it (origin included).
+    applied: u32,
+    durability: u8,
+    acked_at_level: bool,
+}
+
+/// Totals a run produces; the report is made from them.
+#[derive(Default)]
+pub struct Tallies {
+    /// Client reads.
+    pub reads: u64,
+    /// Client writes accepted.
+    pub writes: u64,
+    /// CAS writes refused (the value changed in between).
+    pub cas_refused: u64,
+    /// Client operations with no live node in their region.
+    pub unavailable: u64,
+    /// Reads older than the newest write acked anywhere at that instant.
+    pub stale_reads: u64,
+    /// Messages and bytes between regions.
+    pub wan_messages: u64,
+    /// Bytes between regions.
+    pub wan_bytes: u64,
+    /// Messages inside regions.
+    pub lan_messages: u64,
+    /// Bytes inside regions.
+    pub lan_bytes: u64,
+    /// Read-your-writes violations.
+    pub ryw_violations: u64,
+}
+
+/// A finished or running simulation.
+pub struct World {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The seed.
+    pub seed: u64,
+    rng: ChaCha8Rng,
+    now_us: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    nodes: Vec<SimNode>,
+    delays_us: Vec<Vec<u64>>,
+    partitions: BTreeSet<(usize, usize)>,
+    loss: BTreeMap<(usize, usize), f64>,
+    zipf_cdf: Vec<f64>,
+    writes: BTreeMap<(NodeId, u64), WriteRecord>,
+    /// Newest acked write per key: its stamp and whether it is visible.
+    newest: BTreeMap<Key, (geocache_crdt::Stamp, bool)>,
+    /// Visibility lag samples (µs) per (from region, to region).
+    pub lag_us: BTreeMap<(usize, usize), Histogram<u64>>,
+    /// Totals.
+    pub tallies: Tallies,
+    next_origin: u64,
+    workload_end_us: u64,
+    end_us: u64,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 7946))
+}
+
+fn ms(us: u64) -> u64 {
+    us / 1_000
+}
+
+impl World {
+    /// Builds the deployment and schedules the workload and the faults.
+    pub fn new(scenario: Scenario, seed: u64) -> World {
+        let delays_us = region_delays_us(&scenario);
+        let mut nodes = Vec::new();
+        let mut next_origin = 1;
+        for (r, region) in scenario.regions.iter().enumerate() {
+            for _ in 0..region.nodes {
+                let origin = NodeId(next_origin);
+                next_origin += 1;
+                nodes.push(SimNode {
+                    region: r,
+                    origin,
+                    store: SimStore::new(origin, region.memory_mib << 20, scenario.debug.broken_merge),
+                    replicator: Replicator::new(origin, region.name.clone(), ReplicatorConfig::default(), 0),
+                    up: true,
+                    skew_ms: 0,
+                    timer_at_us: u64::MAX,
+                    isolated: false,
+                });
+            }
+        }
+        let w = &scenario.workload;
+        let mut weights: Vec<f64> = (1..=w.keys).map(|k| 1.0 / (k as f64).powf(w.zipf_s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        for x in weights.iter_mut() {
+            acc += *x / total;
+            *x = acc;
+        }
+        let workload_end_us = (w.duration_s * 1e6) as u64;
+        let faults_end_us =
+            scenario.faults.iter().map(|f| ((f.at_s + f.duration_s) * 1e6) as u64).max().unwrap_or(0);
+        let end_us = workload_end_us.max(faults_end_us) + (scenario.heal_s * 1e6) as u64;
+        let mut world = World {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            now_us: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            nodes,
+            delays_us,
+            partitions: BTreeSet::new(),
+            loss: BTreeMap::new(),
+            zipf_cdf: weights,
+            writes: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            lag_us: BTreeMap::new(),
+            tallies: Tallies::default(),
+            next_origin,
+            workload_end_us,
+            end_us,
+            scenario,
+        };
+        for i in 0..world.nodes.len() {
+            world.connect(i);
+        }
+        for r in 0..world.scenario.regions.len() {
+            let first = world.interarrival_us();
+            world.schedule(first, EventKind::ClientOp { region: r });
+        }
+        for (i, f) in world.scenario.faults.iter().enumerate() {
+            let (start, end) = ((f.at_s * 1e6) as u64, ((f.at_s + f.duration_s) * 1e6) as u64);
+            world.queue.push(Reverse(Scheduled {
+                at_us: start,
+                seq: 2 * i as u64,
+                kind: EventKind::FaultStart(i),
+            }));
+            world.queue.push(Reverse(Scheduled {
+                at_us: end,
+                seq: 2 * i as u64 + 1,
+                kind: EventKind::FaultEnd(i),
+            }));
+        }
+        world.seq = 2 * world.scenario.faults.len() as u64;
+        world.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
+        for i in 0..world.nodes.len() {
+            world.arm_timer(i);
+        }
+        world
+    }
+
+    /// Tells node `i` and every live node about each other (membership is
+    /// an oracle here: up at start and on restart, down after the
+    /// detection delay of a crash).
+    fn connect(&mut self, i: usize) {
+        let region = |w: &World, j: usize| w.scenario.regions[w.nodes[j].region].name.clone();
+        for j in 0..self.nodes.len() {
+            if j == i || !self.nodes[j].up {
+                continue;
+            }
+            let rtt_ms = 2 * self.delays_us[self.nodes[i].region][self.nodes[j].region] / 1_000;
+            let (ri, rj) = (region(self, i), region(self, j));
+            let (oi, oj) = (self.nodes[i].origin, self.nodes[j].origin);
+            self.nodes[i].replicator.peer_up(PeerInfo { node: oj, region: rj, addr: addr(j) });
+            self.nodes[i].replicator.set_rtt(oj, rtt_ms);
+            self.nodes[j].replicator.peer_up(PeerInfo { node: oi, region: ri, addr: addr(i) });
+            self.nodes[j].replicator.set_rtt(oi, rtt_ms);
+        }
+    }
+
+    fn schedule(&mut self, after_us: u64, kind: EventKind) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled { at_us: self.now_us + after_us, seq: self.seq, kind }));
+    }
+
+    fn interarrival_us(&mut self) -> u64 {
+        let rate = self.scenario.workload.ops_per_s_per_region;
+        if rate <= 0.0 {
+            return u64::MAX / 4;
+        }
+        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        ((-u.ln() / rate) * 1e6).max(1.0) as u64
+    }
+
+    fn node_now_ms(&self, i: usize) -> u64 {
+        (ms(self.now_us) as i64 + self.nodes[i].skew_ms).max(0) as u64
+    }
+
+    /// The monotonic time a node's replicator runs on: a skewed wall clock
+    /// only moves the node's HLC and expiries, never its timers (as the
+    /// node's driver uses a monotonic clock for them).
+    fn mono_ms(&self) -> u64 {
+        ms(self.now_us)
+    }
+
+    fn arm_timer(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let due_us = self.nodes[i].replicator.poll_timeout().saturating_mul(1_000).max(self.now_us);
+        if due_us < self.nodes[i].timer_at_us {
+            self.nodes[i].timer_at_us = due_us;
+            self.seq += 1;
+            self.queue.push(Reverse(Scheduled {
+                at_us: due_us,
+                seq: self.seq,
+                kind: EventKind::Timer { node: i },
+            }));
+        }
+    }
+
+    /// Runs to the end; `progress` is called with the share done.
+    pub fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        let mut last_reported = 0;
+        while let Some(Reverse(ev)) = self.queue.pop() {
+            if ev.at_us > self.end_us {
+                break;
+            }
+            self.now_us = ev.at_us;
+            if self.now_us / 1_000_000 != last_reported {
+                last_reported = self.now_us / 1_000_000;
+                progress(self.now_us as f64 / self.end_us as f64);
+            }
+            match ev.kind {
+                EventKind::ClientOp { region } => {
+                    if self.now_us < self.workload_end_us {
+                        self.client_op(region);
+                        let next = self.interarrival_us();
+                        self.schedule(next, EventKind::ClientOp { region });
+                    }
+                }
+                EventKind::Deliver { from, to, message, request } => self.deliver(from, to, message, request),
+                EventKind::Timer { node } => {
+                    if self.nodes[node].timer_at_us == self.now_us {
+                        self.nodes[node].timer_at_us = u64::MAX;
+                    }
+                    if self.nodes[node].up {
+                        let now = self.mono_ms();
+                        self.nodes[node].replicator.handle_timeout(now);
+                        self.flush(node);
+                    }
+                }
+                EventKind::FaultStart(f) => self.fault(f, true),
+                EventKind::FaultEnd(f) => self.fault(f, false),
+                EventKind::MemberDown { node } => {
+                    if !self.nodes[node].up {
+                        let origin = self.nodes[node].origin;
+                        for j in 0..self.nodes.len() {
+                            if self.nodes[j].up {
+                                let now = self.mono_ms();
+                                self.nodes[j].replicator.peer_down(origin, now);
+                                self.flush(j);
+                            }
+                        }
+                    }
+                }
+                EventKind::Sweep => {
+                    for i in 0..self.nodes.len() {
+                        let now = self.node_now_ms(i);
+                        self.nodes[i].store.sweep(now);
+                    }
+                    self.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
+                }
+            }
+        }
+        self.now_us = self.end_us;
+        progress(1.0);
+    }
+
+    fn fault(&mut self, f: usize, start: bool) {
+        let kind = self.scenario.faults[f].kind.clone();
+        let region_index =
+            |w: &World, name: &str| w.scenario.regions.iter().position(|r| r.name == name).unwrap_or(0);
+        match kind {
+            FaultKind::Partition { a, b } => {
+                let pair = (region_index(self, &a), region_index(self, &b));
+                let pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+                if start {
+                    self.partitions.insert(pair);
+                } else {
+                    self.partitions.remove(&pair);
+                }
+            }
+            FaultKind::LossBurst { a, b, loss } => {
+                let pair = (region_index(self, &a), region_index(self, &b));
+                let pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+                if start {
+                    self.loss.insert(pair, loss);
+                } else {
+                    self.loss.remove(&pair);
+                }
+            }
+            FaultKind::Isolate { node } => self.nodes[node].isolated = start,
+            FaultKind::ClockSkew { node, skew_ms } => {
+                self.nodes[node].skew_ms = if start { skew_ms } else { 0 }
+            }
+            FaultKind::Crash { node, wipe } => {
+                if start {
+                    if self.nodes[node].up {
+                        self.nodes[node].up = false;
+                        self.schedule(FAILURE_DETECTION_MS * 1_000, EventKind::MemberDown { node });
+                    }
+                } else if !self.nodes[node].up {
+                    self.restart(node, wipe);
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, i: usize, wipe: bool) {
+        let region = self.nodes[i].region;
+        let name = self.scenario.regions[region].name.clone();
+        if wipe {
+            // A new life: a new origin id, an empty store, no watermarks.
+            let origin = NodeId(self.next_origin);
+            self.next_origin += 1;
+            let budget = self.scenario.regions[region].memory_mib << 20;
+            let now = self.mono_ms();
+            self.nodes[i].origin = origin;
+            self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge);
+            self.nodes[i].replicator = Replicator::new(origin, name, ReplicatorConfig::default(), now);
+        }
+        self.nodes[i].up = true;
+        self.nodes[i].timer_at_us = u64::MAX;
+        self.connect(i);
+        self.arm_timer(i);
+    }
+
+    fn pick_key(&mut self) -> Key {
+        let u: f64 = self.rng.random_range(0.0..1.0);
+        let k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
+        Key::new("sim", Bytes::from(format!("k{k}")))
+    }
+
+    fn client_op(&mut self, region: usize) {
+        let live: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].region == region && self.nodes[i].up).collect();
+        if live.is_empty() {
+            self.tallies.unavailable += 1;
+            return;
+        }
+        let node = live[self.rng.random_range(0..live.len())];
+        let key = self.pick_key();
+        let now = self.node_now_ms(node);
+        let w = self.scenario.workload.clone();
+        if self.rng.random_range(0.0..1.0) < w.read_ratio {
+            self.tallies.reads += 1;
+            let got = self.nodes[node].store.get(&key, now);
+            if let Some((stamp, visible)) = self.newest.get(&key) {
+                let fresh = match &got {
+                    Some(r) => r.meta.stamp >= *stamp,
+                    None => !visible,
+                };
+                if !fresh {
+                    self.tallies.stale_reads += 1;
+                }
+            }
+            return;
+        }
+        let roll: f64 = self.rng.random_range(0.0..1.0);
+        let ttl = match w.ttl_s {
+            Some(s) => Ttl::AfterMs((s * 1_000.0) as u64),
+            None => Ttl::Never,
+        };
+        let (op, condition, ttl) = if roll < w.delete_share {
+            (WriteOp::Delete, Condition::Always, Ttl::Never)
+        } else if roll < w.delete_share + w.cas_share {
+            let current = self.nodes[node].store.get(&key, now);
+            let condition = match current {
+                Some(r) => Condition::IfMatch(r.meta.vv.clone()),
+                None => Condition::IfAbsent,
+            };
+            (WriteOp::Put { value: self.value(), content_type: None }, condition, ttl)
+        } else if roll < w.delete_share + w.cas_share + w.doc_patch_share {
+            let field = format!("f{}", self.rng.random_range(0..8u32));
+            let v: u32 = self.rng.random_range(0..1_000);
+            (WriteOp::Patch(serde_json::json!({ field: v })), Condition::Always, Ttl::Keep { or_ms: None })
+        } else {
+            (WriteOp::Put { value: self.value(), content_type: None }, Condition::Always, ttl)
+        };
+        let durability = {
+            let d: f64 = self.rng.random_range(0.0..1.0);
+            if d < w.durability_all_share {
+                2
+            } else if d < w.durability_all_share + w.durability_region_share {
+                1
+            } else {
+                0
+            }
+        };
+        let write = Write { key: key.clone(), op, ttl, condition };
+        let outcome = match self.nodes[node].store.apply_local(write, now) {
+            Ok(o) => o,
+            Err(_) => {
+                self.tallies.cas_refused += 1;
+                return;
+            }
+        };
+        self.tallies.writes += 1;
+        // Read your own write, at once, at the same node.
+        match self.nodes[node].store.get(&key, now) {
+            Some(r) if r.meta.stamp >= outcome.register.meta.stamp => {}
+            None if !outcome.register.is_visible_at(now) => {}
+            _ => self.tallies.ryw_violations += 1,
+        }
+        let visible = outcome.register.is_visible_at(now);
+        let stamp = outcome.register.meta.stamp;
+        self.newest.insert(key.clone(), (stamp, visible));
+        let delta = Arc::new(outcome.delta.clone());
+        let full = Arc::new(Delta {
+            origin: delta.origin,
+            seq: delta.seq,
+            key: delta.key.clone(),
+            body: geocache_crdt::DeltaBody::Register(outcome.register.clone()),
+        });
+        self.writes.insert(
+            (delta.origin, delta.seq),
+            WriteRecord {
+                key: key.clone(),
+                register: outcome.register.clone(),
+                at_us: self.now_us,
+                origin_region: region,
+                applied: 1,
+                durability,
+                acked_at_level: durability == 0,
+            },
+        );
+        let bytes = delta.key.size_bytes() + outcome.register.size_bytes();
+        let mono = self.mono_ms();
+        self.nodes[node].replicator.local_write(delta, full, bytes, mono);
+        self.flush(node);
+    }
+
+    fn value(&mut self) -> Bytes {
+        let n = self.scenario.workload.value_bytes;
+        let fill: u8 = self.rng.random_range(0..=255);
+        Bytes::from(vec![fill; n])
+    }
+
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].replicator.poll_transmit() {
+            self.send(i, t);
+        }
+        while let Some(e) = self.nodes[i].replicator.poll_event() {
+            match e {
+                ReplicatorEvent::Acked { seq } => self.check_durability(i, seq),
+                ReplicatorEvent::FullTransferNeeded { peer, .. } => {
+                    if let Some(j) = self.nodes.iter().position(|n| n.origin == peer) {
+                        let from = self.nodes[i].origin;
+                        self.send_raw(i, j, Message::FullTransferRequest { from }, false);
+                    }
+                }
+            }
+        }
+        self.arm_timer(i);
+    }
+
+    fn check_durability(&mut self, i: usize, seq: u64) {
+        let origin = self.nodes[i].origin;
+        let (region, all) =
+            (self.nodes[i].replicator.reached_region(seq), self.nodes[i].replicator.reached_all(seq));
+        if let Some(w) = self.writes.get_mut(&(origin, seq)) {
+            let reached = match w.durability {
+                1 => region,
+                2 => all,
+                _ => true,
+            };
+            w.acked_at_level |= reached;
+        }
+    }
+
+    fn send(&mut self, from: usize, t: Transmit) {
+        let Some(to) = self.nodes.iter().position(|n| n.origin == t.to) else { return };
+        self.send_raw(from, to, t.message, t.request);
+    }
+
+    fn send_raw(&mut self, from: usize, to: usize, message: Message, request: bool) {
+        let bytes = codec::encode(&message).map(|b| b.len()).unwrap_or(0) as u64;
+        let (rf, rt) = (self.nodes[from].region, self.nodes[to].region);
+        if rf == rt {
+            self.tallies.lan_messages += 1;
+            self.tallies.lan_bytes += bytes;
+        } else {
+            self.tallies.wan_messages += 1;
+            self.tallies.wan_bytes += bytes;
+        }
+        let pair = (rf.min(rt), rf.max(rt));
+        if self.partitions.contains(&pair) || self.nodes[from].isolated || self.nodes[to].isolated {
+            return;
+        }
+        let net = &self.scenario.network;
+        let loss = self.loss.get(&pair).copied().unwrap_or(if rf == rt { 0.0 } else { net.loss });
+        if loss > 0.0 && self.rng.random_range(0.0..1.0) < loss {
+            return;
+        }
+        let mut delay = self.delays_us[rf][rt];
+        if net.jitter_ms > 0.0 {
+            delay += (self.rng.random_range(0.0..1.0) * net.jitter_ms * 1_000.0) as u64;
+        }
+        if rf != rt && net.bandwidth_mbps > 0.0 {
+            delay += (bytes as f64 * 8.0 / net.bandwidth_mbps) as u64;
+        }
+        self.schedule(delay, EventKind::Deliver { from, to, message, request });
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message, request: bool) {
+        if !self.nodes[to].up || !self.nodes[from].up {
+            return;
+        }
+        let now = self.node_now_ms(to);
+        let from_origin = self.nodes[from].origin;
+        match message {
+            Message::FullTransferRequest { .. } => {
+                let registers: Vec<(Key, Arc<Register>)> =
+                    self.nodes[to].store.registers().map(|(k, r)| (k.clone(), r.clone())).collect();
+                let watermarks = self.nodes[to].replicator.watermarks();
+                let me = self.nodes[to].origin;
+                self.send_raw(
+                    to,
+                    from,
+                    Message::FullTransferChunk { from: me, registers, last: true, watermarks },
+                    false,
+                );
+                return;
+            }
+            Message::FullTransferChunk { registers, watermarks, .. } => {
+                let keys: BTreeSet<Key> = registers.iter().map(|(k, _)| k.clone()).collect();
+                for (k, r) in &registers {
+                    self.nodes[to].store.merge_register(k, r);
+                }
+                let wm: BTreeMap<NodeId, u64> = watermarks.iter().copied().collect();
+                let stale: Vec<(Key, geocache_crdt::Dot)> = self.nodes[to]
+                    .store
+                    .registers()
+                    .filter(|(k, r)| {
+                        !keys.contains(*k) && wm.get(&r.meta.dot.origin).is_some_and(|&w| r.meta.dot.seq <= w)
+                    })
+                    .map(|(k, r)| (k.clone(), r.meta.dot))
+                    .collect();
+                for (k, dot) in stale {
+                    self.nodes[to].store.drop_if_dot(&k, dot);
+                }
+                self.nodes[to].replicator.full_transfer_done(&watermarks);
+                self.flush(to);
+                return;
+            }
+            _ => {}
+        }
+        let now_us = self.now_us;
+        let to_region = self.nodes[to].region;
+        let node = &mut self.nodes[to];
+        let store = &mut node.store;
+        let writes = &mut self.writes;
+        let lag = &mut self.lag_us;
+        let mut apply = |d: &Delta| -> Option<Arc<Register>> {
+            let outcome = store.apply_remote(d, now).ok()?;
+            if let Some(w) = writes.get_mut(&(d.origin, d.seq)) {
+                w.applied += 1;
+                let h = lag.entry((w.origin_region, to_region)).or_insert_with(|| {
+                    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+                });
+                let _ = h.record((now_us - w.at_us).max(1));
+            }
+            Some(outcome.register)
+        };
+        let answer = node.replicator.handle_message(from_origin, message, now_us / 1_000, &mut apply);
+        self.flush(to);
+        if let (Some(answer), true) = (answer, request) {
+            self.send_raw(to, from, answer, false);
+        }
+    }
+
+    /// The checkers, run at the end: see `checks.rs`.
+    pub fn final_state(&self) -> FinalState<'_> {
+        FinalState { world: self }
+    }
+
+    /// Virtual seconds simulated.
+    pub fn virtual_s(&self) -> f64 {
+        self.end_us as f64 / 1e6
+    }
+
+    /// The one-way delay between two regions, ms.
+    pub fn one_way_ms(&self, a: usize, b: usize) -> f64 {
+        self.delays_us[a][b] as f64 / 1_000.0
+    }
+
+    /// Store counters summed over nodes.
+    pub fn store_counts(&self) -> crate::sim_store::StoreCounts {
+        let mut c = crate::sim_store::StoreCounts::default();
+        for n in &self.nodes {
+            c.hits += n.store.counts.hits;
+            c.misses += n.store.counts.misses;
+            c.evictions += n.store.counts.evictions;
+            c.expirations += n.store.counts.expirations;
+            c.conflicts += n.store.counts.conflicts;
+        }
+        c
+    }
+}
+
+/// Read access for the checkers.
+pub struct FinalState<'a> {
+    world: &'a World,
+}
+
+/// What a read sees: the bytes, the document JSON, or nothing.
+pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
+    if !r.is_visible_at(now_ms) {
+        return None;
+    }
+    match &r.value {
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::Doc(d) => Some(d.to_json().to_string().into_bytes()),
+    }
+}
+
+impl FinalState<'_> {
+    /// Live nodes' registers: (node index, key, register).
+    pub fn held(&self) -> Vec<(usize, &Key, &Arc<Register>)> {
+        let w = self.world;
+        (0..w.nodes.len())
+            .filter(|&i| w.nodes[i].up)
+            .flat_map(|i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r)))
+            .collect()
+    }
+
+    /// The virtual time now, ms.
+    pub fn now_ms(&self) -> u64 {
+        ms(self.world.now_us)
+    }
+
+    /// Per origin, the highest contiguous watermark among live nodes, with
+    /// each live node's own origin at infinity (it holds all its writes).
+    fn survivors(&self) -> BTreeMap<NodeId, u64> {
+        let mut best: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for n in self.world.nodes.iter().filter(|n| n.up) {
+            for (origin, wm) in n.replicator.watermarks() {
+                let e = best.entry(origin).or_default();
+                *e = (*e).max(wm);
+            }
+            best.insert(n.origin, u64::MAX);
+        }
+        best
+    }
+
+    /// Every write that some live node applied, folded by key: what every
+    /// replica holding the key must show.
+    pub fn expected(&self) -> BTreeMap<Key, Register> {
+        let best = self.survivors();
+        let mut out: BTreeMap<Key, Register> = BTreeMap::new();
+        for (&(origin, seq), rec) in &self.world.writes {
+            if best.get(&origin).is_none_or(|&wm| wm < seq) {
+                continue;
+            }
+            match out.get_mut(&rec.key) {
+                Some(acc) => acc.merge(&rec.register),
+                None => {
+                    out.insert(rec.key.clone(), (*rec.register).clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes acked at `region` or `all` durability that no live node holds.
+    pub fn lost_acked_writes(&self) -> Vec<(NodeId, u64)> {
+        let best = self.survivors();
+        self.world
+            .writes
+            .iter()
+            .filter(|(&(origin, seq), rec)| {
+                rec.durability > 0 && rec.acked_at_level && best.get(&origin).is_none_or(|&wm| wm < seq)
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Read-your-writes violations seen during the run.
+    pub fn ryw_violations(&self) -> u64 {
+        self.world.tallies.ryw_violations
+    }
+}

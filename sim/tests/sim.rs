@@ -1,0 +1,63 @@
+//! The simulator: deterministic reports, checkers that pass on the real
+//! code under faults, and catch a broken merge.
+
+use geocache_sim::scenario::Scenario;
+use geocache_sim::simulate;
+use std::path::Path;
+
+fn scenario(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+    Scenario::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The faults scenario, shortened so that many seeds run in a debug build.
+fn short_faults() -> Scenario {
+    let mut s = scenario("faults.toml");
+    s.workload.ops_per_s_per_region = 60.0;
+    s
+}
+
+#[test]
+fn same_scenario_and_seed_give_a_byte_identical_report() {
+    let s = short_faults();
+    let a = simulate(&s, 42, &mut |_| {}).to_json();
+    let b = simulate(&s, 42, &mut |_| {}).to_json();
+    assert_eq!(a, b);
+    let c = simulate(&s, 43, &mut |_| {}).to_json();
+    assert_ne!(a, c, "another seed is another run");
+}
+
+#[test]
+fn the_checkers_pass_under_partitions_crashes_skew_and_loss() {
+    // `geocache-sim explore sim/scenarios/faults.toml --seeds 1..201` runs
+    // the full scenario over 200 seeds in a release build; here, 12 seeds
+    // of the shortened one.
+    let s = short_faults();
+    for seed in 1..13 {
+        let report = simulate(&s, seed, &mut |_| {});
+        assert!(report.passed(), "SEED={seed}\n{}", report.to_text());
+        assert!(report.writes > 1_000 && report.reads > 500);
+    }
+}
+
+#[test]
+fn a_broken_merge_is_caught() {
+    let mut s = short_faults();
+    s.debug.broken_merge = true;
+    let caught = (1..11).filter(|&seed| !simulate(&s, seed, &mut |_| {}).passed()).count();
+    assert!(caught > 0, "no seed of 10 caught a broken merge");
+}
+
+#[test]
+fn predicted_lag_matches_the_emulated_measurement() {
+    // The link-emulator test measures a median of 44.6-46.0 ms over a 40 ms
+    // link (docs/BENCHMARKS.md); the simulator must predict within 20 %.
+    let mut s = scenario("two-regions.toml");
+    s.workload.duration_s = 5.0;
+    let report = simulate(&s, 1, &mut |_| {});
+    let row = report.lag.iter().find(|r| r.from == "montreal" && r.to == "frankfurt").unwrap();
+    let measured_ms = 45.5;
+    let error = (row.p50_ms - measured_ms).abs() / measured_ms;
+    assert!(error < 0.2, "predicted {} ms vs measured {measured_ms} ms", row.p50_ms);
+    assert!(report.passed());
+}
