@@ -42,7 +42,7 @@ enum Command {
 
 fn load(path: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Scenario::from_toml(&text).with_context(|| path.display().to_string())?)
+    Scenario::from_toml(&text).with_context(|| path.display().to_string())
 }
 
 fn seeds(range: &str) -> Result<std::ops::Range<u64>> {
