@@ -11,6 +11,7 @@
 //! let bytes = codec::encode(&NodeId(7)).unwrap();
 //! assert_eq!(codec::decode::<NodeId>(&bytes).unwrap(), NodeId(7));
 //! assert!(codec::decode::<NodeId>(&[9, 9]).is_err());
+//! assert_eq!(codec::encoded_len(&NodeId(7)).unwrap(), bytes.len());
 //! ```
 
 use serde::de::DeserializeOwned;
@@ -59,6 +60,17 @@ pub fn encode_into<T: Serialize + ?Sized>(message: &T, out: &mut Vec<u8>) -> Res
     let body = std::mem::take(out);
     *out = postcard::to_extend(message, body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     Ok(())
+}
+
+/// The size [`encode`] would produce, without building it: for accounting.
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encoded_len<T: Serialize + ?Sized>(message: &T) -> Result<usize, CodecError> {
+    let body =
+        postcard::experimental::serialized_size(message).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok(1 + body)
 }
 
 /// Decodes one message from the front of `bytes` and returns it with the

@@ -154,6 +154,10 @@ pub struct Replicator {
     backlog: Backlog,
     /// Own writes sent to a relay and not acked yet, by seq.
     relay_sends: BTreeMap<u64, Vec<RelaySend>>,
+    /// `(deadline, seq)` of relay sends in the order they were made, so
+    /// nondecreasing: the front is the next deadline once stale entries
+    /// (acked or replaced) are skipped.
+    relay_deadlines: VecDeque<(u64, u64)>,
     /// Own writes: who acked them.
     acked_by: BTreeMap<u64, BTreeSet<NodeId>>,
     next_sync_ms: u64,
@@ -178,6 +182,7 @@ impl Replicator {
             applied: Watermarks::default(),
             backlog,
             relay_sends: BTreeMap::new(),
+            relay_deadlines: VecDeque::new(),
             acked_by: BTreeMap::new(),
             next_sync_ms,
             sync_cursor: None,
@@ -337,12 +342,14 @@ impl Replicator {
     fn resend_via_relay(&mut self, seq: u64, region: &str, delta: Arc<Delta>, now_ms: u64) {
         let Some(relay) = self.relay_for(region, &BTreeSet::new()) else { return };
         self.enqueue(relay, delta.clone(), true);
+        let deadline_ms = now_ms + self.config.relay_ack_timeout_ms;
         self.relay_sends.entry(seq).or_default().push(RelaySend {
             relay,
             region: region.to_string(),
             delta,
-            deadline_ms: now_ms + self.config.relay_ack_timeout_ms,
+            deadline_ms,
         });
+        self.relay_deadlines.push_back((deadline_ms, seq));
     }
 
     fn enqueue(&mut self, node: NodeId, delta: Arc<Delta>, relay: bool) {
@@ -510,11 +517,19 @@ impl Replicator {
     /// anti-entropy.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.backlog.evict(now_ms);
-        let overdue: Vec<(u64, NodeId)> = self
-            .relay_sends
+        let mut due_seqs = BTreeSet::new();
+        while let Some(&(deadline, seq)) = self.relay_deadlines.front() {
+            if deadline > now_ms {
+                break;
+            }
+            self.relay_deadlines.pop_front();
+            due_seqs.insert(seq);
+        }
+        let overdue: Vec<(u64, NodeId)> = due_seqs
             .iter()
+            .filter_map(|seq| self.relay_sends.get(seq).map(|sends| (*seq, sends)))
             .flat_map(|(seq, sends)| {
-                sends.iter().filter(|s| s.deadline_ms <= now_ms).map(move |s| (*seq, s.relay))
+                sends.iter().filter(|s| s.deadline_ms <= now_ms).map(move |s| (seq, s.relay))
             })
             .collect();
         for (seq, relay) in overdue {
@@ -527,12 +542,14 @@ impl Replicator {
             if let Some(next) = self.relay_for(&send.region, &except) {
                 self.stats.relay_resends += 1;
                 self.enqueue(next, send.delta.clone(), true);
+                let deadline_ms = now_ms + self.config.relay_ack_timeout_ms;
                 self.relay_sends.entry(seq).or_default().push(RelaySend {
                     relay: next,
                     region: send.region,
                     delta: send.delta,
-                    deadline_ms: now_ms + self.config.relay_ack_timeout_ms,
+                    deadline_ms,
                 });
+                self.relay_deadlines.push_back((deadline_ms, seq));
             }
             // With no other relay, the write waits for anti-entropy.
             self.relay_sends.retain(|_, s| !s.is_empty());
@@ -564,9 +581,16 @@ impl Replicator {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
-    pub fn poll_timeout(&self) -> u64 {
-        let relay = self.relay_sends.values().flatten().map(|s| s.deadline_ms).min().unwrap_or(u64::MAX);
-        self.next_sync_ms.min(relay)
+    pub fn poll_timeout(&mut self) -> u64 {
+        while let Some(&(deadline, seq)) = self.relay_deadlines.front() {
+            let pending =
+                self.relay_sends.get(&seq).is_some_and(|v| v.iter().any(|s| s.deadline_ms == deadline));
+            if pending {
+                return self.next_sync_ms.min(deadline);
+            }
+            self.relay_deadlines.pop_front();
+        }
+        self.next_sync_ms
     }
 
     /// The next message to send. Everything queued for a peer leaves in one

@@ -150,9 +150,11 @@ impl Cluster {
     fn run_until(&mut self, until_ms: u64) {
         loop {
             let next_msg = self.queue.peek().map(|Reverse(m)| m.at_ms).unwrap_or(u64::MAX);
-            let next_timer = (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].up)
-                .map(|i| self.nodes[i].replicator.poll_timeout())
+            let next_timer = self
+                .nodes
+                .iter_mut()
+                .filter(|n| n.up)
+                .map(|n| n.replicator.poll_timeout())
                 .min()
                 .unwrap_or(u64::MAX);
             let next = next_msg.min(next_timer);

@@ -2,12 +2,13 @@
 //! `geocache_node::write` code), over a deterministic LRU with the same byte
 //! budget and weights, with expiry against virtual time.
 
+use foldhash::fast::FixedState;
 use geocache_crdt::{Delta, DeltaError, Key, NodeId, Register};
 use geocache_node::store::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Counters of one store.
@@ -33,7 +34,9 @@ struct Entry {
 
 /// A deterministic LRU of registers.
 pub struct SimStore {
-    entries: BTreeMap<Key, Entry>,
+    /// A fixed-seed hash map: fast, and its order is the same on every run;
+    /// anything that iterates it for output sorts first.
+    entries: HashMap<Key, Entry, FixedState>,
     lru: BTreeMap<u64, Key>,
     tick: u64,
     bytes: u64,
@@ -48,7 +51,7 @@ impl SimStore {
     /// An empty store writing as `origin`.
     pub fn new(origin: NodeId, budget_bytes: u64, broken_merge: bool) -> SimStore {
         SimStore {
-            entries: BTreeMap::new(),
+            entries: HashMap::with_hasher(FixedState::default()),
             lru: BTreeMap::new(),
             tick: 0,
             bytes: 0,
@@ -148,12 +151,13 @@ impl SimStore {
     /// expiry does in the node's store.
     pub fn sweep(&mut self, now_ms: u64) {
         let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
-        let expired: Vec<Key> = self
+        let mut expired: Vec<Key> = self
             .entries
             .iter()
             .filter(|(_, e)| reclaim_at_ms(&e.register, retention).is_some_and(|at| at <= now_ms))
             .map(|(k, _)| k.clone())
             .collect();
+        expired.sort();
         for k in expired {
             if let Some(e) = self.entries.remove(&k) {
                 self.lru.remove(&e.used);
@@ -165,7 +169,10 @@ impl SimStore {
 
     /// Every register held, in key order.
     pub fn registers(&self) -> impl Iterator<Item = (&Key, &Arc<Register>)> {
-        self.entries.iter().map(|(k, e)| (k, &e.register))
+        let mut all: Vec<(&Key, &Arc<Register>)> =
+            self.entries.iter().map(|(k, e)| (k, &e.register)).collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// Merges a register from a full transfer.

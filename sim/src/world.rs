@@ -3,6 +3,7 @@
 //! every node.
 
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 use geocache_crdt::{codec, Delta, Key, NodeId, Register, Value};
 use geocache_gossip::replicator::{
     Event as ReplicatorEvent, PeerInfo, Replicator, ReplicatorConfig, Transmit,
@@ -13,7 +14,7 @@ use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -28,13 +29,27 @@ const FAILURE_DETECTION_MS: u64 = 4_000;
 const SWEEP_INTERVAL_MS: u64 = 1_000;
 
 enum EventKind {
-    ClientOp { region: usize },
-    Deliver { from: usize, to: usize, message: Message, request: bool },
-    Timer { node: usize },
+    ClientOp {
+        region: usize,
+    },
+    /// Boxed: a message is large, and events move on every heap operation.
+    Deliver(Box<Delivery>),
+    Timer {
+        node: usize,
+    },
     FaultStart(usize),
     FaultEnd(usize),
-    MemberDown { node: usize },
+    MemberDown {
+        node: usize,
+    },
     Sweep,
+}
+
+struct Delivery {
+    from: usize,
+    to: usize,
+    message: Message,
+    request: bool,
 }
 
 struct Scheduled {
@@ -124,9 +139,11 @@ pub struct World {
     partitions: BTreeSet<(usize, usize)>,
     loss: BTreeMap<(usize, usize), f64>,
     zipf_cdf: Vec<f64>,
-    writes: BTreeMap<(NodeId, u64), WriteRecord>,
+    /// Every write, by (origin, seq); iterated only where order cannot
+    /// matter (a fold of a semilattice) or after sorting.
+    writes: HashMap<(NodeId, u64), WriteRecord, FixedState>,
     /// Newest acked write per key: its stamp and whether it is visible.
-    newest: BTreeMap<Key, (geocache_crdt::Stamp, bool)>,
+    newest: HashMap<Key, (geocache_crdt::Stamp, bool), FixedState>,
     /// Visibility lag samples (µs) per (from region, to region).
     pub lag_us: BTreeMap<(usize, usize), Histogram<u64>>,
     /// Totals.
@@ -189,8 +206,8 @@ impl World {
             partitions: BTreeSet::new(),
             loss: BTreeMap::new(),
             zipf_cdf: weights,
-            writes: BTreeMap::new(),
-            newest: BTreeMap::new(),
+            writes: HashMap::with_hasher(FixedState::default()),
+            newest: HashMap::with_hasher(FixedState::default()),
             lag_us: BTreeMap::new(),
             tallies: Tallies::default(),
             next_origin,
@@ -306,7 +323,10 @@ impl World {
                         self.schedule(next, EventKind::ClientOp { region });
                     }
                 }
-                EventKind::Deliver { from, to, message, request } => self.deliver(from, to, message, request),
+                EventKind::Deliver(d) => {
+                    let Delivery { from, to, message, request } = *d;
+                    self.deliver(from, to, message, request)
+                }
                 EventKind::Timer { node } => {
                     if self.nodes[node].timer_at_us == self.now_us {
                         self.nodes[node].timer_at_us = u64::MAX;
@@ -552,7 +572,7 @@ impl World {
     }
 
     fn send_raw(&mut self, from: usize, to: usize, message: Message, request: bool) {
-        let bytes = codec::encode(&message).map(|b| b.len()).unwrap_or(0) as u64;
+        let bytes = codec::encoded_len(&message).unwrap_or(0) as u64;
         let (rf, rt) = (self.nodes[from].region, self.nodes[to].region);
         if rf == rt {
             self.tallies.lan_messages += 1;
@@ -577,7 +597,7 @@ impl World {
         if rf != rt && net.bandwidth_mbps > 0.0 {
             delay += (bytes as f64 * 8.0 / net.bandwidth_mbps) as u64;
         }
-        self.schedule(delay, EventKind::Deliver { from, to, message, request });
+        self.schedule(delay, EventKind::Deliver(Box::new(Delivery { from, to, message, request })));
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, request: bool) {
@@ -743,14 +763,17 @@ impl FinalState<'_> {
     /// Writes acked at `region` or `all` durability that no live node holds.
     pub fn lost_acked_writes(&self) -> Vec<(NodeId, u64)> {
         let best = self.survivors();
-        self.world
+        let mut lost: Vec<(NodeId, u64)> = self
+            .world
             .writes
             .iter()
             .filter(|(&(origin, seq), rec)| {
                 rec.durability > 0 && rec.acked_at_level && best.get(&origin).is_none_or(|&wm| wm < seq)
             })
             .map(|(&id, _)| id)
-            .collect()
+            .collect();
+        lost.sort();
+        lost
     }
 
     /// Read-your-writes violations seen during the run.
