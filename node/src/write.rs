@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use geocache_crdt::{
-    ClockSkewError, Delta, DeltaError, Doc, DocError, Dot, Hlc, HlcClock, Key, NodeId, Register,
+    ClockSkewError, Delta, DeltaBody, DeltaError, Doc, DocError, Dot, Hlc, HlcClock, Key, NodeId, Register,
     RegisterMeta, Stamp, Value, VersionVector,
 };
 use std::sync::{Arc, Mutex};
@@ -232,10 +232,25 @@ pub fn remote_write(
     now: u64,
     skew: Option<ClockSkewError>,
 ) -> Result<RemoteOutcome, DeltaError> {
-    let next = delta.apply_to(current.as_deref())?;
     let incoming_vv = &delta.meta().vv;
     let conflict =
         current.as_ref().is_some_and(|c| c.is_visible_at(now) && c.meta.vv.concurrent(incoming_vv));
+    // Fast paths, equal to the merge but without copying a register: a
+    // whole register that replaces the current one and has seen all it
+    // has, or one the current register already supersedes.
+    if let DeltaBody::Register(incoming) = &delta.body {
+        match &current {
+            None => return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew }),
+            Some(c) if incoming.meta.epoch > c.meta.epoch && incoming.meta.vv.dominates(&c.meta.vv) => {
+                return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
+            }
+            Some(c) if c.meta.epoch > incoming.meta.epoch && c.meta.vv.dominates(&incoming.meta.vv) => {
+                return Ok(RemoteOutcome { register: c.clone(), changed: false, conflict, skew });
+            }
+            Some(_) => {}
+        }
+    }
+    let next = delta.apply_to(current.as_deref())?;
     if current.as_deref() == Some(&next) {
         let register = current.unwrap_or_else(|| Arc::new(next));
         return Ok(RemoteOutcome { register, changed: false, conflict, skew });

@@ -32,5 +32,9 @@ pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(f64)) -
     let mut world = World::new(scenario.clone(), seed);
     world.run(progress);
     let checks = checks::run(&world);
-    Report::new(&world, checks)
+    let report = Report::new(&world, checks);
+    // Freeing millions of backlog entries takes a while: let the other
+    // core do it while the caller goes on.
+    std::thread::spawn(move || drop(world));
+    report
 }

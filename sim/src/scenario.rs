@@ -48,6 +48,13 @@ pub struct RegionSpec {
     /// Memory budget of each node's store, MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Replication backlog of each node, MiB (`--backlog-bytes-max`).
+    #[serde(default = "default_backlog_mib")]
+    pub backlog_mib: u64,
+}
+
+fn default_backlog_mib() -> u64 {
+    64
 }
 
 fn default_memory_mib() -> u64 {

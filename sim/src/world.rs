@@ -153,6 +153,12 @@ pub struct World {
     end_us: u64,
 }
 
+fn replicator_config(region: &crate::scenario::RegionSpec) -> ReplicatorConfig {
+    let mut config = ReplicatorConfig::default();
+    config.backlog.bytes_limit = usize::try_from(region.backlog_mib << 20).unwrap_or(usize::MAX);
+    config
+}
+
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 7946))
 }
@@ -175,7 +181,7 @@ impl World {
                     region: r,
                     origin,
                     store: SimStore::new(origin, region.memory_mib << 20, scenario.debug.broken_merge),
-                    replicator: Replicator::new(origin, region.name.clone(), ReplicatorConfig::default(), 0),
+                    replicator: Replicator::new(origin, region.name.clone(), replicator_config(region), 0),
                     up: true,
                     skew_ms: 0,
                     timer_at_us: u64::MAX,
@@ -415,7 +421,8 @@ impl World {
             let now = self.mono_ms();
             self.nodes[i].origin = origin;
             self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge);
-            self.nodes[i].replicator = Replicator::new(origin, name, ReplicatorConfig::default(), now);
+            let config = replicator_config(&self.scenario.regions[region]);
+            self.nodes[i].replicator = Replicator::new(origin, name, config, now);
         }
         self.nodes[i].up = true;
         self.nodes[i].timer_at_us = u64::MAX;
