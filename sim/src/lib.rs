@@ -13,10 +13,12 @@
 //! - `world.rs`: the event loop, the workload, faults and the oracle.
 //! - `checks.rs`: the checkers.
 //! - `report.rs`: the text and JSON report.
+//! - `html.rs`: the HTML report with SVG plots.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod checks;
+pub mod html;
 pub mod network;
 pub mod report;
 pub mod scenario;
@@ -29,12 +31,23 @@ use world::World;
 
 /// Runs one scenario with one seed and reports.
 pub fn simulate(scenario: &Scenario, seed: u64, progress: &mut dyn FnMut(f64)) -> Report {
+    simulate_with_html(scenario, seed, progress, false).0
+}
+
+/// As [`simulate`], with the HTML page too when `html` is set.
+pub fn simulate_with_html(
+    scenario: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(f64),
+    html: bool,
+) -> (Report, Option<String>) {
     let mut world = World::new(scenario.clone(), seed);
     world.run(progress);
     let checks = checks::run(&world);
     let report = Report::new(&world, checks);
+    let page = html.then(|| html::render(&world, &report));
     // Freeing millions of backlog entries takes a while: let the other
     // core do it while the caller goes on.
     std::thread::spawn(move || drop(world));
-    report
+    (report, page)
 }

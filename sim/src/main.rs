@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use geocache_sim::scenario::Scenario;
-use geocache_sim::simulate;
+use geocache_sim::{simulate, simulate_with_html};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,9 @@ enum Command {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write an HTML page with plots here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Run many seeds; print the failing ones with the command that replays each.
     Explore {
@@ -68,11 +71,16 @@ fn bar(len: u64) -> ProgressBar {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run { scenario, seed, json } => {
+        Command::Run { scenario, seed, json, html } => {
             let s = load(&scenario)?;
             let progress = bar(1_000);
             let started = Instant::now();
-            let report = simulate(&s, seed, &mut |share| progress.set_position((share * 1_000.0) as u64));
+            let (report, page) = simulate_with_html(
+                &s,
+                seed,
+                &mut |share| progress.set_position((share * 1_000.0) as u64),
+                html.is_some(),
+            );
             progress.finish_and_clear();
             let wall = started.elapsed();
             print!("{}", report.to_text());
@@ -85,6 +93,9 @@ fn main() -> Result<()> {
             if let Some(path) = json {
                 std::fs::write(&path, report.to_json())
                     .with_context(|| format!("--json {}", path.display()))?;
+            }
+            if let (Some(path), Some(page)) = (html, page) {
+                std::fs::write(&path, page).with_context(|| format!("--html {}", path.display()))?;
             }
             if !report.passed() {
                 println!("SEED={seed}: replay with `geocache-sim run {} --seed {seed}`", scenario.display());

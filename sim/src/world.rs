@@ -148,6 +148,11 @@ pub struct World {
     pub lag_us: BTreeMap<(usize, usize), Histogram<u64>>,
     /// Totals.
     pub tallies: Tallies,
+    /// Write applications still to happen on live nodes.
+    outstanding: i64,
+    /// `(virtual s, outstanding applications)`, once a second: how far the
+    /// cluster is from converged over time.
+    pub convergence: Vec<(f64, i64)>,
     next_origin: u64,
     workload_end_us: u64,
     end_us: u64,
@@ -216,6 +221,8 @@ impl World {
             newest: HashMap::with_hasher(FixedState::default()),
             lag_us: BTreeMap::new(),
             tallies: Tallies::default(),
+            outstanding: 0,
+            convergence: Vec::new(),
             next_origin,
             workload_end_us,
             end_us,
@@ -319,6 +326,7 @@ impl World {
             self.now_us = ev.at_us;
             if self.now_us / 1_000_000 != last_reported {
                 last_reported = self.now_us / 1_000_000;
+                self.convergence.push((last_reported as f64, self.outstanding.max(0)));
                 progress(self.now_us as f64 / self.end_us as f64);
             }
             match ev.kind {
@@ -501,6 +509,7 @@ impl World {
             }
         };
         self.tallies.writes += 1;
+        self.outstanding += self.nodes.iter().filter(|n| n.up).count() as i64 - 1;
         // Read your own write, at once, at the same node.
         match self.nodes[node].store.get(&key, now) {
             Some(r) if r.meta.stamp >= outcome.register.meta.stamp => {}
@@ -656,10 +665,12 @@ impl World {
         let store = &mut node.store;
         let writes = &mut self.writes;
         let lag = &mut self.lag_us;
+        let outstanding = &mut self.outstanding;
         let mut apply = |d: &Delta| -> Option<Arc<Register>> {
             let outcome = store.apply_remote(d, now).ok()?;
             if let Some(w) = writes.get_mut(&(d.origin, d.seq)) {
                 w.applied += 1;
+                *outstanding -= 1;
                 let h = lag.entry((w.origin_region, to_region)).or_insert_with(|| {
                     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
                 });

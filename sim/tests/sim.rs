@@ -61,3 +61,14 @@ fn predicted_lag_matches_the_emulated_measurement() {
     assert!(error < 0.2, "predicted {} ms vs measured {measured_ms} ms", row.p50_ms);
     assert!(report.passed());
 }
+
+#[test]
+fn the_html_report_has_both_plots() {
+    let mut s = scenario("two-regions.toml");
+    s.workload.duration_s = 2.0;
+    let (report, page) = geocache_sim::simulate_with_html(&s, 1, &mut |_| {}, true);
+    let page = page.unwrap();
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(page.contains("montreal -&gt; frankfurt") || page.contains("montreal -> frankfurt"));
+    assert!(page.contains(&report.scenario));
+}
