@@ -59,33 +59,26 @@ impl Register {
         dot: Dot,
         expires_at_ms: Option<u64>,
     ) -> Register {
-        Register {
-            value,
-            meta: RegisterMeta {
-                stamp,
-                epoch: stamp,
-                vv,
-                dot,
-                expires_at_ms,
-                tombstone: false,
-                content_type: None,
-            },
-        }
+        Register::replacing(value, stamp, vv, dot, expires_at_ms, false)
     }
 
     /// A delete, kept until `expires_at_ms` (the tombstone retention).
     pub fn tombstone(stamp: Stamp, vv: VersionVector, dot: Dot, expires_at_ms: Option<u64>) -> Register {
+        Register::replacing(Value::Bytes(Bytes::new()), stamp, vv, dot, expires_at_ms, true)
+    }
+
+    /// A write that starts a new epoch: its own stamp.
+    fn replacing(
+        value: Value,
+        stamp: Stamp,
+        vv: VersionVector,
+        dot: Dot,
+        expires_at_ms: Option<u64>,
+        tombstone: bool,
+    ) -> Register {
         Register {
-            value: Value::Bytes(Bytes::new()),
-            meta: RegisterMeta {
-                stamp,
-                epoch: stamp,
-                vv,
-                dot,
-                expires_at_ms,
-                tombstone: true,
-                content_type: None,
-            },
+            value,
+            meta: RegisterMeta { stamp, epoch: stamp, vv, dot, expires_at_ms, tombstone, content_type: None },
         }
     }
 

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::kv::{query, register_headers, write_error};
+use super::kv::{register_headers, write_error};
 use super::request::{self, KeyQuery};
 use super::{body_error, replicate, ApiError, AppState};
 use crate::store::{Ttl, Write, WriteOp};
@@ -21,11 +21,8 @@ pub async fn patch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (ns, key) = request::key(&state, &ns, &key)?;
-    let q = query(q)?;
-    let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
-    let condition = request::condition(&headers)?;
-    let durability = request::durability(&headers)?;
+    let request::WriteRequest { ns, key, ttl_ms, condition, durability } =
+        request::write_request(&state, &ns, &key, q, &headers)?;
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = media.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/merge-patch+json")

@@ -17,10 +17,6 @@ use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
 /// every entry.
 const CONTENT_TYPE_BYTES_MAX: usize = 255;
 
-pub(super) fn query(q: Result<Query<KeyQuery>, QueryRejection>) -> Result<KeyQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
-}
-
 pub(super) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::PreconditionFailed { current } => ApiError::new(
@@ -59,11 +55,8 @@ pub async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (ns, key) = request::key(&state, &ns, &key)?;
-    let q = query(q)?;
-    let ttl_ms = request::ttl(&state, &ns, &q, &headers)?;
-    let condition = request::condition(&headers)?;
-    let durability = request::durability(&headers)?;
+    let request::WriteRequest { ns, key, ttl_ms, condition, durability } =
+        request::write_request(&state, &ns, &key, q, &headers)?;
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         Some(v) if v.len() > CONTENT_TYPE_BYTES_MAX => {

@@ -156,3 +156,34 @@ pub fn durability(headers: &HeaderMap) -> Result<Durability, ApiError> {
         }),
     }
 }
+
+/// What every write request carries besides its body.
+pub struct WriteRequest {
+    /// The namespace.
+    pub ns: Namespace,
+    /// The key.
+    pub key: Key,
+    /// The TTL asked for, ms.
+    pub ttl_ms: Option<u64>,
+    /// `If-Match` / `If-None-Match`.
+    pub condition: Condition,
+    /// `Geocache-Durability`.
+    pub durability: Durability,
+}
+
+/// Reads and checks the parts every write shares: key, query, TTL,
+/// condition and durability.
+pub fn write_request(
+    state: &AppState,
+    ns: &str,
+    key: &str,
+    query: Result<axum::extract::Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<WriteRequest, ApiError> {
+    let (ns, key) = self::key(state, ns, key)?;
+    let query = query.map(|q| q.0).map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let ttl_ms = ttl(state, &ns, &query, headers)?;
+    let condition = condition(headers)?;
+    let durability = durability(headers)?;
+    Ok(WriteRequest { ns, key, ttl_ms, condition, durability })
+}
