@@ -82,6 +82,8 @@ struct PeerState {
     rtt_ms: Option<u64>,
     /// Deltas to send as they are (the receiver does not relay them).
     plain: VecDeque<Arc<Delta>>,
+    /// Whether a delta queued in `plain` wants an ack.
+    plain_ack: bool,
     /// Deltas to send for the receiver to relay in its region.
     relay: VecDeque<Arc<Delta>>,
     acks: Vec<(NodeId, u64)>,
@@ -227,6 +229,7 @@ impl Replicator {
                         info,
                         rtt_ms: None,
                         plain: VecDeque::new(),
+                        plain_ack: false,
                         relay: VecDeque::new(),
                         acks: Vec::new(),
                     },
@@ -304,7 +307,16 @@ impl Replicator {
     /// A write accepted here: fan it out. `full` is the same write with the
     /// whole register as its body, kept in the backlog so that anti-entropy
     /// answers always apply, even where the document base is missing.
-    pub fn local_write(&mut self, delta: Arc<Delta>, full: Arc<Delta>, encoded_bytes: usize, now_ms: u64) {
+    /// `region_acks` asks this region's peers to ack it (for `region`
+    /// durability); relays always ack.
+    pub fn local_write(
+        &mut self,
+        delta: Arc<Delta>,
+        full: Arc<Delta>,
+        encoded_bytes: usize,
+        region_acks: bool,
+        now_ms: u64,
+    ) {
         debug_assert_eq!(delta.origin, self.me);
         self.applied.insert(delta.origin, delta.seq);
         self.backlog.push(full, encoded_bytes, now_ms);
@@ -316,7 +328,7 @@ impl Replicator {
         let own: Vec<NodeId> =
             self.peers.values().filter(|p| p.info.region == self.region).map(|p| p.info.node).collect();
         for node in own {
-            self.enqueue(node, delta.clone(), false);
+            self.enqueue(node, delta.clone(), false, region_acks);
         }
         let regions: BTreeSet<String> = self
             .peers
@@ -341,7 +353,7 @@ impl Replicator {
 
     fn resend_via_relay(&mut self, seq: u64, region: &str, delta: Arc<Delta>, now_ms: u64) {
         let Some(relay) = self.relay_for(region, &BTreeSet::new()) else { return };
-        self.enqueue(relay, delta.clone(), true);
+        self.enqueue(relay, delta.clone(), true, true);
         let deadline_ms = now_ms + self.config.relay_ack_timeout_ms;
         self.relay_sends.entry(seq).or_default().push(RelaySend {
             relay,
@@ -352,7 +364,7 @@ impl Replicator {
         self.relay_deadlines.push_back((deadline_ms, seq));
     }
 
-    fn enqueue(&mut self, node: NodeId, delta: Arc<Delta>, relay: bool) {
+    fn enqueue(&mut self, node: NodeId, delta: Arc<Delta>, relay: bool, ack: bool) {
         let limit = self.config.peer_queue_count_max;
         let Some(peer) = self.peers.get_mut(&node) else { return };
         if peer.plain.len() + peer.relay.len() >= limit {
@@ -363,6 +375,7 @@ impl Replicator {
             peer.relay.push_back(delta);
         } else {
             peer.plain.push_back(delta);
+            peer.plain_ack |= ack;
         }
     }
 
@@ -378,7 +391,7 @@ impl Replicator {
         apply: &mut dyn FnMut(&Delta) -> Option<Arc<Register>>,
     ) -> Option<Message> {
         match message {
-            Message::Deltas { relay, deltas, .. } => {
+            Message::Deltas { relay, ack, deltas, .. } => {
                 let mut acks = Vec::with_capacity(deltas.len());
                 let mut fresh = Vec::new();
                 for delta in deltas {
@@ -401,13 +414,15 @@ impl Replicator {
                     for node in targets {
                         for delta in &fresh {
                             if delta.origin != node {
-                                self.enqueue(node, delta.clone(), false);
+                                self.enqueue(node, delta.clone(), false, false);
                             }
                         }
                     }
                 }
-                if let Some(peer) = self.peers.get_mut(&from) {
-                    peer.acks.extend(acks);
+                if ack {
+                    if let Some(peer) = self.peers.get_mut(&from) {
+                        peer.acks.extend(acks);
+                    }
                 }
                 None
             }
@@ -541,7 +556,7 @@ impl Replicator {
             let except: BTreeSet<NodeId> = [relay].into();
             if let Some(next) = self.relay_for(&send.region, &except) {
                 self.stats.relay_resends += 1;
-                self.enqueue(next, send.delta.clone(), true);
+                self.enqueue(next, send.delta.clone(), true, true);
                 let deadline_ms = now_ms + self.config.relay_ack_timeout_ms;
                 self.relay_sends.entry(seq).or_default().push(RelaySend {
                     relay: next,
@@ -612,12 +627,16 @@ impl Replicator {
             if !peer.relay.is_empty() {
                 let n = peer.relay.len().min(max);
                 let deltas = peer.relay.drain(..n).collect();
-                return frame(Message::Deltas { from: self.me, relay: true, deltas });
+                return frame(Message::Deltas { from: self.me, relay: true, ack: true, deltas });
             }
             if !peer.plain.is_empty() {
                 let n = peer.plain.len().min(max);
                 let deltas = peer.plain.drain(..n).collect();
-                return frame(Message::Deltas { from: self.me, relay: false, deltas });
+                let ack = peer.plain_ack;
+                if peer.plain.is_empty() {
+                    peer.plain_ack = false;
+                }
+                return frame(Message::Deltas { from: self.me, relay: false, ack, deltas });
             }
         }
         None

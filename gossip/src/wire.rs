@@ -15,6 +15,10 @@ pub enum Message {
         /// Whether the receiver relays them to its own region (it is the
         /// origin's relay for that region).
         relay: bool,
+        /// Whether the sender wants an `Acks` back: always from a relay
+        /// (the origin resends through another if none comes), and from
+        /// the origin's region when a write waits for `region` durability.
+        ack: bool,
         /// The deltas, oldest first.
         deltas: Vec<Arc<Delta>>,
     },

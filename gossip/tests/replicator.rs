@@ -114,7 +114,7 @@ impl Cluster {
         ));
         let delta = Arc::new(Delta::for_write(id(i), node.seq, k.clone(), current.as_deref(), &reg));
         node.store.insert(k, reg);
-        node.replicator.local_write(delta.clone(), delta, 100, self.now_ms);
+        node.replicator.local_write(delta.clone(), delta, 100, true, self.now_ms);
         self.flush(i);
         node_seq(&self.nodes[i])
     }
@@ -334,7 +334,7 @@ fn duplicates_are_dropped() {
     let mut apply = |_: &Delta| -> Option<Arc<Register>> { panic!("a duplicate must not be applied") };
     c.nodes[1].replicator.handle_message(
         id(0),
-        Message::Deltas { from: id(0), relay: false, deltas: vec![d] },
+        Message::Deltas { from: id(0), relay: false, ack: true, deltas: vec![d] },
         c.now_ms,
         &mut apply,
     );

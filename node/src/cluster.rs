@@ -324,7 +324,8 @@ impl Driver {
         match command {
             Command::Write { delta, full, bytes, waiter } => {
                 let seq = delta.seq;
-                self.replicator.local_write(delta, full, bytes, now);
+                let region_acks = waiter.as_ref().is_some_and(|(level, _)| *level >= Durability::Region);
+                self.replicator.local_write(delta, full, bytes, region_acks, now);
                 if let Some((level, tx)) = waiter {
                     if self.waiters.len() < DURABILITY_WAITERS_MAX {
                         self.waiters.insert(seq, (level, tx));

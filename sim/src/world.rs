@@ -540,7 +540,7 @@ impl World {
         );
         let bytes = delta.key.size_bytes() + outcome.register.size_bytes();
         let mono = self.mono_ms();
-        self.nodes[node].replicator.local_write(delta, full, bytes, mono);
+        self.nodes[node].replicator.local_write(delta, full, bytes, durability > 0, mono);
         self.flush(node);
     }
 
