@@ -142,6 +142,11 @@ pub struct World {
     /// Every write, by (origin, seq); iterated only where order cannot
     /// matter (a fold of a semilattice) or after sorting.
     writes: HashMap<(NodeId, u64), WriteRecord, FixedState>,
+    /// Writes every live node had applied, folded by key (the oracle's
+    /// settled part; `writes` keeps the rest).
+    settled: HashMap<Key, Register, FixedState>,
+    /// Live nodes now.
+    live_count: u32,
     /// Newest acked write per key: its stamp and whether it is visible.
     newest: HashMap<Key, (geocache_crdt::Stamp, bool), FixedState>,
     /// Visibility lag samples (µs) per (from region, to region).
@@ -218,6 +223,8 @@ impl World {
             loss: BTreeMap::new(),
             zipf_cdf: weights,
             writes: HashMap::with_hasher(FixedState::default()),
+            settled: HashMap::with_hasher(FixedState::default()),
+            live_count: 0,
             newest: HashMap::with_hasher(FixedState::default()),
             lag_us: BTreeMap::new(),
             tallies: Tallies::default(),
@@ -231,6 +238,7 @@ impl World {
         for i in 0..world.nodes.len() {
             world.connect(i);
         }
+        world.live_count = world.nodes.len() as u32;
         for r in 0..world.scenario.regions.len() {
             let first = world.interarrival_us();
             world.schedule(first, EventKind::ClientOp { region: r });
@@ -409,6 +417,7 @@ impl World {
                 if start {
                     if self.nodes[node].up {
                         self.nodes[node].up = false;
+                        self.live_count -= 1;
                         self.schedule(FAILURE_DETECTION_MS * 1_000, EventKind::MemberDown { node });
                     }
                 } else if !self.nodes[node].up {
@@ -433,6 +442,7 @@ impl World {
             self.nodes[i].replicator = Replicator::new(origin, name, config, now);
         }
         self.nodes[i].up = true;
+        self.live_count += 1;
         self.nodes[i].timer_at_us = u64::MAX;
         self.connect(i);
         self.arm_timer(i);
@@ -664,6 +674,8 @@ impl World {
         let node = &mut self.nodes[to];
         let store = &mut node.store;
         let writes = &mut self.writes;
+        let settled = &mut self.settled;
+        let live = self.live_count;
         let lag = &mut self.lag_us;
         let outstanding = &mut self.outstanding;
         let mut apply = |d: &Delta| -> Option<Arc<Register>> {
@@ -675,6 +687,18 @@ impl World {
                     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
                 });
                 let _ = h.record((now_us - w.at_us).max(1));
+                if w.applied >= live {
+                    // Every live node has it: fold it into the oracle now
+                    // rather than keeping every write to the end.
+                    if let Some(done) = writes.remove(&(d.origin, d.seq)) {
+                        match settled.get_mut(&done.key) {
+                            Some(acc) => acc.merge(&done.register),
+                            None => {
+                                settled.insert(done.key, (*done.register).clone());
+                            }
+                        }
+                    }
+                }
             }
             Some(outcome.register)
         };
@@ -763,7 +787,8 @@ impl FinalState<'_> {
     /// replica holding the key must show.
     pub fn expected(&self) -> BTreeMap<Key, Register> {
         let best = self.survivors();
-        let mut out: BTreeMap<Key, Register> = BTreeMap::new();
+        let mut out: BTreeMap<Key, Register> =
+            self.world.settled.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
         for (&(origin, seq), rec) in &self.world.writes {
             if best.get(&origin).is_none_or(|&wm| wm < seq) {
                 continue;
