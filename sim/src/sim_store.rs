@@ -8,7 +8,7 @@ use geocache_node::store::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Counters of one store.
@@ -26,19 +26,31 @@ pub struct StoreCounts {
     pub conflicts: u64,
 }
 
-struct Entry {
+const NIL: u32 = u32::MAX;
+
+/// One entry, in a slab, linked into the recency list.
+struct Slot {
+    key: Key,
     register: Arc<Register>,
-    used: u64,
     weight: u64,
+    /// Toward the most recently used end.
+    newer: u32,
+    /// Toward the least recently used end.
+    older: u32,
 }
 
-/// A deterministic LRU of registers.
+/// A deterministic LRU of registers: a hash map from key to slot and an
+/// intrusive list in recency order, so a touch is O(1).
 pub struct SimStore {
     /// A fixed-seed hash map: fast, and its order is the same on every run;
     /// anything that iterates it for output sorts first.
-    entries: HashMap<Key, Entry, FixedState>,
-    lru: BTreeMap<u64, Key>,
-    tick: u64,
+    entries: HashMap<Key, u32, FixedState>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Most recently used.
+    newest: u32,
+    /// Least recently used: the next to evict.
+    oldest: u32,
     bytes: u64,
     budget_bytes: u64,
     writer: Mutex<Writer>,
@@ -52,8 +64,10 @@ impl SimStore {
     pub fn new(origin: NodeId, budget_bytes: u64, broken_merge: bool) -> SimStore {
         SimStore {
             entries: HashMap::with_hasher(FixedState::default()),
-            lru: BTreeMap::new(),
-            tick: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
             bytes: 0,
             budget_bytes,
             writer: Mutex::new(Writer::new(origin, 60_000, 600_000)),
@@ -62,48 +76,104 @@ impl SimStore {
         }
     }
 
-    fn touch(&mut self, key: &Key) {
-        if let Some(e) = self.entries.get_mut(key) {
-            self.lru.remove(&e.used);
-            self.tick += 1;
-            e.used = self.tick;
-            self.lru.insert(self.tick, key.clone());
+    fn unlink(&mut self, i: u32) {
+        let (newer, older) = (self.slots[i as usize].newer, self.slots[i as usize].older);
+        if newer == NIL {
+            self.newest = older;
+        } else {
+            self.slots[newer as usize].older = older;
         }
+        if older == NIL {
+            self.oldest = newer;
+        } else {
+            self.slots[older as usize].newer = newer;
+        }
+    }
+
+    fn link_newest(&mut self, i: u32) {
+        self.slots[i as usize].newer = NIL;
+        self.slots[i as usize].older = self.newest;
+        if self.newest != NIL {
+            self.slots[self.newest as usize].newer = i;
+        }
+        self.newest = i;
+        if self.oldest == NIL {
+            self.oldest = i;
+        }
+    }
+
+    fn touch(&mut self, i: u32) {
+        if self.newest != i {
+            self.unlink(i);
+            self.link_newest(i);
+        }
+    }
+
+    fn remove_slot(&mut self, i: u32) -> Key {
+        self.unlink(i);
+        self.bytes -= self.slots[i as usize].weight;
+        self.free.push(i);
+        let key = self.slots[i as usize].key.clone();
+        self.entries.remove(&key);
+        key
     }
 
     fn put(&mut self, key: Key, register: Arc<Register>) {
         let weight = entry_weight_bytes(&key, &register);
-        self.tick += 1;
-        if let Some(old) = self.entries.insert(key.clone(), Entry { register, used: self.tick, weight }) {
-            self.lru.remove(&old.used);
-            self.bytes -= old.weight;
-        }
-        self.lru.insert(self.tick, key);
-        self.bytes += weight;
-        while self.bytes > self.budget_bytes {
-            let Some((_, victim)) = self.lru.pop_first() else { break };
-            if let Some(e) = self.entries.remove(&victim) {
-                self.bytes -= e.weight;
-                self.counts.evictions += 1;
+        match self.entries.get(&key) {
+            Some(&i) => {
+                let slot = &mut self.slots[i as usize];
+                self.bytes = self.bytes - slot.weight + weight;
+                slot.register = register;
+                slot.weight = weight;
+                self.touch(i);
+            }
+            None => {
+                let slot = Slot { key: key.clone(), register, weight, newer: NIL, older: NIL };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i as usize] = slot;
+                        i
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.entries.insert(key, i);
+                self.link_newest(i);
+                self.bytes += weight;
             }
         }
+        while self.bytes > self.budget_bytes && self.oldest != NIL {
+            let victim = self.oldest;
+            self.remove_slot(victim);
+            self.counts.evictions += 1;
+        }
+    }
+
+    fn held(&self, key: &Key) -> Option<&Arc<Register>> {
+        self.entries.get(key).map(|&i| &self.slots[i as usize].register)
     }
 
     /// The visible value, touching it for LRU.
     pub fn get(&mut self, key: &Key, now_ms: u64) -> Option<Arc<Register>> {
-        let found = self.entries.get(key).map(|e| e.register.clone()).filter(|r| r.is_visible_at(now_ms));
-        if found.is_some() {
-            self.counts.hits += 1;
-            self.touch(key);
-        } else {
-            self.counts.misses += 1;
+        let index = self.entries.get(key).copied();
+        let found =
+            index.map(|i| self.slots[i as usize].register.clone()).filter(|r| r.is_visible_at(now_ms));
+        match (found.is_some(), index) {
+            (true, Some(i)) => {
+                self.counts.hits += 1;
+                self.touch(i);
+            }
+            _ => self.counts.misses += 1,
         }
         found
     }
 
     /// The register held, if any (no LRU touch).
     pub fn peek(&self, key: &Key) -> Option<&Arc<Register>> {
-        self.entries.get(key).map(|e| &e.register)
+        self.held(key)
     }
 
     /// A local write, as the node's store does it.
@@ -112,7 +182,7 @@ impl SimStore {
     ///
     /// [`WriteError`]; nothing changed.
     pub fn apply_local(&mut self, write: Write, now_ms: u64) -> Result<WriteOutcome, WriteError> {
-        let current = self.entries.get(&write.key).map(|e| e.register.clone());
+        let current = self.held(&write.key).cloned();
         let key = write.key.clone();
         let outcome = local_write(&self.writer, current, write, now_ms)?;
         self.put(key, outcome.register.clone());
@@ -131,7 +201,7 @@ impl SimStore {
             .unwrap_or_else(|e| e.into_inner())
             .observe(delta.meta().stamp.hlc, now_ms)
             .err();
-        let current = self.entries.get(&delta.key).map(|e| e.register.clone());
+        let current = self.held(&delta.key).cloned();
         if self.broken_merge {
             if let Some(register) = current {
                 return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
@@ -151,47 +221,48 @@ impl SimStore {
     /// expiry does in the node's store.
     pub fn sweep(&mut self, now_ms: u64) {
         let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
-        let mut expired: Vec<Key> = self
+        let mut expired: Vec<u32> = self
             .entries
-            .iter()
-            .filter(|(_, e)| reclaim_at_ms(&e.register, retention).is_some_and(|at| at <= now_ms))
-            .map(|(k, _)| k.clone())
+            .values()
+            .copied()
+            .filter(|&i| {
+                reclaim_at_ms(&self.slots[i as usize].register, retention).is_some_and(|at| at <= now_ms)
+            })
             .collect();
-        expired.sort();
-        for k in expired {
-            if let Some(e) = self.entries.remove(&k) {
-                self.lru.remove(&e.used);
-                self.bytes -= e.weight;
-                self.counts.expirations += 1;
-            }
+        expired.sort_unstable();
+        for i in expired {
+            self.remove_slot(i);
+            self.counts.expirations += 1;
         }
     }
 
     /// Every register held, in key order.
     pub fn registers(&self) -> impl Iterator<Item = (&Key, &Arc<Register>)> {
-        let mut all: Vec<(&Key, &Arc<Register>)> =
-            self.entries.iter().map(|(k, e)| (k, &e.register)).collect();
+        let mut all: Vec<(&Key, &Arc<Register>)> = self
+            .entries
+            .values()
+            .map(|&i| (&self.slots[i as usize].key, &self.slots[i as usize].register))
+            .collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
     }
 
     /// Merges a register from a full transfer.
     pub fn merge_register(&mut self, key: &Key, incoming: &Register) {
-        let next = match self.entries.get(key) {
-            Some(e) => e.register.merged(incoming),
+        let next = match self.held(key) {
+            Some(r) => r.merged(incoming),
             None => incoming.clone(),
         };
-        if self.entries.get(key).map(|e| &*e.register) != Some(&next) {
+        if self.held(key).map(|r| &**r) != Some(&next) {
             self.put(key.clone(), Arc::new(next));
         }
     }
 
     /// The drop rule of a full transfer.
     pub fn drop_if_dot(&mut self, key: &Key, dot: geocache_crdt::Dot) {
-        if self.entries.get(key).is_some_and(|e| e.register.meta.dot == dot) {
-            if let Some(e) = self.entries.remove(key) {
-                self.lru.remove(&e.used);
-                self.bytes -= e.weight;
+        if let Some(&i) = self.entries.get(key) {
+            if self.slots[i as usize].register.meta.dot == dot {
+                self.remove_slot(i);
             }
         }
     }
