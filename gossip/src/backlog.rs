@@ -21,23 +21,45 @@ impl Default for BacklogLimits {
 }
 
 struct Held {
+    /// The delta's seq, inline: searches must not chase the pointer.
+    seq: u64,
     delta: Arc<Delta>,
     bytes: usize,
     at_ms: u64,
 }
 
+/// One origin's deltas in seq order, and the highest seq evicted.
+#[derive(Default)]
+struct OriginLog {
+    held: VecDeque<Held>,
+    evicted_through: u64,
+}
+
+impl OriginLog {
+    /// Index of the first delta with seq > `seq`.
+    fn after(&self, seq: u64) -> usize {
+        match self.held.back() {
+            Some(last) if last.seq <= seq => self.held.len(),
+            _ => self.held.partition_point(|h| h.seq <= seq),
+        }
+    }
+}
+
 /// Recent deltas by origin and sequence, evicted oldest first by bytes and
-/// age. Knows, per origin, the lowest sequence it may still hold, so it can
-/// say when it no longer reaches back far enough.
+/// age. Knows, per origin, the highest sequence it evicted, so it can say
+/// when it no longer reaches back far enough.
+///
+/// Each origin's deltas sit in a deque in seq order (they nearly always
+/// arrive in order, so a push is an append); eviction takes the origin
+/// whose oldest delta is oldest, by a queue of origins in push order.
 #[derive(Default)]
 pub struct Backlog {
     limits: BacklogLimits,
-    by_origin: BTreeMap<NodeId, BTreeMap<u64, Held>>,
-    order: VecDeque<(NodeId, u64)>,
+    by_origin: BTreeMap<NodeId, OriginLog>,
+    /// Origins in the order of their pushes: where to evict next.
+    order: VecDeque<NodeId>,
     bytes: usize,
-    /// Per origin, the highest sequence evicted: answers for anything at or
-    /// below it are incomplete.
-    evicted_through: BTreeMap<NodeId, u64>,
+    len: usize,
 }
 
 impl Backlog {
@@ -53,46 +75,56 @@ impl Backlog {
 
     /// Deltas held.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.len
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len == 0
     }
 
     /// Keeps `delta` (of encoded size `bytes`), evicting what the limits
     /// require.
     pub fn push(&mut self, delta: Arc<Delta>, bytes: usize, now_ms: u64) {
-        let (origin, seq) = (delta.origin, delta.seq);
-        let held = self.by_origin.entry(origin).or_default();
-        if held.contains_key(&seq) {
+        let origin = delta.origin;
+        let log = self.by_origin.entry(origin).or_default();
+        if delta.seq <= log.evicted_through {
             return;
         }
-        held.insert(seq, Held { delta, bytes, at_ms: now_ms });
-        self.order.push_back((origin, seq));
+        let at = log.after(delta.seq);
+        if at > 0 && log.held[at - 1].seq == delta.seq {
+            return;
+        }
+        let seq = delta.seq;
+        log.held.insert(at, Held { seq, delta, bytes, at_ms: now_ms });
+        self.order.push_back(origin);
         self.bytes += bytes;
+        self.len += 1;
         self.evict(now_ms);
     }
 
-    /// Drops what is too old at `now_ms`.
+    /// Drops what is too old at `now_ms`, or over the byte limit.
     pub fn evict(&mut self, now_ms: u64) {
-        while let Some(&(origin, seq)) = self.order.front() {
-            let too_big = self.bytes > self.limits.bytes_limit;
-            let Some(held) = self.by_origin.get(&origin).and_then(|h| h.get(&seq)) else {
+        while let Some(&origin) = self.order.front() {
+            let Some(log) = self.by_origin.get_mut(&origin) else {
                 self.order.pop_front();
                 continue;
             };
-            let too_old = now_ms.saturating_sub(held.at_ms) > self.limits.age_ms_limit;
+            let Some(oldest) = log.held.front() else {
+                self.order.pop_front();
+                continue;
+            };
+            let too_big = self.bytes > self.limits.bytes_limit;
+            let too_old = now_ms.saturating_sub(oldest.at_ms) > self.limits.age_ms_limit;
             if !too_big && !too_old {
                 break;
             }
             self.order.pop_front();
-            if let Some(h) = self.by_origin.get_mut(&origin).and_then(|m| m.remove(&seq)) {
+            if let Some(h) = log.held.pop_front() {
                 self.bytes -= h.bytes;
+                self.len -= 1;
+                log.evicted_through = log.evicted_through.max(h.seq);
             }
-            let through = self.evicted_through.entry(origin).or_default();
-            *through = (*through).max(seq);
         }
     }
 
@@ -100,7 +132,7 @@ impl Backlog {
     /// very next one (`after_seq + 1`) or knows of nothing after it; `None`
     /// when it cannot answer from memory (evicted, or never held).
     pub fn since(&self, origin: NodeId, after_seq: u64) -> Option<Vec<Arc<Delta>>> {
-        if self.evicted_through.get(&origin).is_some_and(|&through| through > after_seq) {
+        if self.by_origin.get(&origin).is_some_and(|log| log.evicted_through > after_seq) {
             return None;
         }
         let held = self.held_after(origin, after_seq);
@@ -112,18 +144,66 @@ impl Backlog {
 
     /// Whatever the backlog holds of `origin` after `after_seq`.
     pub fn held_after(&self, origin: NodeId, after_seq: u64) -> Vec<Arc<Delta>> {
-        self.by_origin
-            .get(&origin)
-            .map(|h| h.range(after_seq + 1..).map(|(_, held)| held.delta.clone()).collect())
-            .unwrap_or_default()
+        match self.by_origin.get(&origin) {
+            Some(log) => log.held.range(log.after(after_seq)..).map(|h| h.delta.clone()).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Origins with deltas held or evicted, in node order.
     pub fn origins(&self) -> Vec<NodeId> {
-        let mut origins: Vec<NodeId> =
-            self.by_origin.keys().chain(self.evicted_through.keys()).copied().collect();
-        origins.sort();
-        origins.dedup();
-        origins
+        self.by_origin.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use geocache_crdt::{DeltaBody, Dot, Hlc, Key, Register, Stamp, Value, VersionVector};
+
+    fn delta(origin: u64, seq: u64) -> Arc<Delta> {
+        let reg = Register::replace(
+            Value::Bytes(Bytes::from_static(b"v")),
+            Stamp::new(Hlc::new(seq, 0), NodeId(origin)),
+            VersionVector::new(),
+            Dot { origin: NodeId(origin), seq },
+            None,
+        );
+        Arc::new(Delta {
+            origin: NodeId(origin),
+            seq,
+            key: Key::new("t", Bytes::from_static(b"k")),
+            body: DeltaBody::Register(Arc::new(reg)),
+        })
+    }
+
+    fn seqs(list: &[Arc<Delta>]) -> Vec<u64> {
+        list.iter().map(|d| d.seq).collect()
+    }
+
+    #[test]
+    fn answers_from_memory_until_evicted() {
+        let mut b = Backlog::new(BacklogLimits { bytes_limit: 300, age_ms_limit: 1_000 });
+        for seq in [1, 3, 2, 4, 2] {
+            b.push(delta(1, seq), 100, 0);
+        }
+        assert_eq!(b.len(), 3, "seq 1 evicted by bytes, the duplicate 2 dropped");
+        assert_eq!(b.since(NodeId(1), 0), None, "seq 1 was evicted");
+        assert_eq!(seqs(&b.since(NodeId(1), 1).unwrap()), vec![2, 3, 4]);
+        assert_eq!(seqs(&b.since(NodeId(1), 4).unwrap()), Vec::<u64>::new());
+        assert_eq!(b.since(NodeId(2), 0).map(|v| v.len()), Some(0), "an unknown origin has nothing");
+        b.evict(2_000);
+        assert!(b.is_empty() && b.bytes() == 0);
+        assert_eq!(b.since(NodeId(1), 3), None);
+        assert_eq!(b.origins(), vec![NodeId(1)]);
+    }
+
+    #[test]
+    fn a_gap_means_it_cannot_answer() {
+        let mut b = Backlog::new(BacklogLimits::default());
+        b.push(delta(1, 5), 10, 0);
+        assert_eq!(b.since(NodeId(1), 3), None, "seq 4 was never held");
+        assert_eq!(seqs(&b.held_after(NodeId(1), 3)), vec![5]);
     }
 }
