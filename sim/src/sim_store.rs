@@ -53,6 +53,8 @@ pub struct SimStore {
     oldest: u32,
     bytes: u64,
     budget_bytes: u64,
+    /// No entry is due for reclaim before this: most sweeps stop here.
+    reclaim_floor_ms: u64,
     writer: Mutex<Writer>,
     broken_merge: bool,
     /// Counters.
@@ -70,6 +72,7 @@ impl SimStore {
             oldest: NIL,
             bytes: 0,
             budget_bytes,
+            reclaim_floor_ms: u64::MAX,
             writer: Mutex::new(Writer::new(origin, 60_000, 600_000)),
             broken_merge,
             counts: StoreCounts::default(),
@@ -120,6 +123,10 @@ impl SimStore {
 
     fn put(&mut self, key: Key, register: Arc<Register>) {
         let weight = entry_weight_bytes(&key, &register);
+        let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
+        if let Some(at) = reclaim_at_ms(&register, retention) {
+            self.reclaim_floor_ms = self.reclaim_floor_ms.min(at);
+        }
         match self.entries.get(&key) {
             Some(&i) => {
                 let slot = &mut self.slots[i as usize];
@@ -220,7 +227,17 @@ impl SimStore {
     /// Removes entries past their reclaim time at `now_ms`, as moka's
     /// expiry does in the node's store.
     pub fn sweep(&mut self, now_ms: u64) {
+        if now_ms < self.reclaim_floor_ms {
+            return;
+        }
         let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
+        self.reclaim_floor_ms = self
+            .entries
+            .values()
+            .filter_map(|&i| reclaim_at_ms(&self.slots[i as usize].register, retention))
+            .filter(|&at| at > now_ms)
+            .min()
+            .unwrap_or(u64::MAX);
         let mut expired: Vec<u32> = self
             .entries
             .values()

@@ -139,6 +139,8 @@ pub struct World {
     partitions: BTreeSet<(usize, usize)>,
     loss: BTreeMap<(usize, usize), f64>,
     zipf_cdf: Vec<f64>,
+    /// Every key of the workload, made once (one shared namespace).
+    keys: Vec<Key>,
     /// Every write, by (origin, seq); iterated only where order cannot
     /// matter (a fold of a semilattice) or after sorting.
     writes: HashMap<(NodeId, u64), WriteRecord, FixedState>,
@@ -221,6 +223,10 @@ impl World {
             delays_us,
             partitions: BTreeSet::new(),
             loss: BTreeMap::new(),
+            keys: {
+                let namespace: std::sync::Arc<str> = std::sync::Arc::from("sim");
+                (0..w.keys).map(|k| Key::new(namespace.clone(), Bytes::from(format!("k{k}")))).collect()
+            },
             zipf_cdf: weights,
             writes: HashMap::with_hasher(FixedState::default()),
             settled: HashMap::with_hasher(FixedState::default()),
@@ -451,7 +457,7 @@ impl World {
     fn pick_key(&mut self) -> Key {
         let u: f64 = self.rng.random_range(0.0..1.0);
         let k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
-        Key::new("sim", Bytes::from(format!("k{k}")))
+        self.keys[k].clone()
     }
 
     fn client_op(&mut self, region: usize) {
