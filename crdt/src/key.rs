@@ -7,7 +7,7 @@ use std::sync::Arc;
 ///
 /// The namespace's syntax is checked where input enters a node; here it is
 /// just a name.
-#[derive(Clone, Debug, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     /// The namespace.
     pub namespace: Arc<str>,
@@ -21,6 +21,14 @@ impl PartialEq for Key {
         // text then. Same result as comparing the fields.
         (Arc::ptr_eq(&self.namespace, &other.namespace) || self.namespace == other.namespace)
             && self.name == other.name
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As derived: equal keys (by the `PartialEq` above) hash equally.
+        self.namespace.hash(state);
+        self.name.hash(state);
     }
 }
 

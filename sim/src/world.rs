@@ -139,6 +139,8 @@ pub struct World {
     partitions: BTreeSet<(usize, usize)>,
     loss: BTreeMap<(usize, usize), f64>,
     zipf_cdf: Vec<f64>,
+    /// Node index by origin id (each life of a node has its own).
+    by_origin: HashMap<NodeId, usize, FixedState>,
     /// Every key of the workload, made once (one shared namespace).
     keys: Vec<Key>,
     /// Every write, by (origin, seq); iterated only where order cannot
@@ -223,6 +225,7 @@ impl World {
             delays_us,
             partitions: BTreeSet::new(),
             loss: BTreeMap::new(),
+            by_origin: HashMap::with_hasher(FixedState::default()),
             keys: {
                 let namespace: std::sync::Arc<str> = std::sync::Arc::from("sim");
                 (0..w.keys).map(|k| Key::new(namespace.clone(), Bytes::from(format!("k{k}")))).collect()
@@ -245,6 +248,7 @@ impl World {
             world.connect(i);
         }
         world.live_count = world.nodes.len() as u32;
+        world.by_origin = world.nodes.iter().enumerate().map(|(i, n)| (n.origin, i)).collect();
         for r in 0..world.scenario.regions.len() {
             let first = world.interarrival_us();
             world.schedule(first, EventKind::ClientOp { region: r });
@@ -442,7 +446,9 @@ impl World {
             self.next_origin += 1;
             let budget = self.scenario.regions[region].memory_mib << 20;
             let now = self.mono_ms();
-            self.nodes[i].origin = origin;
+            let old = std::mem::replace(&mut self.nodes[i].origin, origin);
+            self.by_origin.remove(&old);
+            self.by_origin.insert(origin, i);
             self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge);
             let config = replicator_config(&self.scenario.regions[region]);
             self.nodes[i].replicator = Replicator::new(origin, name, config, now);
@@ -574,7 +580,7 @@ impl World {
             match e {
                 ReplicatorEvent::Acked { seq } => self.check_durability(i, seq),
                 ReplicatorEvent::FullTransferNeeded { peer, .. } => {
-                    if let Some(j) = self.nodes.iter().position(|n| n.origin == peer) {
+                    if let Some(&j) = self.by_origin.get(&peer) {
                         let from = self.nodes[i].origin;
                         self.send_raw(i, j, Message::FullTransferRequest { from }, false);
                     }
@@ -599,7 +605,7 @@ impl World {
     }
 
     fn send(&mut self, from: usize, t: Transmit) {
-        let Some(to) = self.nodes.iter().position(|n| n.origin == t.to) else { return };
+        let Some(&to) = self.by_origin.get(&t.to) else { return };
         self.send_raw(from, to, t.message, t.request);
     }
 
