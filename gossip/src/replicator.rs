@@ -307,8 +307,8 @@ impl Replicator {
     /// A write accepted here: fan it out. `full` is the same write with the
     /// whole register as its body, kept in the backlog so that anti-entropy
     /// answers always apply, even where the document base is missing.
-    /// `region_acks` asks this region's peers to ack it (for `region`
-    /// durability); relays always ack.
+    /// `region_acks` asks this region's peers to ack it and tracks who did
+    /// (for `region` and `all` durability); relays always ack (for resends).
     pub fn local_write(
         &mut self,
         delta: Arc<Delta>,
@@ -321,10 +321,13 @@ impl Replicator {
         self.applied.insert(delta.origin, delta.seq);
         self.backlog.push(full, encoded_bytes, now_ms);
         let seq = delta.seq;
-        if self.acked_by.len() >= self.config.tracked_writes_max_count {
-            self.acked_by.pop_first();
+        // Acks are tracked only for writes that wait on them.
+        if region_acks {
+            if self.acked_by.len() >= self.config.tracked_writes_max_count {
+                self.acked_by.pop_first();
+            }
+            self.acked_by.insert(seq, BTreeSet::new());
         }
-        self.acked_by.insert(seq, BTreeSet::new());
         let own: Vec<NodeId> =
             self.peers.values().filter(|p| p.info.region == self.region).map(|p| p.info.node).collect();
         for node in own {
