@@ -160,6 +160,9 @@ pub struct Replicator {
     /// nondecreasing: the front is the next deadline once stale entries
     /// (acked or replaced) are skipped.
     relay_deadlines: VecDeque<(u64, u64)>,
+    /// Peers with something queued, in id order: `poll_transmit` visits
+    /// only these.
+    ready: BTreeSet<NodeId>,
     /// Own writes: who acked them.
     acked_by: BTreeMap<u64, BTreeSet<NodeId>>,
     next_sync_ms: u64,
@@ -185,6 +188,7 @@ impl Replicator {
             backlog,
             relay_sends: BTreeMap::new(),
             relay_deadlines: VecDeque::new(),
+            ready: BTreeSet::new(),
             acked_by: BTreeMap::new(),
             next_sync_ms,
             sync_cursor: None,
@@ -376,8 +380,10 @@ impl Replicator {
         }
         if relay {
             peer.relay.push_back(delta);
+            self.ready.insert(node);
         } else {
             peer.plain.push_back(delta);
+            self.ready.insert(node);
             peer.plain_ack |= ack;
         }
     }
@@ -425,6 +431,7 @@ impl Replicator {
                 if ack {
                     if let Some(peer) = self.peers.get_mut(&from) {
                         peer.acks.extend(acks);
+                        self.ready.insert(from);
                     }
                 }
                 None
@@ -619,28 +626,39 @@ impl Replicator {
             return Some(t);
         }
         let max = self.config.frame_deltas_max;
-        for peer in self.peers.values_mut() {
+        while let Some(&node) = self.ready.first() {
+            let Some(peer) = self.peers.get_mut(&node) else {
+                self.ready.pop_first();
+                continue;
+            };
             let wan = peer.info.region != self.region;
             let (to, addr) = (peer.info.node, peer.info.addr);
-            let frame = |message| Some(Transmit { to, addr, wan, message, request: false });
-            if !peer.acks.is_empty() {
-                let applied = std::mem::take(&mut peer.acks);
-                return frame(Message::Acks { from: self.me, applied });
-            }
-            if !peer.relay.is_empty() {
+            let message = if !peer.acks.is_empty() {
+                Message::Acks { from: self.me, applied: std::mem::take(&mut peer.acks) }
+            } else if !peer.relay.is_empty() {
                 let n = peer.relay.len().min(max);
-                let deltas = peer.relay.drain(..n).collect();
-                return frame(Message::Deltas { from: self.me, relay: true, ack: true, deltas });
-            }
-            if !peer.plain.is_empty() {
+                Message::Deltas {
+                    from: self.me,
+                    relay: true,
+                    ack: true,
+                    deltas: peer.relay.drain(..n).collect(),
+                }
+            } else if !peer.plain.is_empty() {
                 let n = peer.plain.len().min(max);
                 let deltas = peer.plain.drain(..n).collect();
                 let ack = peer.plain_ack;
                 if peer.plain.is_empty() {
                     peer.plain_ack = false;
                 }
-                return frame(Message::Deltas { from: self.me, relay: false, ack, deltas });
+                Message::Deltas { from: self.me, relay: false, ack, deltas }
+            } else {
+                self.ready.pop_first();
+                continue;
+            };
+            if peer.acks.is_empty() && peer.relay.is_empty() && peer.plain.is_empty() {
+                self.ready.pop_first();
             }
+            return Some(Transmit { to, addr, wan, message, request: false });
         }
         None
     }
