@@ -232,19 +232,23 @@ pub fn remote_write(
     now: u64,
     skew: Option<ClockSkewError>,
 ) -> Result<RemoteOutcome, DeltaError> {
-    let incoming_vv = &delta.meta().vv;
-    let conflict =
-        current.as_ref().is_some_and(|c| c.is_visible_at(now) && c.meta.vv.concurrent(incoming_vv));
+    let incoming = delta.meta();
+    // Each dominance once: it decides the conflict and the fast paths.
+    let (theirs_cover, ours_cover) = match &current {
+        Some(c) => (incoming.vv.dominates(&c.meta.vv), c.meta.vv.dominates(&incoming.vv)),
+        None => (true, false),
+    };
+    let conflict = current.as_ref().is_some_and(|c| c.is_visible_at(now)) && !theirs_cover && !ours_cover;
     // Fast paths, equal to the merge but without copying a register: a
     // whole register that replaces the current one and has seen all it
     // has, or one the current register already supersedes.
     if let DeltaBody::Register(incoming) = &delta.body {
         match &current {
             None => return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew }),
-            Some(c) if incoming.meta.epoch > c.meta.epoch && incoming.meta.vv.dominates(&c.meta.vv) => {
+            Some(c) if incoming.meta.epoch > c.meta.epoch && theirs_cover => {
                 return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
             }
-            Some(c) if c.meta.epoch > incoming.meta.epoch && c.meta.vv.dominates(&incoming.meta.vv) => {
+            Some(c) if c.meta.epoch > incoming.meta.epoch && ours_cover => {
                 return Ok(RemoteOutcome { register: c.clone(), changed: false, conflict, skew });
             }
             Some(_) => {}
