@@ -491,13 +491,17 @@ impl Replicator {
         };
         self.applied.insert(delta.origin, delta.seq);
         self.stats.applied += 1;
-        let full = Arc::new(Delta {
-            origin: delta.origin,
-            seq: delta.seq,
-            key: delta.key.clone(),
-            body: geocache_crdt::DeltaBody::Register(register.clone()),
-        });
         let bytes = delta.key.size_bytes() + register.size_bytes();
+        let full = match &delta.body {
+            // The register held is the one that arrived: keep the delta itself.
+            geocache_crdt::DeltaBody::Register(r) if Arc::ptr_eq(r, &register) => delta.clone(),
+            _ => Arc::new(Delta {
+                origin: delta.origin,
+                seq: delta.seq,
+                key: delta.key.clone(),
+                body: geocache_crdt::DeltaBody::Register(register),
+            }),
+        };
         self.backlog.push(full, bytes, now_ms);
         Applied::New
     }

@@ -42,10 +42,10 @@ type PlotResult = Result<String, Box<dyn std::error::Error>>;
 fn lag_cdf_svg(world: &World) -> PlotResult {
     let names: Vec<&str> = world.scenario.regions.iter().map(|r| r.name.as_str()).collect();
     let series: Vec<(String, Vec<(f64, f64)>)> = world
-        .lag_us
-        .iter()
+        .lag_histograms()
+        .into_iter()
         .filter(|((a, b), _)| a != b)
-        .map(|(&(a, b), h)| {
+        .map(|((a, b), h)| {
             let points = (0..=100)
                 .map(|p| {
                     let q = f64::from(p) / 100.0;

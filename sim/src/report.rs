@@ -76,9 +76,9 @@ impl Report {
         let writes = t.writes.max(1) as f64;
         let names: Vec<String> = world.scenario.regions.iter().map(|r| r.name.clone()).collect();
         let lag = world
-            .lag_us
-            .iter()
-            .map(|(&(a, b), h)| {
+            .lag_histograms()
+            .into_iter()
+            .map(|((a, b), h)| {
                 let one_way_ms = world.one_way_ms(a, b);
                 let p50_ms = h.value_at_quantile(0.5) as f64 / 1_000.0;
                 LagRow {

@@ -27,6 +27,8 @@ pub struct StoreCounts {
 }
 
 const NIL: u32 = u32::MAX;
+/// The node's default tombstone retention, 10 minutes.
+const TOMBSTONE_TTL_MS: u64 = 600_000;
 
 /// One entry, in a slab, linked into the recency list.
 struct Slot {
@@ -55,6 +57,8 @@ pub struct SimStore {
     budget_bytes: u64,
     /// No entry is due for reclaim before this: most sweeps stop here.
     reclaim_floor_ms: u64,
+    /// How long deletes and expired values are kept (the writer's).
+    retention_ms: u64,
     writer: Mutex<Writer>,
     broken_merge: bool,
     /// Counters.
@@ -73,7 +77,8 @@ impl SimStore {
             bytes: 0,
             budget_bytes,
             reclaim_floor_ms: u64::MAX,
-            writer: Mutex::new(Writer::new(origin, 60_000, 600_000)),
+            retention_ms: TOMBSTONE_TTL_MS,
+            writer: Mutex::new(Writer::new(origin, 60_000, TOMBSTONE_TTL_MS)),
             broken_merge,
             counts: StoreCounts::default(),
         }
@@ -123,8 +128,7 @@ impl SimStore {
 
     fn put(&mut self, key: Key, register: Arc<Register>) {
         let weight = entry_weight_bytes(&key, &register);
-        let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
-        if let Some(at) = reclaim_at_ms(&register, retention) {
+        if let Some(at) = reclaim_at_ms(&register, self.retention_ms) {
             self.reclaim_floor_ms = self.reclaim_floor_ms.min(at);
         }
         match self.entries.get(&key) {
@@ -230,7 +234,7 @@ impl SimStore {
         if now_ms < self.reclaim_floor_ms {
             return;
         }
-        let retention = self.writer.lock().unwrap_or_else(|e| e.into_inner()).tombstone_ttl_ms();
+        let retention = self.retention_ms;
         self.reclaim_floor_ms = self
             .entries
             .values()

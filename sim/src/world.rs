@@ -154,7 +154,7 @@ pub struct World {
     /// Newest acked write per key: its stamp and whether it is visible.
     newest: HashMap<Key, (geocache_crdt::Stamp, bool), FixedState>,
     /// Visibility lag samples (µs) per (from region, to region).
-    pub lag_us: BTreeMap<(usize, usize), Histogram<u64>>,
+    lag_us: Vec<Option<Histogram<u64>>>,
     /// Totals.
     pub tallies: Tallies,
     /// Write applications still to happen on live nodes.
@@ -235,7 +235,7 @@ impl World {
             settled: HashMap::with_hasher(FixedState::default()),
             live_count: 0,
             newest: HashMap::with_hasher(FixedState::default()),
-            lag_us: BTreeMap::new(),
+            lag_us: Vec::new(),
             tallies: Tallies::default(),
             outstanding: 0,
             convergence: Vec::new(),
@@ -248,6 +248,8 @@ impl World {
             world.connect(i);
         }
         world.live_count = world.nodes.len() as u32;
+        let regions = world.scenario.regions.len();
+        world.lag_us = (0..regions * regions).map(|_| None).collect();
         world.by_origin = world.nodes.iter().enumerate().map(|(i, n)| (n.origin, i)).collect();
         for r in 0..world.scenario.regions.len() {
             let first = world.interarrival_us();
@@ -689,13 +691,14 @@ impl World {
         let settled = &mut self.settled;
         let live = self.live_count;
         let lag = &mut self.lag_us;
+        let regions = self.scenario.regions.len();
         let outstanding = &mut self.outstanding;
         let mut apply = |d: &Delta| -> Option<Arc<Register>> {
             let outcome = store.apply_remote(d, now).ok()?;
             if let Some(w) = writes.get_mut(&(d.origin, d.seq)) {
                 w.applied += 1;
                 *outstanding -= 1;
-                let h = lag.entry((w.origin_region, to_region)).or_insert_with(|| {
+                let h = lag[w.origin_region * regions + to_region].get_or_insert_with(|| {
                     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
                 });
                 let _ = h.record((now_us - w.at_us).max(1));
@@ -719,6 +722,17 @@ impl World {
         if let (Some(answer), true) = (answer, request) {
             self.send_raw(to, from, answer, false);
         }
+    }
+
+    /// Visibility lag (µs) per (from region, to region) with samples, in
+    /// pair order.
+    pub fn lag_histograms(&self) -> Vec<((usize, usize), &Histogram<u64>)> {
+        let regions = self.scenario.regions.len();
+        self.lag_us
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|h| ((i / regions, i % regions), h)))
+            .collect()
     }
 
     /// The checkers, run at the end: see `checks.rs`.
