@@ -127,12 +127,18 @@ impl SimStore {
     }
 
     fn put(&mut self, key: Key, register: Arc<Register>) {
+        let at = self.entries.get(&key).copied();
+        self.put_at(at, key, register);
+    }
+
+    /// As `put`, with the key's slot already looked up (`None`: absent).
+    fn put_at(&mut self, at: Option<u32>, key: Key, register: Arc<Register>) {
         let weight = entry_weight_bytes(&key, &register);
-        if let Some(at) = reclaim_at_ms(&register, self.retention_ms) {
-            self.reclaim_floor_ms = self.reclaim_floor_ms.min(at);
+        if let Some(reclaim) = reclaim_at_ms(&register, self.retention_ms) {
+            self.reclaim_floor_ms = self.reclaim_floor_ms.min(reclaim);
         }
-        match self.entries.get(&key) {
-            Some(&i) => {
+        match at {
+            Some(i) => {
                 let slot = &mut self.slots[i as usize];
                 self.bytes = self.bytes - slot.weight + weight;
                 slot.register = register;
@@ -193,10 +199,11 @@ impl SimStore {
     ///
     /// [`WriteError`]; nothing changed.
     pub fn apply_local(&mut self, write: Write, now_ms: u64) -> Result<WriteOutcome, WriteError> {
-        let current = self.held(&write.key).cloned();
+        let at = self.entries.get(&write.key).copied();
+        let current = at.map(|i| self.slots[i as usize].register.clone());
         let key = write.key.clone();
         let outcome = local_write(&self.writer, current, write, now_ms)?;
-        self.put(key, outcome.register.clone());
+        self.put_at(at, key, outcome.register.clone());
         Ok(outcome)
     }
 
@@ -212,7 +219,8 @@ impl SimStore {
             .unwrap_or_else(|e| e.into_inner())
             .observe(delta.meta().stamp.hlc, now_ms)
             .err();
-        let current = self.held(&delta.key).cloned();
+        let at = self.entries.get(&delta.key).copied();
+        let current = at.map(|i| self.slots[i as usize].register.clone());
         if self.broken_merge {
             if let Some(register) = current {
                 return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
@@ -223,7 +231,7 @@ impl SimStore {
             self.counts.conflicts += 1;
         }
         if outcome.changed {
-            self.put(delta.key.clone(), outcome.register.clone());
+            self.put_at(at, delta.key.clone(), outcome.register.clone());
         }
         Ok(outcome)
     }
