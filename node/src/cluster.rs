@@ -7,7 +7,7 @@
 //! drains what they want sent.
 
 use bytes::Bytes;
-use geocache_crdt::{codec, Delta, DeltaBody, Key, NodeId, Register};
+use geocache_crdt::{codec, Delta, Key, NodeId, Register};
 use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::{MessageLabels, Metrics};
 use crate::store::{Store, WriteOutcome};
+use crate::write::dropped_by_transfer;
 
 /// Local writes waiting to be handed to the replicator; an HTTP handler
 /// waits for room (backpressure) rather than a write being dropped.
@@ -213,12 +214,7 @@ impl Cluster {
         level: Durability,
     ) -> Option<watch::Receiver<Durability>> {
         let delta = Arc::new(outcome.delta.clone());
-        let full = Arc::new(Delta {
-            origin: delta.origin,
-            seq: delta.seq,
-            key: delta.key.clone(),
-            body: DeltaBody::Register(outcome.register.clone()),
-        });
+        let full = Arc::new(outcome.whole_delta());
         let bytes = delta.key.size_bytes() + outcome.register.size_bytes();
         let (waiter, rx) = if level == Durability::Local {
             (None, None)
@@ -443,17 +439,11 @@ impl Driver {
             return;
         }
         let Some(transfer) = self.transfers.remove(&from) else { return };
-        // The drop rule: an entry here written by a write the sender has
-        // applied, but which the sender no longer holds, was evicted or
-        // expired there; holding it on would resurrect it.
         let sender_wm: BTreeMap<NodeId, u64> = wm.iter().copied().collect();
         let stale: Vec<(Key, geocache_crdt::Dot)> = self
             .store
             .registers()
-            .filter(|(k, r)| {
-                !transfer.keys.contains(k)
-                    && sender_wm.get(&r.meta.dot.origin).is_some_and(|&w| r.meta.dot.seq <= w)
-            })
+            .filter(|(k, r)| dropped_by_transfer(r, transfer.keys.contains(k), &sender_wm))
             .map(|(k, r)| (k, r.meta.dot))
             .collect();
         for (key, dot) in stale {

@@ -93,6 +93,33 @@ pub struct WriteOutcome {
     pub delta: Delta,
 }
 
+impl WriteOutcome {
+    /// The same write with the whole register as its body: what the
+    /// backlog keeps, so an anti-entropy answer applies even where a
+    /// document's base is missing.
+    pub fn whole_delta(&self) -> Delta {
+        Delta {
+            origin: self.delta.origin,
+            seq: self.delta.seq,
+            key: self.delta.key.clone(),
+            body: DeltaBody::Register(self.register.clone()),
+        }
+    }
+}
+
+/// The drop rule of a full state transfer: an entry held here that the
+/// sender did not send, written by a write the sender has applied (by its
+/// watermarks), was evicted or expired at the sender and must go here too;
+/// holding it on would resurrect it. A miss is allowed, a resurrection not.
+pub fn dropped_by_transfer(
+    register: &Register,
+    sent_by_sender: bool,
+    sender_watermarks: &std::collections::BTreeMap<NodeId, u64>,
+) -> bool {
+    let dot = register.meta.dot;
+    !sent_by_sender && sender_watermarks.get(&dot.origin).is_some_and(|&w| dot.seq <= w)
+}
+
 /// What a replicated write did.
 #[derive(Clone, Debug)]
 pub struct RemoteOutcome {

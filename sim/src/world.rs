@@ -9,7 +9,7 @@ use geocache_gossip::replicator::{
     Event as ReplicatorEvent, PeerInfo, Replicator, ReplicatorConfig, Transmit,
 };
 use geocache_gossip::wire::Message;
-use geocache_node::write::{Condition, Ttl, Write, WriteOp};
+use geocache_node::write::{dropped_by_transfer, Condition, Ttl, Write, WriteOp};
 use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -544,12 +544,7 @@ impl World {
         let stamp = outcome.register.meta.stamp;
         self.newest.insert(key.clone(), (stamp, visible));
         let delta = Arc::new(outcome.delta.clone());
-        let full = Arc::new(Delta {
-            origin: delta.origin,
-            seq: delta.seq,
-            key: delta.key.clone(),
-            body: geocache_crdt::DeltaBody::Register(outcome.register.clone()),
-        });
+        let full = Arc::new(outcome.whole_delta());
         self.writes.insert(
             (delta.origin, delta.seq),
             WriteRecord {
@@ -669,9 +664,7 @@ impl World {
                 let stale: Vec<(Key, geocache_crdt::Dot)> = self.nodes[to]
                     .store
                     .registers()
-                    .filter(|(k, r)| {
-                        !keys.contains(*k) && wm.get(&r.meta.dot.origin).is_some_and(|&w| r.meta.dot.seq <= w)
-                    })
+                    .filter(|(k, r)| dropped_by_transfer(r, keys.contains(*k), &wm))
                     .map(|(k, r)| (k.clone(), r.meta.dot))
                     .collect();
                 for (k, dot) in stale {
