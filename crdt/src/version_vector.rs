@@ -9,6 +9,9 @@ use thiserror::Error;
 pub const ENTRIES_MAX_COUNT: usize = 4_096;
 
 const ETAG_PREFIX: &str = "1-";
+/// The largest [`VersionVector::cas_token`]: 2^53 - 1, the largest integer a
+/// JavaScript number holds exactly.
+pub const CAS_TOKEN_MAX: u64 = (1 << 53) - 1;
 
 /// Per-node write counters: which writes a register has seen.
 ///
@@ -193,6 +196,22 @@ impl VersionVector {
         etag
     }
 
+    /// The version as one integer below 2^53 (exact in a JavaScript number),
+    /// never 0: the `cas` of the earlier `/api` HTTP interface. A 53-bit
+    /// FNV-1a digest of the compact encoding, so every node and build
+    /// computes the same token for the same version; two versions of one key
+    /// share a token with probability 2^-53.
+    pub fn cas_token(&self) -> u64 {
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut bytes = Vec::with_capacity(1 + self.entries.len() * 12);
+        self.encode_compact(&mut bytes);
+        let digest = bytes.iter().fold(FNV_OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME));
+        // Fold the high bits in rather than dropping them.
+        let token = (digest ^ (digest >> 53)) & CAS_TOKEN_MAX;
+        token.max(1)
+    }
+
     /// Parses the ETag form (without HTTP's surrounding quotes).
     ///
     /// # Errors
@@ -301,6 +320,22 @@ mod tests {
         assert_eq!(VersionVector::parse_etag(&etag).unwrap(), v);
         assert_eq!(VersionVector::new().to_etag(), "1-00");
         assert_eq!(vv(&[(1, 2)]).to_etag(), "1-010102");
+    }
+
+    #[test]
+    fn cas_tokens_are_stable_in_range_and_tell_versions_apart() {
+        // Pinned: a token handed out by one build must match on the next.
+        assert_eq!(vv(&[(1, 2)]).cas_token(), vv(&[(1, 2)]).cas_token());
+        let pinned = vv(&[(1, 2)]).cas_token();
+        assert_eq!(pinned, 0x6_fb18_672a_164a, "token changed: {pinned:#x}");
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 1..200u64 {
+            for c in 1..50u64 {
+                let t = vv(&[(n, c), (n + 1_000, c / 2 + 1)]).cas_token();
+                assert!((1..=CAS_TOKEN_MAX).contains(&t));
+                assert!(seen.insert(t), "collision at {n} {c}");
+            }
+        }
     }
 
     #[test]

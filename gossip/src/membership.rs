@@ -199,6 +199,20 @@ impl Membership {
         members
     }
 
+    /// The members some node suspects of having failed (itself excluded):
+    /// still members until the suspicion is refuted or they are declared
+    /// down, but not where a client should be sent.
+    pub fn suspects(&self) -> Vec<Peer> {
+        let mut suspects: Vec<Peer> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| m.id().clone())
+            .collect();
+        suspects.sort_by_key(|p| p.node);
+        suspects
+    }
+
     fn advance(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
     }

@@ -108,10 +108,11 @@ pub struct MemberView {
     /// Longitude.
     pub lon: f64,
     /// Gossip address.
-    pub gossip: String,
+    pub gossip: SocketAddr,
     /// HTTP address.
-    pub http: String,
-    /// `up` (members down are not listed).
+    pub http: SocketAddr,
+    /// `up`, or `suspect` while some node suspects it failed (members down
+    /// are not listed).
     pub state: &'static str,
     /// Measured round trip, ms.
     pub rtt_ms: Option<u64>,
@@ -575,6 +576,7 @@ impl Driver {
         let rtts: BTreeMap<NodeId, Option<u64>> =
             self.replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
         let watermarks: BTreeMap<NodeId, u64> = self.replicator.watermarks().into_iter().collect();
+        let suspects: BTreeSet<NodeId> = self.membership.suspects().into_iter().map(|p| p.node).collect();
         let members = self
             .peers
             .values()
@@ -583,9 +585,9 @@ impl Driver {
                 region: r.peer.region.clone(),
                 lat: r.peer.lat,
                 lon: r.peer.lon,
-                gossip: r.peer.gossip.to_string(),
-                http: r.peer.http.to_string(),
-                state: "up",
+                gossip: r.peer.gossip,
+                http: r.peer.http,
+                state: if suspects.contains(&r.peer.node) { "suspect" } else { "up" },
                 rtt_ms: rtts.get(&r.peer.node).copied().flatten(),
                 lag_writes: self.replicator.lag(r.peer.node),
             })

@@ -17,16 +17,20 @@
 //! - `http/`: the axum router (`mod.rs`), requests (`request.rs`), errors
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
+//! - `locality.rs`: ranks live nodes for a client by distance or RTT.
 //! - `demo.rs`: `geocache demo`, a local three-region cluster.
+//! - `client.rs`: [`client::Client`], the Rust client with failover.
 //! - `server.rs`: builds a node from its config and serves until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod locality;
 pub mod metrics;
 pub mod namespace;
 pub mod server;

@@ -32,6 +32,7 @@ pub fn state(config: Config) -> AppState {
         Arc::new(SystemClock),
     );
     let metrics = Metrics::new(store.stats());
+    let http = config.http;
     AppState {
         store: Arc::new(store),
         config: Arc::new(config),
@@ -39,6 +40,8 @@ pub fn state(config: Config) -> AppState {
         started: Instant::now(),
         cluster: None,
         incarnation,
+        http,
+        forward: reqwest::Client::new(),
     }
 }
 
@@ -109,9 +112,10 @@ pub enum ClusterStartError {
 ///
 /// The listener's IO error.
 pub async fn serve(
-    state: AppState,
+    mut state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    state.http = listener.local_addr()?;
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -32,6 +32,10 @@ pub enum Condition {
     /// Only if the current value's version vector is exactly this one
     /// (`If-Match: <etag>`).
     IfMatch(VersionVector),
+    /// Only if the current value's version has this
+    /// [`cas_token`](geocache_crdt::VersionVector::cas_token) (the `cas` of
+    /// the earlier `/api` interface).
+    IfCas(u64),
     /// Only if a value is present (`If-Match: *`, Redis `XX`).
     IfPresent,
     /// Only if no value is present (`If-None-Match: *`, Redis `NX`).
@@ -307,6 +311,8 @@ fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<
         (Condition::Always, _) => true,
         (Condition::IfMatch(vv), Some(r)) => &r.meta.vv == vv,
         (Condition::IfMatch(_), None) => false,
+        (Condition::IfCas(token), Some(r)) => r.meta.vv.cas_token() == *token,
+        (Condition::IfCas(_), None) => false,
         (Condition::IfPresent, v) => v.is_some(),
         (Condition::IfAbsent, v) => v.is_none(),
     };

@@ -4,9 +4,11 @@
 //! unknown paths and methods included.
 
 mod admin;
+mod closest;
 mod doc;
 mod error;
 mod kv;
+mod legacy;
 mod request;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -15,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +44,11 @@ pub struct AppState {
     pub cluster: Option<Cluster>,
     /// This life of the node: its start time in unix ms.
     pub incarnation: u64,
+    /// The bound HTTP address (the configured one until bound).
+    pub http: SocketAddr,
+    /// Sends requests of the earlier interface on to another node
+    /// (`databaseHost`).
+    pub forward: reqwest::Client,
 }
 
 /// The router with every route, the body limit and the metrics layer.
@@ -56,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/node", get(admin::node))
         .route("/v1/cluster", get(admin::cluster))
+        .route("/v1/closest", get(closest::closest))
+        .route("/", get(legacy::root))
+        .route("/api/closest/{lat}/{lon}", get(legacy::closest))
+        .route("/api/{name}/{*key}", get(legacy::get).post(legacy::post))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -81,6 +93,9 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
 
 fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
     let Some(path) = path else { return "admin" };
+    if path == "/api/{name}/{*key}" {
+        return if method == Method::POST { "api_post" } else { "api_get" };
+    }
     match (path.starts_with("/v1/kv/"), path.starts_with("/v1/doc/"), method) {
         (true, _, &Method::GET) => "get",
         (true, _, &Method::HEAD) => "head",
@@ -93,6 +108,7 @@ fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
 }
 
 /// Hands a local write to replication and waits for its durability level.
+/// Shared by every front end that writes.
 /// 504 names the level reached when the wait times out.
 async fn replicate(state: &AppState, outcome: &WriteOutcome, level: Durability) -> Result<(), ApiError> {
     let Some(cluster) = &state.cluster else {
