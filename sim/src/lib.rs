@@ -9,6 +9,7 @@
 //!
 //! - `scenario.rs`: the scenario file.
 //! - `network.rs`: one-way delays from great-circle distances (geo).
+//! - `key_space.rs`: the run's keys, numbered, and an index by number.
 //! - `sim_store.rs`: a deterministic LRU store running the node's writes.
 //! - `world.rs`: the event loop, the workload, faults and the oracle.
 //! - `checks.rs`: the checkers.
@@ -19,6 +20,7 @@
 
 pub mod checks;
 pub mod html;
+pub mod key_space;
 pub mod network;
 pub mod report;
 pub mod scenario;

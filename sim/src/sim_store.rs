@@ -2,14 +2,14 @@
 //! `geocache_node::write` code), over a deterministic LRU with the same byte
 //! budget and weights, with expiry against virtual time.
 
-use foldhash::fast::FixedState;
 use geocache_crdt::{Delta, DeltaError, Key, NodeId, Register};
 use geocache_node::store::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
 };
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::key_space::{KeyIndex, KeySpace};
 
 /// Counters of one store.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,12 +41,12 @@ struct Slot {
     older: u32,
 }
 
-/// A deterministic LRU of registers: a hash map from key to slot and an
+/// A deterministic LRU of registers: an index from key to slot and an
 /// intrusive list in recency order, so a touch is O(1).
 pub struct SimStore {
-    /// A fixed-seed hash map: fast, and its order is the same on every run;
-    /// anything that iterates it for output sorts first.
-    entries: HashMap<Key, u32, FixedState>,
+    /// By key number for the run's keys; anything that iterates it for
+    /// output sorts first.
+    entries: KeyIndex,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Most recently used.
@@ -67,9 +67,9 @@ pub struct SimStore {
 
 impl SimStore {
     /// An empty store writing as `origin`.
-    pub fn new(origin: NodeId, budget_bytes: u64, broken_merge: bool) -> SimStore {
+    pub fn new(origin: NodeId, budget_bytes: u64, broken_merge: bool, keys: Arc<KeySpace>) -> SimStore {
         SimStore {
-            entries: HashMap::with_hasher(FixedState::default()),
+            entries: KeyIndex::new(keys),
             slots: Vec::new(),
             free: Vec::new(),
             newest: NIL,
@@ -127,7 +127,7 @@ impl SimStore {
     }
 
     fn put(&mut self, key: Key, register: Arc<Register>) {
-        let at = self.entries.get(&key).copied();
+        let at = self.entries.get(&key);
         self.put_at(at, key, register);
     }
 
@@ -170,12 +170,12 @@ impl SimStore {
     }
 
     fn held(&self, key: &Key) -> Option<&Arc<Register>> {
-        self.entries.get(key).map(|&i| &self.slots[i as usize].register)
+        self.entries.get(key).map(|i| &self.slots[i as usize].register)
     }
 
     /// The visible value, touching it for LRU.
     pub fn get(&mut self, key: &Key, now_ms: u64) -> Option<Arc<Register>> {
-        let index = self.entries.get(key).copied();
+        let index = self.entries.get(key);
         let found =
             index.map(|i| self.slots[i as usize].register.clone()).filter(|r| r.is_visible_at(now_ms));
         match (found.is_some(), index) {
@@ -199,7 +199,7 @@ impl SimStore {
     ///
     /// [`WriteError`]; nothing changed.
     pub fn apply_local(&mut self, write: Write, now_ms: u64) -> Result<WriteOutcome, WriteError> {
-        let at = self.entries.get(&write.key).copied();
+        let at = self.entries.get(&write.key);
         let current = at.map(|i| self.slots[i as usize].register.clone());
         let key = write.key.clone();
         let outcome = local_write(&self.writer, current, write, now_ms)?;
@@ -219,7 +219,7 @@ impl SimStore {
             .unwrap_or_else(|e| e.into_inner())
             .observe(delta.meta().stamp.hlc, now_ms)
             .err();
-        let at = self.entries.get(&delta.key).copied();
+        let at = self.entries.get(&delta.key);
         let current = at.map(|i| self.slots[i as usize].register.clone());
         if self.broken_merge {
             if let Some(register) = current {
@@ -245,15 +245,14 @@ impl SimStore {
         let retention = self.retention_ms;
         self.reclaim_floor_ms = self
             .entries
-            .values()
-            .filter_map(|&i| reclaim_at_ms(&self.slots[i as usize].register, retention))
+            .slots()
+            .filter_map(|i| reclaim_at_ms(&self.slots[i as usize].register, retention))
             .filter(|&at| at > now_ms)
             .min()
             .unwrap_or(u64::MAX);
         let mut expired: Vec<u32> = self
             .entries
-            .values()
-            .copied()
+            .slots()
             .filter(|&i| {
                 reclaim_at_ms(&self.slots[i as usize].register, retention).is_some_and(|at| at <= now_ms)
             })
@@ -269,8 +268,8 @@ impl SimStore {
     pub fn registers(&self) -> impl Iterator<Item = (&Key, &Arc<Register>)> {
         let mut all: Vec<(&Key, &Arc<Register>)> = self
             .entries
-            .values()
-            .map(|&i| (&self.slots[i as usize].key, &self.slots[i as usize].register))
+            .slots()
+            .map(|i| (&self.slots[i as usize].key, &self.slots[i as usize].register))
             .collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
@@ -289,7 +288,7 @@ impl SimStore {
 
     /// The drop rule of a full transfer.
     pub fn drop_if_dot(&mut self, key: &Key, dot: geocache_crdt::Dot) {
-        if let Some(&i) = self.entries.get(key) {
+        if let Some(i) = self.entries.get(key) {
             if self.slots[i as usize].register.meta.dot == dot {
                 self.remove_slot(i);
             }

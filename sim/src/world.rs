@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::network::region_delays_us;
 use crate::scenario::{FaultKind, Scenario};
+use crate::key_space::KeySpace;
 use crate::sim_store::SimStore;
 
 /// How long membership takes to notice a crash (foca's suspicion at the
@@ -142,7 +143,7 @@ pub struct World {
     /// Node index by origin id (each life of a node has its own).
     by_origin: HashMap<NodeId, usize, FixedState>,
     /// Every key of the workload, made once (one shared namespace).
-    keys: Vec<Key>,
+    keys: Arc<KeySpace>,
     /// Every write, by (origin, seq); iterated only where order cannot
     /// matter (a fold of a semilattice) or after sorting.
     writes: HashMap<(NodeId, u64), WriteRecord, FixedState>,
@@ -152,7 +153,7 @@ pub struct World {
     /// Live nodes now.
     live_count: u32,
     /// Newest acked write per key: its stamp and whether it is visible.
-    newest: HashMap<Key, (geocache_crdt::Stamp, bool), FixedState>,
+    newest: Vec<Option<(geocache_crdt::Stamp, bool)>>,
     /// Visibility lag samples (µs) per (from region, to region).
     lag_us: Vec<Option<Histogram<u64>>>,
     /// Totals.
@@ -185,6 +186,7 @@ impl World {
     /// Builds the deployment and schedules the workload and the faults.
     pub fn new(scenario: Scenario, seed: u64) -> World {
         let delays_us = region_delays_us(&scenario);
+        let keys = Arc::new(KeySpace::new(scenario.workload.keys));
         let mut nodes = Vec::new();
         let mut next_origin = 1;
         for (r, region) in scenario.regions.iter().enumerate() {
@@ -194,7 +196,7 @@ impl World {
                 nodes.push(SimNode {
                     region: r,
                     origin,
-                    store: SimStore::new(origin, region.memory_mib << 20, scenario.debug.broken_merge),
+                    store: SimStore::new(origin, region.memory_mib << 20, scenario.debug.broken_merge, keys.clone()),
                     replicator: Replicator::new(origin, region.name.clone(), replicator_config(region), 0),
                     up: true,
                     skew_ms: 0,
@@ -226,15 +228,12 @@ impl World {
             partitions: BTreeSet::new(),
             loss: BTreeMap::new(),
             by_origin: HashMap::with_hasher(FixedState::default()),
-            keys: {
-                let namespace: std::sync::Arc<str> = std::sync::Arc::from("sim");
-                (0..w.keys).map(|k| Key::new(namespace.clone(), Bytes::from(format!("k{k}")))).collect()
-            },
+            keys,
             zipf_cdf: weights,
             writes: HashMap::with_hasher(FixedState::default()),
             settled: HashMap::with_hasher(FixedState::default()),
             live_count: 0,
-            newest: HashMap::with_hasher(FixedState::default()),
+            newest: vec![None; w.keys],
             lag_us: Vec::new(),
             tallies: Tallies::default(),
             outstanding: 0,
@@ -451,7 +450,7 @@ impl World {
             let old = std::mem::replace(&mut self.nodes[i].origin, origin);
             self.by_origin.remove(&old);
             self.by_origin.insert(origin, i);
-            self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge);
+            self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
             let config = replicator_config(&self.scenario.regions[region]);
             self.nodes[i].replicator = Replicator::new(origin, name, config, now);
         }
@@ -462,10 +461,11 @@ impl World {
         self.arm_timer(i);
     }
 
-    fn pick_key(&mut self) -> Key {
+    /// A key by the workload's Zipf law: its number and the key.
+    fn pick_key(&mut self) -> (usize, Key) {
         let u: f64 = self.rng.random_range(0.0..1.0);
         let k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
-        self.keys[k].clone()
+        (k, self.keys.key(k).clone())
     }
 
     fn client_op(&mut self, region: usize) {
@@ -476,13 +476,13 @@ impl World {
             return;
         }
         let node = live[self.rng.random_range(0..live.len())];
-        let key = self.pick_key();
+        let (key_number, key) = self.pick_key();
         let now = self.node_now_ms(node);
         let w = self.scenario.workload.clone();
         if self.rng.random_range(0.0..1.0) < w.read_ratio {
             self.tallies.reads += 1;
             let got = self.nodes[node].store.get(&key, now);
-            if let Some((stamp, visible)) = self.newest.get(&key) {
+            if let Some((stamp, visible)) = &self.newest[key_number] {
                 let fresh = match &got {
                     Some(r) => r.meta.stamp >= *stamp,
                     None => !visible,
@@ -542,7 +542,7 @@ impl World {
         }
         let visible = outcome.register.is_visible_at(now);
         let stamp = outcome.register.meta.stamp;
-        self.newest.insert(key.clone(), (stamp, visible));
+        self.newest[key_number] = Some((stamp, visible));
         let delta = Arc::new(outcome.delta.clone());
         let full = Arc::new(outcome.whole_delta());
         self.writes.insert(
