@@ -61,7 +61,10 @@ impl Cluster {
             let id = i + 1;
             let out = dir.join(format!("node-{id}"));
             let out_s = out.to_str().context("temp path is not UTF-8")?;
-            NodeProcess::certs(bin, &["issue", "--ca", ca_s, "--node", &format!("node-{id}"), "--out", out_s])?;
+            NodeProcess::certs(
+                bin,
+                &["issue", "--ca", ca_s, "--node", &format!("node-{id}"), "--out", out_s],
+            )?;
             let mut args: Vec<String> = vec![
                 "--gossip".into(),
                 emulated[i].real.to_string(),

@@ -18,7 +18,10 @@ pub fn geocache_bin() -> Result<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/geocache"),
     };
     if !path.is_file() {
-        bail!("no geocache binary at {} (cargo build --release --bin geocache, or set GEOCACHE_BIN)", path.display());
+        bail!(
+            "no geocache binary at {} (cargo build --release --bin geocache, or set GEOCACHE_BIN)",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -146,8 +146,7 @@ async fn main() -> Result<()> {
 
 async fn run(args: &Args) -> Result<String> {
     let bin = geocache_bin()?;
-    let regions: Vec<&str> =
-        REGIONS.iter().flat_map(|r| std::iter::repeat_n(*r, NODES_PER_REGION)).collect();
+    let regions: Vec<&str> = REGIONS.iter().flat_map(|r| std::iter::repeat_n(*r, NODES_PER_REGION)).collect();
     let cluster = Cluster::start(&bin, "wan", 150, &regions).await?;
     cluster.set_all_links(LinkSpec { delay_ms: args.delay_ms, ..LinkSpec::default() });
     let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
@@ -271,10 +270,7 @@ async fn run(args: &Args) -> Result<String> {
         remote * per_delta_wire,
         ratio(load.udp_bytes / w, remote * per_delta_wire)
     ));
-    s.push_str(&format!(
-        "| wire bytes between regions, raw | {:.0} | | |\n",
-        load_raw.udp_bytes / w
-    ));
+    s.push_str(&format!("| wire bytes between regions, raw | {:.0} | | |\n", load_raw.udp_bytes / w));
     Ok(s)
 }
 
