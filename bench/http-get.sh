@@ -28,7 +28,7 @@ VALUE_BYTES=100
 
 bench_need wrk wrk
 bench_need nginx nginx
-bench_build --bin geocache
+bench_build_geocache
 
 # geocache, preloaded through one curl process with many URLs (keep-alive).
 bench_geocache_start geocache
@@ -139,7 +139,7 @@ done
   for target in geocache nginx; do
     label="geocache GET /v1/kv"
     [ "$target" = nginx ] && label="nginx static file"
-    printf '| %s | %.0f | %s | %s | %s |\n' "$label" "$(bench_median ${RPS[$target]})" \
+    printf '| %s | %s | %s | %s | %s |\n' "$label" "$(bench_thousands "$(bench_median ${RPS[$target]})")" \
       "$(fmt_us "$(bench_median ${P50[$target]})")" "$(fmt_us "$(bench_median ${P99[$target]})")" \
       "${ERR[$target]}"
   done

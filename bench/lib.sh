@@ -153,6 +153,13 @@ bench_ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
 
+# bench_thousands N — N rounded, with thousands separators (109,850).
+bench_thousands() {
+  awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); o = ""
+    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
+    print s o }'
+}
+
 bench_machine() {
   local mem
   mem=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -183,6 +190,14 @@ bench_publish() {
   mkdir -p "$(dirname "$BENCH_OUT")"
   { echo; cat "$file"; } >>"$BENCH_OUT"
   bench_log "table appended to $BENCH_OUT"
+}
+
+# bench_build_geocache — the release `geocache` binary and the bench bins,
+# always built together: the workspace unifies dependency features per
+# build, so building `geocache` alone would give a (slightly) different
+# binary from the one the replication benchmarks run.
+bench_build_geocache() {
+  bench_build -p geocache-node -p geocache-bench --bin geocache --bin replication-lag --bin wan-efficiency
 }
 
 # bench_build ARGS... — `cargo build --release ARGS` (quiet), once per script.

@@ -22,7 +22,7 @@ VALUE_BYTES=100
 CLIENTS=50
 PIPELINES="1 16"
 
-bench_build --bin geocache
+bench_build_geocache
 if ! ./target/release/geocache serve --help | grep -q -- '--resp'; then
   bench_die "this geocache build has no \`serve --resp\` flag: the RESP port is not merged yet, so there is nothing to run redis-benchmark against"
 fi
@@ -79,7 +79,8 @@ done
     for test in SET GET; do
       r=$(bench_median ${OPS[redis,$test,$pipeline]})
       g=$(bench_median ${OPS[geocache,$test,$pipeline]})
-      printf '| %s | %s | %.0f | %.0f | **%s** | %s ms | %s ms |\n' "$test" "$pipeline" "$r" "$g" \
+      printf '| %s | %s | %s | %s | **%s** | %s ms | %s ms |\n' "$test" "$pipeline" "$(bench_thousands "$r")" \
+        "$(bench_thousands "$g")" \
         "$(bench_ratio "$g" "$r")" "$(bench_median ${P50[redis,$test,$pipeline]})" \
         "$(bench_median ${P50[geocache,$test,$pipeline]})"
     done

@@ -21,7 +21,7 @@ ENTRIES=1000000
 SIZES="${SIZES:-100 1024}"
 MAX_MEMORY=16GiB
 
-bench_build --bin geocache
+bench_build_geocache
 if ! ./target/release/geocache serve --help | grep -q -- '--resp'; then
   bench_die "this geocache build has no \`serve --resp\` flag: the RESP port is not merged yet, so there is no way to load it like redis"
 fi

@@ -15,7 +15,7 @@ source "$(dirname "$0")/lib.sh"
 
 ARGS=(--delays-ms 0,10,40,80 --writes-per-s 50 --seconds 10 --poll-ms 1)
 [ "$BENCH_QUICK" = 1 ] && ARGS=(--delays-ms 0,40 --writes-per-s 50 --seconds 2 --poll-ms 1)
-bench_build --bin geocache -p geocache-bench --bin replication-lag
+bench_build_geocache
 
 bench_start replication-lag ./target/release/replication-lag "${ARGS[@]}" --out "$BENCH_TMP/table.md"
 pid=$BENCH_PID

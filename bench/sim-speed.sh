@@ -50,7 +50,8 @@ VIRTUAL=$(json_field virtual_s "$BENCH_TMP/out.json")
   echo "| figure | median | rounds |"
   echo "|---|---|---|"
   echo "| wall time | $(bench_median "${WALLS[@]}") s | ${WALLS[*]} |"
-  printf '| **simulated client ops per wall second** | **%.0f** | %s |\n' "$(bench_median "${RATES[@]}")" "${RATES[*]}"
+  printf '| **simulated client ops per wall second** | **%s** | %s |\n' \
+    "$(bench_thousands "$(bench_median "${RATES[@]}")")" "${RATES[*]}"
   printf '| peak RSS | %.0f MiB | |\n' "$(awk -v b="$(bench_median "${RSS[@]}")" 'BEGIN { print b / 1048576 }')"
   printf '| virtual seconds per wall second | %.2f | |\n' \
     "$(awk -v v="$VIRTUAL" -v w="$(bench_median "${WALLS[@]}")" 'BEGIN { print v / w }')"

@@ -15,7 +15,7 @@ source "$(dirname "$0")/lib.sh"
 ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 18 --idle-seconds 5 --delay-ms 5)
 [ "$BENCH_QUICK" = 1 ] &&
   ARGS=(--writes 100 --value-bytes 100 --writes-per-s 200 --isolated 9 --idle-seconds 2 --delay-ms 5)
-bench_build --bin geocache -p geocache-bench --bin wan-efficiency
+bench_build_geocache
 
 bench_start wan-efficiency ./target/release/wan-efficiency "${ARGS[@]}" --out "$BENCH_TMP/table.md"
 pid=$BENCH_PID
