@@ -64,6 +64,7 @@ trap 'exit 143' TERM
 bench_start() {
   local name=$1
   shift
+  : >"$BENCH_TMP/$name.log"
   "$@" >"$BENCH_TMP/$name.log" 2>&1 &
   BENCH_PID=$!
   BENCH_PIDS+=("$BENCH_PID")

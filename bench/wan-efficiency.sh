@@ -9,12 +9,12 @@
 # writes (the size of one write's message), then 1,000 writes of 100 B over
 # every node; see bench/src/bin/wan-efficiency.rs.
 #
-# BENCH_QUICK=1: 100 writes, 2 s idle, 9 isolated writes.
+# BENCH_QUICK=1: 100 writes, 2 s settle and idle, 18 isolated writes.
 source "$(dirname "$0")/lib.sh"
 
-ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 18 --idle-seconds 5 --delay-ms 5)
+ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 54 --idle-seconds 5 --settle-seconds 5 --delay-ms 5)
 [ "$BENCH_QUICK" = 1 ] &&
-  ARGS=(--writes 100 --value-bytes 100 --writes-per-s 200 --isolated 9 --idle-seconds 2 --delay-ms 5)
+  ARGS=(--writes 100 --value-bytes 100 --writes-per-s 200 --isolated 18 --idle-seconds 2 --settle-seconds 2 --delay-ms 5)
 bench_build_geocache
 
 bench_start wan-efficiency ./target/release/wan-efficiency "${ARGS[@]}" --out "$BENCH_TMP/table.md"

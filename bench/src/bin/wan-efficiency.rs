@@ -7,11 +7,14 @@
 //! regions (QUIC, TLS, keep-alives and membership included) and the nodes'
 //! own `geocache_replication_*` counters with `scope="wan"`:
 //!
-//! 1. idle: no writes, to get the background rate per second;
+//! 1. settle, then idle: no writes, to get the background rate per second
+//!    (membership, keep-alives, anti-entropy);
 //! 2. isolated writes, one at a time and far apart, spread over every node:
 //!    what one delta message of one write costs (the unit of all-to-all);
 //! 3. the load: N writes spread over every node at a fixed total rate,
-//!    until every node holds every key.
+//!    until every node holds every key;
+//! 4. idle again. The idle rate subtracted from phases 2 and 3 is that of
+//!    phases 1 and 4 together; both are printed, so drift shows.
 //!
 //! All-to-all: each write sent by its origin to every node of the other
 //! regions, `(regions - 1) x nodes per region` messages of the isolated size.
@@ -36,12 +39,15 @@ struct Args {
     /// Writes per second in all during the load phase.
     #[arg(long, default_value_t = 200)]
     writes_per_s: u64,
-    /// Isolated writes (phase 2), 200 ms apart.
-    #[arg(long, default_value_t = 18)]
+    /// Isolated writes (phase 2), 100 ms apart.
+    #[arg(long, default_value_t = 54)]
     isolated: usize,
-    /// Seconds of the idle phase.
+    /// Seconds of each idle phase.
     #[arg(long, default_value_t = 5)]
     idle_seconds: u64,
+    /// Seconds to wait after membership converged, before measuring.
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
     /// One-way delay between every pair of regions, ms.
     #[arg(long, default_value_t = 5)]
     delay_ms: u64,
@@ -53,7 +59,7 @@ struct Args {
 const REGIONS: [&str; 3] = ["a", "b", "c"];
 const NODES_PER_REGION: usize = 3;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
-const ISOLATED_GAP: Duration = Duration::from_millis(200);
+const ISOLATED_GAP: Duration = Duration::from_millis(100);
 
 /// Counters at one instant.
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,6 +99,19 @@ impl Change {
             delta_bytes: b.delta_bytes - a.delta_bytes,
             all_messages: b.all_messages - a.all_messages,
             all_bytes: b.all_bytes - a.all_bytes,
+        }
+    }
+
+    /// Both changes together (as if one phase).
+    fn plus(&self, o: &Change) -> Change {
+        Change {
+            seconds: self.seconds + o.seconds,
+            udp_bytes: self.udp_bytes + o.udp_bytes,
+            udp_datagrams: self.udp_datagrams + o.udp_datagrams,
+            delta_messages: self.delta_messages + o.delta_messages,
+            delta_bytes: self.delta_bytes + o.delta_bytes,
+            all_messages: self.all_messages + o.all_messages,
+            all_bytes: self.all_bytes + o.all_bytes,
         }
     }
 
@@ -162,11 +181,15 @@ async fn run(args: &Args) -> Result<String> {
     let mut expected = n as u64;
     converge(&cluster, &c, expected).await?;
 
-    eprintln!("wan-efficiency: idle for {} s", args.idle_seconds);
+    eprintln!(
+        "wan-efficiency: settling for {} s, then idle for {} s",
+        args.settle_seconds, args.idle_seconds
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
     let s0 = snapshot(&cluster, &c).await?;
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let s1 = snapshot(&cluster, &c).await?;
-    let idle = Change::between(&s0, &s1);
+    let idle_before = Change::between(&s0, &s1);
 
     eprintln!("wan-efficiency: {} isolated writes", args.isolated);
     for k in 0..args.isolated {
@@ -176,10 +199,6 @@ async fn run(args: &Args) -> Result<String> {
     expected += args.isolated as u64;
     converge(&cluster, &c, expected).await?;
     let s2 = snapshot(&cluster, &c).await?;
-    let iso = Change::between(&s1, &s2).minus_idle(&idle);
-    if iso.delta_messages < 1.0 {
-        bail!("the isolated writes sent no WAN delta message: {iso:?}");
-    }
 
     eprintln!("wan-efficiency: {} writes at {}/s", args.writes, args.writes_per_s);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.writes_per_s as f64));
@@ -206,24 +225,36 @@ async fn run(args: &Args) -> Result<String> {
     expected += args.writes as u64;
     converge(&cluster, &c, expected).await?;
     let s3 = snapshot(&cluster, &c).await?;
+    eprintln!("wan-efficiency: idle for {} s", args.idle_seconds);
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let s4 = snapshot(&cluster, &c).await?;
+    let idle_after = Change::between(&s3, &s4);
+    let idle = idle_before.plus(&idle_after);
+    let iso = Change::between(&s1, &s2).minus_idle(&idle);
+    if iso.delta_messages < 1.0 {
+        bail!("the isolated writes sent no WAN delta message: {iso:?}");
+    }
     let load_raw = Change::between(&s2, &s3);
     let load = load_raw.minus_idle(&idle);
 
     let w = args.writes as f64;
     let remote = ((REGIONS.len() - 1) * NODES_PER_REGION) as f64;
     let per_delta_app = iso.delta_bytes / iso.delta_messages;
-    let per_delta_wire = iso.udp_bytes / iso.delta_messages;
+    let rate = |c: &Change| thousands(c.udp_bytes / c.seconds.max(f64::EPSILON));
     let mut s = String::new();
     s.push_str(&format!(
         "{} regions x {} nodes (real `geocache` release processes, gossip over QUIC through the user-space \
          link emulator, {} ms one way between regions). {} writes of {} B at {}/s in all, round-robin over \
          every node, until every node holds every key (phase of {:.1} s). Wire = UDP datagrams between \
          regions counted by the emulator (QUIC, TLS, keep-alives, membership included); node counters = \
-         `geocache_replication_*{{scope=\"wan\"}}` summed over nodes. Idle (no writes, {:.1} s): **{} B/s** \
-         and {:.1} datagrams/s on the wire, {} B/s in node counters; subtracted below for the phase's \
-         duration. All-to-all = each write sent by its origin to the {} nodes of the other regions, each \
-         message the size of one isolated write's delta message, measured in the same run ({} writes {} \
-         ms apart): {:.0} B in node counters, {:.0} B on the wire (its acks and QUIC framing included).\n\n",
+         `geocache_replication_*{{scope=\"wan\"}}` summed over nodes. Idle (no writes; {:.1} s before and \
+         {:.1} s after the writes, {} and {} B/s): **{} B/s** and {:.1} datagrams/s on the wire, {} B/s in \
+         node counters; subtracted below for each phase's duration. All-to-all = each write sent by its \
+         origin to the {} nodes of the other regions, each message the size of one isolated write's delta \
+         message as counted by the node, measured in the same run ({} writes {} ms apart): {:.0} B. On the \
+         wire each message also carries QUIC/TLS framing and draws acks, so all-to-all would cost about \
+         the same multiple there; the wire rows give the absolute cost and its overhead over the node's \
+         own count.\n\n",
         REGIONS.len(),
         NODES_PER_REGION,
         args.delay_ms,
@@ -231,46 +262,37 @@ async fn run(args: &Args) -> Result<String> {
         args.value_bytes,
         args.writes_per_s,
         load.seconds,
-        idle.seconds,
-        thousands(idle.udp_bytes / idle.seconds),
+        idle_before.seconds,
+        idle_after.seconds,
+        rate(&idle_before),
+        rate(&idle_after),
+        rate(&idle),
         idle.udp_datagrams / idle.seconds,
         thousands(idle.all_bytes / idle.seconds),
         remote,
         args.isolated,
         ISOLATED_GAP.as_millis(),
         per_delta_app,
-        per_delta_wire,
     ));
     s.push_str("| per write | measured | all-to-all | **measured / all-to-all** |\n|---|---|---|---|\n");
-    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    let row = |s: &mut String, what: &str, measured: f64, all: Option<f64>, digits: usize| {
+        let (all, ratio) = match all {
+            Some(a) if a > 0.0 => (format!("{a:.0}"), format!("**{:.2}**", measured / a)),
+            _ => (String::new(), String::new()),
+        };
+        s.push_str(&format!("| {what} | {measured:.digits$} | {all} | {ratio} |\n"));
+    };
+    row(&mut s, "WAN delta messages (node counters)", load.delta_messages / w, Some(remote), 2);
+    row(&mut s, "WAN delta bytes (node counters)", load.delta_bytes / w, Some(remote * per_delta_app), 0);
+    row(&mut s, "WAN messages, all kinds (deltas, acks, sync)", load.all_messages / w, None, 2);
+    row(&mut s, "WAN bytes, all kinds", load.all_bytes / w, None, 0);
+    row(&mut s, "wire datagrams between regions, idle subtracted", load.udp_datagrams / w, None, 2);
+    row(&mut s, "wire bytes between regions, idle subtracted", load.udp_bytes / w, None, 0);
+    row(&mut s, "wire bytes between regions, raw", load_raw.udp_bytes / w, None, 0);
     s.push_str(&format!(
-        "| WAN delta messages (node counters) | {:.2} | {:.0} | **{}** |\n",
-        load.delta_messages / w,
-        remote,
-        ratio(load.delta_messages / w, remote)
+        "| wire bytes / node-counter bytes (all kinds), idle subtracted | {:.2} | | |\n",
+        load.udp_bytes / load.all_bytes.max(f64::EPSILON)
     ));
-    s.push_str(&format!(
-        "| WAN delta bytes (node counters) | {:.0} | {:.0} | **{}** |\n",
-        load.delta_bytes / w,
-        remote * per_delta_app,
-        ratio(load.delta_bytes / w, remote * per_delta_app)
-    ));
-    s.push_str(&format!(
-        "| WAN messages, all kinds (deltas, acks, sync) | {:.2} | | |\n",
-        load.all_messages / w
-    ));
-    s.push_str(&format!("| WAN bytes, all kinds | {:.0} | | |\n", load.all_bytes / w));
-    s.push_str(&format!(
-        "| wire datagrams between regions, idle subtracted | {:.2} | | |\n",
-        load.udp_datagrams / w
-    ));
-    s.push_str(&format!(
-        "| **wire bytes between regions, idle subtracted** | {:.0} | {:.0} | **{}** |\n",
-        load.udp_bytes / w,
-        remote * per_delta_wire,
-        ratio(load.udp_bytes / w, remote * per_delta_wire)
-    ));
-    s.push_str(&format!("| wire bytes between regions, raw | {:.0} | | |\n", load_raw.udp_bytes / w));
     Ok(s)
 }
 
