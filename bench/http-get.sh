@@ -17,6 +17,7 @@
 # under the node, has none).
 #
 # BENCH_QUICK=1: 1 round of 2 s.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 SECONDS_RUN="${1:-10}"

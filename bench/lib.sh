@@ -71,6 +71,13 @@ bench_start() {
   BENCH_NAMES+=("$name")
 }
 
+# bench_follow NAME PID — copies NAME's log to stderr while PID runs.
+bench_follow() {
+  tail -n +1 -f --pid="$2" "$BENCH_TMP/$1.log" >&2 &
+  BENCH_PIDS+=("$!")
+  BENCH_NAMES+=("tail of $1")
+}
+
 # bench_stop PID — stops one started process now (TERM, KILL after 5 s).
 bench_stop() {
   local pid=$1 deadline=$((SECONDS + 5))

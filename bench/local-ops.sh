@@ -12,6 +12,7 @@
 #
 # Needs the RESP port (`geocache serve --resp`); fails saying so without it.
 # BENCH_QUICK=1: 20,000 requests, 1 round.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 REQUESTS=1000000

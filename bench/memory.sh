@@ -14,6 +14,7 @@
 #
 # Needs the RESP port (`geocache serve --resp`); fails saying so without it.
 # BENCH_QUICK=1: N=20,000.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ENTRIES=1000000

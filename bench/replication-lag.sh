@@ -11,15 +11,16 @@
 # bench/src/bin/replication-lag.rs.
 #
 # BENCH_QUICK=1: delays 0 and 40 ms, 2 s of writes.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-ARGS=(--delays-ms 0,10,40,80 --writes-per-s 50 --seconds 10 --poll-ms 1)
-[ "$BENCH_QUICK" = 1 ] && ARGS=(--delays-ms 0,40 --writes-per-s 50 --seconds 2 --poll-ms 1)
+ARGS=(--delays-ms "0,10,40,80" --writes-per-s 50 --seconds 10 --poll-ms 1)
+[ "$BENCH_QUICK" = 1 ] && ARGS=(--delays-ms "0,40" --writes-per-s 50 --seconds 2 --poll-ms 1)
 bench_build_geocache
 
 bench_start replication-lag ./target/release/replication-lag "${ARGS[@]}" --out "$BENCH_TMP/table.md"
 pid=$BENCH_PID
-tail -f --pid="$pid" "$BENCH_TMP/replication-lag.log" >&2 &
+bench_follow replication-lag "$pid"
 wait "$pid" || bench_die "replication-lag failed (log above)"
 {
   bench_heading "Replication visibility lag over the link emulator" "bench/replication-lag.sh"

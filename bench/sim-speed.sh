@@ -10,6 +10,7 @@
 # Ops = reads + writes from the JSON report.
 #
 # BENCH_QUICK=1: the same scenario cut to 20 virtual seconds.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${ROUNDS:-1}"
@@ -33,7 +34,7 @@ for round in $(seq 1 "$ROUNDS"); do
   end=$(date +%s.%N)
   reads=$(json_field reads "$BENCH_TMP/out.json")
   writes=$(json_field writes "$BENCH_TMP/out.json")
-  [ -n "$reads" ] && [ -n "$writes" ] || bench_die "no reads/writes in the JSON report"
+  if [ -z "$reads" ] || [ -z "$writes" ]; then bench_die "no reads/writes in the JSON report"; fi
   wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f\n", b - a }')
   WALLS+=("$wall")
   RATES+=("$(awk -v r="$reads" -v w="$writes" -v t="$wall" 'BEGIN { printf "%.0f\n", (r + w) / t }')")

@@ -10,6 +10,7 @@
 # every node; see bench/src/bin/wan-efficiency.rs.
 #
 # BENCH_QUICK=1: 100 writes, 2 s settle and idle, 18 isolated writes.
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 54 --idle-seconds 5 --settle-seconds 5 --delay-ms 5)
@@ -19,7 +20,7 @@ bench_build_geocache
 
 bench_start wan-efficiency ./target/release/wan-efficiency "${ARGS[@]}" --out "$BENCH_TMP/table.md"
 pid=$BENCH_PID
-tail -f --pid="$pid" "$BENCH_TMP/wan-efficiency.log" >&2 &
+bench_follow wan-efficiency "$pid"
 wait "$pid" || bench_die "wan-efficiency failed (log above)"
 {
   bench_heading "WAN bytes and messages per write" "bench/wan-efficiency.sh"
