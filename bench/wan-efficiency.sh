@@ -13,7 +13,7 @@
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 54 --idle-seconds 5 --settle-seconds 5 --delay-ms 5)
+ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 54 --idle-seconds 5 --settle-seconds 10 --delay-ms 5)
 [ "$BENCH_QUICK" = 1 ] &&
   ARGS=(--writes 100 --value-bytes 100 --writes-per-s 200 --isolated 18 --idle-seconds 2 --settle-seconds 2 --delay-ms 5)
 bench_build_geocache
