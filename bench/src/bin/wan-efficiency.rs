@@ -10,7 +10,8 @@
 //! 1. settle, then idle: no writes, to get the background rate per second
 //!    (membership, keep-alives, anti-entropy);
 //! 2. isolated writes, one at a time and far apart, spread over every node:
-//!    what one delta message of one write costs (the unit of all-to-all);
+//!    the bytes of one write's delta message as the node counts them (the
+//!    unit of all-to-all);
 //! 3. the load: N writes spread over every node at a fixed total rate,
 //!    until every node holds every key;
 //! 4. idle again. The idle rate subtracted from phases 2 and 3 is that of
