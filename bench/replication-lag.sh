@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Replication visibility lag across regions at one-way delays of 10, 40 and
+# 80 ms (and 0, the overhead reference), with real processes over the
+# user-space link emulator.
+#
+#   bench/replication-lag.sh
+#
+# Builds the release `geocache` and the `replication-lag` bin (crate
+# geocache-bench), which starts three regions of one node each per delay,
+# writes 50 writes/s for 10 s in one region and polls in the others; see
+# bench/src/bin/replication-lag.rs.
+#
+# BENCH_QUICK=1: delays 0 and 40 ms, 2 s of writes.
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+ARGS=(--delays-ms "0,10,40,80" --writes-per-s 50 --seconds 10 --poll-ms 1)
+[ "$BENCH_QUICK" = 1 ] && ARGS=(--delays-ms "0,40" --writes-per-s 50 --seconds 2 --poll-ms 1)
+bench_build_geocache
+
+bench_start replication-lag ./target/release/replication-lag "${ARGS[@]}" --out "$BENCH_TMP/table.md"
+pid=$BENCH_PID
+bench_follow replication-lag "$pid"
+wait "$pid" || bench_die "replication-lag failed (log above)"
+{
+  bench_heading "Replication visibility lag over the link emulator" "bench/replication-lag.sh"
+  echo
+  echo "\`replication-lag ${ARGS[*]}\`."
+  cat "$BENCH_TMP/table.md"
+} >"$BENCH_TMP/section.md"
+bench_publish "$BENCH_TMP/section.md"
