@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::key_space::KeySpace;
 use crate::network::region_delays_us;
 use crate::scenario::{FaultKind, Scenario};
-use crate::key_space::KeySpace;
 use crate::sim_store::SimStore;
 
 /// How long membership takes to notice a crash (foca's suspicion at the
@@ -196,7 +196,12 @@ impl World {
                 nodes.push(SimNode {
                     region: r,
                     origin,
-                    store: SimStore::new(origin, region.memory_mib << 20, scenario.debug.broken_merge, keys.clone()),
+                    store: SimStore::new(
+                        origin,
+                        region.memory_mib << 20,
+                        scenario.debug.broken_merge,
+                        keys.clone(),
+                    ),
                     replicator: Replicator::new(origin, region.name.clone(), replicator_config(region), 0),
                     up: true,
                     skew_ms: 0,
@@ -450,7 +455,8 @@ impl World {
             let old = std::mem::replace(&mut self.nodes[i].origin, origin);
             self.by_origin.remove(&old);
             self.by_origin.insert(origin, i);
-            self.nodes[i].store = SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
+            self.nodes[i].store =
+                SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
             let config = replicator_config(&self.scenario.regions[region]);
             self.nodes[i].replicator = Replicator::new(origin, name, config, now);
         }
