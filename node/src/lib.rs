@@ -29,6 +29,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod namespace;
+pub mod resp;
 pub mod server;
 pub mod store;
 pub mod write;
