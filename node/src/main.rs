@@ -157,6 +157,7 @@ fn demo() -> Result<()> {
         let nodes = geocache_node::demo::start(
             stopped,
             geocache_node::demo::HTTP_PORT,
+            geocache_node::demo::RESP_PORT,
             geocache_node::demo::GOSSIP_PORT,
         )
         .await
