@@ -23,6 +23,13 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Replies buffered past this are written before the next command runs.
 pub const WRITE_FLUSH_BYTES: usize = 64 * 1024;
 
+/// After a protocol error, at most this much more input is read and
+/// dropped before the socket closes, for at most [`LINGER_MS`].
+const LINGER_BYTES_MAX: usize = 256 * 1024;
+
+/// How long [`close_after_error`] waits for the client to stop sending.
+const LINGER_MS: u64 = 200;
+
 /// Why a connection ended; for the log.
 #[derive(Debug)]
 pub enum End {
@@ -65,6 +72,7 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
                 Err(e) => {
                     reply::error(&mut write, &e.to_string());
                     let _ = stream.write_all(&write).await;
+                    close_after_error(&mut stream).await;
                     return End::Protocol;
                 }
             }
@@ -84,6 +92,25 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
             () = stopped(&mut shutdown) => return End::Shutdown,
         }
     }
+}
+
+/// After a protocol error: send FIN after the error reply, then read and
+/// drop what the client is still sending, a bounded amount for a bounded
+/// time. Closing a socket with unread input sends a reset instead, which
+/// can destroy the error reply before the client reads it.
+async fn close_after_error(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(LINGER_MS), drain).await;
 }
 
 /// Resolves once shutdown is asked for; never if the sender is gone
