@@ -132,6 +132,14 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub durability_timeout: Option<Duration>,
+    /// Address of the Redis-protocol (RESP2) port; off unless set.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp: Option<SocketAddr>,
+    /// The namespace RESP commands read and write [default: default].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp_namespace: Option<String>,
     /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -168,6 +176,11 @@ pub struct Config {
     /// How far ahead a peer's clock may be before it is reported.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Address of the RESP2 port, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp: Option<SocketAddr>,
+    /// The namespace RESP commands read and write.
+    pub resp_namespace: Namespace,
     /// Replication, when this node gossips.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationConfig>,
@@ -270,6 +283,8 @@ impl ConfigLayer {
             key: over.key.or(self.key),
             durability_timeout: over.durability_timeout.or(self.durability_timeout),
             backlog_bytes_max: over.backlog_bytes_max.or(self.backlog_bytes_max),
+            resp: over.resp.or(self.resp),
+            resp_namespace: over.resp_namespace.or(self.resp_namespace),
             namespaces,
         }
     }
@@ -344,6 +359,8 @@ impl Config {
             }
             namespaces.insert(ns, policy);
         }
+        let resp_namespace = Namespace::new(layer.resp_namespace.as_deref().unwrap_or("default"))
+            .map_err(|e| invalid("resp-namespace", e.to_string()))?;
         let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
         let replication = match (layer.gossip, layer.ca, layer.cert, layer.key) {
             (None, _, _, _) => {
@@ -391,6 +408,8 @@ impl Config {
             max_ttl,
             tombstone_ttl,
             max_clock_skew,
+            resp: layer.resp,
+            resp_namespace,
             replication,
             durability_timeout: layer.durability_timeout.unwrap_or(Duration::from_secs(5)),
             namespaces,
@@ -456,6 +475,12 @@ mod tests {
             Config::resolve(ConfigLayer::default(), ConfigLayer { lat: Some(91.0), ..Default::default() })
                 .unwrap_err();
         assert!(err.to_string().starts_with("--lat:"), "{err}");
+        let err = Config::resolve(
+            ConfigLayer::default(),
+            ConfigLayer { resp_namespace: Some("Bad NS".into()), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("--resp-namespace:"), "{err}");
         let unknown = toml::from_str::<ConfigLayer>("colour = 1").unwrap_err();
         assert!(unknown.to_string().contains("colour"));
     }

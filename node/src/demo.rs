@@ -1,6 +1,6 @@
 //! `geocache demo`: a local cluster of three regions, two nodes each, on
 //! loopback addresses, with an ephemeral CA. One process, six nodes, each
-//! with its own store, HTTP API and gossip endpoint.
+//! with its own store, HTTP API, RESP port and gossip endpoint.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use thiserror::Error;
@@ -21,6 +21,8 @@ pub const REGIONS: [(&str, f64, f64); 3] =
 pub const NODES_PER_REGION: usize = 2;
 /// The HTTP port every demo node shares, each on its own loopback address.
 pub const HTTP_PORT: u16 = 7070;
+/// The RESP (Redis protocol) port every demo node shares.
+pub const RESP_PORT: u16 = 6379;
 /// The gossip port every demo node shares.
 pub const GOSSIP_PORT: u16 = 7946;
 
@@ -33,6 +35,8 @@ pub struct DemoNode {
     pub region: &'static str,
     /// Its HTTP address.
     pub http: SocketAddr,
+    /// Its RESP address.
+    pub resp: SocketAddr,
     /// Its gossip address.
     pub gossip: SocketAddr,
 }
@@ -70,6 +74,7 @@ fn loopback(index: usize) -> IpAddr {
 pub async fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
     http_port: u16,
+    resp_port: u16,
     gossip_port: u16,
 ) -> Result<Vec<DemoNode>, DemoError> {
     let ca = Ca::generate("geocache demo CA").map_err(|e| DemoError::Certs(e.to_string()))?;
@@ -80,6 +85,7 @@ pub async fn start(
             let index = r * NODES_PER_REGION + n;
             let ip = loopback(index);
             let http = SocketAddr::new(ip, http_port);
+            let resp = SocketAddr::new(ip, resp_port);
             let gossip = SocketAddr::new(ip, gossip_port);
             let node = NodeId(index as u64 + 1);
             let layer = ConfigLayer {
@@ -88,6 +94,7 @@ pub async fn start(
                 lat: Some(*lat),
                 lon: Some(*lon),
                 http: Some(http),
+                resp: Some(resp),
                 max_memory: Some(bytesize::ByteSize::mib(64)),
                 ..ConfigLayer::default()
             };
@@ -95,6 +102,8 @@ pub async fn start(
                 .map_err(|e| DemoError::Certs(e.to_string()))?;
             let listener =
                 TcpListener::bind(http).await.map_err(|source| DemoError::Bind { addr: http, source })?;
+            let resp_listener =
+                TcpListener::bind(resp).await.map_err(|source| DemoError::Bind { addr: resp, source })?;
             let mut state = server::state(config);
             let cert = ca.issue(&format!("node-{}", node.0)).map_err(|e| DemoError::Certs(e.to_string()))?;
             let tls = ClusterTls::from_node_cert(&cert).map_err(|e| DemoError::Certs(e.to_string()))?;
@@ -122,6 +131,13 @@ pub async fn start(
             .await
             .map_err(|e| DemoError::Cluster { addr: gossip, message: e.to_string() })?;
             state.cluster = Some(cluster);
+            let resp_state = state.clone();
+            let resp_stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::resp::serve(resp_state, resp_listener, resp_stop).await {
+                    tracing::error!(%resp, error = %e, "demo node's RESP port stopped");
+                }
+            });
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 let signal = async move {
@@ -131,7 +147,7 @@ pub async fn start(
                     tracing::error!(%http, error = %e, "demo node stopped");
                 }
             });
-            nodes.push(DemoNode { node, region, http, gossip });
+            nodes.push(DemoNode { node, region, http, resp, gossip });
         }
     }
     Ok(nodes)
@@ -142,14 +158,23 @@ pub fn banner(nodes: &[DemoNode]) -> String {
     let mut out = String::from("geocache demo: 3 regions x 2 nodes on loopback, replicating over QUIC\n\n");
     for n in nodes {
         out.push_str(&format!(
-            "  {:<10} node {}  http://{}  (gossip {})\n",
-            n.region, n.node, n.http, n.gossip
+            "  {:<10} node {}  http://{}  resp {}  (gossip {})\n",
+            n.region, n.node, n.http, n.resp, n.gossip
         ));
     }
     if let (Some(first), Some(last)) = (nodes.first(), nodes.last()) {
         out.push_str(&format!(
-            "\nTry it: write in {} and read in {}:\n\n  curl -X PUT http://{}/v1/kv/demo/hello --data-binary 'hi from {}'\n  curl http://{}/v1/kv/demo/hello\n  curl http://{}/v1/cluster\n\nCtrl-C stops the cluster.\n",
-            first.region, last.region, first.http, first.region, last.http, last.http
+            "\nTry it: write in {} and read in {}:\n\n  curl -X PUT http://{}/v1/kv/demo/hello --data-binary 'hi from {}'\n  curl http://{}/v1/kv/demo/hello\n  curl http://{}/v1/cluster\n\nOr with a Redis client (namespace `default`):\n\n  redis-cli -h {} -p {} SET greeting hi\n  redis-cli -h {} -p {} GET greeting\n\nCtrl-C stops the cluster.\n",
+            first.region,
+            last.region,
+            first.http,
+            first.region,
+            last.http,
+            last.http,
+            first.resp.ip(),
+            first.resp.port(),
+            last.resp.ip(),
+            last.resp.port()
         ));
     }
     out

@@ -1,9 +1,9 @@
 //! geocache-node: one geocache node.
 //!
 //! The [`store::Store`] (a bounded LRU with TTL over CRDT registers), the
-//! HTTP API, metrics, configuration and what the `geocache` binary runs.
-//! Replication (the `gossip` crate) and the RESP port come with later
-//! issues.
+//! HTTP API, the RESP2 port, the replication driver over the `gossip`
+//! crate, the Rust [`client::Client`], metrics, configuration and what the
+//! `geocache` binary runs.
 //!
 //! # Layout
 //!
@@ -16,6 +16,7 @@
 //! - `metrics.rs`: the Prometheus metrics.
 //! - `http/`: the axum router (`mod.rs`), requests (`request.rs`), errors
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
+//! - `resp/`: the Redis protocol port (server, connection, frame, commands).
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
 //! - `locality.rs`: ranks live nodes for a client by distance or RTT.
 //! - `demo.rs`: `geocache demo`, a local three-region cluster.
@@ -33,6 +34,7 @@ pub mod http;
 pub mod locality;
 pub mod metrics;
 pub mod namespace;
+pub mod resp;
 pub mod server;
 pub mod store;
 pub mod write;

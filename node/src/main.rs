@@ -100,17 +100,43 @@ fn serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("--http: cannot listen on {}", config.http))?;
         let http = listener.local_addr().context("reading the bound HTTP address")?;
+        let resp_listener = match config.resp {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.with_context(|| format!("--resp: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let mut state = server::state(config);
         server::start_cluster(&mut state, http).await?;
         let c = &state.config;
         tracing::info!(node = %geocache_crdt::NodeId(c.node_id), region = %c.region, %http, "serving");
+        // One signal stops both ports.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let mut resp_words = String::new();
+        let resp_task = match resp_listener {
+            Some(l) => {
+                let addr = l.local_addr().context("reading the bound RESP address")?;
+                resp_words = format!(" resp={addr}");
+                Some(tokio::spawn(geocache_node::resp::serve(state.clone(), l, stopped.clone())))
+            }
+            None => None,
+        };
         // One line on stdout that scripts and tests can read.
         println!(
-            "geocache serving http={http} node={} region={}",
+            "geocache serving http={http}{resp_words} node={} region={}",
             geocache_crdt::NodeId(c.node_id),
             c.region
         );
-        server::serve(state, listener, shutdown_signal()).await.context("serving HTTP")?;
+        let mut http_stopped = stopped;
+        let http_signal = async move { geocache_node::resp::connection::stopped(&mut http_stopped).await };
+        server::serve(state, listener, http_signal).await.context("serving HTTP")?;
+        if let Some(task) = resp_task {
+            task.await.context("the RESP port panicked")?.context("serving RESP")?;
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -131,6 +157,7 @@ fn demo() -> Result<()> {
         let nodes = geocache_node::demo::start(
             stopped,
             geocache_node::demo::HTTP_PORT,
+            geocache_node::demo::RESP_PORT,
             geocache_node::demo::GOSSIP_PORT,
         )
         .await

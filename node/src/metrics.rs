@@ -35,6 +35,13 @@ pub struct MessageLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the RESP command counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// The command, lower case (`get`, `set`, ...).
+    pub command: &'static str,
+}
+
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the node exports.
@@ -48,6 +55,8 @@ pub struct Metrics {
     pub replication_messages: Family<MessageLabels, Counter>,
     /// Replication bytes sent, by scope and kind.
     pub replication_bytes: Family<MessageLabels, Counter>,
+    /// RESP commands run, by command.
+    pub resp_commands: Family<CommandLabels, Counter>,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -105,6 +114,8 @@ impl Metrics {
             Unit::Bytes,
             replication_bytes.clone(),
         );
+        let resp_commands = Family::<CommandLabels, Counter>::default();
+        registry.register("geocache_resp_commands", "RESP commands run, by command", resp_commands.clone());
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -114,7 +125,22 @@ impl Metrics {
             Unit::Bytes,
             bytes.clone(),
         );
-        Metrics { registry, ops, request_seconds, replication_messages, replication_bytes, entries, bytes }
+        Metrics {
+            registry,
+            ops,
+            request_seconds,
+            replication_messages,
+            replication_bytes,
+            resp_commands,
+            entries,
+            bytes,
+        }
+    }
+
+    /// The counter of one RESP command, to keep and increment without a
+    /// lookup in the family.
+    pub fn resp_command(&self, command: &'static str) -> Counter {
+        self.resp_commands.get_or_create(&CommandLabels { command }).clone()
     }
 
     /// The Prometheus text exposition, with the store's gauges read now.

@@ -210,6 +210,19 @@ impl Store {
         self.cache.entry_count()
     }
 
+    /// Entries of `namespace` visible now (neither deleted nor expired):
+    /// what RESP's `DBSIZE` answers. [`Store::entry_count`] counts every
+    /// namespace, tombstones and expired entries kept for their retention
+    /// too, so this walks the cache instead: O(entries), without cloning
+    /// keys or registers.
+    pub fn visible_entry_count(&self, namespace: &str) -> u64 {
+        let now = self.clock.now_ms();
+        self.cache
+            .iter()
+            .filter(|(key, slot)| now < slot.visible_until_ms && &*key.namespace == namespace)
+            .count() as u64
+    }
+
     /// Bytes held by the budget's measure.
     pub fn weighted_size_bytes(&self) -> u64 {
         self.cache.weighted_size()

@@ -18,15 +18,22 @@ async fn the_demo_replicates_across_regions() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                let _ = tx.send(url.to_string());
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(url) = words.iter().find(|w| w.starts_with("http://")) {
+                // A node's line: `... http://IP:PORT  resp IP:PORT ...`.
+                let resp = words.iter().position(|w| *w == "resp").and_then(|i| words.get(i + 1));
+                let _ = tx.send((url.to_string(), resp.map(|r| r.to_string())));
             }
         }
     });
     let mut urls = Vec::new();
+    let mut resps = Vec::new();
     while urls.len() < 6 {
-        urls.push(rx.recv_timeout(Duration::from_secs(60)).expect("the demo printed six nodes"));
+        let (url, resp) = rx.recv_timeout(Duration::from_secs(60)).expect("the demo printed six nodes");
+        urls.push(url);
+        resps.push(resp.expect("each node line names its RESP address"));
     }
+    assert!(resps[0].ends_with(":6379"), "{resps:?}");
     let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let r = c.put(format!("{}/v1/kv/demo/hello", urls[0])).body("hi").send().await.unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
@@ -41,6 +48,20 @@ async fn the_demo_replicates_across_regions() {
             assert!(started.elapsed() < Duration::from_secs(30), "{url} never got the write");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+    // A RESP write in one region is read over RESP in another.
+    let first = redis::Client::open(format!("redis://{}/", resps[0])).unwrap();
+    let mut first = first.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET").arg("resp:hello").arg("hola").query_async(&mut first).await.unwrap();
+    let last = redis::Client::open(format!("redis://{}/", resps[5])).unwrap();
+    let mut last = last.get_multiplexed_async_connection().await.unwrap();
+    loop {
+        let got: Option<String> = redis::cmd("GET").arg("resp:hello").query_async(&mut last).await.unwrap();
+        if got.as_deref() == Some("hola") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the RESP write never replicated");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -17,6 +17,8 @@ pub struct Node {
     pub base: String,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The RESP address (`127.0.0.1:PORT`) when started with `--resp`.
+    pub resp: Option<String>,
 }
 
 impl Node {
@@ -43,13 +45,14 @@ impl Node {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
-                    let _ = tx.send(rest.to_string());
+                if let Some(http) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
+                    let resp = line.split_whitespace().find_map(|w| w.strip_prefix("resp="));
+                    let _ = tx.send((http.to_string(), resp.map(str::to_string)));
                 }
             }
         });
-        let addr = rx.recv_timeout(START_TIMEOUT).expect("geocache printed its address");
-        Node { child, base: format!("http://{addr}"), addr }
+        let (addr, resp) = rx.recv_timeout(START_TIMEOUT).expect("geocache printed its address");
+        Node { child, base: format!("http://{addr}"), addr, resp }
     }
 
     /// The process id, to read its memory.

@@ -1,0 +1,272 @@
+//! The command table: names, arity, dispatch, and what commands share
+//! (keys in the namespace, writes that replicate, compare-and-set loops).
+
+mod keys;
+mod server;
+mod strings;
+
+use bytes::{Bytes, BytesMut};
+use geocache_crdt::{Key, Register, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::error::CommandError;
+use super::frame::{parse_int, Request};
+use super::{reply, Shared};
+use crate::cluster::Durability;
+use crate::store::{Ttl, Write, WriteError, WriteOutcome};
+
+/// How many times a read-modify-write (`INCR`, `EXPIRE`, ...) retries when
+/// another write to the key came between its read and its write. Each
+/// retry means another client's write succeeded, so this only runs out
+/// under heavy contention on one key; the command then fails and changes
+/// nothing.
+pub const CAS_ATTEMPTS_MAX: usize = 1_000;
+
+/// What the connection does after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Flush the replies and close (`QUIT`).
+    Close,
+}
+
+/// One client's state.
+#[derive(Debug)]
+pub struct Session {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+}
+
+macro_rules! commands {
+    ($($variant:ident $name:literal $arity:literal,)*) => {
+        /// A command this port knows.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Cmd {
+            $(#[doc = concat!("`", $name, "`")] $variant,)*
+        }
+
+        impl Cmd {
+            /// Every command, in table order (`Cmd as usize` indexes it).
+            pub const ALL: &'static [Cmd] = &[$(Cmd::$variant,)*];
+
+            /// The name, lower case, as Redis names it in errors.
+            pub fn name(self) -> &'static str {
+                match self { $(Cmd::$variant => $name,)* }
+            }
+
+            /// Redis's arity: the number of words with the name, or at
+            /// least `-arity` when negative.
+            fn arity(self) -> i32 {
+                match self { $(Cmd::$variant => $arity,)* }
+            }
+
+            /// The command named `name`, in any case.
+            pub fn lookup(name: &[u8]) -> Option<Cmd> {
+                // Lower-case into a stack buffer: no allocation per command.
+                let mut lower = [0u8; 8];
+                let slot = lower.get_mut(..name.len())?;
+                slot.copy_from_slice(name);
+                slot.make_ascii_lowercase();
+                match &*slot {
+                    $(n if n == $name.as_bytes() => Some(Cmd::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    Get "get" 2,
+    Set "set" -3,
+    Ping "ping" -1,
+    Echo "echo" 2,
+    Del "del" -2,
+    Exists "exists" -2,
+    Expire "expire" -3,
+    Pexpire "pexpire" -3,
+    Ttl "ttl" 2,
+    Pttl "pttl" 2,
+    Persist "persist" 2,
+    Mget "mget" -2,
+    Mset "mset" -3,
+    Incr "incr" 2,
+    Decr "decr" 2,
+    Incrby "incrby" 3,
+    Decrby "decrby" 3,
+    Dbsize "dbsize" 1,
+    Info "info" -1,
+    Command "command" -1,
+    Select "select" 2,
+    Client "client" -2,
+    Config "config" -2,
+    Hello "hello" -1,
+    Quit "quit" -1,
+}
+
+/// Runs one request and appends its reply to `out`.
+pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out: &mut BytesMut) -> Flow {
+    let Some(cmd) = Cmd::lookup(req.arg(0)) else {
+        reply::error(out, &unknown_command(req).to_string());
+        return Flow::Continue;
+    };
+    shared.count(cmd);
+    let arity = cmd.arity();
+    let words = req.len();
+    let arity_ok = if arity > 0 { words == arity as usize } else { words >= arity.unsigned_abs() as usize };
+    if !arity_ok {
+        reply::error(out, &CommandError::WrongArity(cmd.name()).to_string());
+        return Flow::Continue;
+    }
+    let cx = Context { shared, req };
+    let result = match cmd {
+        Cmd::Get => strings::get(&cx, out),
+        Cmd::Set => strings::set(&cx, out).await,
+        Cmd::Mget => strings::mget(&cx, out),
+        Cmd::Mset => strings::mset(&cx, out).await,
+        Cmd::Incr => strings::incr_by(&cx, out, Some(1)).await,
+        Cmd::Decr => strings::incr_by(&cx, out, Some(-1)).await,
+        Cmd::Incrby => strings::incr_by(&cx, out, parse_int(req.arg(2))).await,
+        Cmd::Decrby => match parse_int(req.arg(2)) {
+            Some(i64::MIN) => Err(CommandError::DecrementOverflow),
+            by => strings::incr_by(&cx, out, by.map(|b| -b)).await,
+        },
+        Cmd::Del => keys::del(&cx, out).await,
+        Cmd::Exists => keys::exists(&cx, out),
+        Cmd::Expire => keys::expire(&cx, out, 1_000).await,
+        Cmd::Pexpire => keys::expire(&cx, out, 1).await,
+        Cmd::Ttl => keys::ttl(&cx, out, 1_000),
+        Cmd::Pttl => keys::ttl(&cx, out, 1),
+        Cmd::Persist => keys::persist(&cx, out).await,
+        Cmd::Dbsize => keys::dbsize(&cx, out),
+        Cmd::Ping => server::ping(&cx, out),
+        Cmd::Echo => {
+            reply::bulk(out, req.arg(1));
+            Ok(())
+        }
+        Cmd::Info => server::info(&cx, out),
+        Cmd::Command => server::command(&cx, out),
+        Cmd::Select => server::select(&cx, out),
+        Cmd::Client => server::client(&cx, session, out),
+        Cmd::Config => server::config(&cx, out),
+        Cmd::Hello => server::hello(&cx, session, out),
+        Cmd::Quit => {
+            reply::ok(out);
+            return Flow::Close;
+        }
+    };
+    if let Err(e) = result {
+        reply::error(out, &e.to_string());
+    }
+    Flow::Continue
+}
+
+/// Redis's "unknown command" error: the name and the first arguments,
+/// each quoted, 128 bytes at most.
+fn unknown_command(req: &Request) -> CommandError {
+    let name = String::from_utf8_lossy(&req.arg(0)[..req.arg(0).len().min(128)]).into_owned();
+    let mut args = String::new();
+    for arg in req.args_from(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        args.push('\'');
+        args.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(room)]));
+        args.push_str("' ");
+    }
+    CommandError::UnknownCommand { name, args }
+}
+
+/// What a command runs with.
+struct Context<'a> {
+    shared: &'a Shared,
+    req: &'a Request,
+}
+
+impl Context<'_> {
+    /// Word `i` of the request.
+    fn arg(&self, i: usize) -> &Bytes {
+        self.req.arg(i)
+    }
+
+    /// The key named by `name` for a read: shares the request's bytes.
+    /// A key over the limit cannot be stored, so reading it misses.
+    fn read_key(&self, name: &Bytes) -> Option<Key> {
+        let fits = name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64();
+        fits.then(|| Key::new(self.shared.namespace.clone(), name.clone()))
+    }
+
+    /// The key named by `name` for a write: its own copy, so the store does
+    /// not pin the read buffer the request arrived in.
+    fn write_key(&self, name: &[u8]) -> Result<Key, CommandError> {
+        let max = self.shared.state.config.key_bytes_max.as_u64();
+        if name.len() as u64 > max {
+            return Err(CommandError::KeyTooLarge { len: name.len(), max });
+        }
+        Ok(Key::new(self.shared.namespace.clone(), Bytes::copy_from_slice(name)))
+    }
+
+    /// The visible register of a key, if any.
+    fn get(&self, key: &Key) -> Option<Arc<Register>> {
+        self.shared.state.store.get(key)
+    }
+
+    /// Applies a local write and hands it to replication, as an HTTP write
+    /// with durability `local` does.
+    async fn write(&self, write: Write) -> Result<WriteOutcome, WriteError> {
+        let state = &self.shared.state;
+        let outcome = state.store.apply_local(write)?;
+        if let Some(cluster) = &state.cluster {
+            // `local` asks for no acknowledgement, so there is nothing to wait on.
+            let _ = cluster.replicate(&outcome, Durability::Local).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The namespace's default TTL, ms.
+    fn default_ttl_ms(&self) -> Option<u64> {
+        let config = &self.shared.state.config;
+        config.ttl_policy(&config.resp_namespace).0.map(|d| d.as_millis() as u64)
+    }
+
+    /// The TTL of a write that gives none: the namespace's default, as an
+    /// HTTP `PUT` without a TTL.
+    fn put_ttl(&self) -> Ttl {
+        match self.default_ttl_ms() {
+            Some(ms) => Ttl::AfterMs(ms),
+            None => Ttl::Never,
+        }
+    }
+
+    /// Checks a TTL against the namespace's maximum.
+    fn check_ttl_ms(&self, ms: u64) -> Result<u64, CommandError> {
+        let config = &self.shared.state.config;
+        let (_, max) = config.ttl_policy(&config.resp_namespace);
+        if u128::from(ms) > max.as_millis() {
+            return Err(CommandError::TtlTooLong {
+                ns: config.resp_namespace.to_string(),
+                max: humantime::format_duration(max).to_string(),
+            });
+        }
+        Ok(ms)
+    }
+}
+
+/// The bytes a GET answers: the value, or a document's JSON (as HTTP's
+/// `GET /v1/kv` does).
+fn value_bytes(register: &Register) -> Cow<'_, [u8]> {
+    match &register.value {
+        Value::Bytes(b) => Cow::Borrowed(&b[..]),
+        Value::Doc(d) => Cow::Owned(d.to_json().to_string().into_bytes()),
+    }
+}
+
+/// `arg` equals `upper` in any case.
+fn is(arg: &[u8], upper: &str) -> bool {
+    arg.eq_ignore_ascii_case(upper.as_bytes())
+}

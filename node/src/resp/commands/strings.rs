@@ -1,0 +1,217 @@
+//! String commands: GET, SET, MGET, MSET, INCR, DECR, INCRBY, DECRBY.
+
+use bytes::{Bytes, BytesMut};
+use geocache_crdt::Value;
+use redis_protocol::resp2::types::BorrowedFrame;
+
+use super::{is, value_bytes, Context, CAS_ATTEMPTS_MAX};
+use crate::resp::error::CommandError;
+use crate::resp::frame::parse_int;
+use crate::resp::reply;
+use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
+
+/// `GET key`.
+pub(super) fn get(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+    match cx.read_key(cx.arg(1)).and_then(|k| cx.get(&k)) {
+        Some(r) => reply::bulk(out, &value_bytes(&r)),
+        None => reply::null(out),
+    }
+    Ok(())
+}
+
+/// `MGET key [key ...]`.
+pub(super) fn mget(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+    let registers: Vec<_> =
+        cx.req.args_from(1).map(|name| cx.read_key(name).and_then(|k| cx.get(&k))).collect();
+    let values: Vec<_> = registers.iter().map(|r| r.as_deref().map(value_bytes)).collect();
+    let frames: Vec<_> = values
+        .iter()
+        .map(|v| match v {
+            Some(b) => BorrowedFrame::BulkString(b),
+            None => BorrowedFrame::Null,
+        })
+        .collect();
+    reply::array(out, &frames);
+    Ok(())
+}
+
+/// When SET writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+/// SET's expiry option, before its number is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExpireArg {
+    None,
+    KeepTtl,
+    /// `EX`/`PX`/`EXAT`/`PXAT`: the word index of the number, ms per unit,
+    /// and whether it is absolute.
+    Number {
+        at: usize,
+        unit_ms: i64,
+        absolute: bool,
+    },
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT unix-s|PXAT unix-ms|KEEPTTL]`.
+///
+/// Options are checked first and a bad combination is `syntax error`, then
+/// the number (`not an integer`, then `invalid expire time`), as Redis does.
+pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+    let (mut only, mut expire, mut want_old) = (Only::Always, ExpireArg::None, false);
+    let mut i = 3;
+    while i < cx.req.len() {
+        let word = cx.arg(i);
+        let number = |unit_ms, absolute| ExpireArg::Number { at: i + 1, unit_ms, absolute };
+        let next = if is(word, "NX") && only != Only::IfPresent {
+            only = Only::IfAbsent;
+            None
+        } else if is(word, "XX") && only != Only::IfAbsent {
+            only = Only::IfPresent;
+            None
+        } else if is(word, "GET") {
+            want_old = true;
+            None
+        } else if is(word, "KEEPTTL") && expire == ExpireArg::None {
+            expire = ExpireArg::KeepTtl;
+            None
+        } else if is(word, "EX") {
+            Some(number(1_000, false))
+        } else if is(word, "PX") {
+            Some(number(1, false))
+        } else if is(word, "EXAT") {
+            Some(number(1_000, true))
+        } else if is(word, "PXAT") {
+            Some(number(1, true))
+        } else {
+            return Err(CommandError::Syntax);
+        };
+        if let Some(n) = next {
+            if expire != ExpireArg::None || i + 1 >= cx.req.len() {
+                return Err(CommandError::Syntax);
+            }
+            expire = n;
+            i += 1;
+        }
+        i += 1;
+    }
+    let default_ms = cx.default_ttl_ms();
+    let now = cx.shared.state.store.now_ms();
+    // `None`: an absolute time already past: the key goes, as in Redis.
+    let ttl = match expire {
+        ExpireArg::None => Some(cx.put_ttl()),
+        ExpireArg::KeepTtl => Some(Ttl::Keep { or_ms: default_ms }),
+        ExpireArg::Number { at, unit_ms, absolute } => {
+            let n = parse_int(cx.arg(at)).ok_or(CommandError::NotInteger)?;
+            let ms = n.checked_mul(unit_ms).filter(|&ms| ms > 0).ok_or(CommandError::InvalidExpire("set"))?;
+            let ms = ms.unsigned_abs();
+            if absolute {
+                match ms.checked_sub(now) {
+                    Some(left) if left > 0 => Some(Ttl::AfterMs(cx.check_ttl_ms(left)?)),
+                    _ => None,
+                }
+            } else {
+                // Redis refuses a relative time whose absolute one overflows.
+                now.checked_add(ms)
+                    .filter(|&t| i64::try_from(t).is_ok())
+                    .ok_or(CommandError::InvalidExpire("set"))?;
+                Some(Ttl::AfterMs(cx.check_ttl_ms(ms)?))
+            }
+        }
+    };
+    let key = cx.write_key(cx.arg(1))?;
+    if want_old && cx.get(&key).is_some_and(|r| matches!(r.value, Value::Doc(_))) {
+        return Err(CommandError::WrongType);
+    }
+    let condition = match only {
+        Only::Always => Condition::Always,
+        Only::IfAbsent => Condition::IfAbsent,
+        Only::IfPresent => Condition::IfPresent,
+    };
+    let op = match ttl {
+        Some(_) => WriteOp::Put { value: Bytes::copy_from_slice(cx.arg(2)), content_type: None },
+        None => WriteOp::Delete,
+    };
+    let write = Write { key: key.clone(), op, ttl: ttl.unwrap_or(Ttl::Never), condition };
+    match cx.write(write).await {
+        Ok(outcome) if want_old => match outcome.previous {
+            Some(r) => reply::bulk(out, &value_bytes(&r)),
+            None => reply::null(out),
+        },
+        Ok(_) => reply::ok(out),
+        // NX or XX did not hold: nil, or with GET the value that stopped it.
+        Err(WriteError::PreconditionFailed { .. }) => match cx.get(&key).filter(|_| want_old) {
+            Some(r) => reply::bulk(out, &value_bytes(&r)),
+            None => reply::null(out),
+        },
+        Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),
+    }
+    Ok(())
+}
+
+/// `MSET key value [key value ...]`: each pair is its own write (not
+/// atomic across keys); every key is checked before any is written.
+pub(super) async fn mset(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+    if cx.req.len().is_multiple_of(2) {
+        return Err(CommandError::WrongArity("mset"));
+    }
+    let keys =
+        (1..cx.req.len()).step_by(2).map(|i| cx.write_key(cx.arg(i))).collect::<Result<Vec<_>, _>>()?;
+    let ttl = cx.put_ttl();
+    for (key, i) in keys.into_iter().zip((2..cx.req.len()).step_by(2)) {
+        let op = WriteOp::Put { value: Bytes::copy_from_slice(cx.arg(i)), content_type: None };
+        // `Always` cannot fail.
+        let _ = cx.write(Write { key, op, ttl, condition: Condition::Always }).await;
+    }
+    reply::ok(out);
+    Ok(())
+}
+
+/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: read, add, write back only if the
+/// value is still the one read (`IfMatch` on its version vector, or
+/// `IfAbsent` for a missing key), else again. The expiry and content type
+/// are kept. `by` is `None` when the increment is not an integer.
+pub(super) async fn incr_by(
+    cx: &Context<'_>,
+    out: &mut BytesMut,
+    by: Option<i64>,
+) -> Result<(), CommandError> {
+    let by = by.ok_or(CommandError::NotInteger)?;
+    let key = cx.write_key(cx.arg(1))?;
+    for _ in 0..CAS_ATTEMPTS_MAX {
+        let current = cx.get(&key);
+        let (old, condition, content_type) = match &current {
+            None => (0, Condition::IfAbsent, None),
+            Some(r) => match &r.value {
+                Value::Bytes(b) => (
+                    parse_int(b).ok_or(CommandError::NotInteger)?,
+                    Condition::IfMatch(r.meta.vv.clone()),
+                    r.meta.content_type.clone(),
+                ),
+                Value::Doc(_) => return Err(CommandError::WrongType),
+            },
+        };
+        let new = old.checked_add(by).ok_or(CommandError::Overflow)?;
+        let value = Bytes::from(new.to_string());
+        let write = Write {
+            key: key.clone(),
+            op: WriteOp::Put { value, content_type },
+            ttl: Ttl::Keep { or_ms: None },
+            condition,
+        };
+        match cx.write(write).await {
+            Ok(_) => {
+                reply::int(out, new);
+                return Ok(());
+            }
+            // Another write came first: let it finish, then read again.
+            Err(WriteError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
+            Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),
+        }
+    }
+    Err(CommandError::Contention(CAS_ATTEMPTS_MAX))
+}

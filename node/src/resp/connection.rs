@@ -1,0 +1,130 @@
+//! One client connection: read, run every whole request buffered, write
+//! the replies, repeat.
+//!
+//! Pipelining falls out of the loop: a client that sends 16 commands
+//! before reading gets them run back to back, their replies gathered in
+//! the write buffer and sent with one write once no whole request is left
+//! in the read buffer. Replies are flushed early only when the write buffer
+//! passes [`WRITE_FLUSH_BYTES`], so it stays bounded too.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::commands::{self, Flow, Session};
+use super::frame;
+use super::{reply, Shared};
+
+/// Bytes asked of the socket per read: one read takes a whole pipeline of
+/// small commands.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Replies buffered past this are written before the next command runs.
+pub const WRITE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// After a protocol error, at most this much more input is read and
+/// dropped before the socket closes, for at most [`LINGER_MS`].
+const LINGER_BYTES_MAX: usize = 256 * 1024;
+
+/// How long [`close_after_error`] waits for the client to stop sending.
+const LINGER_MS: u64 = 200;
+
+/// Why a connection ended; for the log.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed, or sent `QUIT`.
+    Client,
+    /// The client broke the protocol; it was told why.
+    Protocol,
+    /// The node is shutting down.
+    Shutdown,
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+/// Serves one client until it leaves, breaks the protocol, or `shutdown`
+/// turns true. The read buffer holds at most one request (bounded by
+/// `shared.limits`, checked as headers arrive) plus one read.
+pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> End {
+    let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut session = Session { id, name: None };
+    let mut read = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut write = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        // Run every whole request already buffered.
+        loop {
+            match frame::parse(&mut read, &shared.limits) {
+                Ok(Some(req)) if req.is_empty() => {}
+                Ok(Some(req)) => {
+                    let flow = commands::execute(shared, &mut session, &req, &mut write).await;
+                    if flow == Flow::Close {
+                        let _ = stream.write_all(&write).await;
+                        return End::Client;
+                    }
+                    if write.len() >= WRITE_FLUSH_BYTES {
+                        if let Err(e) = flush(&mut stream, &mut write).await {
+                            return End::Io(e);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    reply::error(&mut write, &e.to_string());
+                    let _ = stream.write_all(&write).await;
+                    close_after_error(&mut stream).await;
+                    return End::Protocol;
+                }
+            }
+        }
+        if let Err(e) = flush(&mut stream, &mut write).await {
+            return End::Io(e);
+        }
+        // Room for one more read; the buffer reuses its space once the
+        // requests parsed out of it are dropped.
+        read.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            n = stream.read_buf(&mut read) => match n {
+                Ok(0) => return End::Client,
+                Ok(_) => {}
+                Err(e) => return End::Io(e),
+            },
+            () = stopped(&mut shutdown) => return End::Shutdown,
+        }
+    }
+}
+
+/// After a protocol error: send FIN after the error reply, then read and
+/// drop what the client is still sending, a bounded amount for a bounded
+/// time. Closing a socket with unread input sends a reset instead, which
+/// can destroy the error reply before the client reads it.
+async fn close_after_error(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(LINGER_MS), drain).await;
+}
+
+/// Resolves once shutdown is asked for; never if the sender is gone
+/// without asking.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn flush(stream: &mut TcpStream, write: &mut BytesMut) -> std::io::Result<()> {
+    if !write.is_empty() {
+        stream.write_all(write).await?;
+        write.clear();
+    }
+    Ok(())
+}

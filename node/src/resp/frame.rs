@@ -1,0 +1,421 @@
+//! Requests off the wire: RESP2 arrays of bulk strings, and inline
+//! commands (a line of words, as typed into telnet).
+//!
+//! Decoding itself is `redis-protocol`'s. Its decoder only knows
+//! "complete", "incomplete" and "error": a header announcing a 10 GB bulk
+//! string is "incomplete" until 10 GB have arrived, and it recurses into
+//! nested arrays without a bound, so `*1\r\n` repeated a million times would
+//! overflow the stack. So every request first goes through [`scan`], which
+//! walks only the headers (a few bytes per argument, the payloads are
+//! skipped by length), refuses what a client may not send as soon as the
+//! header that announces it is buffered, and tells how long the request is.
+//! Only a complete request that passed the scan reaches the decoder, which
+//! then hands out the arguments as slices of the read buffer (no copy).
+//!
+//! Sans-IO: [`parse`] takes the read buffer and returns a request, "need
+//! more bytes", or a [`ProtocolError`]; the connection does the reading.
+
+use bytes::{Buf, Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::error::ProtocolError;
+
+/// The most arguments one request may carry (Redis: 1024 * 1024).
+pub const ARGS_COUNT_MAX: i64 = 1024 * 1024;
+
+/// The longest header line (`*<count>` or `$<len>`) and the longest inline
+/// command, as in Redis (`PROTO_INLINE_MAX_SIZE`).
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// What a request may weigh; set from the node's config.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameLimits {
+    /// The longest single argument (a bulk string): the value limit plus
+    /// room for a key, so the command can say which limit was crossed.
+    pub bulk_bytes_max: usize,
+    /// The largest whole request, headers included. The read buffer never
+    /// holds more than this plus one read.
+    pub request_bytes_max: usize,
+}
+
+/// One command: its name and arguments, each a bulk string.
+#[derive(Debug, Default)]
+pub struct Request {
+    parts: Vec<BytesFrame>,
+}
+
+impl Request {
+    /// The number of words, the command name included.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Whether the request is empty (`*0`, or a blank inline line): Redis
+    /// ignores those.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Word `i` (0 is the command name); empty past the end.
+    pub fn arg(&self, i: usize) -> &Bytes {
+        static EMPTY: Bytes = Bytes::from_static(b"");
+        match self.parts.get(i) {
+            Some(BytesFrame::BulkString(b)) => b,
+            // `scan` lets only bulk strings through.
+            _ => &EMPTY,
+        }
+    }
+
+    /// Words from `i` on.
+    pub fn args_from(&self, i: usize) -> impl ExactSizeIterator<Item = &Bytes> + '_ {
+        (i.min(self.parts.len())..self.parts.len()).map(move |j| self.arg(j))
+    }
+
+    /// A request from words, as [`parse`] builds inline commands.
+    pub fn from_words(words: Vec<Bytes>) -> Request {
+        Request { parts: words.into_iter().map(BytesFrame::BulkString).collect() }
+    }
+}
+
+/// What [`scan`] found at the start of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// A whole request of this many bytes.
+    Complete(usize),
+    /// An empty multibulk (`*0`, `*-1`) of this many bytes: skipped.
+    Empty(usize),
+    /// Not all there yet; everything buffered so far is acceptable.
+    Incomplete,
+}
+
+/// Takes the next request off the front of `buf`.
+///
+/// `Ok(None)`: no whole request is buffered yet (read more). `Ok(Some)`
+/// with an empty request: a blank line or `*0`, to be ignored.
+///
+/// # Errors
+///
+/// [`ProtocolError`]: the client sent something a server must refuse; the
+/// connection answers the error and closes. The buffer is then left as is.
+pub fn parse(buf: &mut BytesMut, limits: &FrameLimits) -> Result<Option<Request>, ProtocolError> {
+    let Some(&first) = buf.first() else { return Ok(None) };
+    if first != b'*' {
+        return inline(buf);
+    }
+    match scan(buf, limits)? {
+        Scan::Incomplete => Ok(None),
+        Scan::Empty(n) => {
+            buf.advance(n);
+            Ok(Some(Request::default()))
+        }
+        Scan::Complete(n) => match decode_bytes_mut(buf) {
+            Ok(Some((BytesFrame::Array(parts), used, _))) if used == n => Ok(Some(Request { parts })),
+            // The scan and the decoder disagree: refuse rather than guess.
+            Ok(_) => Err(ProtocolError::Decode("unexpected frame".into())),
+            Err(e) => Err(ProtocolError::Decode(e.details().to_string())),
+        },
+    }
+}
+
+/// Walks the headers of the multibulk request at the start of `buf`.
+fn scan(buf: &[u8], limits: &FrameLimits) -> Result<Scan, ProtocolError> {
+    let Some((count, mut pos)) = header_line(buf, 1, ProtocolError::TooBigMultibulkCount)? else {
+        return Ok(Scan::Incomplete);
+    };
+    let count =
+        parse_int(count).filter(|&c| c <= ARGS_COUNT_MAX).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    if count <= 0 {
+        return Ok(Scan::Empty(pos));
+    }
+    for _ in 0..count {
+        match buf.get(pos) {
+            None => return Ok(Scan::Incomplete),
+            Some(b'$') => {}
+            Some(&other) => return Err(ProtocolError::ExpectedBulk(char::from(other))),
+        }
+        let Some((len, after)) = header_line(buf, pos + 1, ProtocolError::TooBigBulkCount)? else {
+            return Ok(Scan::Incomplete);
+        };
+        let len = parse_int(len)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|&l| l <= limits.bulk_bytes_max)
+            .ok_or(ProtocolError::InvalidBulkLength)?;
+        // Payload and its CRLF. Checked before waiting for the bytes, so a
+        // request too big for the buffer is refused at its header.
+        pos = after + len + 2;
+        if pos > limits.request_bytes_max {
+            return Err(ProtocolError::RequestTooLarge { limit: limits.request_bytes_max });
+        }
+        if pos > buf.len() {
+            return Ok(Scan::Incomplete);
+        }
+    }
+    Ok(Scan::Complete(pos))
+}
+
+/// The header line that starts at `start` (after its type byte): its text
+/// and where the next one starts. `None` when its CRLF is not buffered yet;
+/// `too_long` when it cannot be a header at all.
+fn header_line(
+    buf: &[u8],
+    start: usize,
+    too_long: ProtocolError,
+) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let rest = buf.get(start..).unwrap_or_default();
+    match rest.iter().position(|&b| b == b'\r') {
+        Some(i) if i > INLINE_BYTES_MAX => Err(too_long),
+        // The LF is not buffered yet.
+        Some(i) if i + 1 >= rest.len() => Ok(None),
+        Some(i) => Ok(Some((&rest[..i], start + i + 2))),
+        None if rest.len() > INLINE_BYTES_MAX => Err(too_long),
+        None => Ok(None),
+    }
+}
+
+/// An integer as Redis reads one (`string2ll`): optional `-`, then digits
+/// without a leading zero (`0` alone excepted, `-0` refused), no sign
+/// alone, no spaces, no overflow. Headers and integer arguments both use it.
+pub fn parse_int(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if !negative => return Some(0),
+        [b'0', ..] => return None,
+        _ if digits.len() > 19 => return None,
+        _ => {}
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        // -9223372036854775808 is in range; its absolute value is not.
+        0i64.checked_sub_unsigned(n)
+    } else {
+        i64::try_from(n).ok()
+    }
+}
+
+/// An inline command: one line, words split as Redis's `sdssplitargs`
+/// does (spaces; `"..."` with `\n`, `\r`, `\t`, `\b`, `\a`, `\\`, `\"` and
+/// `\xHH`; `'...'` with `\'`).
+fn inline(buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > INLINE_BYTES_MAX {
+            return Err(ProtocolError::TooBigInline);
+        }
+        return Ok(None);
+    };
+    if newline > INLINE_BYTES_MAX {
+        return Err(ProtocolError::TooBigInline);
+    }
+    let line = buf.split_to(newline + 1);
+    let text = line[..newline].strip_suffix(b"\r").unwrap_or(&line[..newline]);
+    let words = split_args(text).ok_or(ProtocolError::UnbalancedQuotes)?;
+    Ok(Some(Request::from_words(words)))
+}
+
+fn split_args(mut s: &[u8]) -> Option<Vec<Bytes>> {
+    let mut words = Vec::new();
+    loop {
+        while let Some((c, rest)) = s.split_first() {
+            if !c.is_ascii_whitespace() {
+                break;
+            }
+            s = rest;
+        }
+        if s.is_empty() {
+            return Some(words);
+        }
+        let mut word = Vec::new();
+        match s[0] {
+            b'"' => {
+                let mut i = 1;
+                loop {
+                    match s.get(i..)? {
+                        [b'\\', b'x', h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                            let hex = [*h, *l];
+                            let text = std::str::from_utf8(&hex).ok()?;
+                            word.push(u8::from_str_radix(text, 16).ok()?);
+                            i += 4;
+                        }
+                        [b'\\', c, ..] => {
+                            word.push(match c {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                other => *other,
+                            });
+                            i += 2;
+                        }
+                        [b'"', ..] => {
+                            // The closing quote must end the word.
+                            if s.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                                return None;
+                            }
+                            s = &s[(i + 1).min(s.len())..];
+                            break;
+                        }
+                        [c, ..] => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                        [] => return None,
+                    }
+                }
+            }
+            b'\'' => {
+                let mut i = 1;
+                loop {
+                    match s.get(i..)? {
+                        [b'\\', b'\'', ..] => {
+                            word.push(b'\'');
+                            i += 2;
+                        }
+                        [b'\'', ..] => {
+                            if s.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                                return None;
+                            }
+                            s = &s[(i + 1).min(s.len())..];
+                            break;
+                        }
+                        [c, ..] => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                        [] => return None,
+                    }
+                }
+            }
+            _ => {
+                let end = s.iter().position(|c| c.is_ascii_whitespace()).unwrap_or(s.len());
+                word.extend_from_slice(&s[..end]);
+                s = &s[end..];
+            }
+        }
+        words.push(Bytes::from(word));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: FrameLimits = FrameLimits { bulk_bytes_max: 1024, request_bytes_max: 4096 };
+
+    fn words(r: &Request) -> Vec<&[u8]> {
+        r.args_from(0).map(|b| &b[..]).collect()
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_one_by_one_and_partial_ones_wait() {
+        let mut buf =
+            BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI"[..]);
+        assert_eq!(words(&parse(&mut buf, &LIMITS).unwrap().unwrap()), [&b"GET"[..], b"k"]);
+        assert_eq!(words(&parse(&mut buf, &LIMITS).unwrap().unwrap()), [&b"PING"[..]]);
+        assert!(parse(&mut buf, &LIMITS).unwrap().is_none());
+        buf.extend_from_slice(b"NG\r\n");
+        assert_eq!(words(&parse(&mut buf, &LIMITS).unwrap().unwrap()), [&b"PING"[..]]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversized_headers_are_refused_before_their_payload_arrives() {
+        for (input, want) in [
+            (&b"*1\r\n$99999999999\r\n"[..], ProtocolError::InvalidBulkLength),
+            (b"*1\r\n$1025\r\n", ProtocolError::InvalidBulkLength),
+            (b"*1\r\n$-1\r\n", ProtocolError::InvalidBulkLength),
+            (b"*2000000\r\n", ProtocolError::InvalidMultibulkLength),
+            (b"*x\r\n", ProtocolError::InvalidMultibulkLength),
+            (b"*1\r\n:5\r\n", ProtocolError::ExpectedBulk(':')),
+            (b"*1\r\n*1\r\n", ProtocolError::ExpectedBulk('*')),
+        ] {
+            let mut buf = BytesMut::from(input);
+            assert_eq!(parse(&mut buf, &LIMITS).unwrap_err(), want, "{input:?}");
+        }
+        // The second argument's header pushes the request over the limit.
+        let mut big = BytesMut::from(&b"*5\r\n"[..]);
+        for _ in 0..4 {
+            big.extend_from_slice(b"$1000\r\n");
+            big.extend_from_slice(&[b'v'; 1000]);
+            big.extend_from_slice(b"\r\n");
+        }
+        big.extend_from_slice(b"$1000\r\n");
+        assert_eq!(parse(&mut big, &LIMITS).unwrap_err(), ProtocolError::RequestTooLarge { limit: 4096 });
+        let mut long = BytesMut::from(&b"*"[..]);
+        long.extend_from_slice(&[b'1'; INLINE_BYTES_MAX + 2]);
+        assert_eq!(parse(&mut long, &LIMITS).unwrap_err(), ProtocolError::TooBigMultibulkCount);
+    }
+
+    #[test]
+    fn integers_parse_as_strictly_as_redis() {
+        for (text, want) in [
+            (&b"0"[..], Some(0)),
+            (b"42", Some(42)),
+            (b"-7", Some(-7)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"-9223372036854775808", Some(i64::MIN)),
+            (b"9223372036854775808", None),
+            (b"01", None),
+            (b"-0", None),
+            (b"+1", None),
+            (b"-", None),
+            (b"", None),
+            (b" 1", None),
+            (b"1x", None),
+        ] {
+            assert_eq!(parse_int(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn empty_multibulks_and_blank_lines_are_skipped() {
+        let mut buf = BytesMut::from(&b"*0\r\n\r\n*-1\r\n"[..]);
+        for _ in 0..3 {
+            assert!(parse(&mut buf, &LIMITS).unwrap().unwrap().is_empty());
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn inline_commands_split_like_redis() {
+        let mut buf = BytesMut::from(&b"SET k \"a b\\x41\\n\" 'it\\'s'\r\nPING\n"[..]);
+        assert_eq!(
+            words(&parse(&mut buf, &LIMITS).unwrap().unwrap()),
+            [&b"SET"[..], b"k", b"a bA\n", b"it's"]
+        );
+        assert_eq!(words(&parse(&mut buf, &LIMITS).unwrap().unwrap()), [&b"PING"[..]]);
+        let mut bad = BytesMut::from(&b"SET \"k v\r\n"[..]);
+        assert_eq!(parse(&mut bad, &LIMITS).unwrap_err(), ProtocolError::UnbalancedQuotes);
+        let mut huge = BytesMut::from(&vec![b'a'; INLINE_BYTES_MAX + 1][..]);
+        assert_eq!(parse(&mut huge, &LIMITS).unwrap_err(), ProtocolError::TooBigInline);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A fixed xorshift stream: deterministic, no RNG crate needed.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut buf = BytesMut::new();
+            let len = (x % 40) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let alphabet = b"*$\r\n0123-x \"";
+                buf.extend_from_slice(&[alphabet[(x % alphabet.len() as u64) as usize]]);
+            }
+            // Every request parsed consumes bytes, so this ends.
+            while let Ok(Some(_)) = parse(&mut buf, &LIMITS) {}
+        }
+    }
+}
