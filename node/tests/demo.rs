@@ -49,6 +49,18 @@ async fn the_demo_replicates_across_regions() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // The earlier client's locality: a client in Paris asking any node is
+    // sent to a Frankfurt node's host, and reaches it on the same port.
+    let frankfurt: Vec<&str> = urls[4..].iter().map(|u| host_of(u)).collect();
+    for url in &urls {
+        let v: serde_json::Value =
+            c.get(format!("{url}/api/closest/48.85/2.35")).send().await.unwrap().json().await.unwrap();
+        let ip = v["ip"].as_str().expect("an ip");
+        assert!(frankfurt.contains(&ip), "{url} sent Paris to {ip}, not to {frankfurt:?}");
+        let port = url.rsplit(':').next().unwrap();
+        let root = c.get(format!("http://{ip}:{port}/")).send().await.unwrap();
+        assert_eq!(root.json::<serde_json::Value>().await.unwrap(), serde_json::json!({ "success": true }));
+    }
     // A RESP write in one region is read over RESP in another.
     let first = redis::Client::open(format!("redis://{}/", resps[0])).unwrap();
     let mut first = first.get_multiplexed_async_connection().await.unwrap();
@@ -65,4 +77,10 @@ async fn the_demo_replicates_across_regions() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `IP` of `http://IP:PORT`.
+fn host_of(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.rsplit_once(':').map_or(rest, |(host, _)| host)
 }
