@@ -9,6 +9,13 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// Every request allocates small buffers, keys and registers on one
+/// thread and often frees them on another; mimalloc's per-thread heaps do
+/// that with less locking than glibc's malloc (profile in
+/// docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// geocache: a geo-distributed LRU cache with time expiration.
 #[derive(Parser)]
 #[command(version, about)]
