@@ -9,6 +9,8 @@ use thiserror::Error;
 pub const ENTRIES_MAX_COUNT: usize = 4_096;
 
 const ETAG_PREFIX: &str = "1-";
+/// A vector's entries, sorted by node id.
+type Entries = smallvec::SmallVec<[(NodeId, u64); 2]>;
 /// The largest [`VersionVector::cas_token`]: 2^53 - 1, the largest integer a
 /// JavaScript number holds exactly.
 pub const CAS_TOKEN_MAX: u64 = (1 << 53) - 1;
@@ -20,7 +22,10 @@ pub const CAS_TOKEN_MAX: u64 = (1 << 53) - 1;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<(NodeId, u64)>", into = "Vec<(NodeId, u64)>")]
 pub struct VersionVector {
-    entries: Vec<(NodeId, u64)>,
+    /// Inline up to two writers: most keys are written by one or two nodes,
+    /// and a heap vector here cost 80 bytes per entry of a full store
+    /// (heaptrack; docs/BENCHMARKS.md).
+    entries: Entries,
 }
 
 /// A version vector's encoding or ETag was not valid. Nothing was changed.
@@ -85,7 +90,7 @@ impl VersionVector {
 
     /// The least vector that dominates both.
     pub fn join(&self, other: &VersionVector) -> VersionVector {
-        let mut entries = Vec::with_capacity(self.entries.len().max(other.entries.len()));
+        let mut entries = Entries::with_capacity(self.entries.len().max(other.entries.len()));
         let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
         loop {
             match (a.peek(), b.peek()) {
@@ -169,7 +174,7 @@ impl VersionVector {
         if count > ENTRIES_MAX_COUNT as u64 {
             return Err(EtagError::TooManyEntries(count));
         }
-        let mut entries = Vec::with_capacity(count as usize);
+        let mut entries = Entries::with_capacity(count as usize);
         for _ in 0..count {
             let node = NodeId(take_varint(&mut rest)?);
             let counter = take_varint(&mut rest)?;
@@ -178,7 +183,7 @@ impl VersionVector {
         if !rest.is_empty() {
             return Err(EtagError::TrailingBytes);
         }
-        VersionVector::try_from(entries)
+        VersionVector::checked(entries)
     }
 
     /// The ETag form: a version prefix and the compact encoding in hex.
@@ -248,6 +253,13 @@ impl TryFrom<Vec<(NodeId, u64)>> for VersionVector {
     type Error = EtagError;
 
     fn try_from(entries: Vec<(NodeId, u64)>) -> Result<Self, Self::Error> {
+        VersionVector::checked(Entries::from_vec(entries))
+    }
+}
+
+impl VersionVector {
+    /// A vector of these entries if they are canonical.
+    fn checked(entries: Entries) -> Result<VersionVector, EtagError> {
         if entries.len() > ENTRIES_MAX_COUNT {
             return Err(EtagError::TooManyEntries(entries.len() as u64));
         }
@@ -261,7 +273,7 @@ impl TryFrom<Vec<(NodeId, u64)>> for VersionVector {
 
 impl From<VersionVector> for Vec<(NodeId, u64)> {
     fn from(vv: VersionVector) -> Self {
-        vv.entries
+        vv.entries.into_vec()
     }
 }
 

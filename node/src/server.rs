@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::{router, AppParts, AppState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
 use geocache_crdt::NodeId;
@@ -33,7 +33,7 @@ pub fn state(config: Config) -> AppState {
     );
     let metrics = Metrics::new(store.stats());
     let http = config.http;
-    AppState {
+    AppState::new(AppParts {
         store: Arc::new(store),
         config: Arc::new(config),
         metrics: Arc::new(metrics),
@@ -42,7 +42,7 @@ pub fn state(config: Config) -> AppState {
         incarnation,
         http,
         forward: reqwest::Client::new(),
-    }
+    })
 }
 
 /// The id this life of the node writes and gossips under: the configured

@@ -29,9 +29,38 @@ use crate::metrics::{KindLabels, Metrics, OpLabels};
 use crate::store::Store;
 use crate::store::WriteOutcome;
 
-/// What every handler shares.
+/// What every handler shares: one `Arc`, because axum clones the state for
+/// every request and a struct of `Arc`s cost an atomic increment and
+/// decrement per field (perf: 4 % of an HTTP GET). Fields read through
+/// `Deref`; set up before serving through `DerefMut` (`Arc::make_mut`,
+/// which copies only if the state is already shared).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state from its parts.
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut AppParts {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Clone)]
+pub struct AppParts {
     /// The node's entries.
     pub store: Arc<Store>,
     /// The resolved configuration.
