@@ -135,6 +135,13 @@ struct Request<'a> {
     repeat: Repeat,
 }
 
+impl<'a> Request<'a> {
+    /// A bodiless, safely repeatable request on `key`.
+    fn plain(method: Method, key: &'a str) -> Request<'a> {
+        Request { method, key, body: None, headers: Vec::new(), ttl_ms: None, repeat: Repeat::Safe }
+    }
+}
+
 /// A geocache client. Cheap to clone; clones share the node ranking.
 #[derive(Clone)]
 pub struct Client {
@@ -227,15 +234,7 @@ impl Client {
     ///
     /// [`ClientError`].
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, ClientError> {
-        let request = Request {
-            method: Method::GET,
-            key,
-            body: None,
-            headers: Vec::new(),
-            ttl_ms: None,
-            repeat: Repeat::Safe,
-        };
-        let answer = self.send(request).await?;
+        let answer = self.send(Request::plain(Method::GET, key)).await?;
         match answer.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
@@ -294,15 +293,7 @@ impl Client {
     ///
     /// [`ClientError`].
     pub async fn delete(&self, key: &str) -> Result<bool, ClientError> {
-        let request = Request {
-            method: Method::DELETE,
-            key,
-            body: None,
-            headers: Vec::new(),
-            ttl_ms: None,
-            repeat: Repeat::Safe,
-        };
-        let answer = self.send(request).await?;
+        let answer = self.send(Request::plain(Method::DELETE, key)).await?;
         match answer.status() {
             StatusCode::NOT_FOUND => Ok(false),
             s if s.is_success() => Ok(true),
