@@ -28,6 +28,7 @@ KEYS=1000
 VALUE_BYTES=100
 
 bench_need wrk wrk
+bench_need curl curl
 bench_need nginx nginx
 bench_build_geocache
 

@@ -102,6 +102,7 @@ bench_need() {
 # possible; callers check that their server came up on it.
 bench_free_port() {
   local port tries
+  bench_need ss iproute2
   for tries in $(seq 1 200); do
     port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     # Any TCP socket (listening or not) on that local port rules it out.
@@ -131,6 +132,7 @@ bench_wait_until() {
 bench_geocache_start() {
   local name=$1
   shift
+  bench_need curl curl
   bench_start "$name" env RUST_LOG=warn ./target/release/geocache serve --http 127.0.0.1:0 "$@"
   GEOCACHE_PID=$BENCH_PID
   local deadline=$((SECONDS + 60))

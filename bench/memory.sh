@@ -28,6 +28,7 @@ if ! ./target/release/geocache serve --help | grep -q -- '--resp'; then
 fi
 bench_need redis-server redis-server
 bench_need redis-cli redis-tools
+bench_need curl curl
 
 pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 
