@@ -56,8 +56,13 @@ pub struct Report {
     pub wan_bytes_per_write: f64,
     /// Bytes inside regions per client write.
     pub lan_bytes_per_write: f64,
-    /// Messages of any kind per client write.
+    /// Replication messages of any kind per client write (membership's
+    /// datagrams are not counted here).
     pub messages_per_write: f64,
+    /// Membership (foca) bytes between regions, per node per virtual second.
+    pub membership_wan_bytes_per_node_s: f64,
+    /// Membership bytes inside regions, per node per virtual second.
+    pub membership_lan_bytes_per_node_s: f64,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
@@ -74,6 +79,8 @@ impl Report {
         let t = &world.tallies;
         let c = world.store_counts();
         let writes = t.writes.max(1) as f64;
+        let nodes: usize = world.scenario.regions.iter().map(|r| r.nodes).sum();
+        let node_s = (nodes as f64 * world.virtual_s()).max(1e-9);
         let names: Vec<String> = world.scenario.regions.iter().map(|r| r.name.clone()).collect();
         let lag = world
             .lag_histograms()
@@ -108,6 +115,8 @@ impl Report {
             wan_bytes_per_write: round3(t.wan_bytes as f64 / writes),
             lan_bytes_per_write: round3(t.lan_bytes as f64 / writes),
             messages_per_write: round3((t.wan_messages + t.lan_messages) as f64 / writes),
+            membership_wan_bytes_per_node_s: round3(t.membership_wan_bytes as f64 / node_s),
+            membership_lan_bytes_per_node_s: round3(t.membership_lan_bytes as f64 / node_s),
             lag,
             checks,
         }
@@ -136,9 +145,17 @@ impl Report {
             self.unavailable
         );
         out.push_str(&format!(
-            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\n",
-            self.hit_ratio, self.stale_read_rate, self.conflicts, self.evictions, self.wan_bytes_per_write,
-            self.lan_bytes_per_write, self.messages_per_write
+            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
+membership per node: WAN {:.0} B/s, LAN {:.0} B/s\n\n",
+            self.hit_ratio,
+            self.stale_read_rate,
+            self.conflicts,
+            self.evictions,
+            self.wan_bytes_per_write,
+            self.lan_bytes_per_write,
+            self.messages_per_write,
+            self.membership_wan_bytes_per_node_s,
+            self.membership_lan_bytes_per_node_s
         ));
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
