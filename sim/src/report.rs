@@ -63,6 +63,10 @@ pub struct Report {
     pub membership_wan_bytes_per_node_s: f64,
     /// Membership bytes inside regions, per node per virtual second.
     pub membership_lan_bytes_per_node_s: f64,
+    /// Members reported up, summed over nodes (start, restarts, heals).
+    pub member_ups: u64,
+    /// Members reported down, summed over nodes (crashes, partitions).
+    pub member_downs: u64,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
@@ -117,6 +121,8 @@ impl Report {
             messages_per_write: round3((t.wan_messages + t.lan_messages) as f64 / writes),
             membership_wan_bytes_per_node_s: round3(t.membership_wan_bytes as f64 / node_s),
             membership_lan_bytes_per_node_s: round3(t.membership_lan_bytes as f64 / node_s),
+            member_ups: t.member_ups,
+            member_downs: t.member_downs,
             lag,
             checks,
         }
@@ -146,7 +152,7 @@ impl Report {
         );
         out.push_str(&format!(
             "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
-membership per node: WAN {:.0} B/s, LAN {:.0} B/s\n\n",
+membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summed over nodes)\n\n",
             self.hit_ratio,
             self.stale_read_rate,
             self.conflicts,
@@ -155,7 +161,9 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s\n\n",
             self.lan_bytes_per_write,
             self.messages_per_write,
             self.membership_wan_bytes_per_node_s,
-            self.membership_lan_bytes_per_node_s
+            self.membership_lan_bytes_per_node_s,
+            self.member_ups,
+            self.member_downs
         ));
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",

@@ -141,6 +141,10 @@ pub struct Tallies {
     pub membership_wan_bytes: u64,
     /// Membership bytes inside regions.
     pub membership_lan_bytes: u64,
+    /// Members reported up, summed over nodes.
+    pub member_ups: u64,
+    /// Members reported down (and forgotten), summed over nodes.
+    pub member_downs: u64,
     /// Read-your-writes violations.
     pub ryw_violations: u64,
 }
@@ -379,6 +383,7 @@ impl World {
                     });
                     node.replicator.set_rtt(peer.node, rtt_ms);
                     node.members.insert(peer.node, peer.incarnation);
+                    self.tallies.member_ups += 1;
                 }
                 MembershipEvent::Down(peer) => {
                     // A restart shows as Down(old) then Up(new) with the
@@ -389,6 +394,7 @@ impl World {
                     if current.is_none_or(|inc| inc <= peer.incarnation) {
                         node.members.remove(&peer.node);
                         node.replicator.peer_down(peer.node, now);
+                        self.tallies.member_downs += 1;
                     }
                 }
             }
@@ -1005,6 +1011,24 @@ impl FinalState<'_> {
             .collect();
         lost.sort();
         lost
+    }
+
+    /// Live nodes whose membership does not show every other live node's
+    /// current life as up, or shows more: (node, missing, extra).
+    pub fn membership_gaps(&self) -> Vec<(usize, Vec<NodeId>, Vec<NodeId>)> {
+        let w = self.world;
+        let live: BTreeSet<NodeId> = w.nodes.iter().filter(|n| n.up).map(|n| n.origin).collect();
+        (0..w.nodes.len())
+            .filter(|&i| w.nodes[i].up)
+            .filter_map(|i| {
+                let n = &w.nodes[i];
+                let known: BTreeSet<NodeId> = n.members.keys().copied().collect();
+                let missing: Vec<NodeId> =
+                    live.iter().filter(|o| **o != n.origin && !known.contains(o)).copied().collect();
+                let extra: Vec<NodeId> = known.difference(&live).copied().collect();
+                (!missing.is_empty() || !extra.is_empty()).then_some((i, missing, extra))
+            })
+            .collect()
     }
 
     /// Read-your-writes violations seen during the run.
