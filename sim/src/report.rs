@@ -34,8 +34,11 @@ pub struct Report {
     pub scenario: String,
     /// Seed.
     pub seed: u64,
-    /// Virtual seconds simulated.
+    /// Virtual seconds simulated from the workload's start.
     pub virtual_s: f64,
+    /// Virtual seconds the cluster took to form (every node seeing every
+    /// other through membership) before the workload started.
+    pub formation_s: f64,
     /// Client reads.
     pub reads: u64,
     /// Client writes.
@@ -108,6 +111,7 @@ impl Report {
             scenario: world.scenario.name.clone(),
             seed: world.seed,
             virtual_s: world.virtual_s(),
+            formation_s: round3(world.formation_s()),
             reads: t.reads,
             writes: t.writes,
             cas_refused: t.cas_refused,
@@ -141,10 +145,11 @@ impl Report {
     /// The text table.
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "scenario {} seed {}: {:.0} virtual s, {} reads, {} writes ({} CAS refused, {} unavailable)\n",
+            "scenario {} seed {}: {:.0} virtual s (after {:.3} s of cluster formation), {} reads, {} writes ({} CAS refused, {} unavailable)\n",
             self.scenario,
             self.seed,
             self.virtual_s,
+            self.formation_s,
             self.reads,
             self.writes,
             self.cas_refused,

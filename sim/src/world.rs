@@ -25,6 +25,9 @@ use crate::network::region_delays_us;
 use crate::scenario::{FaultKind, Scenario};
 use crate::sim_store::SimStore;
 
+/// The longest the cluster may take to form before the workload starts
+/// anyway, virtual ms.
+const FORMATION_MS_MAX: u64 = 30_000;
 /// How often expired entries are reclaimed and a node that knows no member
 /// announces itself to the seeds again (as the node's driver does every
 /// second), virtual ms.
@@ -192,6 +195,9 @@ pub struct World {
     /// cluster is from converged over time.
     pub convergence: Vec<(f64, i64)>,
     next_origin: u64,
+    /// When the cluster had formed and the workload and faults started:
+    /// the scenario's time 0.
+    start_us: u64,
     workload_end_us: u64,
     end_us: u64,
 }
@@ -314,6 +320,7 @@ impl World {
             outstanding: 0,
             convergence: Vec::new(),
             next_origin,
+            start_us: 0,
             workload_end_us,
             end_us,
             scenario,
@@ -323,30 +330,56 @@ impl World {
         world.lag_us = (0..regions * regions).map(|_| None).collect();
         world.by_origin = world.nodes.iter().enumerate().map(|(i, n)| (n.origin, i)).collect();
         world.by_addr = (0..world.nodes.len()).map(|i| (addr(i), i)).collect();
+        // Fault events go first among events at the same instant, start
+        // before end, in scenario order.
+        world.seq = 2 * world.scenario.faults.len() as u64;
+        world.form();
+        let start = world.start_us;
         for r in 0..world.scenario.regions.len() {
             let first = world.interarrival_us();
             world.schedule(first, EventKind::ClientOp { region: r });
         }
         for (i, f) in world.scenario.faults.iter().enumerate() {
-            let (start, end) = ((f.at_s * 1e6) as u64, ((f.at_s + f.duration_s) * 1e6) as u64);
+            let (at, end) = ((f.at_s * 1e6) as u64, ((f.at_s + f.duration_s) * 1e6) as u64);
             world.queue.push(Reverse(Scheduled {
-                at_us: start,
+                at_us: start + at,
                 seq: 2 * i as u64,
                 kind: EventKind::FaultStart(i),
             }));
             world.queue.push(Reverse(Scheduled {
-                at_us: end,
+                at_us: start + end,
                 seq: 2 * i as u64 + 1,
                 kind: EventKind::FaultEnd(i),
             }));
         }
-        world.seq = 2 * world.scenario.faults.len() as u64;
         world.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
-        for i in 0..world.nodes.len() {
-            world.join(i);
-            world.arm_timer(i);
-        }
+        world.workload_end_us += start;
+        world.end_us += start;
         world
+    }
+
+    /// Starts every node and runs until each sees every other as a member
+    /// (or [`FORMATION_MS_MAX`] passed): a deployment is up before it takes
+    /// traffic, so the workload and the faults start from there. Without
+    /// this, writes made while members still find each other reach some
+    /// peers only through anti-entropy, a start-up transient that would
+    /// weigh on the traffic and lag figures of the whole run.
+    fn form(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.join(i);
+            self.arm_timer(i);
+        }
+        let others = self.nodes.len().saturating_sub(1);
+        while self.nodes.iter().any(|n| n.members.len() < others) {
+            let Some(Reverse(ev)) = self.queue.pop() else { break };
+            if ev.at_us > FORMATION_MS_MAX * 1_000 {
+                self.queue.push(Reverse(ev));
+                break;
+            }
+            self.now_us = ev.at_us;
+            self.step(ev.kind);
+        }
+        self.start_us = self.now_us;
     }
 
     /// Node `i` announces itself to the seeds.
@@ -466,75 +499,82 @@ impl World {
     /// Runs to the end; `progress` is called with the share done.
     pub fn run(&mut self, progress: &mut dyn FnMut(f64)) {
         let mut last_reported = 0;
+        let span_us = (self.end_us - self.start_us).max(1);
         while let Some(Reverse(ev)) = self.queue.pop() {
             if ev.at_us > self.end_us {
                 break;
             }
             self.now_us = ev.at_us;
-            if self.now_us / 1_000_000 != last_reported {
-                last_reported = self.now_us / 1_000_000;
+            let elapsed_s = (self.now_us - self.start_us) / 1_000_000;
+            if elapsed_s != last_reported {
+                last_reported = elapsed_s;
                 self.convergence.push((last_reported as f64, self.outstanding.max(0)));
-                progress(self.now_us as f64 / self.end_us as f64);
+                progress((self.now_us - self.start_us) as f64 / span_us as f64);
             }
-            match ev.kind {
-                EventKind::ClientOp { region } => {
-                    if self.now_us < self.workload_end_us {
-                        self.client_op(region);
-                        let next = self.interarrival_us();
-                        self.schedule(next, EventKind::ClientOp { region });
-                    }
-                }
-                EventKind::Deliver(d) => {
-                    let Delivery { from, to, message, request } = *d;
-                    self.deliver(from, to, message, request)
-                }
-                EventKind::Datagram(d) => {
-                    let Datagram { to, bytes } = *d;
-                    if self.nodes[to].up {
-                        let now = self.mono_ms();
-                        // Refused input changes nothing (foca's contract).
-                        let _ = self.nodes[to].membership.handle_data(&bytes, now);
-                        self.pump_membership(to);
-                    }
-                }
-                EventKind::MembershipTimer { node } => {
-                    if self.nodes[node].membership_timer_at_us == self.now_us {
-                        self.nodes[node].membership_timer_at_us = u64::MAX;
-                    }
-                    if self.nodes[node].up {
-                        let now = self.mono_ms();
-                        self.nodes[node].membership.handle_timeout(now);
-                        self.pump_membership(node);
-                    }
-                }
-                EventKind::Timer { node } => {
-                    if self.nodes[node].timer_at_us == self.now_us {
-                        self.nodes[node].timer_at_us = u64::MAX;
-                    }
-                    if self.nodes[node].up {
-                        let now = self.mono_ms();
-                        self.nodes[node].replicator.handle_timeout(now);
-                        self.flush(node);
-                    }
-                }
-                EventKind::FaultStart(f) => self.fault(f, true),
-                EventKind::FaultEnd(f) => self.fault(f, false),
-                EventKind::Sweep => {
-                    for i in 0..self.nodes.len() {
-                        let now = self.node_now_ms(i);
-                        self.nodes[i].store.sweep(now);
-                        // A lost first announce (a datagram) must not leave
-                        // a node alone for good.
-                        if self.nodes[i].up && self.nodes[i].members.is_empty() {
-                            self.join(i);
-                        }
-                    }
-                    self.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
-                }
-            }
+            self.step(ev.kind);
         }
         self.now_us = self.end_us;
         progress(1.0);
+    }
+
+    /// Handles one event at `now_us`.
+    fn step(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::ClientOp { region } => {
+                if self.now_us < self.workload_end_us {
+                    self.client_op(region);
+                    let next = self.interarrival_us();
+                    self.schedule(next, EventKind::ClientOp { region });
+                }
+            }
+            EventKind::Deliver(d) => {
+                let Delivery { from, to, message, request } = *d;
+                self.deliver(from, to, message, request)
+            }
+            EventKind::Datagram(d) => {
+                let Datagram { to, bytes } = *d;
+                if self.nodes[to].up {
+                    let now = self.mono_ms();
+                    // Refused input changes nothing (foca's contract).
+                    let _ = self.nodes[to].membership.handle_data(&bytes, now);
+                    self.pump_membership(to);
+                }
+            }
+            EventKind::MembershipTimer { node } => {
+                if self.nodes[node].membership_timer_at_us == self.now_us {
+                    self.nodes[node].membership_timer_at_us = u64::MAX;
+                }
+                if self.nodes[node].up {
+                    let now = self.mono_ms();
+                    self.nodes[node].membership.handle_timeout(now);
+                    self.pump_membership(node);
+                }
+            }
+            EventKind::Timer { node } => {
+                if self.nodes[node].timer_at_us == self.now_us {
+                    self.nodes[node].timer_at_us = u64::MAX;
+                }
+                if self.nodes[node].up {
+                    let now = self.mono_ms();
+                    self.nodes[node].replicator.handle_timeout(now);
+                    self.flush(node);
+                }
+            }
+            EventKind::FaultStart(f) => self.fault(f, true),
+            EventKind::FaultEnd(f) => self.fault(f, false),
+            EventKind::Sweep => {
+                for i in 0..self.nodes.len() {
+                    let now = self.node_now_ms(i);
+                    self.nodes[i].store.sweep(now);
+                    // A lost first announce (a datagram) must not leave
+                    // a node alone for good.
+                    if self.nodes[i].up && self.nodes[i].members.is_empty() {
+                        self.join(i);
+                    }
+                }
+                self.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
+            }
+        }
     }
 
     fn fault(&mut self, f: usize, start: bool) {
@@ -910,7 +950,13 @@ impl World {
 
     /// Virtual seconds simulated.
     pub fn virtual_s(&self) -> f64 {
-        self.end_us as f64 / 1e6
+        (self.end_us - self.start_us) as f64 / 1e6
+    }
+
+    /// How long the cluster took to form before the workload started,
+    /// virtual s.
+    pub fn formation_s(&self) -> f64 {
+        self.start_us as f64 / 1e6
     }
 
     /// The one-way delay between two regions, ms.
