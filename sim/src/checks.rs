@@ -57,6 +57,11 @@ pub fn run(world: &World) -> Vec<Check> {
     }
     let lost = state.lost_acked_writes();
     let ryw = state.ryw_violations();
+    let gaps: Vec<String> = state
+        .membership_gaps()
+        .into_iter()
+        .map(|(node, missing, extra)| format!("node {node} misses {missing:?}, still lists {extra:?}"))
+        .collect();
     vec![
         verdict("convergence", &diverged),
         verdict("no_resurrected_delete", &resurrected),
@@ -69,6 +74,10 @@ pub fn run(world: &World) -> Vec<Check> {
             passed: ryw == 0,
             detail: if ryw == 0 { String::new() } else { format!("{ryw} reads missed the node's own write") },
         },
+        // Liveness of the real membership: after the heal phase, every live
+        // node sees every other live node, as its current life, and no
+        // other.
+        verdict("membership_converged", &gaps),
         // Expiry is absolute in every register, so replicas that agree on
         // the register agree on the expiry instant: the convergence check
         // compares registers' visibility at one virtual time.

@@ -1,7 +1,8 @@
 //! geocache-sim: a deterministic simulator of a whole geocache deployment.
 //!
 //! Regions on a map, nodes in them, a client workload and faults, driving
-//! the real replicator (`geocache-gossip`) and the real write logic
+//! the real membership (foca) and replicator (`geocache-gossip`) and the
+//! real write logic
 //! (`geocache_node::write`) with one virtual clock and one seeded RNG. Same
 //! scenario and seed, same run, byte for byte.
 //!

@@ -34,8 +34,11 @@ pub struct Report {
     pub scenario: String,
     /// Seed.
     pub seed: u64,
-    /// Virtual seconds simulated.
+    /// Virtual seconds simulated from the workload's start.
     pub virtual_s: f64,
+    /// Virtual seconds the cluster took to form (every node seeing every
+    /// other through membership) before the workload started.
+    pub formation_s: f64,
     /// Client reads.
     pub reads: u64,
     /// Client writes.
@@ -56,8 +59,17 @@ pub struct Report {
     pub wan_bytes_per_write: f64,
     /// Bytes inside regions per client write.
     pub lan_bytes_per_write: f64,
-    /// Messages of any kind per client write.
+    /// Replication messages of any kind per client write (membership's
+    /// datagrams are not counted here).
     pub messages_per_write: f64,
+    /// Membership (foca) bytes between regions, per node per virtual second.
+    pub membership_wan_bytes_per_node_s: f64,
+    /// Membership bytes inside regions, per node per virtual second.
+    pub membership_lan_bytes_per_node_s: f64,
+    /// Members reported up, summed over nodes (start, restarts, heals).
+    pub member_ups: u64,
+    /// Members reported down, summed over nodes (crashes, partitions).
+    pub member_downs: u64,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
@@ -74,6 +86,8 @@ impl Report {
         let t = &world.tallies;
         let c = world.store_counts();
         let writes = t.writes.max(1) as f64;
+        let nodes: usize = world.scenario.regions.iter().map(|r| r.nodes).sum();
+        let node_s = (nodes as f64 * world.virtual_s()).max(1e-9);
         let names: Vec<String> = world.scenario.regions.iter().map(|r| r.name.clone()).collect();
         let lag = world
             .lag_histograms()
@@ -97,6 +111,7 @@ impl Report {
             scenario: world.scenario.name.clone(),
             seed: world.seed,
             virtual_s: world.virtual_s(),
+            formation_s: round3(world.formation_s()),
             reads: t.reads,
             writes: t.writes,
             cas_refused: t.cas_refused,
@@ -108,6 +123,10 @@ impl Report {
             wan_bytes_per_write: round3(t.wan_bytes as f64 / writes),
             lan_bytes_per_write: round3(t.lan_bytes as f64 / writes),
             messages_per_write: round3((t.wan_messages + t.lan_messages) as f64 / writes),
+            membership_wan_bytes_per_node_s: round3(t.membership_wan_bytes as f64 / node_s),
+            membership_lan_bytes_per_node_s: round3(t.membership_lan_bytes as f64 / node_s),
+            member_ups: t.member_ups,
+            member_downs: t.member_downs,
             lag,
             checks,
         }
@@ -126,19 +145,30 @@ impl Report {
     /// The text table.
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "scenario {} seed {}: {:.0} virtual s, {} reads, {} writes ({} CAS refused, {} unavailable)\n",
+            "scenario {} seed {}: {:.0} virtual s (after {:.3} s of cluster formation), {} reads, {} writes ({} CAS refused, {} unavailable)\n",
             self.scenario,
             self.seed,
             self.virtual_s,
+            self.formation_s,
             self.reads,
             self.writes,
             self.cas_refused,
             self.unavailable
         );
         out.push_str(&format!(
-            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\n",
-            self.hit_ratio, self.stale_read_rate, self.conflicts, self.evictions, self.wan_bytes_per_write,
-            self.lan_bytes_per_write, self.messages_per_write
+            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
+membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summed over nodes)\n\n",
+            self.hit_ratio,
+            self.stale_read_rate,
+            self.conflicts,
+            self.evictions,
+            self.wan_bytes_per_write,
+            self.lan_bytes_per_write,
+            self.messages_per_write,
+            self.membership_wan_bytes_per_node_s,
+            self.membership_lan_bytes_per_node_s,
+            self.member_ups,
+            self.member_downs
         ));
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",

@@ -1,10 +1,12 @@
 //! The simulation: one virtual clock, one seeded RNG, an event queue with
-//! deterministic tie-breaking, and the real replicator and write logic on
-//! every node.
+//! deterministic tie-breaking, and the real membership (foca), replicator
+//! and write logic on every node.
 
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use geocache_crdt::{codec, Delta, Key, NodeId, Register, Value};
+use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
+use geocache_gossip::peer::Peer;
 use geocache_gossip::replicator::{
     Event as ReplicatorEvent, PeerInfo, Replicator, ReplicatorConfig, Transmit,
 };
@@ -23,10 +25,12 @@ use crate::network::region_delays_us;
 use crate::scenario::{FaultKind, Scenario};
 use crate::sim_store::SimStore;
 
-/// How long membership takes to notice a crash (foca's suspicion at the
-/// LAN settings), virtual ms.
-const FAILURE_DETECTION_MS: u64 = 4_000;
-/// How often expired entries are reclaimed, virtual ms.
+/// The longest the cluster may take to form before the workload starts
+/// anyway, virtual ms.
+const FORMATION_MS_MAX: u64 = 30_000;
+/// How often expired entries are reclaimed and a node that knows no member
+/// announces itself to the seeds again (as the node's driver does every
+/// second), virtual ms.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
 
 enum EventKind {
@@ -35,15 +39,22 @@ enum EventKind {
     },
     /// Boxed: a message is large, and events move on every heap operation.
     Deliver(Box<Delivery>),
+    /// A membership datagram arrives. Boxed like `Deliver`.
+    Datagram(Box<Datagram>),
     Timer {
+        node: usize,
+    },
+    MembershipTimer {
         node: usize,
     },
     FaultStart(usize),
     FaultEnd(usize),
-    MemberDown {
-        node: usize,
-    },
     Sweep,
+}
+
+struct Datagram {
+    to: usize,
+    bytes: Bytes,
 }
 
 struct Delivery {
@@ -81,10 +92,16 @@ struct SimNode {
     origin: NodeId,
     store: SimStore,
     replicator: Replicator,
+    membership: Membership,
+    /// The members this node's membership reported up, with the
+    /// incarnation seen (the restart rule of the node's driver).
+    members: BTreeMap<NodeId, u64>,
     up: bool,
     skew_ms: i64,
-    /// The earliest timer event queued for this node.
+    /// The earliest replicator timer event queued for this node.
     timer_at_us: u64,
+    /// The earliest membership timer event queued for this node.
+    membership_timer_at_us: u64,
     isolated: bool,
 }
 
@@ -121,6 +138,16 @@ pub struct Tallies {
     pub lan_messages: u64,
     /// Bytes inside regions.
     pub lan_bytes: u64,
+    /// Membership datagrams sent (not in the message counts above).
+    pub membership_messages: u64,
+    /// Membership bytes between regions.
+    pub membership_wan_bytes: u64,
+    /// Membership bytes inside regions.
+    pub membership_lan_bytes: u64,
+    /// Members reported up, summed over nodes.
+    pub member_ups: u64,
+    /// Members reported down (and forgotten), summed over nodes.
+    pub member_downs: u64,
     /// Read-your-writes violations.
     pub ryw_violations: u64,
 }
@@ -142,6 +169,10 @@ pub struct World {
     zipf_cdf: Vec<f64>,
     /// Node index by origin id (each life of a node has its own).
     by_origin: HashMap<NodeId, usize, FixedState>,
+    /// Node index by gossip address (the same across lives).
+    by_addr: BTreeMap<SocketAddr, usize>,
+    /// Where nodes join: the first node of each region.
+    seeds: Vec<SocketAddr>,
     /// Every key of the workload, made once (one shared namespace).
     keys: Arc<KeySpace>,
     /// Every write, by (origin, seq); iterated only where order cannot
@@ -164,6 +195,9 @@ pub struct World {
     /// cluster is from converged over time.
     pub convergence: Vec<(f64, i64)>,
     next_origin: u64,
+    /// When the cluster had formed and the workload and faults started:
+    /// the scenario's time 0.
+    start_us: u64,
     workload_end_us: u64,
     end_us: u64,
 }
@@ -178,6 +212,37 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 7946))
 }
 
+/// Every node's HTTP address: the simulator has no clients over HTTP.
+fn http_addr() -> SocketAddr {
+    SocketAddr::from(([10, 255, 255, 255], 8080))
+}
+
+/// Node `i`'s membership, alone until it joins: its identity is its origin
+/// id, region and gossip address, and `incarnation_ms`, the virtual time
+/// this life started (a restarted node wins over its previous life).
+fn membership(
+    scenario: &Scenario,
+    region: usize,
+    i: usize,
+    origin: NodeId,
+    incarnation_ms: u64,
+    seed: u64,
+) -> Membership {
+    let spec = &scenario.regions[region];
+    let me = Peer {
+        node: origin,
+        region: spec.name.clone(),
+        lat: spec.lat,
+        lon: spec.lon,
+        gossip: addr(i),
+        http: http_addr(),
+        incarnation: incarnation_ms,
+    };
+    let cluster_size: usize = scenario.regions.iter().map(|r| r.nodes).sum();
+    let config = default_config(u32::try_from(cluster_size).unwrap_or(u32::MAX));
+    Membership::new(me, config, seed, incarnation_ms)
+}
+
 fn ms(us: u64) -> u64 {
     us / 1_000
 }
@@ -187,12 +252,18 @@ impl World {
     pub fn new(scenario: Scenario, seed: u64) -> World {
         let delays_us = region_delays_us(&scenario);
         let keys = Arc::new(KeySpace::new(scenario.workload.keys));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut nodes = Vec::new();
+        let mut seeds = Vec::new();
         let mut next_origin = 1;
         for (r, region) in scenario.regions.iter().enumerate() {
-            for _ in 0..region.nodes {
+            for n in 0..region.nodes {
                 let origin = NodeId(next_origin);
                 next_origin += 1;
+                let i = nodes.len();
+                if n == 0 {
+                    seeds.push(addr(i));
+                }
                 nodes.push(SimNode {
                     region: r,
                     origin,
@@ -203,9 +274,12 @@ impl World {
                         keys.clone(),
                     ),
                     replicator: Replicator::new(origin, region.name.clone(), replicator_config(region), 0),
+                    membership: membership(&scenario, r, i, origin, 0, rng.random()),
+                    members: BTreeMap::new(),
                     up: true,
                     skew_ms: 0,
                     timer_at_us: u64::MAX,
+                    membership_timer_at_us: u64::MAX,
                     isolated: false,
                 });
             }
@@ -223,7 +297,7 @@ impl World {
             scenario.faults.iter().map(|f| ((f.at_s + f.duration_s) * 1e6) as u64).max().unwrap_or(0);
         let end_us = workload_end_us.max(faults_end_us) + (scenario.heal_s * 1e6) as u64;
         let mut world = World {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             seed,
             now_us: 0,
             queue: BinaryHeap::new(),
@@ -233,6 +307,8 @@ impl World {
             partitions: BTreeSet::new(),
             loss: BTreeMap::new(),
             by_origin: HashMap::with_hasher(FixedState::default()),
+            by_addr: BTreeMap::new(),
+            seeds,
             keys,
             zipf_cdf: weights,
             writes: HashMap::with_hasher(FixedState::default()),
@@ -244,58 +320,138 @@ impl World {
             outstanding: 0,
             convergence: Vec::new(),
             next_origin,
+            start_us: 0,
             workload_end_us,
             end_us,
             scenario,
         };
-        for i in 0..world.nodes.len() {
-            world.connect(i);
-        }
         world.live_count = world.nodes.len() as u32;
         let regions = world.scenario.regions.len();
         world.lag_us = (0..regions * regions).map(|_| None).collect();
         world.by_origin = world.nodes.iter().enumerate().map(|(i, n)| (n.origin, i)).collect();
+        world.by_addr = (0..world.nodes.len()).map(|i| (addr(i), i)).collect();
+        // Fault events go first among events at the same instant, start
+        // before end, in scenario order.
+        world.seq = 2 * world.scenario.faults.len() as u64;
+        world.form();
+        let start = world.start_us;
         for r in 0..world.scenario.regions.len() {
             let first = world.interarrival_us();
             world.schedule(first, EventKind::ClientOp { region: r });
         }
         for (i, f) in world.scenario.faults.iter().enumerate() {
-            let (start, end) = ((f.at_s * 1e6) as u64, ((f.at_s + f.duration_s) * 1e6) as u64);
+            let (at, end) = ((f.at_s * 1e6) as u64, ((f.at_s + f.duration_s) * 1e6) as u64);
             world.queue.push(Reverse(Scheduled {
-                at_us: start,
+                at_us: start + at,
                 seq: 2 * i as u64,
                 kind: EventKind::FaultStart(i),
             }));
             world.queue.push(Reverse(Scheduled {
-                at_us: end,
+                at_us: start + end,
                 seq: 2 * i as u64 + 1,
                 kind: EventKind::FaultEnd(i),
             }));
         }
-        world.seq = 2 * world.scenario.faults.len() as u64;
         world.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
-        for i in 0..world.nodes.len() {
-            world.arm_timer(i);
-        }
+        world.workload_end_us += start;
+        world.end_us += start;
         world
     }
 
-    /// Tells node `i` and every live node about each other (membership is
-    /// an oracle here: up at start and on restart, down after the
-    /// detection delay of a crash).
-    fn connect(&mut self, i: usize) {
-        let region = |w: &World, j: usize| w.scenario.regions[w.nodes[j].region].name.clone();
-        for j in 0..self.nodes.len() {
-            if j == i || !self.nodes[j].up {
-                continue;
+    /// Starts every node and runs until each sees every other as a member
+    /// (or [`FORMATION_MS_MAX`] passed): a deployment is up before it takes
+    /// traffic, so the workload and the faults start from there. Without
+    /// this, writes made while members still find each other reach some
+    /// peers only through anti-entropy, a start-up transient that would
+    /// weigh on the traffic and lag figures of the whole run.
+    fn form(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.join(i);
+            self.arm_timer(i);
+        }
+        let others = self.nodes.len().saturating_sub(1);
+        while self.nodes.iter().any(|n| n.members.len() < others) {
+            let Some(Reverse(ev)) = self.queue.pop() else { break };
+            if ev.at_us > FORMATION_MS_MAX * 1_000 {
+                self.queue.push(Reverse(ev));
+                break;
             }
-            let rtt_ms = 2 * self.delays_us[self.nodes[i].region][self.nodes[j].region] / 1_000;
-            let (ri, rj) = (region(self, i), region(self, j));
-            let (oi, oj) = (self.nodes[i].origin, self.nodes[j].origin);
-            self.nodes[i].replicator.peer_up(PeerInfo { node: oj, region: rj, addr: addr(j) });
-            self.nodes[i].replicator.set_rtt(oj, rtt_ms);
-            self.nodes[j].replicator.peer_up(PeerInfo { node: oi, region: ri, addr: addr(i) });
-            self.nodes[j].replicator.set_rtt(oi, rtt_ms);
+            self.now_us = ev.at_us;
+            self.step(ev.kind);
+        }
+        self.start_us = self.now_us;
+    }
+
+    /// Node `i` announces itself to the seeds.
+    fn join(&mut self, i: usize) {
+        let now = self.mono_ms();
+        let seeds = std::mem::take(&mut self.seeds);
+        self.nodes[i].membership.join(&seeds, now);
+        self.seeds = seeds;
+        self.pump_membership(i);
+    }
+
+    /// Sends what node `i`'s membership wants sent, hands its events to the
+    /// replicator (as `node/src/cluster.rs` does) and re-arms its timer.
+    fn pump_membership(&mut self, i: usize) {
+        while let Some((to, bytes)) = self.nodes[i].membership.poll_transmit() {
+            if let Some(&j) = self.by_addr.get(&to) {
+                self.send_datagram(i, j, bytes);
+            }
+        }
+        let mut changed = false;
+        while let Some(event) = self.nodes[i].membership.poll_event() {
+            changed = true;
+            let now = self.mono_ms();
+            match event {
+                MembershipEvent::Up(peer) => {
+                    let Some(&j) = self.by_addr.get(&peer.gossip) else { continue };
+                    // The driver reads RTTs from QUIC; here, the model's.
+                    let rtt_ms = 2 * self.delays_us[self.nodes[i].region][self.nodes[j].region] / 1_000;
+                    let node = &mut self.nodes[i];
+                    node.replicator.peer_up(PeerInfo {
+                        node: peer.node,
+                        region: peer.region,
+                        addr: peer.gossip,
+                    });
+                    node.replicator.set_rtt(peer.node, rtt_ms);
+                    node.members.insert(peer.node, peer.incarnation);
+                    self.tallies.member_ups += 1;
+                }
+                MembershipEvent::Down(peer) => {
+                    // A restart shows as Down(old) then Up(new) with the
+                    // same id: only forget the member if it is still the
+                    // old life.
+                    let node = &mut self.nodes[i];
+                    let current = node.members.get(&peer.node).copied();
+                    if current.is_none_or(|inc| inc <= peer.incarnation) {
+                        node.members.remove(&peer.node);
+                        node.replicator.peer_down(peer.node, now);
+                        self.tallies.member_downs += 1;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.flush(i);
+        }
+        self.arm_membership_timer(i);
+    }
+
+    fn arm_membership_timer(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let Some(due_ms) = self.nodes[i].membership.poll_timeout() else { return };
+        let due_us = due_ms.saturating_mul(1_000).max(self.now_us);
+        if due_us < self.nodes[i].membership_timer_at_us {
+            self.nodes[i].membership_timer_at_us = due_us;
+            self.seq += 1;
+            self.queue.push(Reverse(Scheduled {
+                at_us: due_us,
+                seq: self.seq,
+                kind: EventKind::MembershipTimer { node: i },
+            }));
         }
     }
 
@@ -343,63 +499,82 @@ impl World {
     /// Runs to the end; `progress` is called with the share done.
     pub fn run(&mut self, progress: &mut dyn FnMut(f64)) {
         let mut last_reported = 0;
+        let span_us = (self.end_us - self.start_us).max(1);
         while let Some(Reverse(ev)) = self.queue.pop() {
             if ev.at_us > self.end_us {
                 break;
             }
             self.now_us = ev.at_us;
-            if self.now_us / 1_000_000 != last_reported {
-                last_reported = self.now_us / 1_000_000;
+            let elapsed_s = (self.now_us - self.start_us) / 1_000_000;
+            if elapsed_s != last_reported {
+                last_reported = elapsed_s;
                 self.convergence.push((last_reported as f64, self.outstanding.max(0)));
-                progress(self.now_us as f64 / self.end_us as f64);
+                progress((self.now_us - self.start_us) as f64 / span_us as f64);
             }
-            match ev.kind {
-                EventKind::ClientOp { region } => {
-                    if self.now_us < self.workload_end_us {
-                        self.client_op(region);
-                        let next = self.interarrival_us();
-                        self.schedule(next, EventKind::ClientOp { region });
-                    }
-                }
-                EventKind::Deliver(d) => {
-                    let Delivery { from, to, message, request } = *d;
-                    self.deliver(from, to, message, request)
-                }
-                EventKind::Timer { node } => {
-                    if self.nodes[node].timer_at_us == self.now_us {
-                        self.nodes[node].timer_at_us = u64::MAX;
-                    }
-                    if self.nodes[node].up {
-                        let now = self.mono_ms();
-                        self.nodes[node].replicator.handle_timeout(now);
-                        self.flush(node);
-                    }
-                }
-                EventKind::FaultStart(f) => self.fault(f, true),
-                EventKind::FaultEnd(f) => self.fault(f, false),
-                EventKind::MemberDown { node } => {
-                    if !self.nodes[node].up {
-                        let origin = self.nodes[node].origin;
-                        for j in 0..self.nodes.len() {
-                            if self.nodes[j].up {
-                                let now = self.mono_ms();
-                                self.nodes[j].replicator.peer_down(origin, now);
-                                self.flush(j);
-                            }
-                        }
-                    }
-                }
-                EventKind::Sweep => {
-                    for i in 0..self.nodes.len() {
-                        let now = self.node_now_ms(i);
-                        self.nodes[i].store.sweep(now);
-                    }
-                    self.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
-                }
-            }
+            self.step(ev.kind);
         }
         self.now_us = self.end_us;
         progress(1.0);
+    }
+
+    /// Handles one event at `now_us`.
+    fn step(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::ClientOp { region } => {
+                if self.now_us < self.workload_end_us {
+                    self.client_op(region);
+                    let next = self.interarrival_us();
+                    self.schedule(next, EventKind::ClientOp { region });
+                }
+            }
+            EventKind::Deliver(d) => {
+                let Delivery { from, to, message, request } = *d;
+                self.deliver(from, to, message, request)
+            }
+            EventKind::Datagram(d) => {
+                let Datagram { to, bytes } = *d;
+                if self.nodes[to].up {
+                    let now = self.mono_ms();
+                    // Refused input changes nothing (foca's contract).
+                    let _ = self.nodes[to].membership.handle_data(&bytes, now);
+                    self.pump_membership(to);
+                }
+            }
+            EventKind::MembershipTimer { node } => {
+                if self.nodes[node].membership_timer_at_us == self.now_us {
+                    self.nodes[node].membership_timer_at_us = u64::MAX;
+                }
+                if self.nodes[node].up {
+                    let now = self.mono_ms();
+                    self.nodes[node].membership.handle_timeout(now);
+                    self.pump_membership(node);
+                }
+            }
+            EventKind::Timer { node } => {
+                if self.nodes[node].timer_at_us == self.now_us {
+                    self.nodes[node].timer_at_us = u64::MAX;
+                }
+                if self.nodes[node].up {
+                    let now = self.mono_ms();
+                    self.nodes[node].replicator.handle_timeout(now);
+                    self.flush(node);
+                }
+            }
+            EventKind::FaultStart(f) => self.fault(f, true),
+            EventKind::FaultEnd(f) => self.fault(f, false),
+            EventKind::Sweep => {
+                for i in 0..self.nodes.len() {
+                    let now = self.node_now_ms(i);
+                    self.nodes[i].store.sweep(now);
+                    // A lost first announce (a datagram) must not leave
+                    // a node alone for good.
+                    if self.nodes[i].up && self.nodes[i].members.is_empty() {
+                        self.join(i);
+                    }
+                }
+                self.schedule(SWEEP_INTERVAL_MS * 1_000, EventKind::Sweep);
+            }
+        }
     }
 
     fn fault(&mut self, f: usize, start: bool) {
@@ -434,7 +609,6 @@ impl World {
                     if self.nodes[node].up {
                         self.nodes[node].up = false;
                         self.live_count -= 1;
-                        self.schedule(FAILURE_DETECTION_MS * 1_000, EventKind::MemberDown { node });
                     }
                 } else if !self.nodes[node].up {
                     self.restart(node, wipe);
@@ -460,10 +634,22 @@ impl World {
             let config = replicator_config(&self.scenario.regions[region]);
             self.nodes[i].replicator = Replicator::new(origin, name, config, now);
         }
+        // Membership starts again either way: a new identity (the start
+        // time is the incarnation, so it wins over the previous life) that
+        // knows no member until it joins. A replicator kept with the data
+        // forgets its peers with it; they come back as members come up.
+        let now = self.mono_ms();
+        let seed = self.rng.random();
+        let origin = self.nodes[i].origin;
+        self.nodes[i].membership = membership(&self.scenario, region, i, origin, now, seed);
+        for (peer, _) in std::mem::take(&mut self.nodes[i].members) {
+            self.nodes[i].replicator.peer_down(peer, now);
+        }
         self.nodes[i].up = true;
         self.live_count += 1;
         self.nodes[i].timer_at_us = u64::MAX;
-        self.connect(i);
+        self.nodes[i].membership_timer_at_us = u64::MAX;
+        self.join(i);
         self.arm_timer(i);
     }
 
@@ -614,22 +800,45 @@ impl World {
 
     fn send_raw(&mut self, from: usize, to: usize, message: Message, request: bool) {
         let bytes = codec::encoded_len(&message).unwrap_or(0) as u64;
-        let (rf, rt) = (self.nodes[from].region, self.nodes[to].region);
-        if rf == rt {
+        if self.nodes[from].region == self.nodes[to].region {
             self.tallies.lan_messages += 1;
             self.tallies.lan_bytes += bytes;
         } else {
             self.tallies.wan_messages += 1;
             self.tallies.wan_bytes += bytes;
         }
+        if let Some(delay) = self.transit_us(from, to, bytes) {
+            self.schedule(delay, EventKind::Deliver(Box::new(Delivery { from, to, message, request })));
+        }
+    }
+
+    /// A membership datagram, over the same network as the replicator's
+    /// messages, counted apart from them.
+    fn send_datagram(&mut self, from: usize, to: usize, bytes: Bytes) {
+        let size = bytes.len() as u64;
+        self.tallies.membership_messages += 1;
+        if self.nodes[from].region == self.nodes[to].region {
+            self.tallies.membership_lan_bytes += size;
+        } else {
+            self.tallies.membership_wan_bytes += size;
+        }
+        if let Some(delay) = self.transit_us(from, to, size) {
+            self.schedule(delay, EventKind::Datagram(Box::new(Datagram { to, bytes })));
+        }
+    }
+
+    /// How long `bytes` from `from` take to reach `to`, or `None` when the
+    /// network drops them (partition, isolation, loss).
+    fn transit_us(&mut self, from: usize, to: usize, bytes: u64) -> Option<u64> {
+        let (rf, rt) = (self.nodes[from].region, self.nodes[to].region);
         let pair = (rf.min(rt), rf.max(rt));
         if self.partitions.contains(&pair) || self.nodes[from].isolated || self.nodes[to].isolated {
-            return;
+            return None;
         }
         let net = &self.scenario.network;
         let loss = self.loss.get(&pair).copied().unwrap_or(if rf == rt { 0.0 } else { net.loss });
         if loss > 0.0 && self.rng.random_range(0.0..1.0) < loss {
-            return;
+            return None;
         }
         let mut delay = self.delays_us[rf][rt];
         if net.jitter_ms > 0.0 {
@@ -638,7 +847,7 @@ impl World {
         if rf != rt && net.bandwidth_mbps > 0.0 {
             delay += (bytes as f64 * 8.0 / net.bandwidth_mbps) as u64;
         }
-        self.schedule(delay, EventKind::Deliver(Box::new(Delivery { from, to, message, request })));
+        Some(delay)
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, request: bool) {
@@ -741,7 +950,13 @@ impl World {
 
     /// Virtual seconds simulated.
     pub fn virtual_s(&self) -> f64 {
-        self.end_us as f64 / 1e6
+        (self.end_us - self.start_us) as f64 / 1e6
+    }
+
+    /// How long the cluster took to form before the workload started,
+    /// virtual s.
+    pub fn formation_s(&self) -> f64 {
+        self.start_us as f64 / 1e6
     }
 
     /// The one-way delay between two regions, ms.
@@ -842,6 +1057,24 @@ impl FinalState<'_> {
             .collect();
         lost.sort();
         lost
+    }
+
+    /// Live nodes whose membership does not show every other live node's
+    /// current life as up, or shows more: (node, missing, extra).
+    pub fn membership_gaps(&self) -> Vec<(usize, Vec<NodeId>, Vec<NodeId>)> {
+        let w = self.world;
+        let live: BTreeSet<NodeId> = w.nodes.iter().filter(|n| n.up).map(|n| n.origin).collect();
+        (0..w.nodes.len())
+            .filter(|&i| w.nodes[i].up)
+            .filter_map(|i| {
+                let n = &w.nodes[i];
+                let known: BTreeSet<NodeId> = n.members.keys().copied().collect();
+                let missing: Vec<NodeId> =
+                    live.iter().filter(|o| **o != n.origin && !known.contains(o)).copied().collect();
+                let extra: Vec<NodeId> = known.difference(&live).copied().collect();
+                (!missing.is_empty() || !extra.is_empty()).then_some((i, missing, extra))
+            })
+            .collect()
     }
 
     /// Read-your-writes violations seen during the run.

@@ -72,3 +72,16 @@ fn the_html_report_has_both_plots() {
     assert!(page.contains("montreal -&gt; frankfurt") || page.contains("montreal -> frankfurt"));
     assert!(page.contains(&report.scenario));
 }
+
+#[test]
+fn the_real_membership_sees_crashes_and_restarts() {
+    // Six nodes: 30 members up at formation. Crashes are declared down by
+    // foca (no oracle) and restarted nodes come up again, and every checker,
+    // `membership_converged` included, holds after the heal phase.
+    let report = simulate(&short_faults(), 7, &mut |_| {});
+    assert!(report.formation_s > 0.0 && report.formation_s < 5.0, "formed in {} s", report.formation_s);
+    assert!(report.member_downs > 0, "no member was declared down");
+    assert!(report.member_ups > 30, "no member came back up: {} ups", report.member_ups);
+    assert!(report.membership_wan_bytes_per_node_s > 0.0);
+    assert!(report.passed(), "{}", report.to_text());
+}
