@@ -24,6 +24,10 @@ use thiserror::Error;
 
 use crate::peer::Peer;
 
+/// The cluster size foca's settings start from, in every node and in the
+/// simulator; they grow with the members seen (`Membership::fit_config`).
+pub const INITIAL_CLUSTER_SIZE: u32 = 8;
+
 /// Largest membership datagram: fits a QUIC datagram on any path.
 pub const MEMBERSHIP_PACKET_BYTES_MAX: usize = 1_100;
 
@@ -91,6 +95,9 @@ pub struct Membership {
     timer_seq: u64,
     now_ms: u64,
     events: VecDeque<MembershipEvent>,
+    /// The cluster size foca's config is sized for (transmissions per
+    /// update, suspicion time); grows with the members seen.
+    sized_for: u32,
 }
 
 /// How fast failures are detected: foca's LAN settings (probe every
@@ -111,9 +118,13 @@ pub fn default_config(cluster_size: u32) -> Config {
 }
 
 impl Membership {
-    /// Membership for `me`, alone until it joins.
-    pub fn new(me: Peer, config: Config, seed: u64, now_ms: u64) -> Membership {
-        let foca = Foca::new(me, config, SmallRng::seed_from_u64(seed), WireCodec);
+    /// Membership for `me`, alone until it joins, with foca's settings
+    /// for a cluster of `initial_size` (see [`default_config`]); they are
+    /// resized as more members are seen, so every node, real or simulated,
+    /// sizes them the same way without being told the cluster's size.
+    pub fn new(me: Peer, initial_size: u32, seed: u64, now_ms: u64) -> Membership {
+        let sized_for = initial_size.max(1);
+        let foca = Foca::new(me, default_config(sized_for), SmallRng::seed_from_u64(seed), WireCodec);
         Membership {
             foca,
             runtime: AccumulatingRuntime::new(),
@@ -121,6 +132,7 @@ impl Membership {
             timer_seq: 0,
             now_ms,
             events: VecDeque::new(),
+            sized_for,
         }
     }
 
@@ -192,6 +204,11 @@ impl Membership {
         self.timers.keys().next().map(|(at, _)| *at)
     }
 
+    /// The cluster size foca's settings are sized for now.
+    pub fn sized_for(&self) -> u32 {
+        self.sized_for
+    }
+
     /// The members this node believes are alive (itself excluded).
     pub fn members(&self) -> Vec<Peer> {
         let mut members: Vec<Peer> = self.foca.iter_members().map(|m| m.id().clone()).collect();
@@ -235,6 +252,21 @@ impl Membership {
                 _ => continue,
             };
             self.push_event(event);
+        }
+        self.fit_config();
+    }
+
+    /// Resizes foca's settings to the next power of two once the cluster
+    /// (members and this node) outgrows them: more transmissions per update
+    /// and a longer suspicion, as foca's formulas ask for a larger cluster.
+    fn fit_config(&mut self) {
+        let size = u32::try_from(self.foca.num_members() + 1).unwrap_or(u32::MAX);
+        if size > self.sized_for {
+            let target = size.checked_next_power_of_two().unwrap_or(u32::MAX);
+            // Only the sizes change, which foca always accepts.
+            if self.foca.set_config(default_config(target)).is_ok() {
+                self.sized_for = target;
+            }
         }
     }
 

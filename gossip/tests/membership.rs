@@ -2,7 +2,7 @@
 //! network; joins through seeds, failures detected, restarts rejoin.
 
 use geocache_crdt::NodeId;
-use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
+use geocache_gossip::membership::{Membership, MembershipEvent};
 use geocache_gossip::peer::Peer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,10 +64,14 @@ impl Net {
 }
 
 fn net(count: u8) -> Net {
+    net_sized(count, u32::from(count))
+}
+
+fn net_sized(count: u8, initial_size: u32) -> Net {
     let mut nodes = BTreeMap::new();
     for i in 0..count {
         let p = peer(i, 1);
-        nodes.insert(p.gossip, Membership::new(p, default_config(u32::from(count)), u64::from(i), 0));
+        nodes.insert(p.gossip, Membership::new(p, initial_size, u64::from(i), 0));
     }
     let seed = peer(0, 0).gossip;
     for m in nodes.values_mut() {
@@ -82,6 +86,16 @@ fn nodes_join_through_a_seed_and_see_each_other() {
     n.step(3_000);
     for i in 0..4 {
         assert_eq!(n.members(i).len(), 3, "node {i} sees {:?}", n.members(i));
+    }
+}
+
+#[test]
+fn settings_grow_with_the_cluster_seen() {
+    let mut n = net_sized(12, 8);
+    n.step(5_000);
+    for i in 0..12 {
+        assert_eq!(n.members(i).len(), 11, "node {i} sees {:?}", n.members(i));
+        assert_eq!(n.nodes[&peer(i, 0).gossip].sized_for(), 16, "node {i}");
     }
 }
 
@@ -101,7 +115,7 @@ fn a_dead_node_is_declared_down_and_a_restart_rejoins() {
     // Restart: same address, a new incarnation, joining through the seed.
     n.down.clear();
     let fresh = peer(2, 50_000);
-    let mut m = Membership::new(fresh, default_config(3), 99, n.now_ms);
+    let mut m = Membership::new(fresh, 3, 99, n.now_ms);
     m.join(&[peer(0, 0).gossip], n.now_ms);
     n.nodes.insert(dead, m);
     n.step(n.now_ms + 5_000);

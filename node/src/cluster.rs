@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use geocache_crdt::{codec, Delta, Key, NodeId, Register};
-use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
+use geocache_gossip::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
 use geocache_gossip::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, ReplicatorStats, Transmit};
@@ -169,7 +169,7 @@ impl Cluster {
         let me = options.me.node;
         let seed = SystemClock.now_ms() ^ me.0;
         let now = 0;
-        let mut membership = Membership::new(options.me.clone(), default_config(8), seed, now);
+        let mut membership = Membership::new(options.me.clone(), INITIAL_CLUSTER_SIZE, seed, now);
         membership.join(&options.seeds, now);
         let seeds = options.seeds.clone();
         let mut replicator_config = ReplicatorConfig::default();

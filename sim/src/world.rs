@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use foldhash::fast::FixedState;
 use geocache_crdt::{codec, Delta, Key, NodeId, Register, Value};
-use geocache_gossip::membership::{default_config, Membership, MembershipEvent};
+use geocache_gossip::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::replicator::{
     Event as ReplicatorEvent, PeerInfo, Replicator, ReplicatorConfig, Transmit,
@@ -238,9 +238,8 @@ fn membership(
         http: http_addr(),
         incarnation: incarnation_ms,
     };
-    let cluster_size: usize = scenario.regions.iter().map(|r| r.nodes).sum();
-    let config = default_config(u32::try_from(cluster_size).unwrap_or(u32::MAX));
-    Membership::new(me, config, seed, incarnation_ms)
+    // As the node does: sized for a small cluster, grown as members are seen.
+    Membership::new(me, INITIAL_CLUSTER_SIZE, seed, incarnation_ms)
 }
 
 fn ms(us: u64) -> u64 {
