@@ -322,3 +322,42 @@ fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<
         Err(WriteError::PreconditionFailed { current: visible.map(|r| r.meta.vv.to_etag()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn written_by(origin: u64, writes: u64) -> Arc<Register> {
+        let writer = Mutex::new(Writer::new(NodeId(origin), 60_000, 600_000));
+        let mut register = None;
+        for i in 0..writes {
+            let write = Write {
+                key: Key::new("t", Bytes::from_static(b"k")),
+                op: WriteOp::Put { value: Bytes::from(format!("v{i}")), content_type: None },
+                ttl: Ttl::Never,
+                condition: Condition::Always,
+            };
+            register = Some(local_write(&writer, register, write, 1_000 + i).unwrap().register);
+        }
+        register.unwrap()
+    }
+
+    #[test]
+    fn a_full_transfer_drops_only_what_the_sender_applied_and_no_longer_holds() {
+        // Written by node 7 as its 3rd write.
+        let held = written_by(7, 3);
+        assert_eq!(held.meta.dot, Dot { origin: NodeId(7), seq: 3 });
+        let watermarks = |w: u64| BTreeMap::from([(NodeId(7), w)]);
+        // The sender applied that write and did not send the key: it was
+        // evicted or expired there, so it goes here too.
+        assert!(dropped_by_transfer(&held, false, &watermarks(3)));
+        assert!(dropped_by_transfer(&held, false, &watermarks(9)));
+        // The sender sent the key: its register was merged, nothing to drop.
+        assert!(!dropped_by_transfer(&held, true, &watermarks(9)));
+        // The sender has not applied it yet (or never heard of node 7): a
+        // write it does not know of must survive, or it would be lost.
+        assert!(!dropped_by_transfer(&held, false, &watermarks(2)));
+        assert!(!dropped_by_transfer(&held, false, &BTreeMap::new()));
+    }
+}
