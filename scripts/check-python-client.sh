@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the earlier users' Python client, geo-cache-client 0.1.2 from PyPI,
+# against `geocache demo`: set/get with cas, closest server, databaseHost,
+# three threads counting to 100 with cas retries, a cas mismatch.
+#
+#   scripts/check-python-client.sh
+#
+# Not part of `cargo test` (it needs PyPI); the raw-HTTP tests in
+# node/tests/legacy.rs send the same bytes that client sends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${TMPDIR:-/tmp}/geocache-python-client"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q geo-cache-client==0.1.2 requests
+cargo build --release --bin geocache -q
+./target/release/geocache demo >/dev/null 2>&1 &
+DEMO=$!
+trap 'kill "$DEMO" 2>/dev/null || true' EXIT
+# Until every demo node sees the five others.
+for _ in $(seq 1 600); do
+  seen=0
+  for ip in 2 3 4 5 6 7; do
+    n=$(curl -sf "http://127.0.0.$ip:7070/v1/cluster" | grep -o '"state":"up"' | wc -l || true)
+    [ "$n" -eq 5 ] && seen=$((seen + 1))
+  done
+  [ "$seen" -eq 6 ] && break
+  sleep 0.1
+done
+"$VENV/bin/python" scripts/python_client_check.py
