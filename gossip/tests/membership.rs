@@ -90,6 +90,31 @@ fn nodes_join_through_a_seed_and_see_each_other() {
 }
 
 #[test]
+fn a_silent_node_is_suspected_before_it_is_declared_down() {
+    let mut n = net(4);
+    n.step(3_000);
+    let silent = peer(3, 0).gossip;
+    n.down.push(silent);
+    // Step until some node suspects it; it must still be a member then.
+    let mut suspected_at = None;
+    while n.now_ms < 20_000 && suspected_at.is_none() {
+        let until = n.now_ms + 100;
+        n.step(until);
+        let m = &n.nodes[&peer(0, 0).gossip];
+        if m.suspects().iter().any(|p| p.node == NodeId(4)) {
+            assert!(m.members().iter().any(|p| p.node == NodeId(4)), "a suspect is still a member");
+            suspected_at = Some(n.now_ms);
+        }
+    }
+    let suspected_at = suspected_at.expect("node 4 suspected");
+    // Later it is declared down and no longer suspected.
+    n.step(suspected_at + 30_000);
+    let m = &n.nodes[&peer(0, 0).gossip];
+    assert!(m.members().iter().all(|p| p.node != NodeId(4)));
+    assert!(m.suspects().is_empty(), "{:?}", m.suspects());
+}
+
+#[test]
 fn settings_grow_with_the_cluster_seen() {
     let mut n = net_sized(12, 8);
     n.step(5_000);
