@@ -25,10 +25,6 @@ pub struct Cluster {
     dir: PathBuf,
 }
 
-fn free_udp_port(ip: &str) -> Result<u16> {
-    Ok(std::net::UdpSocket::bind(format!("{ip}:0"))?.local_addr()?.port())
-}
-
 impl Cluster {
     /// Starts one node per entry of `regions` (node ids 1, 2, ...), with
     /// addresses from `127.0.0.base`; `base + 50 + regions.len()` must stay
@@ -47,17 +43,11 @@ impl Cluster {
         NodeProcess::certs(bin, &["init", "--out", ca_s])?;
         let mut emulated = Vec::new();
         for (i, region) in regions.iter().enumerate() {
-            let real_ip = format!("127.0.0.{}", usize::from(base) + i);
-            let proxy_ip = format!("127.0.0.{}", usize::from(base) + 50 + i);
-            emulated.push(EmulatedNode {
-                region: region.to_string(),
-                real: format!("{real_ip}:{}", free_udp_port(&real_ip)?).parse()?,
-                proxy: format!("{proxy_ip}:{}", free_udp_port(&proxy_ip)?).parse()?,
-            });
+            emulated.push(EmulatedNode::on_loopback(region, base, u8::try_from(i)?)?);
         }
         let emulator = LinkEmulator::start(emulated.clone(), 7).await?;
         let mut nodes = Vec::new();
-        for (i, region) in regions.iter().enumerate() {
+        for i in 0..regions.len() {
             let id = i + 1;
             let out = dir.join(format!("node-{id}"));
             let out_s = out.to_str().context("temp path is not UTF-8")?;
@@ -65,13 +55,8 @@ impl Cluster {
                 bin,
                 &["issue", "--ca", ca_s, "--node", &format!("node-{id}"), "--out", out_s],
             )?;
-            let mut args: Vec<String> = vec![
-                "--gossip".into(),
-                emulated[i].real.to_string(),
-                "--advertise".into(),
-                emulated[i].proxy.to_string(),
-                "--region".into(),
-                region.to_string(),
+            let mut args = emulated[i].serve_args(&emulated[0]);
+            args.extend([
                 "--node-id".into(),
                 id.to_string(),
                 "--ca".into(),
@@ -80,11 +65,7 @@ impl Cluster {
                 format!("{out_s}/node.crt"),
                 "--key".into(),
                 format!("{out_s}/node.key"),
-            ];
-            if i > 0 {
-                args.push("--seeds".into());
-                args.push(emulated[0].proxy.to_string());
-            }
+            ]);
             nodes.push(NodeProcess::start(bin, &emulated[i].real.ip().to_string(), &args)?);
         }
         Ok(Cluster { nodes, regions: regions.iter().map(|r| r.to_string()).collect(), emulator, dir })

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{free_udp_port, make_certs, temp_dir, Node};
+use common::{make_certs, temp_dir, Node};
 use geocache_tests::link_emulator::{EmulatedNode, LinkEmulator, LinkSpec};
 use reqwest::{Client, StatusCode};
 use std::time::{Duration, Instant};
@@ -37,33 +37,14 @@ async fn emulated_cluster(name: &str, base: u8, specs: &[(&str, u64)], extra: &[
     let names: Vec<String> = specs.iter().map(|(_, id)| format!("node-{id}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let certs = make_certs(&dir, &refs);
-    let mut emulated = Vec::new();
-    for (i, (region, _)) in specs.iter().enumerate() {
-        let real_ip = format!("127.0.0.{}", base + i as u8);
-        let proxy_ip = format!("127.0.0.{}", base + 50 + i as u8);
-        emulated.push(EmulatedNode {
-            region: region.to_string(),
-            real: format!("{real_ip}:{}", free_udp_port(&real_ip)).parse().unwrap(),
-            proxy: format!("{proxy_ip}:{}", free_udp_port(&proxy_ip)).parse().unwrap(),
-        });
-    }
+    let emulated: Vec<EmulatedNode> = (0..specs.len())
+        .map(|i| EmulatedNode::on_loopback(specs[i].0, base, i as u8).expect("free UDP ports"))
+        .collect();
     let emulator = LinkEmulator::start(emulated.clone(), 7).await.unwrap();
     let mut launch = Vec::new();
-    for (i, (region, id)) in specs.iter().enumerate() {
-        let mut args: Vec<String> = vec![
-            "--gossip".into(),
-            emulated[i].real.to_string(),
-            "--advertise".into(),
-            emulated[i].proxy.to_string(),
-            "--region".into(),
-            region.to_string(),
-            "--node-id".into(),
-            id.to_string(),
-        ];
-        if i > 0 {
-            args.push("--seeds".into());
-            args.push(emulated[0].proxy.to_string());
-        }
+    for (i, (_, id)) in specs.iter().enumerate() {
+        let mut args = emulated[i].serve_args(&emulated[0]);
+        args.extend(["--node-id".to_owned(), id.to_string()]);
         args.extend(certs[i].iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         launch.push((emulated[i].real.ip().to_string(), args));

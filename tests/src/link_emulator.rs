@@ -43,6 +43,43 @@ pub struct EmulatedNode {
     pub proxy: SocketAddr,
 }
 
+impl EmulatedNode {
+    /// Node `index` of a cluster on loopback: its gossip socket on
+    /// 127.0.0.(base+index), advertised through the emulator on
+    /// 127.0.0.(base+50+index), each on a free UDP port.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of finding a free port.
+    pub fn on_loopback(region: &str, base: u8, index: u8) -> std::io::Result<EmulatedNode> {
+        let free = |last: u8| -> std::io::Result<SocketAddr> {
+            std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, last], 0)))?.local_addr()
+        };
+        let real = free(base.saturating_add(index))?;
+        let proxy = free(base.saturating_add(50).saturating_add(index))?;
+        Ok(EmulatedNode { region: region.to_owned(), real, proxy })
+    }
+
+    /// The `geocache serve` flags that put this node behind the emulator:
+    /// gossip bound on `real`, advertised as `proxy`, its region, and
+    /// `--seeds` through `seed`'s proxy unless this node is the seed.
+    pub fn serve_args(&self, seed: &EmulatedNode) -> Vec<String> {
+        let mut args = vec![
+            "--gossip".to_owned(),
+            self.real.to_string(),
+            "--advertise".to_owned(),
+            self.proxy.to_string(),
+            "--region".to_owned(),
+            self.region.clone(),
+        ];
+        if seed.proxy != self.proxy {
+            args.push("--seeds".to_owned());
+            args.push(seed.proxy.to_string());
+        }
+        args
+    }
+}
+
 /// Counts for one directed region pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkCounts {
