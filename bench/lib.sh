@@ -9,7 +9,9 @@
 # - `bench_wait_until SECONDS WHAT CMD...`: retries CMD until it succeeds or
 #   the deadline passes (every wait is bounded);
 # - `bench_heading TITLE COMMAND` and `bench_publish FILE`: the section
-#   header (date, commit, machine) and the append to docs/BENCHMARKS.md.
+#   header (date, commit, machine) and the append to docs/BENCHMARKS.md;
+# - `bench_run_bin BIN TITLE ARGS...`: runs a geocache-bench bin, follows
+#   its log and publishes the table it writes.
 #
 # BENCH_QUICK=1 shrinks every count and duration to prove a script works end
 # to end; its tables go to target/bench-quick.md, not docs/BENCHMARKS.md.
@@ -218,4 +220,24 @@ bench_build_geocache() {
 bench_build() {
   bench_log "cargo build --release $*"
   cargo build --release -q "$@"
+}
+
+# bench_run_bin BIN TITLE ARGS... — runs ./target/release/BIN ARGS... (a
+# geocache-bench bin that writes its markdown table to --out), shows its log
+# as it goes, and publishes the table under a heading naming the script and
+# the arguments.
+bench_run_bin() {
+  local bin=$1 title=$2 pid
+  shift 2
+  bench_start "$bin" "./target/release/$bin" "$@" --out "$BENCH_TMP/table.md"
+  pid=$BENCH_PID
+  bench_follow "$bin" "$pid"
+  wait "$pid" || bench_die "$bin failed (log above)"
+  {
+    bench_heading "$title" "bench/$bin.sh"
+    echo
+    echo "\`$bin $*\`."
+    cat "$BENCH_TMP/table.md"
+  } >"$BENCH_TMP/section.md"
+  bench_publish "$BENCH_TMP/section.md"
 }

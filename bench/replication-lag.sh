@@ -18,14 +18,4 @@ ARGS=(--delays-ms "0,10,40,80" --writes-per-s 50 --seconds 10 --poll-ms 1)
 [ "$BENCH_QUICK" = 1 ] && ARGS=(--delays-ms "0,40" --writes-per-s 50 --seconds 2 --poll-ms 1)
 bench_build_geocache
 
-bench_start replication-lag ./target/release/replication-lag "${ARGS[@]}" --out "$BENCH_TMP/table.md"
-pid=$BENCH_PID
-bench_follow replication-lag "$pid"
-wait "$pid" || bench_die "replication-lag failed (log above)"
-{
-  bench_heading "Replication visibility lag over the link emulator" "bench/replication-lag.sh"
-  echo
-  echo "\`replication-lag ${ARGS[*]}\`."
-  cat "$BENCH_TMP/table.md"
-} >"$BENCH_TMP/section.md"
-bench_publish "$BENCH_TMP/section.md"
+bench_run_bin replication-lag "Replication visibility lag over the link emulator" "${ARGS[@]}"

@@ -18,14 +18,4 @@ ARGS=(--writes 1000 --value-bytes 100 --writes-per-s 200 --isolated 54 --idle-se
   ARGS=(--writes 100 --value-bytes 100 --writes-per-s 200 --isolated 18 --idle-seconds 2 --settle-seconds 2 --delay-ms 5)
 bench_build_geocache
 
-bench_start wan-efficiency ./target/release/wan-efficiency "${ARGS[@]}" --out "$BENCH_TMP/table.md"
-pid=$BENCH_PID
-bench_follow wan-efficiency "$pid"
-wait "$pid" || bench_die "wan-efficiency failed (log above)"
-{
-  bench_heading "WAN bytes and messages per write" "bench/wan-efficiency.sh"
-  echo
-  echo "\`wan-efficiency ${ARGS[*]}\`."
-  cat "$BENCH_TMP/table.md"
-} >"$BENCH_TMP/section.md"
-bench_publish "$BENCH_TMP/section.md"
+bench_run_bin wan-efficiency "WAN bytes and messages per write" "${ARGS[@]}"
