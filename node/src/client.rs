@@ -225,7 +225,7 @@ impl Client {
     /// The nodes in the order calls try them now: the closest healthy one
     /// first, nodes that failed recently last.
     pub fn nodes(&self) -> Vec<SocketAddr> {
-        self.order().into_iter().collect()
+        self.order()
     }
 
     /// The value of `key`, if any.

@@ -207,6 +207,12 @@ impl Cluster {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// The live members this node sees, without the rest of the view: what
+    /// routing a client needs on every `/v1/closest`.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.view.read().map(|v| v.members.clone()).unwrap_or_default()
+    }
+
     /// Hands a local write to replication. For `Region` or `All`, the
     /// returned receiver's value rises as the write reaches further.
     pub async fn replicate(

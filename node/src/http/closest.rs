@@ -30,7 +30,7 @@ pub(super) fn candidates(state: &AppState) -> Vec<Candidate> {
         rtt_ms: Some(0),
     }];
     if let Some(cluster) = &state.cluster {
-        out.extend(cluster.view().members.into_iter().filter(|m| m.state == "up").map(|m| Candidate {
+        out.extend(cluster.members().into_iter().filter(|m| m.state == "up").map(|m| Candidate {
             id: m.id,
             region: m.region,
             lat: m.lat,
