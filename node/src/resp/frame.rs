@@ -236,58 +236,28 @@ fn split_args(mut s: &[u8]) -> Option<Vec<Bytes>> {
         }
         let mut word = Vec::new();
         match s[0] {
-            b'"' => {
+            quote @ (b'"' | b'\'') => {
                 let mut i = 1;
                 loop {
                     match s.get(i..)? {
-                        [b'\\', b'x', h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                            let hex = [*h, *l];
-                            let text = std::str::from_utf8(&hex).ok()?;
-                            word.push(u8::from_str_radix(text, 16).ok()?);
-                            i += 4;
-                        }
-                        [b'\\', c, ..] => {
-                            word.push(match c {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => *other,
-                            });
-                            i += 2;
-                        }
-                        [b'"', ..] => {
+                        [q, rest @ ..] if *q == quote => {
                             // The closing quote must end the word.
-                            if s.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                            if rest.first().is_some_and(|c| !c.is_ascii_whitespace()) {
                                 return None;
                             }
-                            s = &s[(i + 1).min(s.len())..];
+                            s = rest;
                             break;
                         }
-                        [c, ..] => {
-                            word.push(*c);
-                            i += 1;
-                        }
-                        [] => return None,
-                    }
-                }
-            }
-            b'\'' => {
-                let mut i = 1;
-                loop {
-                    match s.get(i..)? {
-                        [b'\\', b'\'', ..] => {
-                            word.push(b'\'');
-                            i += 2;
-                        }
-                        [b'\'', ..] => {
-                            if s.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
-                                return None;
+                        [b'\\', tail @ ..] => match unescape(quote, tail) {
+                            Some((byte, used)) => {
+                                word.push(byte);
+                                i += 1 + used;
                             }
-                            s = &s[(i + 1).min(s.len())..];
-                            break;
-                        }
+                            None => {
+                                word.push(b'\\');
+                                i += 1;
+                            }
+                        },
                         [c, ..] => {
                             word.push(*c);
                             i += 1;
@@ -303,6 +273,32 @@ fn split_args(mut s: &[u8]) -> Option<Vec<Bytes>> {
             }
         }
         words.push(Bytes::from(word));
+    }
+}
+
+/// The byte an escape after a backslash stands for inside `quote`s, and
+/// how many bytes of `tail` it used; `None`: the backslash is literal.
+/// Double quotes take `\xHH` and C escapes; single quotes only `\'`, as in
+/// Redis's `sdssplitargs`.
+fn unescape(quote: u8, tail: &[u8]) -> Option<(u8, usize)> {
+    match (quote, tail) {
+        (b'"', [b'x', h, l, ..]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+            let hex = [*h, *l];
+            Some((u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?, 3))
+        }
+        (b'"', [c, ..]) => Some((
+            match c {
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'b' => 8,
+                b'a' => 7,
+                other => *other,
+            },
+            1,
+        )),
+        (b'\'', [b'\'', ..]) => Some((b'\'', 1)),
+        _ => None,
     }
 }
 
@@ -394,6 +390,9 @@ mod tests {
             [&b"SET"[..], b"k", b"a bA\n", b"it's"]
         );
         assert_eq!(words(&parse(&mut buf, &LIMITS).unwrap().unwrap()), [&b"PING"[..]]);
+        // Inside single quotes only \' escapes; inside double, \" does.
+        let mut escapes = BytesMut::from(&b"ECHO 'a\\b' \"q\\\"q\"\r\n"[..]);
+        assert_eq!(words(&parse(&mut escapes, &LIMITS).unwrap().unwrap()), [&b"ECHO"[..], b"a\\b", b"q\"q"]);
         let mut bad = BytesMut::from(&b"SET \"k v\r\n"[..]);
         assert_eq!(parse(&mut bad, &LIMITS).unwrap_err(), ProtocolError::UnbalancedQuotes);
         let mut huge = BytesMut::from(&vec![b'a'; INLINE_BYTES_MAX + 1][..]);
