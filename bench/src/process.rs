@@ -1,10 +1,9 @@
 //! One `geocache serve` child process.
 
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader};
+use geocache_tests::serve_process::spawn_serve;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// How long a node may take to print its address on a loaded machine.
@@ -55,32 +54,9 @@ impl NodeProcess {
     /// The process could not start, or exited or stayed silent past
     /// [`START_TIMEOUT`].
     pub fn start(bin: &Path, http_ip: &str, args: &[String]) -> Result<NodeProcess> {
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .args(["--http", &format!("{http_ip}:0")])
-            .args(args)
-            .env("RUST_LOG", std::env::var("GEOCACHE_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
-                    let _ = tx.send(rest.to_string());
-                }
-            }
-        });
-        // Drop kills the child if it never prints its address.
-        let mut node = NodeProcess { child, base: String::new() };
-        let addr = rx
-            .recv_timeout(START_TIMEOUT)
-            .with_context(|| format!("geocache serve {args:?} did not print its address"))?;
-        node.base = format!("http://{addr}");
-        Ok(node)
+        let started = spawn_serve(bin, http_ip, args, "GEOCACHE_BENCH_LOG", START_TIMEOUT)
+            .with_context(|| format!("{} serve {args:?}", bin.display()))?;
+        Ok(NodeProcess { child: started.child, base: format!("http://{}", started.http) })
     }
 
     /// `base` + `path`.

@@ -10,7 +10,10 @@
 //!
 //! - `link_emulator.rs`: [`link_emulator::LinkEmulator`], a UDP relay that
 //!   puts each node behind per-region-pair delay, jitter and loss.
+//! - `serve_process.rs`: [`serve_process::spawn_serve`], a `geocache serve`
+//!   child on port 0 and the addresses it printed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod link_emulator;
+pub mod serve_process;

@@ -2,9 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// How long a node may take to start on a loaded machine.
@@ -31,28 +29,16 @@ impl Node {
     /// As [`Node::start`], with the HTTP API on `ip` (a loopback address
     /// standing for a host).
     pub fn start_at(ip: &str, args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_geocache"))
-            .arg("serve")
-            .args(["--http", &format!("{ip}:0")])
-            .args(args)
-            .env("RUST_LOG", std::env::var("GEOCACHE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start geocache");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(http) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
-                    let resp = line.split_whitespace().find_map(|w| w.strip_prefix("resp="));
-                    let _ = tx.send((http.to_string(), resp.map(str::to_string)));
-                }
-            }
-        });
-        let (addr, resp) = rx.recv_timeout(START_TIMEOUT).expect("geocache printed its address");
-        Node { child, base: format!("http://{addr}"), addr, resp }
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_geocache"));
+        let started =
+            geocache_tests::serve_process::spawn_serve(bin, ip, args, "GEOCACHE_TEST_LOG", START_TIMEOUT)
+                .expect("geocache started and printed its address");
+        Node {
+            child: started.child,
+            base: format!("http://{}", started.http),
+            addr: started.http,
+            resp: started.resp,
+        }
     }
 
     /// The process id, to read its memory.
