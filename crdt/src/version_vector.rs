@@ -258,6 +258,19 @@ impl TryFrom<Vec<(NodeId, u64)>> for VersionVector {
 }
 
 impl VersionVector {
+    /// A vector of these entries (sorted by node id, no zero counters), as
+    /// a store that packed [`entries`](Self::entries) reads them back;
+    /// inline, without a heap allocation, up to two entries.
+    ///
+    /// # Errors
+    ///
+    /// [`EtagError`] when they are not canonical or too many.
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = (NodeId, u64)>,
+    ) -> Result<VersionVector, EtagError> {
+        VersionVector::checked(entries.into_iter().collect())
+    }
+
     /// A vector of these entries if they are canonical.
     fn checked(entries: Entries) -> Result<VersionVector, EtagError> {
         if entries.len() > ENTRIES_MAX_COUNT {

@@ -75,7 +75,7 @@ fn workload(c: &mut Criterion, name: &str, key_count: usize) {
         .build_with_hasher(foldhash::fast::RandomState::default());
     for k in &keys {
         moka.insert(k.clone(), value.clone());
-        moka_as_store.insert(k.clone(), Arc::new((*store.get(k).unwrap()).clone()));
+        moka_as_store.insert(k.clone(), store.get(k).unwrap().register_arc());
     }
     let template = store.get(&keys[0]).unwrap();
 
@@ -94,7 +94,7 @@ fn workload(c: &mut Criterion, name: &str, key_count: usize) {
     group.bench_function("moka", |b| b.iter(|| moka.insert(keys[next()].clone(), value.clone())));
     group.bench_function("moka_as_store", |b| {
         b.iter(|| {
-            let fresh = Arc::new((*template).clone());
+            let fresh = Arc::new(template.to_register());
             moka_as_store.entry(keys[next()].clone()).and_compute_with(|_| Op::Put(fresh))
         })
     });

@@ -405,8 +405,8 @@ impl Driver {
         loop {
             let next = registers.next();
             let done = next.is_none();
-            if let Some(entry) = next {
-                chunk.push(entry);
+            if let Some((key, entry)) = next {
+                chunk.push((key, entry.register_arc()));
             }
             if chunk.len() == FULL_TRANSFER_CHUNK_COUNT || done {
                 let last = done || registers.peek().is_none();
@@ -439,7 +439,7 @@ impl Driver {
     ) {
         let transfer = self.transfers.entry(from).or_insert_with(|| Transfer { keys: BTreeSet::new() });
         for (key, register) in registers {
-            self.store.merge_register(key.clone(), &register);
+            self.store.merge_register(&key, &register);
             transfer.keys.insert(key);
         }
         if !last {
@@ -450,8 +450,8 @@ impl Driver {
         let stale: Vec<(Key, geocache_crdt::Dot)> = self
             .store
             .registers()
-            .filter(|(k, r)| dropped_by_transfer(r, transfer.keys.contains(k), &sender_wm))
-            .map(|(k, r)| (k, r.meta.dot))
+            .map(|(k, e)| (k, e.dot()))
+            .filter(|(k, dot)| dropped_by_transfer(*dot, transfer.keys.contains(k), &sender_wm))
             .collect();
         for (key, dot) in stale {
             self.store.drop_if_dot(&key, dot);

@@ -10,6 +10,10 @@
 //! - `clock.rs`: [`clock::Clock`], the time source the store reads.
 //! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
 //! - `config.rs`: settings from defaults, a TOML file and flags.
+//! - `entry.rs`: [`entry::Entry`], a register packed with its value in one
+//!   allocation, as the store holds it.
+//! - `store_key.rs`: the packed key the store's map is keyed by.
+//! - `weight.rs`: what an entry costs against the byte budget (measured).
 //! - `write.rs`: the pure part of local and replicated writes, shared by the
 //!   store and the simulator.
 //! - `store.rs`: the store: moka, the byte budget, expiry, and the writes.
@@ -30,6 +34,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod entry;
 pub mod http;
 pub mod locality;
 pub mod metrics;
@@ -37,4 +42,6 @@ pub mod namespace;
 pub mod resp;
 pub mod server;
 pub mod store;
+pub mod store_key;
+pub mod weight;
 pub mod write;

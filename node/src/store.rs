@@ -4,41 +4,46 @@
 //! go through [`Store::apply_local`], which ticks the node's hybrid logical
 //! clock, bumps the version vector, checks the write's condition
 //! (compare-and-set) and returns the [`Delta`] to replicate; replicated
-//! writes go through [`Store::apply_remote`]. Each update of a key is one
-//! atomic `and_try_compute_with` on the moka cache, so concurrent writes to
-//! one key serialize and a compare-and-set is linearizable at this node.
+//! writes go through [`Store::apply_remote`].
+//!
+//! The map is moka, keyed by the packed key (`store_key`) and holding
+//! packed entries (`entry`): one allocation for the key and one for the
+//! register and its value. Each update of a key reads the entry held, runs
+//! the pure write (`write.rs`) and inserts the result under one of
+//! [`LOCK_STRIPE_COUNT`] striped locks chosen by the key's hash, so
+//! concurrent writes to one key serialize (a compare-and-set is
+//! linearizable at this node) at the cost of one lookup and one insert,
+//! without moka's compute machinery.
 
-use geocache_crdt::{Delta, DeltaError, Doc, Key, NodeId, Register};
+use geocache_crdt::{Delta, DeltaError, Doc, Dot, Key, NodeId, Register};
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 use prometheus_client::metrics::counter::Counter;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::EvictionKind;
+pub use crate::entry::{Entry, ValueRef};
+use crate::store_key;
+pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
 pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp, WriteOutcome};
 
-/// What an entry costs in the cache beyond its key and register: moka's
-/// node, its deques and timer wheel slot, and the `Arc`s. An estimate from
-/// moka's layout; `tests/memory.rs` checks the budget holds end to end and
-/// the memory benchmark measures the real cost per entry.
-const CACHE_ENTRY_OVERHEAD_BYTES: usize = 160;
-
-/// What an entry costs against the byte budget: key, register and the
-/// per-entry overhead. The simulator's store weighs entries the same way.
-pub fn entry_weight_bytes(key: &Key, register: &Register) -> u64 {
-    (key.size_bytes() + register.size_bytes() + CACHE_ENTRY_OVERHEAD_BYTES) as u64
-}
+/// Locks that serialize updates of one key: far more than cores, so two
+/// writes to different keys rarely wait on each other.
+pub const LOCK_STRIPE_COUNT: usize = 1_024;
 
 /// foldhash, seeded at random per process: several times faster than the
 /// default SipHash on short keys, and still resistant to keys crafted to
 /// collide, which matters because keys come from clients.
 type KeyHasher = foldhash::fast::RandomState;
+
+/// The map's key: the packed key (`store_key`).
+type MapKey = Box<[u8]>;
 
 /// How a [`Store`] is set up.
 #[derive(Clone, Debug)]
@@ -81,54 +86,34 @@ struct RegisterExpiry {
 impl RegisterExpiry {
     /// moka reclaims an entry at `reclaim_at_ms`: reads miss from the
     /// register's own expiry, but the entry is kept a retention longer.
-    fn remaining(&self, register: &Register) -> Option<Duration> {
-        let at = reclaim_at_ms(register, self.tombstone_ttl_ms)?;
+    fn remaining(&self, entry: &Entry) -> Option<Duration> {
+        let at = reclaim_at_ms(entry, self.tombstone_ttl_ms)?;
         Some(Duration::from_millis(at.saturating_sub(self.clock.now_ms())))
     }
 }
 
-impl Expiry<Key, Slot> for RegisterExpiry {
-    fn expire_after_create(&self, _key: &Key, value: &Slot, _at: Instant) -> Option<Duration> {
-        self.remaining(&value.register)
+impl Expiry<MapKey, Entry> for RegisterExpiry {
+    fn expire_after_create(&self, _key: &MapKey, value: &Entry, _at: Instant) -> Option<Duration> {
+        self.remaining(value)
     }
 
     fn expire_after_update(
         &self,
-        _key: &Key,
-        value: &Slot,
+        _key: &MapKey,
+        value: &Entry,
         _at: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
-        self.remaining(&value.register)
-    }
-}
-
-/// What the cache holds per key: the register, and when it stops being
-/// visible, copied out of it so that a read can tell a miss without
-/// touching the register's own (often cold) memory.
-#[derive(Clone)]
-struct Slot {
-    /// Unix ms from which reads miss: 0 for a tombstone, `u64::MAX` for
-    /// an entry that never expires.
-    visible_until_ms: u64,
-    register: Arc<Register>,
-}
-
-impl Slot {
-    fn new(register: Arc<Register>) -> Slot {
-        let visible_until_ms = match (register.meta.tombstone, register.meta.expires_at_ms) {
-            (true, _) => 0,
-            (false, Some(at)) => at,
-            (false, None) => u64::MAX,
-        };
-        Slot { visible_until_ms, register }
+        self.remaining(value)
     }
 }
 
 /// The node's entries. Cheap to share behind an `Arc`; every method takes
 /// `&self`.
 pub struct Store {
-    cache: Cache<Key, Slot, KeyHasher>,
+    cache: Cache<MapKey, Entry, KeyHasher>,
+    stripes: Box<[Mutex<()>]>,
+    stripe_hasher: KeyHasher,
     clock: Arc<dyn Clock>,
     writer: Mutex<Writer>,
     node: NodeId,
@@ -147,8 +132,8 @@ impl Store {
         let cache = Cache::builder()
             .max_capacity(config.max_memory_bytes)
             .eviction_policy(policy)
-            .weigher(|key: &Key, slot: &Slot| {
-                u32::try_from(entry_weight_bytes(key, &slot.register)).unwrap_or(u32::MAX)
+            .weigher(|key: &MapKey, entry: &Entry| {
+                u32::try_from(entry_weight_bytes(key.len(), entry)).unwrap_or(u32::MAX)
             })
             .expire_after(RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms })
             .eviction_listener(move |_key, _value, cause| {
@@ -161,6 +146,8 @@ impl Store {
             .build_with_hasher(KeyHasher::default());
         Store {
             cache,
+            stripes: (0..LOCK_STRIPE_COUNT).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: KeyHasher::default(),
             clock,
             writer: Mutex::new(Writer::new(config.node, config.max_clock_skew_ms, config.tombstone_ttl_ms)),
             node: config.node,
@@ -184,12 +171,12 @@ impl Store {
     }
 
     /// The value of `key` if one is visible now (not deleted, not expired).
-    pub fn get(&self, key: &Key) -> Option<Arc<Register>> {
+    pub fn get(&self, key: &Key) -> Option<Entry> {
         let now = self.clock.now_ms();
-        match self.cache.get(key).filter(|slot| now < slot.visible_until_ms) {
-            Some(slot) => {
+        match self.cache.get(&store_key::pack(key)[..]).filter(|e| e.is_visible_at(now)) {
+            Some(entry) => {
                 self.stats.hits.inc();
-                Some(slot.register)
+                Some(entry)
             }
             None => {
                 self.stats.misses.inc();
@@ -198,10 +185,10 @@ impl Store {
         }
     }
 
-    /// The register of `key` as held, tombstones and expired entries
+    /// The entry of `key` as held, tombstones and expired entries
     /// included; for replication, not for reads.
-    pub fn register(&self, key: &Key) -> Option<Arc<Register>> {
-        self.cache.get(key).map(|slot| slot.register)
+    pub fn register(&self, key: &Key) -> Option<Entry> {
+        self.cache.get(&store_key::pack(key)[..])
     }
 
     /// Entries held (tombstones and not yet reclaimed expired entries
@@ -213,14 +200,13 @@ impl Store {
     /// Entries of `namespace` visible now (neither deleted nor expired):
     /// what RESP's `DBSIZE` answers. [`Store::entry_count`] counts every
     /// namespace, tombstones and expired entries kept for their retention
-    /// too, so this walks the cache instead: O(entries), without cloning
-    /// keys or registers.
+    /// too, so this walks the cache instead: O(entries), without copying
+    /// keys or entries.
     pub fn visible_entry_count(&self, namespace: &str) -> u64 {
         let now = self.clock.now_ms();
-        self.cache
-            .iter()
-            .filter(|(key, slot)| now < slot.visible_until_ms && &*key.namespace == namespace)
-            .count() as u64
+        let prefix = store_key::namespace_prefix(namespace);
+        self.cache.iter().filter(|(key, entry)| entry.is_visible_at(now) && key.starts_with(&prefix)).count()
+            as u64
     }
 
     /// Bytes held by the budget's measure.
@@ -240,6 +226,13 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock that serializes updates of the key packed as `packed`.
+    fn stripe(&self, packed: &[u8]) -> MutexGuard<'_, ()> {
+        let i = (self.stripe_hasher.hash_one(packed) as usize) % self.stripes.len();
+        // The lock guards no data, so a panic elsewhere cannot poison it.
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Applies a local write: checks its condition, stamps it, merges it and
     /// returns the delta to replicate.
     ///
@@ -252,15 +245,12 @@ impl Store {
             Doc::check_patch(patch)?;
         }
         let now = self.clock.now_ms();
-        let mut outcome = None;
-        self.cache.entry(write.key.clone()).and_try_compute_with(|entry| {
-            let current = entry.map(|e| e.into_value().register);
-            let done = local_write(&self.writer, current, write, now)?;
-            let slot = Slot::new(done.register.clone());
-            outcome = Some(done);
-            Ok::<_, WriteError>(Op::Put(slot))
-        })?;
-        Ok(outcome.expect("a successful compute sets the outcome"))
+        let packed = store_key::pack(&write.key);
+        let _update = self.stripe(&packed);
+        let current = self.cache.get(&packed[..]);
+        let outcome = local_write(&self.writer, current.as_ref(), write, now)?;
+        self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+        Ok(outcome)
     }
 
     /// Applies a replicated write.
@@ -279,53 +269,54 @@ impl Store {
         if skew.is_some() {
             self.stats.clock_skew_errors.inc();
         }
-        let mut outcome = None;
-        self.cache.entry(delta.key.clone()).and_try_compute_with(|entry| {
-            let current = entry.map(|e| e.into_value().register);
-            let done = remote_write(current, delta, now, skew)?;
-            let op = if done.changed { Op::Put(Slot::new(done.register.clone())) } else { Op::Nop };
-            outcome = Some(done);
-            Ok::<_, DeltaError>(op)
-        })?;
-        let outcome = outcome.expect("a successful compute sets the outcome");
+        let packed = store_key::pack(&delta.key);
+        let outcome = {
+            let _update = self.stripe(&packed);
+            let current = self.cache.get(&packed[..]);
+            let outcome = remote_write(current.as_ref(), delta, now, skew)?;
+            if outcome.changed {
+                self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+            }
+            outcome
+        };
         if outcome.conflict {
             self.stats.conflicts.inc();
         }
         Ok(outcome)
     }
 
-    /// Every register held, tombstones included, for a full state
-    /// transfer. A snapshot-free walk: entries changing meanwhile may be
-    /// seen before or after the change.
-    pub fn registers(&self) -> impl Iterator<Item = (Key, Arc<Register>)> + '_ {
-        self.cache.iter().map(|(k, slot)| ((*k).clone(), slot.register))
+    /// Every entry held, tombstones included, for a full state transfer.
+    /// A snapshot-free walk: entries changing meanwhile may be seen before
+    /// or after the change.
+    pub fn registers(&self) -> impl Iterator<Item = (Key, Entry)> + '_ {
+        let mut namespace = None;
+        self.cache.iter().map(move |(k, entry)| (store_key::unpack(&k, &mut namespace), entry))
     }
 
     /// Merges a whole register from a full state transfer.
-    pub fn merge_register(&self, key: Key, incoming: &Register) {
-        self.cache.entry(key).and_compute_with(|entry| {
-            let current = entry.map(|e| e.into_value().register);
-            let next = match &current {
-                Some(c) => c.merged(incoming),
-                None => incoming.clone(),
-            };
-            if current.as_deref() == Some(&next) {
-                Op::Nop
-            } else {
-                Op::Put(Slot::new(Arc::new(next)))
-            }
-        });
+    pub fn merge_register(&self, key: &Key, incoming: &Register) {
+        let packed = store_key::pack(key);
+        let _update = self.stripe(&packed);
+        let current = self.cache.get(&packed[..]);
+        let next = match &current {
+            Some(c) => Entry::from_register(Arc::new(c.to_register().merged(incoming))),
+            None => Entry::from_register(Arc::new(incoming.clone())),
+        };
+        if current.as_ref() != Some(&next) {
+            self.cache.insert(MapKey::from(&packed[..]), next);
+        }
     }
 
-    /// Removes `key` if its register is still the one produced by `dot`
+    /// Removes `key` if its entry is still the one produced by `dot`
     /// (the full-transfer drop rule: a peer applied that write but no
     /// longer holds the entry, so it was evicted or expired there; a miss
     /// is allowed, a resurrection is not).
-    pub fn drop_if_dot(&self, key: &Key, dot: geocache_crdt::Dot) {
-        self.cache.entry(key.clone()).and_compute_with(|entry| match entry {
-            Some(e) if e.value().register.meta.dot == dot => Op::Remove,
-            _ => Op::Nop,
-        });
+    pub fn drop_if_dot(&self, key: &Key, dot: Dot) {
+        let packed = store_key::pack(key);
+        let _update = self.stripe(&packed);
+        if self.cache.get(&packed[..]).is_some_and(|e| e.dot() == dot) {
+            self.cache.invalidate(&packed[..]);
+        }
     }
 }
 
@@ -334,7 +325,6 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use bytes::Bytes;
-    use geocache_crdt::Value;
     use serde_json::json;
 
     fn store(clock: &ManualClock, node: u64) -> Store {
@@ -363,10 +353,10 @@ mod tests {
         }
     }
 
-    fn bytes_of(r: &Register) -> &[u8] {
-        match &r.value {
-            Value::Bytes(b) => b,
-            Value::Doc(_) => panic!("a document"),
+    fn bytes_of(e: &Entry) -> Vec<u8> {
+        match e.value() {
+            ValueRef::Bytes(b) => b.to_vec(),
+            ValueRef::Doc(_) => panic!("a document"),
         }
     }
 
@@ -388,7 +378,7 @@ mod tests {
             .unwrap();
         assert_eq!(del.delta.seq, 2, "the refused write used no sequence number");
         assert!(s.get(&key("k")).is_none());
-        assert!(s.register(&key("k")).unwrap().meta.tombstone);
+        assert!(s.register(&key("k")).unwrap().is_tombstone());
     }
 
     #[test]
@@ -407,7 +397,7 @@ mod tests {
         let clock = ManualClock::new(1_000);
         let s = store(&clock, 1);
         let first = s.apply_local(put("k", "1", Ttl::Never, Condition::Always)).unwrap();
-        let vv = first.register.meta.vv.clone();
+        let vv = first.entry.vv();
         s.apply_local(put("k", "2", Ttl::Never, Condition::IfMatch(vv.clone()))).unwrap();
         let stale = s.apply_local(put("k", "3", Ttl::Never, Condition::IfMatch(vv))).unwrap_err();
         assert!(matches!(stale, WriteError::PreconditionFailed { current: Some(_) }));

@@ -10,6 +10,8 @@ use geocache_crdt::{
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
+use crate::entry::Entry;
+
 /// How a write sets the entry's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ttl {
@@ -89,10 +91,13 @@ pub enum WriteError {
 /// What a successful local write did.
 #[derive(Clone, Debug)]
 pub struct WriteOutcome {
-    /// The register after the write.
+    /// The entry the store holds after the write.
+    pub entry: Entry,
+    /// The register after the write, as replicated (its value shares the
+    /// entry's memory).
     pub register: Arc<Register>,
     /// The visible value before the write, if there was one.
-    pub previous: Option<Arc<Register>>,
+    pub previous: Option<Entry>,
     /// What to send to the other replicas.
     pub delta: Delta,
 }
@@ -112,22 +117,25 @@ impl WriteOutcome {
 }
 
 /// The drop rule of a full state transfer: an entry held here that the
-/// sender did not send, written by a write the sender has applied (by its
-/// watermarks), was evicted or expired at the sender and must go here too;
-/// holding it on would resurrect it. A miss is allowed, a resurrection not.
+/// sender did not send, written by a write (`dot`) the sender has applied
+/// (by its watermarks), was evicted or expired at the sender and must go
+/// here too; holding it on would resurrect it. A miss is allowed, a
+/// resurrection not.
 pub fn dropped_by_transfer(
-    register: &Register,
+    dot: Dot,
     sent_by_sender: bool,
     sender_watermarks: &std::collections::BTreeMap<NodeId, u64>,
 ) -> bool {
-    let dot = register.meta.dot;
     !sent_by_sender && sender_watermarks.get(&dot.origin).is_some_and(|&w| dot.seq <= w)
 }
 
 /// What a replicated write did.
 #[derive(Clone, Debug)]
 pub struct RemoteOutcome {
-    /// The register after the write.
+    /// The entry after the write.
+    pub entry: Entry,
+    /// The register after the write: the delta's own when it replaced the
+    /// entry whole (so the backlog can keep the delta as it arrived).
     pub register: Arc<Register>,
     /// Whether the register changed.
     pub changed: bool,
@@ -178,9 +186,11 @@ fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
     writer.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A local write over `current` (the register held for the key, if any):
+/// A local write over `current` (the entry held for the key, if any):
 /// checks the condition, stamps the write after `current`, bumps the
-/// version vector, builds the register and its delta.
+/// version vector, builds the entry and its delta. A bytes value is copied
+/// into the entry's own allocation here, once, so nothing the store keeps
+/// points into a request's buffer.
 ///
 /// The writer is locked twice, briefly: for the stamp, and for the sequence
 /// number, which is taken last, once nothing can fail, so a refused write
@@ -191,53 +201,53 @@ fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
 /// [`WriteError`]; nothing is stamped or numbered then.
 pub fn local_write(
     writer: &Mutex<Writer>,
-    current: Option<Arc<Register>>,
+    current: Option<&Entry>,
     write: Write,
     now: u64,
 ) -> Result<WriteOutcome, WriteError> {
-    let visible = current.clone().filter(|r| r.is_visible_at(now));
-    check_condition(&write.condition, visible.as_deref())?;
-    let floor = current.as_ref().map(|r| r.meta.stamp.hlc).unwrap_or_default();
+    let visible = current.filter(|e| e.is_visible_at(now));
+    check_condition(&write.condition, visible)?;
+    let floor = current.map(|e| e.stamp().hlc).unwrap_or_default();
     let (node, tombstone_ttl_ms, hlc) = {
         let mut w = lock(writer);
         (w.node, w.tombstone_ttl_ms, w.hlc.tick_after(floor, now))
     };
     let stamp = Stamp::new(hlc, node);
-    let mut vv = current.as_ref().map(|r| r.meta.vv.clone()).unwrap_or_default();
+    let mut vv = current.map(Entry::vv).unwrap_or_default();
     vv.increment(node);
     let expires_at_ms = match write.ttl {
         Ttl::Never => None,
         Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
-        Ttl::Keep { or_ms } => match &visible {
-            Some(v) => v.meta.expires_at_ms,
+        Ttl::Keep { or_ms } => match visible {
+            Some(v) => v.expires_at_ms(),
             None => or_ms.map(|ms| now.saturating_add(ms)),
         },
     };
-    let mut register = match write.op {
+    let mut meta = RegisterMeta {
+        stamp,
+        epoch: stamp,
+        vv,
+        dot: Dot::default(),
+        expires_at_ms,
+        tombstone: false,
+        content_type: None,
+    };
+    let (value, document) = match write.op {
         WriteOp::Put { value, content_type } => {
-            let mut r = Register::replace(Value::Bytes(value), stamp, vv, Dot::default(), expires_at_ms);
-            r.meta.content_type = content_type;
-            r
+            meta.content_type = content_type;
+            (value, None)
         }
         WriteOp::Delete => {
-            Register::tombstone(stamp, vv, Dot::default(), Some(now.saturating_add(tombstone_ttl_ms)))
+            meta.tombstone = true;
+            meta.expires_at_ms = Some(now.saturating_add(tombstone_ttl_ms));
+            (Bytes::new(), None)
         }
         WriteOp::Patch(patch) => {
-            let existing = visible.as_ref().and_then(|v| v.doc().map(|d| (d.clone(), v.meta.epoch)));
+            let existing = visible.and_then(|v| v.doc().map(|d| (d.clone(), v.epoch())));
             let (mut doc, epoch) = existing.unwrap_or_else(|| (Doc::new(), stamp));
             doc.apply_merge_patch(&patch, stamp)?;
-            Register {
-                value: Value::Doc(doc),
-                meta: RegisterMeta {
-                    stamp,
-                    epoch,
-                    vv,
-                    dot: Dot::default(),
-                    expires_at_ms,
-                    tombstone: false,
-                    content_type: None,
-                },
-            }
+            meta.epoch = epoch;
+            (Bytes::new(), Some(doc))
         }
     };
     let seq = {
@@ -245,73 +255,108 @@ pub fn local_write(
         w.seq += 1;
         w.seq
     };
-    register.meta.dot = Dot { origin: node, seq };
-    let register = Arc::new(register);
-    let delta = Delta::for_write(node, seq, write.key, current.as_deref(), &register);
-    Ok(WriteOutcome { register, previous: visible, delta })
+    meta.dot = Dot { origin: node, seq };
+    let (entry, register) = match document {
+        Some(doc) => {
+            let register = Arc::new(Register { value: Value::Doc(doc), meta });
+            (Entry::from_register(register.clone()), register)
+        }
+        None => {
+            let entry = Entry::pack(&meta, &value);
+            let register = Arc::new(Register { value: Value::Bytes(entry.bytes_value()), meta });
+            (entry, register)
+        }
+    };
+    let before = current.and_then(Entry::doc_register);
+    let delta = Delta::for_write(node, seq, write.key, before, &register);
+    Ok(WriteOutcome { entry, register, previous: visible.cloned(), delta })
 }
 
-/// A replicated write over `current`: the register after it, whether it
+/// A replicated write over `current`: the entry after it, whether it
 /// changed, and whether it was concurrent with the visible value held.
+///
+/// A delta that loses its merge whole (the entry held has a later epoch
+/// and has seen every write the delta has) costs two comparisons and
+/// nothing else.
 ///
 /// # Errors
 ///
 /// [`DeltaError`] when the delta cannot be applied here.
 pub fn remote_write(
-    current: Option<Arc<Register>>,
+    current: Option<&Entry>,
     delta: &Delta,
     now: u64,
     skew: Option<ClockSkewError>,
 ) -> Result<RemoteOutcome, DeltaError> {
     let incoming = delta.meta();
     // Each dominance once: it decides the conflict and the fast paths.
-    let (theirs_cover, ours_cover) = match &current {
-        Some(c) => (incoming.vv.dominates(&c.meta.vv), c.meta.vv.dominates(&incoming.vv)),
+    let held_vv = current.map(Entry::vv);
+    let (theirs_cover, ours_cover) = match &held_vv {
+        Some(vv) => (incoming.vv.dominates(vv), vv.dominates(&incoming.vv)),
         None => (true, false),
     };
-    let conflict = current.as_ref().is_some_and(|c| c.is_visible_at(now)) && !theirs_cover && !ours_cover;
-    // Fast paths, equal to the merge but without copying a register: a
-    // whole register that replaces the current one and has seen all it
-    // has, or one the current register already supersedes.
+    let conflict = current.is_some_and(|c| c.is_visible_at(now)) && !theirs_cover && !ours_cover;
+    let unchanged = |c: &Entry, register: Arc<Register>| RemoteOutcome {
+        entry: c.clone(),
+        register,
+        changed: false,
+        conflict,
+        skew: skew.clone(),
+    };
+    // Fast paths, equal to the merge but without building a merged
+    // register: a whole register that replaces the current one and has
+    // seen all it has, or one the current entry already supersedes.
     if let DeltaBody::Register(incoming) = &delta.body {
-        match &current {
-            None => return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew }),
-            Some(c) if incoming.meta.epoch > c.meta.epoch && theirs_cover => {
-                return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
-            }
-            Some(c) if c.meta.epoch > incoming.meta.epoch && ours_cover => {
-                return Ok(RemoteOutcome { register: c.clone(), changed: false, conflict, skew });
-            }
-            Some(_) => {}
+        let replaces = match current {
+            None => true,
+            Some(c) => incoming.meta.epoch > c.epoch() && theirs_cover,
+        };
+        if replaces {
+            let entry = Entry::from_register(incoming.clone());
+            return Ok(RemoteOutcome { entry, register: incoming.clone(), changed: true, conflict, skew });
+        }
+        // The backlog keeps the delta as it came: forwarding it later is
+        // as good as forwarding the entry, which supersedes it anyway.
+        if let Some(c) = current.filter(|c| c.epoch() > incoming.meta.epoch && ours_cover) {
+            return Ok(unchanged(c, incoming.clone()));
         }
     }
-    let next = delta.apply_to(current.as_deref())?;
-    if current.as_deref() == Some(&next) {
-        let register = current.unwrap_or_else(|| Arc::new(next));
-        return Ok(RemoteOutcome { register, changed: false, conflict, skew });
+    let held = current.map(Entry::register_arc);
+    let next = delta.apply_to(held.as_deref())?;
+    if let (Some(c), Some(held)) = (current, &held) {
+        if **held == next {
+            return Ok(unchanged(c, held.clone()));
+        }
     }
-    Ok(RemoteOutcome { register: Arc::new(next), changed: true, conflict, skew })
+    let register = Arc::new(next);
+    Ok(RemoteOutcome {
+        entry: Entry::from_register(register.clone()),
+        register,
+        changed: true,
+        conflict,
+        skew,
+    })
 }
 
-/// When a register may be forgotten: a tombstone at its own expiry (the
+/// When an entry may be forgotten: a tombstone at its own expiry (the
 /// delete's retention), an expired value only a retention later. Until
 /// then it stays as an invisible entry, so a late, older write for the key
 /// merges under it instead of coming back to life.
-pub fn reclaim_at_ms(register: &Register, tombstone_ttl_ms: u64) -> Option<u64> {
-    let at = register.meta.expires_at_ms?;
-    if register.meta.tombstone {
+pub fn reclaim_at_ms(entry: &Entry, tombstone_ttl_ms: u64) -> Option<u64> {
+    let at = entry.expires_at_ms()?;
+    if entry.is_tombstone() {
         Some(at)
     } else {
         Some(at.saturating_add(tombstone_ttl_ms))
     }
 }
 
-fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<(), WriteError> {
+fn check_condition(condition: &Condition, visible: Option<&Entry>) -> Result<(), WriteError> {
     let holds = match (condition, visible) {
         (Condition::Always, _) => true,
-        (Condition::IfMatch(vv), Some(r)) => &r.meta.vv == vv,
+        (Condition::IfMatch(vv), Some(r)) => &r.vv() == vv,
         (Condition::IfMatch(_), None) => false,
-        (Condition::IfCas(token), Some(r)) => r.meta.vv.cas_token() == *token,
+        (Condition::IfCas(token), Some(r)) => r.vv().cas_token() == *token,
         (Condition::IfCas(_), None) => false,
         (Condition::IfPresent, v) => v.is_some(),
         (Condition::IfAbsent, v) => v.is_none(),
@@ -319,7 +364,7 @@ fn check_condition(condition: &Condition, visible: Option<&Register>) -> Result<
     if holds {
         Ok(())
     } else {
-        Err(WriteError::PreconditionFailed { current: visible.map(|r| r.meta.vv.to_etag()) })
+        Err(WriteError::PreconditionFailed { current: visible.map(|r| r.vv().to_etag()) })
     }
 }
 
@@ -328,9 +373,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn written_by(origin: u64, writes: u64) -> Arc<Register> {
+    fn written_by(origin: u64, writes: u64) -> Entry {
         let writer = Mutex::new(Writer::new(NodeId(origin), 60_000, 600_000));
-        let mut register = None;
+        let mut register: Option<Entry> = None;
         for i in 0..writes {
             let write = Write {
                 key: Key::new("t", Bytes::from_static(b"k")),
@@ -338,7 +383,7 @@ mod tests {
                 ttl: Ttl::Never,
                 condition: Condition::Always,
             };
-            register = Some(local_write(&writer, register, write, 1_000 + i).unwrap().register);
+            register = Some(local_write(&writer, register.as_ref(), write, 1_000 + i).unwrap().entry);
         }
         register.unwrap()
     }
@@ -347,17 +392,18 @@ mod tests {
     fn a_full_transfer_drops_only_what_the_sender_applied_and_no_longer_holds() {
         // Written by node 7 as its 3rd write.
         let held = written_by(7, 3);
-        assert_eq!(held.meta.dot, Dot { origin: NodeId(7), seq: 3 });
+        let held = held.dot();
+        assert_eq!(held, Dot { origin: NodeId(7), seq: 3 });
         let watermarks = |w: u64| BTreeMap::from([(NodeId(7), w)]);
         // The sender applied that write and did not send the key: it was
         // evicted or expired there, so it goes here too.
-        assert!(dropped_by_transfer(&held, false, &watermarks(3)));
-        assert!(dropped_by_transfer(&held, false, &watermarks(9)));
+        assert!(dropped_by_transfer(held, false, &watermarks(3)));
+        assert!(dropped_by_transfer(held, false, &watermarks(9)));
         // The sender sent the key: its register was merged, nothing to drop.
-        assert!(!dropped_by_transfer(&held, true, &watermarks(9)));
+        assert!(!dropped_by_transfer(held, true, &watermarks(9)));
         // The sender has not applied it yet (or never heard of node 7): a
         // write it does not know of must survive, or it would be lost.
-        assert!(!dropped_by_transfer(&held, false, &watermarks(2)));
-        assert!(!dropped_by_transfer(&held, false, &BTreeMap::new()));
+        assert!(!dropped_by_transfer(held, false, &watermarks(2)));
+        assert!(!dropped_by_transfer(held, false, &BTreeMap::new()));
     }
 }

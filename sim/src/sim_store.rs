@@ -3,7 +3,9 @@
 //! budget and weights, with expiry against virtual time.
 
 use geocache_crdt::{Delta, DeltaError, Key, NodeId, Register};
-use geocache_node::store::entry_weight_bytes;
+use geocache_node::entry::Entry;
+use geocache_node::store_key;
+use geocache_node::weight::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
 };
@@ -33,7 +35,7 @@ const TOMBSTONE_TTL_MS: u64 = 600_000;
 /// One entry, in a slab, linked into the recency list.
 struct Slot {
     key: Key,
-    register: Arc<Register>,
+    entry: Entry,
     weight: u64,
     /// Toward the most recently used end.
     newer: u32,
@@ -126,27 +128,27 @@ impl SimStore {
         key
     }
 
-    fn put(&mut self, key: Key, register: Arc<Register>) {
+    fn put(&mut self, key: Key, entry: Entry) {
         let at = self.entries.get(&key);
-        self.put_at(at, key, register);
+        self.put_at(at, key, entry);
     }
 
     /// As `put`, with the key's slot already looked up (`None`: absent).
-    fn put_at(&mut self, at: Option<u32>, key: Key, register: Arc<Register>) {
-        let weight = entry_weight_bytes(&key, &register);
-        if let Some(reclaim) = reclaim_at_ms(&register, self.retention_ms) {
+    fn put_at(&mut self, at: Option<u32>, key: Key, entry: Entry) {
+        let weight = entry_weight_bytes(store_key::packed_len(&key), &entry);
+        if let Some(reclaim) = reclaim_at_ms(&entry, self.retention_ms) {
             self.reclaim_floor_ms = self.reclaim_floor_ms.min(reclaim);
         }
         match at {
             Some(i) => {
                 let slot = &mut self.slots[i as usize];
                 self.bytes = self.bytes - slot.weight + weight;
-                slot.register = register;
+                slot.entry = entry;
                 slot.weight = weight;
                 self.touch(i);
             }
             None => {
-                let slot = Slot { key: key.clone(), register, weight, newer: NIL, older: NIL };
+                let slot = Slot { key: key.clone(), entry, weight, newer: NIL, older: NIL };
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.slots[i as usize] = slot;
@@ -169,15 +171,14 @@ impl SimStore {
         }
     }
 
-    fn held(&self, key: &Key) -> Option<&Arc<Register>> {
-        self.entries.get(key).map(|i| &self.slots[i as usize].register)
+    fn held(&self, key: &Key) -> Option<&Entry> {
+        self.entries.get(key).map(|i| &self.slots[i as usize].entry)
     }
 
     /// The visible value, touching it for LRU.
-    pub fn get(&mut self, key: &Key, now_ms: u64) -> Option<Arc<Register>> {
+    pub fn get(&mut self, key: &Key, now_ms: u64) -> Option<Entry> {
         let index = self.entries.get(key);
-        let found =
-            index.map(|i| self.slots[i as usize].register.clone()).filter(|r| r.is_visible_at(now_ms));
+        let found = index.map(|i| self.slots[i as usize].entry.clone()).filter(|r| r.is_visible_at(now_ms));
         match (found.is_some(), index) {
             (true, Some(i)) => {
                 self.counts.hits += 1;
@@ -189,7 +190,7 @@ impl SimStore {
     }
 
     /// The register held, if any (no LRU touch).
-    pub fn peek(&self, key: &Key) -> Option<&Arc<Register>> {
+    pub fn peek(&self, key: &Key) -> Option<&Entry> {
         self.held(key)
     }
 
@@ -200,10 +201,10 @@ impl SimStore {
     /// [`WriteError`]; nothing changed.
     pub fn apply_local(&mut self, write: Write, now_ms: u64) -> Result<WriteOutcome, WriteError> {
         let at = self.entries.get(&write.key);
-        let current = at.map(|i| self.slots[i as usize].register.clone());
+        let current = at.map(|i| self.slots[i as usize].entry.clone());
         let key = write.key.clone();
-        let outcome = local_write(&self.writer, current, write, now_ms)?;
-        self.put_at(at, key, outcome.register.clone());
+        let outcome = local_write(&self.writer, current.as_ref(), write, now_ms)?;
+        self.put_at(at, key, outcome.entry.clone());
         Ok(outcome)
     }
 
@@ -220,18 +221,19 @@ impl SimStore {
             .observe(delta.meta().stamp.hlc, now_ms)
             .err();
         let at = self.entries.get(&delta.key);
-        let current = at.map(|i| self.slots[i as usize].register.clone());
+        let current = at.map(|i| self.slots[i as usize].entry.clone());
         if self.broken_merge {
-            if let Some(register) = current {
-                return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
+            if let Some(entry) = current {
+                let register = entry.register_arc();
+                return Ok(RemoteOutcome { entry, register, changed: false, conflict: false, skew });
             }
         }
-        let outcome = remote_write(current, delta, now_ms, skew)?;
+        let outcome = remote_write(current.as_ref(), delta, now_ms, skew)?;
         if outcome.conflict {
             self.counts.conflicts += 1;
         }
         if outcome.changed {
-            self.put_at(at, delta.key.clone(), outcome.register.clone());
+            self.put_at(at, delta.key.clone(), outcome.entry.clone());
         }
         Ok(outcome)
     }
@@ -246,7 +248,7 @@ impl SimStore {
         self.reclaim_floor_ms = self
             .entries
             .slots()
-            .filter_map(|i| reclaim_at_ms(&self.slots[i as usize].register, retention))
+            .filter_map(|i| reclaim_at_ms(&self.slots[i as usize].entry, retention))
             .filter(|&at| at > now_ms)
             .min()
             .unwrap_or(u64::MAX);
@@ -254,7 +256,7 @@ impl SimStore {
             .entries
             .slots()
             .filter(|&i| {
-                reclaim_at_ms(&self.slots[i as usize].register, retention).is_some_and(|at| at <= now_ms)
+                reclaim_at_ms(&self.slots[i as usize].entry, retention).is_some_and(|at| at <= now_ms)
             })
             .collect();
         expired.sort_unstable();
@@ -265,11 +267,11 @@ impl SimStore {
     }
 
     /// Every register held, in key order.
-    pub fn registers(&self) -> impl Iterator<Item = (&Key, &Arc<Register>)> {
-        let mut all: Vec<(&Key, &Arc<Register>)> = self
+    pub fn registers(&self) -> impl Iterator<Item = (&Key, &Entry)> {
+        let mut all: Vec<(&Key, &Entry)> = self
             .entries
             .slots()
-            .map(|i| (&self.slots[i as usize].key, &self.slots[i as usize].register))
+            .map(|i| (&self.slots[i as usize].key, &self.slots[i as usize].entry))
             .collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
@@ -278,18 +280,18 @@ impl SimStore {
     /// Merges a register from a full transfer.
     pub fn merge_register(&mut self, key: &Key, incoming: &Register) {
         let next = match self.held(key) {
-            Some(r) => r.merged(incoming),
-            None => incoming.clone(),
+            Some(e) => Entry::from_register(Arc::new(e.to_register().merged(incoming))),
+            None => Entry::from_register(Arc::new(incoming.clone())),
         };
-        if self.held(key).map(|r| &**r) != Some(&next) {
-            self.put(key.clone(), Arc::new(next));
+        if self.held(key) != Some(&next) {
+            self.put(key.clone(), next);
         }
     }
 
     /// The drop rule of a full transfer.
     pub fn drop_if_dot(&mut self, key: &Key, dot: geocache_crdt::Dot) {
         if let Some(i) = self.entries.get(key) {
-            if self.slots[i as usize].register.meta.dot == dot {
+            if self.slots[i as usize].entry.dot() == dot {
                 self.remove_slot(i);
             }
         }

@@ -675,7 +675,7 @@ impl World {
             let got = self.nodes[node].store.get(&key, now);
             if let Some((stamp, visible)) = &self.newest[key_number] {
                 let fresh = match &got {
-                    Some(r) => r.meta.stamp >= *stamp,
+                    Some(r) => r.stamp() >= *stamp,
                     None => !visible,
                 };
                 if !fresh {
@@ -694,7 +694,7 @@ impl World {
         } else if roll < w.delete_share + w.cas_share {
             let current = self.nodes[node].store.get(&key, now);
             let condition = match current {
-                Some(r) => Condition::IfMatch(r.meta.vv.clone()),
+                Some(r) => Condition::IfMatch(r.vv()),
                 None => Condition::IfAbsent,
             };
             (WriteOp::Put { value: self.value(), content_type: None }, condition, ttl)
@@ -727,7 +727,7 @@ impl World {
         self.outstanding += self.nodes.iter().filter(|n| n.up).count() as i64 - 1;
         // Read your own write, at once, at the same node.
         match self.nodes[node].store.get(&key, now) {
-            Some(r) if r.meta.stamp >= outcome.register.meta.stamp => {}
+            Some(r) if r.stamp() >= outcome.register.meta.stamp => {}
             None if !outcome.register.is_visible_at(now) => {}
             _ => self.tallies.ryw_violations += 1,
         }
@@ -858,7 +858,7 @@ impl World {
         match message {
             Message::FullTransferRequest { .. } => {
                 let registers: Vec<(Key, Arc<Register>)> =
-                    self.nodes[to].store.registers().map(|(k, r)| (k.clone(), r.clone())).collect();
+                    self.nodes[to].store.registers().map(|(k, r)| (k.clone(), r.register_arc())).collect();
                 let watermarks = self.nodes[to].replicator.watermarks();
                 let me = self.nodes[to].origin;
                 self.send_raw(
@@ -878,8 +878,8 @@ impl World {
                 let stale: Vec<(Key, geocache_crdt::Dot)> = self.nodes[to]
                     .store
                     .registers()
-                    .filter(|(k, r)| dropped_by_transfer(r, keys.contains(*k), &wm))
-                    .map(|(k, r)| (k.clone(), r.meta.dot))
+                    .map(|(k, r)| (k.clone(), r.dot()))
+                    .filter(|(k, dot)| dropped_by_transfer(*dot, keys.contains(k), &wm))
                     .collect();
                 for (k, dot) in stale {
                     self.nodes[to].store.drop_if_dot(&k, dot);
@@ -995,11 +995,11 @@ pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
 
 impl FinalState<'_> {
     /// Live nodes' registers: (node index, key, register).
-    pub fn held(&self) -> Vec<(usize, &Key, &Arc<Register>)> {
+    pub fn held(&self) -> Vec<(usize, &Key, Arc<Register>)> {
         let w = self.world;
         (0..w.nodes.len())
             .filter(|&i| w.nodes[i].up)
-            .flat_map(|i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r)))
+            .flat_map(|i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r.register_arc())))
             .collect()
     }
 

@@ -1,12 +1,18 @@
-//! Bytes per entry of the store and of what it is built on, in one run:
-//! bare moka (`Cache<Key, Bytes>`, insert), then the geocache `Store`
-//! (registers, per-entry expiry, compute per write), each filled with the
-//! same keys and values in a fresh process. Measured by the process's RSS
-//! (glibc malloc: this binary keeps the system allocator so heap profilers
-//! such as heaptrack can attribute every byte).
+//! Bytes per entry of the store and of the moka floor it is built on, and
+//! what the store's weigher says an entry costs, in one run: each
+//! structure filled with the same keys and values in a fresh process (one
+//! per process: memory freed by one would be reused by the next and hide
+//! its cost), measured by the process's RSS. mimalloc, as in the
+//! `geocache` binary, so the figures are the node's.
 //!
-//!     cargo run --release -p geocache-bench --bin store-memory -- --structure moka
-//!     cargo run --release -p geocache-bench --bin store-memory -- --structure store
+//!     cargo run --release -p geocache-bench --bin store-memory -- --structure moka-floor
+//!     cargo run --release -p geocache-bench --bin store-memory -- --structure store [--ttl]
+//!
+//! `moka-floor` is the least a moka map can cost per entry: a `u64` key and
+//! one `Arc<[u8]>` holding key and value, plain `insert`. The `store` row
+//! prints the RSS per entry, the weigher's figure per entry, and their
+//! ratio: the weigher's constants (`geocache_node::weight`) are right when
+//! the ratio is about 1.
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -18,6 +24,9 @@ use geocache_node::store::{Store, StoreConfig};
 use geocache_node::write::{Condition, Ttl, Write, WriteOp};
 use std::sync::Arc;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Distinct keys written.
@@ -26,10 +35,12 @@ struct Args {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
-    /// What to fill: `moka` or `store`. One per process: memory freed by
-    /// one would be reused by the next and hide its cost.
+    /// What to fill: `moka-floor` or `store`.
     #[arg(long, default_value = "store")]
     structure: String,
+    /// Give every entry a TTL (an hour), so moka keeps a timer node each.
+    #[arg(long)]
+    ttl: bool,
 }
 
 fn rss_bytes() -> u64 {
@@ -42,29 +53,30 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn key(ns: &Arc<str>, i: usize) -> Key {
-    Key::new(ns.clone(), Bytes::from(format!("key:{i}")))
+fn name(i: usize) -> String {
+    format!("key:{i}")
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let ns: Arc<str> = Arc::from("default");
     let value = vec![b'v'; args.value_bytes];
-    let data = (format!("key:{}", args.entries / 2).len() + args.value_bytes) as f64;
-    if args.structure == "moka" {
+    let data = (name(args.entries / 2).len() + args.value_bytes) as f64;
+    let n = args.entries as f64;
+    if args.structure == "moka-floor" {
         let before = rss_bytes();
-        let cache: moka::sync::Cache<Key, Bytes> =
+        let cache: moka::sync::Cache<u64, Arc<[u8]>> =
             moka::sync::Cache::builder().max_capacity(u64::MAX).build();
         for i in 0..args.entries {
-            cache.insert(key(&ns, i), Bytes::copy_from_slice(&value));
+            let packed: Arc<[u8]> = name(i).bytes().chain(value.iter().copied()).collect();
+            cache.insert(i as u64, packed);
         }
         cache.run_pending_tasks();
-        let per = (rss_bytes() - before) as f64 / args.entries as f64;
-        println!("| bare moka `Cache<Key, Bytes>` | {per:.0} | {:.2} |", per / data);
+        let per = (rss_bytes() - before) as f64 / n;
+        println!("| moka floor `Cache<u64, Arc<[u8]>>` | {per:.0} | | | {:.2} |", per / data);
         return Ok(());
     }
-    anyhow::ensure!(args.structure == "store", "--structure must be moka or store");
-    let before = rss_bytes();
+    anyhow::ensure!(args.structure == "store", "--structure must be moka-floor or store");
     let store = Store::new(
         StoreConfig {
             node: NodeId(1),
@@ -75,13 +87,18 @@ fn main() -> Result<()> {
         },
         Arc::new(SystemClock),
     );
+    let ttl = if args.ttl { Ttl::AfterMs(3_600_000) } else { Ttl::Never };
+    let before = rss_bytes();
     for i in 0..args.entries {
         let op = WriteOp::Put { value: Bytes::copy_from_slice(&value), content_type: None };
-        let write = Write { key: key(&ns, i), op, ttl: Ttl::Never, condition: Condition::Always };
+        let write =
+            Write { key: Key::new(ns.clone(), Bytes::from(name(i))), op, ttl, condition: Condition::Always };
         store.apply_local(write)?;
     }
     store.run_pending_tasks();
-    let per = (rss_bytes() - before) as f64 / args.entries as f64;
-    println!("| geocache `Store` | {per:.0} | {:.2} |", per / data);
+    let per = (rss_bytes() - before) as f64 / n;
+    let weighed = store.weighted_size_bytes() as f64 / n;
+    let label = if args.ttl { "geocache `Store`, TTL" } else { "geocache `Store`" };
+    println!("| {label} | {per:.0} | {weighed:.0} | {:.2} | {:.2} |", per / weighed, per / data);
     Ok(())
 }

@@ -47,9 +47,9 @@ pub async fn patch(
         .map_err(write_error)?;
     replicate(&state, &outcome, durability).await?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    let reg = &outcome.register;
-    let json = reg.doc().map(|d| d.to_json()).unwrap_or_default();
-    Ok((status, register_headers(reg, state.store.now_ms()), Json(json)).into_response())
+    let entry = &outcome.entry;
+    let json = entry.doc().map(|d| d.to_json()).unwrap_or_default();
+    Ok((status, register_headers(entry, state.store.now_ms()), Json(json)).into_response())
 }
 
 /// `GET`: the document as JSON; 409 when the key holds bytes.

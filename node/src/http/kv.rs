@@ -1,12 +1,12 @@
 //! `/v1/kv/{ns}/{key}`: opaque values.
 
+use crate::store::{Entry, ValueRef};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use geocache_crdt::{Register, Value};
 use serde_json::json;
 
 use super::request::{self, KeyQuery};
@@ -33,12 +33,12 @@ pub(super) fn write_error(e: WriteError) -> ApiError {
 
 /// Headers every answer about a register carries: the ETag and, when it
 /// expires, the remaining TTL as `Cache-Control: max-age`.
-pub(super) fn register_headers(register: &Register, now_ms: u64) -> HeaderMap {
+pub(super) fn register_headers(entry: &Entry, now_ms: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&request::etag_header(&register.meta.vv)) {
+    if let Ok(v) = HeaderValue::from_str(&request::etag_header(&entry.vv())) {
         headers.insert(header::ETAG, v);
     }
-    if let Some(at) = register.meta.expires_at_ms {
+    if let Some(at) = entry.expires_at_ms() {
         let secs = at.saturating_sub(now_ms).div_ceil(1_000);
         if let Ok(v) = HeaderValue::from_str(&format!("max-age={secs}")) {
             headers.insert(header::CACHE_CONTROL, v);
@@ -74,9 +74,9 @@ pub async fn put(
     let outcome = state.store.apply_local(write).map_err(write_error)?;
     replicate(&state, &outcome, durability).await?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    let reg = &outcome.register;
-    let headers = register_headers(reg, state.store.now_ms());
-    let body = json!({ "etag": reg.meta.vv.to_etag(), "expires_at_ms": reg.meta.expires_at_ms });
+    let entry = &outcome.entry;
+    let headers = register_headers(entry, state.store.now_ms());
+    let body = json!({ "etag": entry.vv().to_etag(), "expires_at_ms": entry.expires_at_ms() });
     Ok((status, headers, Json(body)).into_response())
 }
 
@@ -91,17 +91,17 @@ pub async fn get(
     let cached_version = if wants_any { None } else { request::if_none_match(&headers)? };
     let register = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
     let mut out = register_headers(&register, state.store.now_ms());
-    if wants_any || cached_version.as_ref() == Some(&register.meta.vv) {
+    if wants_any || cached_version.as_ref() == Some(&register.vv()) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    let (content_type, body) = match &register.value {
-        Value::Bytes(b) => (
-            register.meta.content_type.as_deref().unwrap_or("application/octet-stream").to_owned(),
-            b.clone(),
-        ),
-        Value::Doc(d) => ("application/json".to_owned(), Bytes::from(d.to_json().to_string())),
+    // The body shares the entry's memory: no copy of the value.
+    let (content_type, body) = match register.value() {
+        ValueRef::Bytes(_) => {
+            (register.content_type().unwrap_or("application/octet-stream"), register.bytes_value())
+        }
+        ValueRef::Doc(d) => ("application/json", Bytes::from(d.to_json().to_string())),
     };
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
+    if let Ok(v) = HeaderValue::from_str(content_type) {
         out.insert(header::CONTENT_TYPE, v);
     }
     Ok((StatusCode::OK, out, body).into_response())

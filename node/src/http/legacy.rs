@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use geocache_crdt::{Register, Value, CAS_TOKEN_MAX};
+use geocache_crdt::CAS_TOKEN_MAX;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -25,7 +25,7 @@ use super::closest::{candidates, ranked};
 use super::{replicate, AppState};
 use crate::cluster::Durability;
 use crate::locality::RankBy;
-use crate::store::{Condition, Write, WriteError, WriteOp};
+use crate::store::{Condition, Entry, ValueRef, Write, WriteError, WriteOp};
 
 /// `rc` of a success.
 const RC_OK: u8 = 0;
@@ -164,7 +164,7 @@ fn read(state: &AppState, name: &str, key: &str) -> Result<Response, LegacyError
         return Ok((StatusCode::NOT_FOUND, Json(json!({ "key": key, "rc": RC_NOT_FOUND }))).into_response());
     };
     let value = json_value(&register);
-    let body = Found { key, value: &value, cas: register.meta.vv.cas_token(), rc: RC_OK };
+    let body = Found { key, value: &value, cas: register.vv().cas_token(), rc: RC_OK };
     Ok(Json(body).into_response())
 }
 
@@ -210,19 +210,19 @@ async fn write(state: &AppState, name: &str, key: &str, body: &[u8]) -> Result<R
     // Acknowledged locally, as that interface always was; replication
     // carries the write on.
     replicate(state, &outcome, Durability::Local).await.map_err(|e| LegacyError::invalid(key, e.message))?;
-    let body = Stored { cas: outcome.register.meta.vv.cas_token(), key, value, rc: RC_OK };
+    let body = Stored { cas: outcome.entry.vv().cas_token(), key, value, rc: RC_OK };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// A register's value as JSON text: stored JSON as it was sent; other
 /// bytes as a JSON string; a document as its JSON.
-fn json_value(register: &Register) -> Box<RawValue> {
-    let text = match &register.value {
-        Value::Bytes(b) => match serde_json::from_slice::<&RawValue>(b) {
+fn json_value(register: &Entry) -> Box<RawValue> {
+    let text = match register.value() {
+        ValueRef::Bytes(b) => match serde_json::from_slice::<&RawValue>(b) {
             Ok(raw) => return raw.to_owned(),
             Err(_) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()).to_string(),
         },
-        Value::Doc(d) => d.to_json().to_string(),
+        ValueRef::Doc(d) => d.to_json().to_string(),
     };
     // Both texts are JSON that serde_json itself wrote.
     RawValue::from_string(text).unwrap_or_else(|_| Box::<RawValue>::default())

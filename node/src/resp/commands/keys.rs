@@ -1,14 +1,14 @@
 //! Key commands: DEL, EXISTS, EXPIRE, PEXPIRE, TTL, PTTL, PERSIST, DBSIZE.
 
 use bytes::{Bytes, BytesMut};
-use geocache_crdt::{Key, Register, Value};
+use geocache_crdt::Key;
 use serde_json::json;
 
 use super::{is, Context, CAS_ATTEMPTS_MAX};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
 use crate::resp::reply;
-use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
+use crate::store::{Condition, Entry, Ttl, ValueRef, Write, WriteError, WriteOp};
 
 /// `DEL key [key ...]`: the number of keys that held a value. As HTTP's
 /// `DELETE`, a tombstone is written even for a key not visible here, so the
@@ -40,7 +40,7 @@ pub(super) fn exists(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Command
 pub(super) fn ttl(cx: &Context<'_>, out: &mut BytesMut, unit_ms: u64) -> Result<(), CommandError> {
     let answer = match cx.read_key(cx.arg(1)).and_then(|k| cx.get(&k)) {
         None => -2,
-        Some(r) => match r.meta.expires_at_ms {
+        Some(r) => match r.expires_at_ms() {
             None => -1,
             Some(at) => {
                 let left = at.saturating_sub(cx.shared.state.store.now_ms());
@@ -77,24 +77,27 @@ enum Decision {
 async fn rewrite_expiry(
     cx: &Context<'_>,
     key: &Key,
-    decide: impl Fn(&Register, u64) -> Decision,
+    decide: impl Fn(&Entry, u64) -> Decision,
 ) -> Result<i64, CommandError> {
     for _ in 0..CAS_ATTEMPTS_MAX {
         let Some(r) = cx.get(key) else { return Ok(0) };
         let op = match decide(&r, cx.shared.state.store.now_ms()) {
             Decision::Answer(n) => return Ok(n),
             Decision::Delete => (WriteOp::Delete, Ttl::Never),
-            Decision::Set(ttl) => match &r.value {
+            Decision::Set(ttl) => match r.value() {
                 // The same value again, with the new expiry.
-                Value::Bytes(b) => {
-                    (WriteOp::Put { value: b.clone(), content_type: r.meta.content_type.clone() }, ttl)
-                }
+                ValueRef::Bytes(_) => (
+                    WriteOp::Put {
+                        value: r.bytes_value(),
+                        content_type: r.content_type().map(str::to_owned),
+                    },
+                    ttl,
+                ),
                 // An empty merge patch keeps the document and its epoch.
-                Value::Doc(_) => (WriteOp::Patch(json!({})), ttl),
+                ValueRef::Doc(_) => (WriteOp::Patch(json!({})), ttl),
             },
         };
-        let write =
-            Write { key: key.clone(), op: op.0, ttl: op.1, condition: Condition::IfMatch(r.meta.vv.clone()) };
+        let write = Write { key: key.clone(), op: op.0, ttl: op.1, condition: Condition::IfMatch(r.vv()) };
         match cx.write(write).await {
             Ok(_) => return Ok(1),
             Err(WriteError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
@@ -140,7 +143,7 @@ pub(super) async fn expire(cx: &Context<'_>, out: &mut BytesMut, unit_ms: i64) -
     };
     let key = Key::new(key.namespace, Bytes::copy_from_slice(&key.name));
     let answer = rewrite_expiry(cx, &key, |r, now| {
-        let current = r.meta.expires_at_ms;
+        let current = r.expires_at_ms();
         let new_at = now.saturating_add(ttl_ms.unwrap_or(0));
         let allowed = match current {
             _ if nx => current.is_none(),
@@ -167,7 +170,7 @@ pub(super) async fn persist(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), 
         return Ok(());
     };
     let key = Key::new(key.namespace, Bytes::copy_from_slice(&key.name));
-    let answer = rewrite_expiry(cx, &key, |r, _| match r.meta.expires_at_ms {
+    let answer = rewrite_expiry(cx, &key, |r, _| match r.expires_at_ms() {
         None => Decision::Answer(0),
         Some(_) => Decision::Set(Ttl::Never),
     })

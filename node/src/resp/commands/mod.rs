@@ -6,15 +6,14 @@ mod server;
 mod strings;
 
 use bytes::{Bytes, BytesMut};
-use geocache_crdt::{Key, Register, Value};
+use geocache_crdt::Key;
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use super::error::CommandError;
 use super::frame::{parse_int, Request};
 use super::{reply, Shared};
 use crate::cluster::Durability;
-use crate::store::{Ttl, Write, WriteError, WriteOutcome};
+use crate::store::{Entry, Ttl, ValueRef, Write, WriteError, WriteOutcome};
 
 /// How many times a read-modify-write (`INCR`, `EXPIRE`, ...) retries when
 /// another write to the key came between its read and its write. Each
@@ -212,7 +211,7 @@ impl Context<'_> {
     }
 
     /// The visible register of a key, if any.
-    fn get(&self, key: &Key) -> Option<Arc<Register>> {
+    fn get(&self, key: &Key) -> Option<Entry> {
         self.shared.state.store.get(key)
     }
 
@@ -259,10 +258,10 @@ impl Context<'_> {
 
 /// The bytes a GET answers: the value, or a document's JSON (as HTTP's
 /// `GET /v1/kv` does).
-fn value_bytes(register: &Register) -> Cow<'_, [u8]> {
-    match &register.value {
-        Value::Bytes(b) => Cow::Borrowed(&b[..]),
-        Value::Doc(d) => Cow::Owned(d.to_json().to_string().into_bytes()),
+fn value_bytes(entry: &Entry) -> Cow<'_, [u8]> {
+    match entry.value() {
+        ValueRef::Bytes(b) => Cow::Borrowed(b),
+        ValueRef::Doc(d) => Cow::Owned(d.to_json().to_string().into_bytes()),
     }
 }
 

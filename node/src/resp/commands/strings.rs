@@ -1,14 +1,13 @@
 //! String commands: GET, SET, MGET, MSET, INCR, DECR, INCRBY, DECRBY.
 
 use bytes::{Bytes, BytesMut};
-use geocache_crdt::Value;
 use redis_protocol::resp2::types::BorrowedFrame;
 
 use super::{is, value_bytes, Context, CAS_ATTEMPTS_MAX};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
 use crate::resp::reply;
-use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
+use crate::store::{Condition, Ttl, ValueRef, Write, WriteError, WriteOp};
 
 /// `GET key`.
 pub(super) fn get(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
@@ -23,7 +22,7 @@ pub(super) fn get(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandErr
 pub(super) fn mget(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
     let registers: Vec<_> =
         cx.req.args_from(1).map(|name| cx.read_key(name).and_then(|k| cx.get(&k))).collect();
-    let values: Vec<_> = registers.iter().map(|r| r.as_deref().map(value_bytes)).collect();
+    let values: Vec<_> = registers.iter().map(|r| r.as_ref().map(value_bytes)).collect();
     let frames: Vec<_> = values
         .iter()
         .map(|v| match v {
@@ -124,7 +123,7 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         }
     };
     let key = cx.write_key(cx.arg(1))?;
-    if want_old && cx.get(&key).is_some_and(|r| matches!(r.value, Value::Doc(_))) {
+    if want_old && cx.get(&key).is_some_and(|r| matches!(r.value(), ValueRef::Doc(_))) {
         return Err(CommandError::WrongType);
     }
     let condition = match only {
@@ -133,7 +132,8 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         Only::IfPresent => Condition::IfPresent,
     };
     let op = match ttl {
-        Some(_) => WriteOp::Put { value: Bytes::copy_from_slice(cx.arg(2)), content_type: None },
+        // The store copies the value into its own entry: no copy here.
+        Some(_) => WriteOp::Put { value: cx.arg(2).clone(), content_type: None },
         None => WriteOp::Delete,
     };
     let write = Write { key: key.clone(), op, ttl: ttl.unwrap_or(Ttl::Never), condition };
@@ -163,7 +163,7 @@ pub(super) async fn mset(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Com
         (1..cx.req.len()).step_by(2).map(|i| cx.write_key(cx.arg(i))).collect::<Result<Vec<_>, _>>()?;
     let ttl = cx.put_ttl();
     for (key, i) in keys.into_iter().zip((2..cx.req.len()).step_by(2)) {
-        let op = WriteOp::Put { value: Bytes::copy_from_slice(cx.arg(i)), content_type: None };
+        let op = WriteOp::Put { value: cx.arg(i).clone(), content_type: None };
         // `Always` cannot fail.
         let _ = cx.write(Write { key, op, ttl, condition: Condition::Always }).await;
     }
@@ -186,13 +186,13 @@ pub(super) async fn incr_by(
         let current = cx.get(&key);
         let (old, condition, content_type) = match &current {
             None => (0, Condition::IfAbsent, None),
-            Some(r) => match &r.value {
-                Value::Bytes(b) => (
+            Some(r) => match r.value() {
+                ValueRef::Bytes(b) => (
                     parse_int(b).ok_or(CommandError::NotInteger)?,
-                    Condition::IfMatch(r.meta.vv.clone()),
-                    r.meta.content_type.clone(),
+                    Condition::IfMatch(r.vv()),
+                    r.content_type().map(str::to_owned),
                 ),
-                Value::Doc(_) => return Err(CommandError::WrongType),
+                ValueRef::Doc(_) => return Err(CommandError::WrongType),
             },
         };
         let new = old.checked_add(by).ok_or(CommandError::Overflow)?;

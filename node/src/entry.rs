@@ -1,0 +1,447 @@
+//! A register as the store holds it: metadata and value packed into one
+//! allocation of its own.
+//!
+//! A [`Register`] with its `Arc`, its `Bytes` value and its metadata struct
+//! costs three allocations and ~170 bytes of header per entry, and a value
+//! received in a request kept as a slice of that request's buffer pins the
+//! whole buffer. An [`Entry`] is one `Arc<[u8]>`: a compact header (flags,
+//! stamp, dot, expiry, the version vector inline, the content type) and the
+//! value's bytes right after it, copied there when the write is applied, so
+//! every byte the store keeps is its own. Documents stay a shared
+//! [`Register`]: an automerge document is a structure, not bytes, and is
+//! weighed by its own estimate.
+//!
+//! Packing is lossless: [`Entry::to_register`] gives back exactly the
+//! register packed, so replicas compare and merge what they hold as before.
+
+use bytes::Bytes;
+use geocache_crdt::{Doc, Dot, Hlc, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector};
+use std::sync::Arc;
+
+/// Flag bits of the packed header's first byte.
+const TOMBSTONE: u8 = 1;
+const EXPIRES: u8 = 1 << 1;
+/// The epoch is not the stamp (never for a register written whole).
+const OWN_EPOCH: u8 = 1 << 2;
+/// The dot's origin is not the stamp's node (never for a local write).
+const OWN_DOT_ORIGIN: u8 = 1 << 3;
+const CONTENT_TYPE: u8 = 1 << 4;
+
+/// Offsets of the fixed part: flags, stamp, dot sequence, then the optional
+/// fields in flag order.
+const STAMP_HLC_AT: usize = 1;
+const STAMP_NODE_AT: usize = 9;
+const DOT_SEQ_AT: usize = 17;
+const EXPIRES_AT: usize = 25;
+
+/// The packed header of a register with one writer, no expiry and no
+/// content type: what most entries cost besides key and value.
+pub const HEADER_BYTES_MIN: usize = EXPIRES_AT + 1;
+
+/// One cache entry: a packed bytes register, or a document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry(Repr);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Repr {
+    Packed(Arc<[u8]>),
+    Doc(Arc<Register>),
+}
+
+/// A borrowed view of an entry's value.
+#[derive(Clone, Copy, Debug)]
+pub enum ValueRef<'a> {
+    /// Opaque bytes (empty for a tombstone).
+    Bytes(&'a [u8]),
+    /// A JSON document.
+    Doc(&'a Doc),
+}
+
+/// Where the variable parts of a packed header are.
+struct Layout {
+    vv_count: usize,
+    vv_at: usize,
+    content_type: Option<(usize, usize)>,
+    value_at: usize,
+}
+
+impl Entry {
+    /// The entry holding `register`, sharing it when it is a document.
+    pub fn from_register(register: Arc<Register>) -> Entry {
+        match &register.value {
+            Value::Bytes(bytes) => Entry::pack(&register.meta, bytes),
+            Value::Doc(_) => Entry(Repr::Doc(register)),
+        }
+    }
+
+    /// A bytes register packed from its parts: the value is copied into
+    /// the entry's own allocation.
+    pub fn pack(meta: &RegisterMeta, value: &[u8]) -> Entry {
+        let mut flags = 0;
+        if meta.tombstone {
+            flags |= TOMBSTONE;
+        }
+        if meta.expires_at_ms.is_some() {
+            flags |= EXPIRES;
+        }
+        if meta.epoch != meta.stamp {
+            flags |= OWN_EPOCH;
+        }
+        if meta.dot.origin != meta.stamp.node {
+            flags |= OWN_DOT_ORIGIN;
+        }
+        if meta.content_type.is_some() {
+            flags |= CONTENT_TYPE;
+        }
+        let mut header = smallvec::SmallVec::<[u8; 96]>::new();
+        header.push(flags);
+        header.extend_from_slice(&meta.stamp.hlc.as_u64().to_le_bytes());
+        header.extend_from_slice(&meta.stamp.node.0.to_le_bytes());
+        header.extend_from_slice(&meta.dot.seq.to_le_bytes());
+        if let Some(at) = meta.expires_at_ms {
+            header.extend_from_slice(&at.to_le_bytes());
+        }
+        if flags & OWN_EPOCH != 0 {
+            header.extend_from_slice(&meta.epoch.hlc.as_u64().to_le_bytes());
+            header.extend_from_slice(&meta.epoch.node.0.to_le_bytes());
+        }
+        if flags & OWN_DOT_ORIGIN != 0 {
+            header.extend_from_slice(&meta.dot.origin.0.to_le_bytes());
+        }
+        let entries = meta.vv.entries();
+        put_varint(&mut header, entries.len() as u64);
+        for &(node, counter) in entries {
+            header.extend_from_slice(&node.0.to_le_bytes());
+            header.extend_from_slice(&counter.to_le_bytes());
+        }
+        if let Some(ct) = &meta.content_type {
+            put_varint(&mut header, ct.len() as u64);
+            header.extend_from_slice(ct.as_bytes());
+        }
+        // One allocation of exactly the packed length: `collect` into an
+        // `Arc<[u8]>` from an iterator of known length allocates once.
+        let packed: Arc<[u8]> = header.iter().chain(value.iter()).copied().collect();
+        Entry(Repr::Packed(packed))
+    }
+
+    fn layout(bytes: &[u8]) -> Layout {
+        let flags = bytes[0];
+        let mut at = EXPIRES_AT;
+        if flags & EXPIRES != 0 {
+            at += 8;
+        }
+        if flags & OWN_EPOCH != 0 {
+            at += 16;
+        }
+        if flags & OWN_DOT_ORIGIN != 0 {
+            at += 8;
+        }
+        let (vv_count, n) = take_varint(&bytes[at..]);
+        let vv_at = at + n;
+        at = vv_at + vv_count * 16;
+        let content_type = if flags & CONTENT_TYPE != 0 {
+            let (len, n) = take_varint(&bytes[at..]);
+            let start = at + n;
+            at = start + len;
+            Some((start, at))
+        } else {
+            None
+        };
+        Layout { vv_count, vv_at, content_type, value_at: at }
+    }
+
+    /// The register packed, whole; the value shares the entry's memory.
+    pub fn to_register(&self) -> Register {
+        match &self.0 {
+            Repr::Packed(_) => Register { value: Value::Bytes(self.bytes_value()), meta: self.meta() },
+            Repr::Doc(r) => (**r).clone(),
+        }
+    }
+
+    /// The register as an `Arc`: shared for a document, built for bytes.
+    pub fn register_arc(&self) -> Arc<Register> {
+        match &self.0 {
+            Repr::Packed(_) => Arc::new(self.to_register()),
+            Repr::Doc(r) => r.clone(),
+        }
+    }
+
+    /// The document's register, when the entry holds a document.
+    pub fn doc_register(&self) -> Option<&Register> {
+        match &self.0 {
+            Repr::Packed(_) => None,
+            Repr::Doc(r) => Some(r),
+        }
+    }
+
+    /// Every field of the register besides its value.
+    pub fn meta(&self) -> RegisterMeta {
+        match &self.0 {
+            Repr::Packed(_) => RegisterMeta {
+                stamp: self.stamp(),
+                epoch: self.epoch(),
+                vv: self.vv(),
+                dot: self.dot(),
+                expires_at_ms: self.expires_at_ms(),
+                tombstone: self.is_tombstone(),
+                content_type: self.content_type().map(str::to_owned),
+            },
+            Repr::Doc(r) => r.meta.clone(),
+        }
+    }
+
+    /// The newest write merged into the value.
+    pub fn stamp(&self) -> Stamp {
+        match &self.0 {
+            Repr::Packed(b) => {
+                Stamp::new(Hlc::from_u64(u64_at(b, STAMP_HLC_AT)), NodeId(u64_at(b, STAMP_NODE_AT)))
+            }
+            Repr::Doc(r) => r.meta.stamp,
+        }
+    }
+
+    /// The write that last replaced the value whole.
+    pub fn epoch(&self) -> Stamp {
+        match &self.0 {
+            Repr::Packed(b) if b[0] & OWN_EPOCH != 0 => {
+                let at = EXPIRES_AT + if b[0] & EXPIRES != 0 { 8 } else { 0 };
+                Stamp::new(Hlc::from_u64(u64_at(b, at)), NodeId(u64_at(b, at + 8)))
+            }
+            Repr::Packed(_) => self.stamp(),
+            Repr::Doc(r) => r.meta.epoch,
+        }
+    }
+
+    /// The write that produced the stamp.
+    pub fn dot(&self) -> Dot {
+        match &self.0 {
+            Repr::Packed(b) => {
+                let origin = if b[0] & OWN_DOT_ORIGIN != 0 {
+                    let mut at = EXPIRES_AT;
+                    if b[0] & EXPIRES != 0 {
+                        at += 8;
+                    }
+                    if b[0] & OWN_EPOCH != 0 {
+                        at += 16;
+                    }
+                    NodeId(u64_at(b, at))
+                } else {
+                    NodeId(u64_at(b, STAMP_NODE_AT))
+                };
+                Dot { origin, seq: u64_at(b, DOT_SEQ_AT) }
+            }
+            Repr::Doc(r) => r.meta.dot,
+        }
+    }
+
+    /// The version vector (inline, no allocation, up to two writers).
+    pub fn vv(&self) -> VersionVector {
+        match &self.0 {
+            Repr::Packed(b) => {
+                let layout = Entry::layout(b);
+                let entries = (0..layout.vv_count).map(|i| {
+                    let at = layout.vv_at + i * 16;
+                    (NodeId(u64_at(b, at)), u64_at(b, at + 8))
+                });
+                // Packed from a canonical vector, so it reads back as one.
+                VersionVector::from_entries(entries).unwrap_or_default()
+            }
+            Repr::Doc(r) => r.meta.vv.clone(),
+        }
+    }
+
+    /// When the entry expires, unix ms; `None` never.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        match &self.0 {
+            Repr::Packed(b) => (b[0] & EXPIRES != 0).then(|| u64_at(b, EXPIRES_AT)),
+            Repr::Doc(r) => r.meta.expires_at_ms,
+        }
+    }
+
+    /// Whether the entry is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        match &self.0 {
+            Repr::Packed(b) => b[0] & TOMBSTONE != 0,
+            Repr::Doc(r) => r.meta.tombstone,
+        }
+    }
+
+    /// The media type the writer gave, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Packed(b) => {
+                let (start, end) = Entry::layout(b).content_type?;
+                std::str::from_utf8(&b[start..end]).ok()
+            }
+            Repr::Doc(r) => r.meta.content_type.as_deref(),
+        }
+    }
+
+    /// Unix ms from which reads miss: 0 for a delete, `u64::MAX` for an
+    /// entry that never expires. Reads only the header's first bytes.
+    pub fn visible_until_ms(&self) -> u64 {
+        if self.is_tombstone() {
+            return 0;
+        }
+        self.expires_at_ms().unwrap_or(u64::MAX)
+    }
+
+    /// Whether a read at `now_ms` sees a value: not deleted, not expired.
+    pub fn is_visible_at(&self, now_ms: u64) -> bool {
+        now_ms < self.visible_until_ms()
+    }
+
+    /// The value, borrowed.
+    pub fn value(&self) -> ValueRef<'_> {
+        match &self.0 {
+            Repr::Packed(b) => ValueRef::Bytes(&b[Entry::layout(b).value_at..]),
+            Repr::Doc(r) => match &r.value {
+                Value::Bytes(bytes) => ValueRef::Bytes(bytes),
+                Value::Doc(d) => ValueRef::Doc(d),
+            },
+        }
+    }
+
+    /// A bytes value as `Bytes` sharing the entry's memory (no copy); empty
+    /// for a document.
+    pub fn bytes_value(&self) -> Bytes {
+        match &self.0 {
+            Repr::Packed(b) => {
+                let at = Entry::layout(b).value_at;
+                Bytes::from_owner(PackedValue { packed: b.clone(), at })
+            }
+            Repr::Doc(r) => match &r.value {
+                Value::Bytes(bytes) => bytes.clone(),
+                Value::Doc(_) => Bytes::new(),
+            },
+        }
+    }
+
+    /// The live document, when the entry holds one.
+    pub fn doc(&self) -> Option<&Doc> {
+        self.doc_register().and_then(Register::doc)
+    }
+
+    /// The bytes of the packed allocation, or `None` for a document.
+    pub fn packed_len(&self) -> Option<usize> {
+        match &self.0 {
+            Repr::Packed(b) => Some(b.len()),
+            Repr::Doc(_) => None,
+        }
+    }
+
+    /// The register's own estimate of its size (documents).
+    pub fn register_size_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Packed(b) => b.len(),
+            Repr::Doc(r) => r.size_bytes(),
+        }
+    }
+}
+
+/// The value part of a packed entry, as the owner of a [`Bytes`].
+struct PackedValue {
+    packed: Arc<[u8]>,
+    at: usize,
+}
+
+impl AsRef<[u8]> for PackedValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.packed[self.at..]
+    }
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn put_varint(out: &mut smallvec::SmallVec<[u8; 96]>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A varint written by `put_varint` and the bytes it took.
+fn take_varint(bytes: &[u8]) -> (usize, usize) {
+    let mut v: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (v as usize, i + 1);
+        }
+    }
+    unreachable!("packed entries hold only varints they wrote")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta_strategy() -> impl Strategy<Value = RegisterMeta> {
+        (
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            proptest::collection::btree_map(any::<u64>(), 1..u64::MAX, 0..6),
+            (any::<u64>(), any::<u64>(), proptest::option::of(any::<u64>()), any::<bool>()),
+            (proptest::option::of("[ -~]{0,300}"), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                |((h, n, eh, en), vv, (origin, seq, expires, tombstone), (ct, same_epoch, same_origin))| {
+                    let stamp = Stamp::new(Hlc::from_u64(h), NodeId(n));
+                    let epoch = if same_epoch { stamp } else { Stamp::new(Hlc::from_u64(eh), NodeId(en)) };
+                    let origin = if same_origin { NodeId(n) } else { NodeId(origin) };
+                    RegisterMeta {
+                        stamp,
+                        epoch,
+                        vv: VersionVector::from_entries(vv.into_iter().map(|(k, v)| (NodeId(k), v))).unwrap(),
+                        dot: Dot { origin, seq },
+                        expires_at_ms: expires,
+                        tombstone,
+                        content_type: ct,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn packing_is_lossless(meta in meta_strategy(), value in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let register = Register { value: Value::Bytes(Bytes::from(value.clone())), meta: meta.clone() };
+            let entry = Entry::from_register(Arc::new(register.clone()));
+            prop_assert_eq!(entry.to_register(), register);
+            prop_assert_eq!(entry.meta(), meta.clone());
+            prop_assert_eq!(entry.stamp(), meta.stamp);
+            prop_assert_eq!(entry.epoch(), meta.epoch);
+            prop_assert_eq!(entry.dot(), meta.dot);
+            prop_assert_eq!(entry.expires_at_ms(), meta.expires_at_ms);
+            prop_assert_eq!(entry.content_type(), meta.content_type.as_deref());
+            match entry.value() {
+                ValueRef::Bytes(b) => prop_assert_eq!(b, &value[..]),
+                ValueRef::Doc(_) => prop_assert!(false, "bytes packed as a document"),
+            }
+            prop_assert_eq!(&entry.bytes_value()[..], &value[..]);
+        }
+    }
+
+    #[test]
+    fn the_common_entry_has_the_minimal_header() {
+        let stamp = Stamp::new(Hlc::new(1_000, 0), NodeId(7));
+        let mut vv = VersionVector::new();
+        vv.increment(NodeId(7));
+        let meta = RegisterMeta {
+            stamp,
+            epoch: stamp,
+            vv,
+            dot: Dot { origin: NodeId(7), seq: 1 },
+            expires_at_ms: None,
+            tombstone: false,
+            content_type: None,
+        };
+        let entry = Entry::pack(&meta, &[b'v'; 100]);
+        assert_eq!(entry.packed_len(), Some(HEADER_BYTES_MIN + 16 + 100));
+    }
+}
