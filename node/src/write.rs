@@ -301,7 +301,7 @@ pub fn remote_write(
         register,
         changed: false,
         conflict,
-        skew: skew.clone(),
+        skew,
     };
     // Fast paths, equal to the merge but without building a merged
     // register: a whole register that replaces the current one and has

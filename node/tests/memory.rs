@@ -1,6 +1,7 @@
 //! The byte budget holds: writing 4x `--max-memory` keeps the process's
-//! resident memory under 2x `--max-memory` + 64 MiB, and what goes first is
-//! the least recently used.
+//! resident memory under 1.15x `--max-memory` + 32 MiB (the promise
+//! docs/OPERATIONS.md makes), and what goes first is the least recently
+//! used.
 
 mod common;
 
@@ -34,7 +35,7 @@ async fn memory_stays_bounded_and_lru_keys_go_first() {
         }
     }
     rss_max = rss_max.max(node.rss_bytes());
-    let limit = (2 * MAX_MEMORY_MIB + 64) * 1024 * 1024;
+    let limit = (MAX_MEMORY_MIB * 115 / 100 + 32) * 1024 * 1024;
     eprintln!("wrote {} MiB; RSS max {} MiB; limit {} MiB", total_bytes >> 20, rss_max >> 20, limit >> 20);
     assert!(rss_max < limit, "RSS {rss_max} over {limit}");
 
