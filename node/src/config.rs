@@ -140,6 +140,33 @@ pub struct ConfigLayer {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp_namespace: Option<String>,
+    /// Largest reply one RESP command may make (MGET of many or large
+    /// values); never below --value-bytes-max [default: 64MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_bytes_max: Option<ByteSize>,
+    /// Most HTTP connections open at once; one more is answered 503
+    /// [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_connections_max: Option<usize>,
+    /// Most RESP connections open at once; one more is answered
+    /// `-ERR max number of clients reached` [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp_connections_max: Option<usize>,
+    /// How long a client may take to send a request's headers (HTTP), or
+    /// stall in the middle of a request (RESP), before its connection is
+    /// closed; also how long an idle HTTP keep-alive connection is kept
+    /// [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<Duration>,
+    /// How long an idle RESP connection is kept; 0 keeps it forever, as
+    /// Redis's `timeout 0` [default: 0s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub resp_idle_timeout: Option<Duration>,
     /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -189,6 +216,18 @@ pub struct Config {
     pub durability_timeout: Duration,
     /// Per-namespace TTL policy.
     pub namespaces: BTreeMap<Namespace, NamespaceConfig>,
+    /// Largest reply of one RESP command (at least `value_bytes_max`).
+    pub reply_bytes_max: ByteSize,
+    /// Most HTTP connections at once.
+    pub http_connections_max: usize,
+    /// Most RESP connections at once.
+    pub resp_connections_max: usize,
+    /// Time allowed for a request's headers, or a stall inside a request.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Idle RESP connections are closed after this; zero: never.
+    #[serde(with = "humantime_serde")]
+    pub resp_idle_timeout: Duration,
 }
 
 /// Where and how a node replicates.
@@ -285,6 +324,11 @@ impl ConfigLayer {
             backlog_bytes_max: over.backlog_bytes_max.or(self.backlog_bytes_max),
             resp: over.resp.or(self.resp),
             resp_namespace: over.resp_namespace.or(self.resp_namespace),
+            reply_bytes_max: over.reply_bytes_max.or(self.reply_bytes_max),
+            http_connections_max: over.http_connections_max.or(self.http_connections_max),
+            resp_connections_max: over.resp_connections_max.or(self.resp_connections_max),
+            header_timeout: over.header_timeout.or(self.header_timeout),
+            resp_idle_timeout: over.resp_idle_timeout.or(self.resp_idle_timeout),
             namespaces,
         }
     }
@@ -332,6 +376,17 @@ impl Config {
                 "value-bytes-max",
                 format!("must be between 1 B and 512 MiB (got {value_bytes_max})"),
             ));
+        }
+        let reply_bytes_max = layer.reply_bytes_max.unwrap_or(ByteSize::mib(64)).max(value_bytes_max);
+        let connections = |flag: &'static str, value: Option<usize>| match value.unwrap_or(10_000) {
+            n @ 1..=1_000_000 => Ok(n),
+            n => Err(invalid(flag, format!("must be between 1 and 1000000 (got {n})"))),
+        };
+        let http_connections_max = connections("http-connections-max", layer.http_connections_max)?;
+        let resp_connections_max = connections("resp-connections-max", layer.resp_connections_max)?;
+        let header_timeout = layer.header_timeout.unwrap_or(Duration::from_secs(30));
+        if header_timeout < Duration::from_millis(100) {
+            return Err(invalid("header-timeout", "must be at least 100ms"));
         }
         let max_ttl = layer.max_ttl.unwrap_or(Duration::from_secs(30 * 24 * 3600));
         if max_ttl < Duration::from_millis(1) {
@@ -413,6 +468,11 @@ impl Config {
             replication,
             durability_timeout: layer.durability_timeout.unwrap_or(Duration::from_secs(5)),
             namespaces,
+            reply_bytes_max,
+            http_connections_max,
+            resp_connections_max,
+            header_timeout,
+            resp_idle_timeout: layer.resp_idle_timeout.unwrap_or(Duration::ZERO),
         })
     }
 

@@ -8,13 +8,16 @@
 //! passes [`WRITE_FLUSH_BYTES`], so it stays bounded too.
 
 use bytes::BytesMut;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::commands::{self, Flow, Session};
 use super::frame;
-use super::{reply, Shared};
+use super::reply::{self, Replies};
+use super::Shared;
 
 /// Bytes asked of the socket per read: one read takes a whole pipeline of
 /// small commands.
@@ -22,6 +25,10 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Replies buffered past this are written before the next command runs.
 pub const WRITE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A connection that has sent nothing for this long gives its buffers
+/// back: ten thousand idle clients then hold sockets, not 32 KiB each.
+const SHED_BUFFERS_AFTER_MS: u64 = 1_000;
 
 /// After a protocol error, at most this much more input is read and
 /// dropped before the socket closes, for at most [`LINGER_MS`].
@@ -37,20 +44,27 @@ pub enum End {
     Client,
     /// The client broke the protocol; it was told why.
     Protocol,
+    /// The client stalled inside a request past `--header-timeout`, or
+    /// stayed idle past `--resp-idle-timeout`.
+    Timeout,
     /// The node is shutting down.
     Shutdown,
     /// The socket failed.
     Io(std::io::Error),
 }
 
-/// Serves one client until it leaves, breaks the protocol, or `shutdown`
-/// turns true. The read buffer holds at most one request (bounded by
-/// `shared.limits`, checked as headers arrive) plus one read.
+/// Serves one client until it leaves, breaks the protocol, times out, or
+/// `shutdown` turns true. The read buffer holds at most one request
+/// (bounded by `shared.limits`, checked as headers arrive) plus one read;
+/// the replies waiting to be written at most [`WRITE_FLUSH_BYTES`] plus
+/// one reply (bounded by `--reply-bytes-max`, its large values shared
+/// with the store).
 pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> End {
     let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session { id, name: None };
-    let mut read = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut write = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut read = BytesMut::new();
+    let mut write = Replies::default();
+    let config = &shared.state.config;
     loop {
         // Run every whole request already buffered.
         loop {
@@ -59,11 +73,11 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
                 Ok(Some(req)) => {
                     let flow = commands::execute(shared, &mut session, &req, &mut write).await;
                     if flow == Flow::Close {
-                        let _ = stream.write_all(&write).await;
+                        let _ = write.write_to(&mut stream).await;
                         return End::Client;
                     }
-                    if write.len() >= WRITE_FLUSH_BYTES {
-                        if let Err(e) = flush(&mut stream, &mut write).await {
+                    if write.queued_bytes() >= WRITE_FLUSH_BYTES {
+                        if let Err(e) = write.write_to(&mut stream).await {
                             return End::Io(e);
                         }
                     }
@@ -71,25 +85,69 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
                 Ok(None) => break,
                 Err(e) => {
                     reply::error(&mut write, &e.to_string());
-                    let _ = stream.write_all(&write).await;
+                    let _ = write.write_to(&mut stream).await;
                     close_after_error(&mut stream).await;
                     return End::Protocol;
                 }
             }
         }
-        if let Err(e) = flush(&mut stream, &mut write).await {
+        if let Err(e) = write.write_to(&mut stream).await {
             return End::Io(e);
+        }
+        // Wait for input: a stalled request has `--header-timeout`, an
+        // idle connection `--resp-idle-timeout` (zero: forever); either
+        // way the buffers go back after a second of silence.
+        let limit = if !read.is_empty() {
+            Some(config.header_timeout)
+        } else if !config.resp_idle_timeout.is_zero() {
+            Some(config.resp_idle_timeout)
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let mut shed = false;
+        loop {
+            let shed_at = started + Duration::from_millis(SHED_BUFFERS_AFTER_MS);
+            let wake = match (limit, shed) {
+                (Some(l), true) => started + l,
+                (Some(l), false) => shed_at.min(started + l),
+                (None, false) => shed_at,
+                (None, true) => started + Duration::from_secs(365 * 24 * 3600),
+            };
+            tokio::select! {
+                ready = stream.readable() => match ready {
+                    Ok(()) => break,
+                    Err(e) => return End::Io(e),
+                },
+                () = tokio::time::sleep_until(wake) => {
+                    if limit.is_some_and(|l| started.elapsed() >= l) {
+                        if !read.is_empty() {
+                            let why = format!(
+                                "ERR the request was not completed within {} (--header-timeout)",
+                                humantime::format_duration(config.header_timeout)
+                            );
+                            reply::error(&mut write, &why);
+                            let _ = write.write_to(&mut stream).await;
+                        }
+                        return End::Timeout;
+                    }
+                    if read.is_empty() {
+                        read = BytesMut::new();
+                    }
+                    write = Replies::default();
+                    shed = true;
+                }
+                () = stopped(&mut shutdown) => return End::Shutdown,
+            }
         }
         // Room for one more read; the buffer reuses its space once the
         // requests parsed out of it are dropped.
         read.reserve(READ_CHUNK_BYTES);
-        tokio::select! {
-            n = stream.read_buf(&mut read) => match n {
-                Ok(0) => return End::Client,
-                Ok(_) => {}
-                Err(e) => return End::Io(e),
-            },
-            () = stopped(&mut shutdown) => return End::Shutdown,
+        match stream.try_read_buf(&mut read) {
+            Ok(0) => return End::Client,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return End::Io(e),
         }
     }
 }
@@ -119,12 +177,4 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-async fn flush(stream: &mut TcpStream, write: &mut BytesMut) -> std::io::Result<()> {
-    if !write.is_empty() {
-        stream.write_all(write).await?;
-        write.clear();
-    }
-    Ok(())
 }

@@ -99,6 +99,14 @@ pub enum CommandError {
         /// The limit.
         max: u64,
     },
+    /// A reply larger than `--reply-bytes-max`; nothing was sent.
+    #[error("ERR the reply would be {bytes} bytes; the limit is {max} (--reply-bytes-max): ask for fewer or smaller values")]
+    ReplyTooLarge {
+        /// The reply's size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// `SELECT` of a database other than 0.
     #[error("ERR DB index is out of range")]
     DbOutOfRange,

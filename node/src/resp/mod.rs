@@ -42,10 +42,6 @@ use frame::FrameLimits;
 
 pub use server::serve;
 
-/// The most clients served at once; one more is answered
-/// `-ERR max number of clients reached` and closed, as Redis does.
-pub const CONNECTIONS_COUNT_MAX: usize = 10_000;
-
 /// Room for a request's key and headers beyond the value limit, so a `SET`
 /// of the largest value fits with its key.
 const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
@@ -66,9 +62,13 @@ pub struct Shared {
     counters: Vec<Counter>,
     /// One permit per connection that may still open.
     pub permits: Arc<Semaphore>,
+    /// Most clients served at once (`--resp-connections-max`); one more is
+    /// answered `-ERR max number of clients reached` and closed, as Redis
+    /// does.
+    pub connections_max: usize,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Connections refused because [`CONNECTIONS_COUNT_MAX`] were open.
+    /// Connections refused because `--resp-connections-max` were open.
     pub connections_rejected: AtomicU64,
     /// Connection ids, for `CLIENT ID` and `HELLO`.
     pub next_client_id: AtomicU64,
@@ -92,7 +92,8 @@ impl Shared {
             limits,
             addr,
             counters,
-            permits: Arc::new(Semaphore::new(CONNECTIONS_COUNT_MAX)),
+            permits: Arc::new(Semaphore::new(config.resp_connections_max)),
+            connections_max: config.resp_connections_max,
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
@@ -109,7 +110,7 @@ impl Shared {
 
     /// Clients connected now.
     pub fn connected(&self) -> usize {
-        CONNECTIONS_COUNT_MAX.saturating_sub(self.permits.available_permits())
+        self.connections_max.saturating_sub(self.permits.available_permits())
     }
 
     /// Commands run since start.

@@ -1,5 +1,5 @@
 //! Accepting clients: one task per connection, at most
-//! [`CONNECTIONS_COUNT_MAX`] at once, until shutdown.
+//! `--resp-connections-max` at once, until shutdown.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::connection::{self, stopped, End};
-use super::{Shared, CONNECTIONS_COUNT_MAX};
+use super::Shared;
 use crate::http::AppState;
 
 /// How long shutdown waits for connections to finish the requests they
@@ -64,6 +64,7 @@ pub async fn serve(
             match connection::run(&shared, stream, shutdown).await {
                 End::Io(e) => tracing::debug!(%peer, error = %e, "RESP connection failed"),
                 End::Protocol => tracing::debug!(%peer, "RESP client broke the protocol"),
+                End::Timeout => tracing::debug!(%peer, "RESP client timed out"),
                 End::Client | End::Shutdown => {}
             }
             drop(permit);
@@ -71,7 +72,7 @@ pub async fn serve(
     }
     // Every connection holds a permit until it ends: holding them all
     // means every connection has closed.
-    let all = u32::try_from(CONNECTIONS_COUNT_MAX).unwrap_or(u32::MAX);
+    let all = u32::try_from(shared.connections_max).unwrap_or(u32::MAX);
     let drained =
         tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), shared.permits.acquire_many(all));
     if drained.await.is_err() {

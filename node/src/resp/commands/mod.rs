@@ -5,13 +5,14 @@ mod keys;
 mod server;
 mod strings;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use geocache_crdt::Key;
 use std::borrow::Cow;
 
 use super::error::CommandError;
 use super::frame::{parse_int, Request};
-use super::{reply, Shared};
+use super::reply::{self, Replies};
+use super::Shared;
 use crate::cluster::Durability;
 use crate::store::{Entry, Ttl, ValueRef, Write, WriteError, WriteOutcome};
 
@@ -108,7 +109,7 @@ commands! {
 }
 
 /// Runs one request and appends its reply to `out`.
-pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out: &mut BytesMut) -> Flow {
+pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out: &mut Replies) -> Flow {
     let Some(cmd) = Cmd::lookup(req.arg(0)) else {
         reply::error(out, &unknown_command(req).to_string());
         return Flow::Continue;

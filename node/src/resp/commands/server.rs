@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::{is, Cmd, Context, Session};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
-use crate::resp::{reply, CONNECTIONS_COUNT_MAX};
+use crate::resp::reply;
 
 /// The Redis version this port answers to: tools check it to know which
 /// commands exist, and everything they use here behaves as in 7.2.
@@ -216,8 +216,9 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandEr
             ),
             "clients" => write!(
                 text,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{CONNECTIONS_COUNT_MAX}\r\n",
-                shared.connected()
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+                shared.connected(),
+                shared.connections_max
             ),
             "stats" => write!(
                 text,

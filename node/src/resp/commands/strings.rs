@@ -1,36 +1,54 @@
 //! String commands: GET, SET, MGET, MSET, INCR, DECR, INCRBY, DECRBY.
 
 use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::types::BorrowedFrame;
 
 use super::{is, value_bytes, Context, CAS_ATTEMPTS_MAX};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
 use crate::resp::reply;
-use crate::store::{Condition, Ttl, ValueRef, Write, WriteError, WriteOp};
+use crate::resp::reply::Replies;
+use crate::store::{Condition, Entry, Ttl, ValueRef, Write, WriteError, WriteOp};
 
-/// `GET key`.
-pub(super) fn get(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+/// `GET key`. A large value is queued as the store's own bytes, not
+/// copied.
+pub(super) fn get(cx: &Context<'_>, out: &mut Replies) -> Result<(), CommandError> {
     match cx.read_key(cx.arg(1)).and_then(|k| cx.get(&k)) {
-        Some(r) => reply::bulk(out, &value_bytes(&r)),
+        Some(entry) => value_reply(out, &entry),
         None => reply::null(out),
     }
     Ok(())
 }
 
-/// `MGET key [key ...]`.
-pub(super) fn mget(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
-    let registers: Vec<_> =
+/// A value as a bulk string: bytes shared with the store, a document as
+/// its JSON.
+fn value_reply(out: &mut Replies, entry: &Entry) {
+    match entry.value() {
+        ValueRef::Bytes(_) => out.shared_bulk(entry.bytes_value()),
+        ValueRef::Doc(_) => reply::bulk(out, &value_bytes(entry)),
+    }
+}
+
+/// `MGET key [key ...]`. The reply is sized first and refused past
+/// `--reply-bytes-max`; within it, large values are queued without a
+/// copy, so one command naming a large key many times costs the queue,
+/// not the bytes.
+pub(super) fn mget(cx: &Context<'_>, out: &mut Replies) -> Result<(), CommandError> {
+    let entries: Vec<Option<Entry>> =
         cx.req.args_from(1).map(|name| cx.read_key(name).and_then(|k| cx.get(&k))).collect();
-    let values: Vec<_> = registers.iter().map(|r| r.as_ref().map(value_bytes)).collect();
-    let frames: Vec<_> = values
-        .iter()
-        .map(|v| match v {
-            Some(b) => BorrowedFrame::BulkString(b),
-            None => BorrowedFrame::Null,
-        })
-        .collect();
-    reply::array(out, &frames);
+    // A bulk header and its line ends cost at most 16 bytes; a null 5.
+    let reply_bytes: usize =
+        entries.iter().map(|e| e.as_ref().map_or(5, |e| e.register_size_bytes() + 16)).sum();
+    let max = cx.shared.state.config.reply_bytes_max.as_u64();
+    if reply_bytes as u64 > max {
+        return Err(CommandError::ReplyTooLarge { bytes: reply_bytes as u64, max });
+    }
+    out.extend_from_slice(format!("*{}\r\n", entries.len()).as_bytes());
+    for entry in &entries {
+        match entry {
+            Some(e) => value_reply(out, e),
+            None => reply::null(out),
+        }
+    }
     Ok(())
 }
 
