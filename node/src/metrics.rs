@@ -57,6 +57,10 @@ pub struct Metrics {
     pub replication_bytes: Family<MessageLabels, Counter>,
     /// RESP commands run, by command.
     pub resp_commands: Family<CommandLabels, Counter>,
+    /// HTTP connections refused at `--http-connections-max`.
+    pub http_connections_rejected: Counter,
+    /// HTTP connections closed for stalling past `--header-timeout`.
+    pub http_connections_timed_out: Counter,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -116,6 +120,18 @@ impl Metrics {
         );
         let resp_commands = Family::<CommandLabels, Counter>::default();
         registry.register("geocache_resp_commands", "RESP commands run, by command", resp_commands.clone());
+        let http_connections_rejected = Counter::default();
+        registry.register(
+            "geocache_http_connections_rejected",
+            "HTTP connections refused because --http-connections-max were open",
+            http_connections_rejected.clone(),
+        );
+        let http_connections_timed_out = Counter::default();
+        registry.register(
+            "geocache_http_connections_timed_out",
+            "HTTP connections closed after stalling past --header-timeout",
+            http_connections_timed_out.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -132,6 +148,8 @@ impl Metrics {
             replication_messages,
             replication_bytes,
             resp_commands,
+            http_connections_rejected,
+            http_connections_timed_out,
             entries,
             bytes,
         }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
+use crate::http::listener::GuardedListener;
 use crate::http::{router, AppParts, AppState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
@@ -117,5 +118,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.http = listener.local_addr()?;
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let c = &state.config;
+    let guarded = GuardedListener::new(
+        listener,
+        c.http_connections_max,
+        c.header_timeout,
+        state.metrics.http_connections_rejected.clone(),
+        state.metrics.http_connections_timed_out.clone(),
+    );
+    axum::serve(guarded, router(state)).with_graceful_shutdown(shutdown).await
 }

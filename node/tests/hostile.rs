@@ -118,3 +118,43 @@ async fn a_client_stalling_inside_a_request_is_closed_at_the_header_timeout() {
     idle.write_all(&command(&[b"PING"])).await.expect("write");
     assert_eq!(read_lines(&mut idle, 1).await, "+PONG\r\n");
 }
+
+#[tokio::test]
+async fn http_connections_past_the_limit_get_a_503_with_a_json_body() {
+    let node = Node::start(&["--http-connections-max", "2"]);
+    let held: Vec<TcpStream> = vec![
+        TcpStream::connect(&node.addr).await.expect("connect"),
+        TcpStream::connect(&node.addr).await.expect("connect"),
+    ];
+    // The accept loop takes the two permits in order; give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(&node.addr).await.expect("connect");
+    let mut got = Vec::new();
+    tokio::time::timeout(TIMEOUT, third.read_to_end(&mut got)).await.expect("answered").expect("read");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.contains("\"code\":\"connection_limit\"") && got.contains("--http-connections-max"), "{got}");
+    drop(held);
+    let started = std::time::Instant::now();
+    loop {
+        let r = reqwest::get(node.url("/healthz")).await;
+        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "a freed permit is not reused: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_http_client_stalling_in_its_headers_is_closed_at_the_header_timeout() {
+    let node = Node::start(&["--header-timeout", "300ms"]);
+    let mut s = TcpStream::connect(&node.addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut got)).await.expect("closed in time");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the time-out");
+    let metrics = reqwest::get(node.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("geocache_http_connections_timed_out_total 1"), "{metrics}");
+}

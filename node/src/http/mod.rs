@@ -9,6 +9,7 @@ mod doc;
 mod error;
 mod kv;
 mod legacy;
+pub mod listener;
 mod request;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
