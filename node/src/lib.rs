@@ -25,6 +25,9 @@
 //! - `locality.rs`: ranks live nodes for a client by distance or RTT.
 //! - `demo.rs`: `geocache demo`, a local three-region cluster.
 //! - `client.rs`: [`client::Client`], the Rust client with failover.
+//! - `state.rs`: [`state::NodeState`], what every front end shares.
+//! - `write_path.rs`: the one write path every front end calls (apply,
+//!   replicate, wait for the durability asked) and the TTL policy.
 //! - `server.rs`: builds a node from its config and serves until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,7 +44,9 @@ pub mod metrics;
 pub mod namespace;
 pub mod resp;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod store_key;
 pub mod weight;
 pub mod write;
+pub mod write_path;

@@ -10,8 +10,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::http::listener::GuardedListener;
-use crate::http::{router, AppParts, AppState};
+use crate::http::router;
 use crate::metrics::Metrics;
+use crate::state::{NodeParts, NodeState};
 use crate::store::{Store, StoreConfig};
 use geocache_crdt::NodeId;
 use geocache_gossip::peer::Peer;
@@ -19,7 +20,7 @@ use geocache_gossip::quic::ClusterTls;
 use std::net::SocketAddr;
 
 /// Builds the shared state of a node from its config, on the system clock.
-pub fn state(config: Config) -> AppState {
+pub fn state(config: Config) -> NodeState {
     let incarnation = SystemClock.now_ms();
     let origin = origin_id(config.node_id, incarnation);
     let store = Store::new(
@@ -34,7 +35,7 @@ pub fn state(config: Config) -> AppState {
     );
     let metrics = Metrics::new(store.stats());
     let http = config.http;
-    AppState::new(AppParts {
+    NodeState::new(NodeParts {
         store: Arc::new(store),
         config: Arc::new(config),
         metrics: Arc::new(metrics),
@@ -64,7 +65,7 @@ pub fn origin_id(node_id: u64, incarnation: u64) -> NodeId {
 /// # Errors
 ///
 /// [`ClusterStartError`] naming what failed (certificates, the endpoint).
-pub async fn start_cluster(state: &mut AppState, http: SocketAddr) -> Result<(), ClusterStartError> {
+pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<(), ClusterStartError> {
     let Some(replication) = state.config.replication.clone() else { return Ok(()) };
     let tls = ClusterTls::from_files(&replication.ca, &replication.cert, &replication.key)
         .map_err(|e| ClusterStartError::Tls(e.to_string()))?;
@@ -113,7 +114,7 @@ pub enum ClusterStartError {
 ///
 /// The listener's IO error.
 pub async fn serve(
-    mut state: AppState,
+    mut state: NodeState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

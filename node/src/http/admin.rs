@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::{ApiError, NodeState};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -20,7 +20,7 @@ pub async fn readyz() -> Json<serde_json::Value> {
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<NodeState>) -> Response {
     state.store.run_pending_tasks();
     let body = state.metrics.render(&state.store);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
@@ -28,7 +28,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/node`: who this node is and what it holds.
-pub async fn node(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn node(State(state): State<NodeState>) -> Json<serde_json::Value> {
     state.store.run_pending_tasks();
     let c = &state.config;
     Json(json!({
@@ -63,7 +63,7 @@ pub async fn method_not_allowed() -> ApiError {
 
 /// `GET /v1/cluster`: members this node sees, their RTT and lag, and its
 /// per-origin watermarks.
-pub async fn cluster(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> {
     let me = state.store.node().to_string();
     match &state.cluster {
         Some(cluster) => {

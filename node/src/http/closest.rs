@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::{ApiError, NodeState};
 use crate::locality::{self, Candidate, Position, RankBy, Ranked};
 
 /// The query of `/v1/closest`.
@@ -19,7 +19,7 @@ pub struct ClosestQuery {
 
 /// The live nodes this node sees, itself first: members suspected of having
 /// failed are left out, and members declared down are no longer members.
-pub(super) fn candidates(state: &AppState) -> Vec<Candidate> {
+pub(super) fn candidates(state: &NodeState) -> Vec<Candidate> {
     let c = &state.config;
     let mut out = vec![Candidate {
         id: state.store.node().to_string(),
@@ -43,14 +43,14 @@ pub(super) fn candidates(state: &AppState) -> Vec<Candidate> {
 }
 
 /// The live nodes ranked for a client at `lat`/`lon`, closest first.
-pub(super) fn ranked(state: &AppState, lat: &str, lon: &str, by: RankBy) -> Result<Vec<Ranked>, ApiError> {
+pub(super) fn ranked(state: &NodeState, lat: &str, lon: &str, by: RankBy) -> Result<Vec<Ranked>, ApiError> {
     let from = Position::parse(lat, lon).map_err(|e| ApiError::bad_request("bad_position", e.to_string()))?;
     Ok(locality::rank(candidates(state), from, by))
 }
 
 /// `GET /v1/closest`: the closest live node and every candidate in order.
 pub async fn closest(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     query: Result<Query<ClosestQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;

@@ -7,15 +7,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::kv::{register_headers, write_error};
+use super::kv::register_headers;
 use super::request::{self, KeyQuery};
-use super::{body_error, replicate, ApiError, AppState};
+use super::{body_error, write_path_error, ApiError, NodeState};
 use crate::store::{Ttl, Write, WriteOp};
 
 /// `PATCH` with a JSON merge patch (RFC 7396). Without a TTL the document
 /// keeps its expiry (a new one gets the namespace default).
 pub async fn patch(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
     q: Result<Query<KeyQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -39,13 +39,10 @@ pub async fn patch(
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
     let ttl = match ttl_ms {
         Some(ms) => Ttl::AfterMs(ms),
-        None => Ttl::Keep { or_ms: request::default_ttl_ms(&state, &ns) },
+        None => Ttl::Keep { or_ms: state.ttl_policy(&ns).default_ms() },
     };
-    let outcome = state
-        .store
-        .apply_local(Write { key, op: WriteOp::Patch(patch), ttl, condition })
-        .map_err(write_error)?;
-    replicate(&state, &outcome, durability).await?;
+    let write = Write { key, op: WriteOp::Patch(patch), ttl, condition };
+    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let entry = &outcome.entry;
     let json = entry.doc().map(|d| d.to_json()).unwrap_or_default();
@@ -54,7 +51,7 @@ pub async fn patch(
 
 /// `GET`: the document as JSON; 409 when the key holds bytes.
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (_, key) = request::key(&state, &ns, &key)?;

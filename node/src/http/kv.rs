@@ -10,26 +10,12 @@ use axum::Json;
 use serde_json::json;
 
 use super::request::{self, KeyQuery};
-use super::{body_error, replicate, ApiError, AppState};
-use crate::store::{Condition, Ttl, Write, WriteError, WriteOp};
+use super::{body_error, write_path_error, ApiError, NodeState};
+use crate::store::{Condition, Ttl, Write, WriteOp};
 
 /// Content types longer than this are refused: the type is stored with
 /// every entry.
 const CONTENT_TYPE_BYTES_MAX: usize = 255;
-
-pub(super) fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::PreconditionFailed { current } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            match current {
-                Some(etag) => format!("the current version is \"{etag}\""),
-                None => "the key holds no value".to_string(),
-            },
-        ),
-        WriteError::Doc(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_patch", e.to_string()),
-    }
-}
 
 /// Headers every answer about a register carries: the ETag and, when it
 /// expires, the remaining TTL as `Cache-Control: max-age`.
@@ -49,7 +35,7 @@ pub(super) fn register_headers(entry: &Entry, now_ms: u64) -> HeaderMap {
 
 /// `PUT`: store the body.
 pub async fn put(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
     q: Result<Query<KeyQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -69,10 +55,10 @@ pub async fn put(
         ),
         None => None,
     };
-    let ttl = request::put_ttl(ttl_ms, request::default_ttl_ms(&state, &ns));
+    let ttl = state.ttl_policy(&ns).put(ttl_ms);
+    // The store copies the body into the entry's own allocation.
     let write = Write { key, op: WriteOp::Put { value: body, content_type }, ttl, condition };
-    let outcome = state.store.apply_local(write).map_err(write_error)?;
-    replicate(&state, &outcome, durability).await?;
+    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let entry = &outcome.entry;
     let headers = register_headers(entry, state.store.now_ms());
@@ -82,7 +68,7 @@ pub async fn put(
 
 /// `GET` and `HEAD`: the value as stored.
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -111,7 +97,7 @@ pub async fn get(
 /// there was none here (the tombstone is written anyway, so the delete
 /// still wins over older writes arriving from other regions).
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -123,8 +109,7 @@ pub async fn delete(
     }
     let display = key.to_string();
     let write = Write { key, op: WriteOp::Delete, ttl: Ttl::Never, condition };
-    let outcome = state.store.apply_local(write).map_err(write_error)?;
-    replicate(&state, &outcome, durability).await?;
+    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
     if outcome.previous.is_some() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

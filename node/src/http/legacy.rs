@@ -22,10 +22,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::closest::{candidates, ranked};
-use super::{replicate, AppState};
+use super::NodeState;
 use crate::cluster::Durability;
 use crate::locality::RankBy;
 use crate::store::{Condition, Entry, ValueRef, Write, WriteError, WriteOp};
+use crate::write_path::WritePathError;
 
 /// `rc` of a success.
 const RC_OK: u8 = 0;
@@ -105,7 +106,7 @@ pub async fn root() -> Json<serde_json::Value> {
 /// `GET /api/closest/{lat}/{lon}`: the host of the closest live node's HTTP
 /// address. Clients keep their port and switch host, so every node of a
 /// deployment serves HTTP on the same port.
-pub async fn closest(State(state): State<AppState>, Path((lat, lon)): Path<(String, String)>) -> Response {
+pub async fn closest(State(state): State<NodeState>, Path((lat, lon)): Path<(String, String)>) -> Response {
     match ranked(&state, &lat, &lon, RankBy::Distance) {
         Ok(ranked) => match ranked.first() {
             Some(node) => Json(json!({ "ip": node.candidate.http.ip().to_string() })).into_response(),
@@ -119,7 +120,7 @@ pub async fn closest(State(state): State<AppState>, Path((lat, lon)): Path<(Stri
 
 /// `GET /api/{name}/{key}`: the value and its `cas`.
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((name, key)): Path<(String, String)>,
     query: Result<Query<LegacyQuery>, QueryRejection>,
 ) -> Response {
@@ -132,7 +133,7 @@ pub async fn get(
 
 /// `POST /api/{name}/{key}` with `{"value": any, "cas": optional int}`.
 pub async fn post(
-    State(state): State<AppState>,
+    State(state): State<NodeState>,
     Path((name, key)): Path<(String, String)>,
     query: Result<Query<LegacyQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -158,7 +159,7 @@ pub async fn post(
     }
 }
 
-fn read(state: &AppState, name: &str, key: &str) -> Result<Response, LegacyError> {
+fn read(state: &NodeState, name: &str, key: &str) -> Result<Response, LegacyError> {
     let (_, k) = super::request::key(state, name, key).map_err(|e| LegacyError::invalid(key, e.message))?;
     let Some(register) = state.store.get(&k) else {
         return Ok((StatusCode::NOT_FOUND, Json(json!({ "key": key, "rc": RC_NOT_FOUND }))).into_response());
@@ -168,7 +169,7 @@ fn read(state: &AppState, name: &str, key: &str) -> Result<Response, LegacyError
     Ok(Json(body).into_response())
 }
 
-async fn write(state: &AppState, name: &str, key: &str, body: &[u8]) -> Result<Response, LegacyError> {
+async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<Response, LegacyError> {
     let (ns, k) = super::request::key(state, name, key).map_err(|e| LegacyError::invalid(key, e.message))?;
     // serde reads a struct from a JSON array too; this interface takes
     // objects only.
@@ -193,13 +194,16 @@ async fn write(state: &AppState, name: &str, key: &str, body: &[u8]) -> Result<R
         },
         Some(other) => return Err(LegacyError::invalid(key, format!("cas must be an integer, got {other}"))),
     };
-    let ttl = super::request::put_ttl(None, super::request::default_ttl_ms(state, &ns));
+    let ttl = state.ttl_policy(&ns).put(None);
     let op = WriteOp::Put {
         value: Bytes::copy_from_slice(value.get().as_bytes()),
         content_type: Some("application/json".into()),
     };
-    let outcome = state.store.apply_local(Write { key: k, op, ttl, condition }).map_err(|e| match e {
-        WriteError::PreconditionFailed { .. } => LegacyError {
+    // Acknowledged locally, as that interface always was; replication
+    // carries the write on.
+    let write = Write { key: k, op, ttl, condition };
+    let outcome = state.write(write, Durability::Local).await.map_err(|e| match e {
+        WritePathError::Refused(WriteError::PreconditionFailed { .. }) => LegacyError {
             status: StatusCode::BAD_REQUEST,
             key: key.to_owned(),
             rc: RC_CAS_MISMATCH,
@@ -207,9 +211,6 @@ async fn write(state: &AppState, name: &str, key: &str, body: &[u8]) -> Result<R
         },
         other => LegacyError::invalid(key, other.to_string()),
     })?;
-    // Acknowledged locally, as that interface always was; replication
-    // carries the write on.
-    replicate(state, &outcome, Durability::Local).await.map_err(|e| LegacyError::invalid(key, e.message))?;
     let body = Stored { cas: outcome.entry.vv().cas_token(), key, value, rc: RC_OK };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -230,7 +231,7 @@ fn json_value(register: &Entry) -> Box<RawValue> {
 
 /// Where `databaseHost` sends the request: `None` to serve it here.
 fn forward_target(
-    state: &AppState,
+    state: &NodeState,
     key: &str,
     query: Result<Query<LegacyQuery>, QueryRejection>,
 ) -> Result<Option<SocketAddr>, LegacyError> {
@@ -250,7 +251,7 @@ fn forward_target(
 
 /// Sends the request on to the node at `to` and relays its answer.
 async fn forward(
-    state: &AppState,
+    state: &NodeState,
     to: SocketAddr,
     method: reqwest::Method,
     name: &str,

@@ -18,71 +18,17 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 pub use error::ApiError;
 
-use crate::cluster::{Cluster, Durability};
-use crate::config::Config;
-use crate::metrics::{KindLabels, Metrics, OpLabels};
-use crate::store::Store;
-use crate::store::WriteOutcome;
-
-/// What every handler shares: one `Arc`, because axum clones the state for
-/// every request and a struct of `Arc`s cost an atomic increment and
-/// decrement per field (perf: 4 % of an HTTP GET). Fields read through
-/// `Deref`; set up before serving through `DerefMut` (`Arc::make_mut`,
-/// which copies only if the state is already shared).
-#[derive(Clone)]
-pub struct AppState(Arc<AppParts>);
-
-impl AppState {
-    /// The state from its parts.
-    pub fn new(parts: AppParts) -> AppState {
-        AppState(Arc::new(parts))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppParts;
-
-    fn deref(&self) -> &AppParts {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for AppState {
-    fn deref_mut(&mut self) -> &mut AppParts {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-/// The parts of [`AppState`].
-#[derive(Clone)]
-pub struct AppParts {
-    /// The node's entries.
-    pub store: Arc<Store>,
-    /// The resolved configuration.
-    pub config: Arc<Config>,
-    /// The exported metrics.
-    pub metrics: Arc<Metrics>,
-    /// When the node started, for its uptime.
-    pub started: Instant,
-    /// Replication, when the node gossips.
-    pub cluster: Option<Cluster>,
-    /// This life of the node: its start time in unix ms.
-    pub incarnation: u64,
-    /// The bound HTTP address (the configured one until bound).
-    pub http: SocketAddr,
-    /// Sends requests of the earlier interface on to another node
-    /// (`databaseHost`).
-    pub forward: reqwest::Client,
-}
+use crate::metrics::{KindLabels, OpLabels};
+use crate::state::NodeState;
+use crate::store::WriteError;
+use crate::write_path::WritePathError;
 
 /// The router with every route, the body limit and the metrics layer.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: NodeState) -> Router {
     // Room for the value plus a little, so the handler can tell "value too
     // large" from the limit itself and answer 413 with a JSON body.
     let body_limit = usize::try_from(state.config.value_bytes_max.as_u64()).unwrap_or(usize::MAX);
@@ -106,7 +52,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts every request by kind and status and times it.
-async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn track(State(state): State<NodeState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // The kind is known before the request moves on: no copy of the path.
     let kind = kind_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
@@ -137,38 +83,26 @@ fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
     }
 }
 
-/// Hands a local write to replication and waits for its durability level.
-/// Shared by every front end that writes.
-/// 504 names the level reached when the wait times out.
-async fn replicate(state: &AppState, outcome: &WriteOutcome, level: Durability) -> Result<(), ApiError> {
-    let Some(cluster) = &state.cluster else {
-        if level == Durability::Local {
-            return Ok(());
+/// The HTTP answer to a write that did not succeed as asked: 412 for a
+/// condition that does not hold, 422 for an invalid patch, 504 naming the
+/// durability reached when the wait timed out.
+fn write_path_error(e: WritePathError) -> ApiError {
+    match e {
+        WritePathError::Refused(WriteError::PreconditionFailed { current }) => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            match current {
+                Some(etag) => format!("the current version is \"{etag}\""),
+                None => "the key holds no value".to_string(),
+            },
+        ),
+        WritePathError::Refused(WriteError::Doc(e)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_patch", e.to_string())
         }
-        return Err(durability_timeout(
-            level,
-            Durability::Local,
-            "this node does not replicate (no --gossip)",
-        ));
-    };
-    let Some(mut progress) = cluster.replicate(outcome, level).await else { return Ok(()) };
-    let reached_in_time = {
-        let wait = progress.wait_for(|reached| *reached >= level);
-        matches!(tokio::time::timeout(state.config.durability_timeout, wait).await, Ok(Ok(_)))
-    };
-    if reached_in_time {
-        return Ok(());
+        timeout @ WritePathError::DurabilityTimeout { .. } => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "durability_timeout", timeout.to_string())
+        }
     }
-    let reached = *progress.borrow();
-    Err(durability_timeout(level, reached, "the write is applied here and replicating"))
-}
-
-fn durability_timeout(wanted: Durability, reached: Durability, why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "durability_timeout",
-        format!("durability {} not reached in time; reached {}: {why}", wanted.as_str(), reached.as_str()),
-    )
 }
 
 /// 413 for bodies over the limit, 400 for other body failures.

@@ -6,10 +6,10 @@ use geocache_crdt::{Key, VersionVector};
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::{ApiError, AppState};
+use super::{ApiError, NodeState};
 use crate::cluster::Durability;
 use crate::namespace::Namespace;
-use crate::store::{Condition, Ttl};
+use crate::store::Condition;
 
 /// The query string of key routes.
 #[derive(Debug, Default, Deserialize)]
@@ -20,7 +20,7 @@ pub struct KeyQuery {
 }
 
 /// The namespace and key of a path, checked against the limits.
-pub fn key(state: &AppState, ns: &str, key: &str) -> Result<(Namespace, Key), ApiError> {
+pub fn key(state: &NodeState, ns: &str, key: &str) -> Result<(Namespace, Key), ApiError> {
     let ns = Namespace::new(ns).map_err(|e| ApiError::bad_request("bad_namespace", e.to_string()))?;
     let limit = state.config.key_bytes_max.as_u64();
     if key.len() as u64 > limit {
@@ -37,7 +37,7 @@ pub fn key(state: &AppState, ns: &str, key: &str) -> Result<(Namespace, Key), Ap
 /// The TTL a write asks for (`?ttl=` wins over `Geocache-TTL`), checked
 /// against the namespace's maximum. `None` when the write gives none.
 pub fn ttl(
-    state: &AppState,
+    state: &NodeState,
     ns: &Namespace,
     query: &KeyQuery,
     headers: &HeaderMap,
@@ -64,31 +64,9 @@ pub fn ttl(
     if ttl < Duration::from_millis(1) {
         return Err(ApiError::bad_request("bad_ttl", "ttl must be at least 1ms"));
     }
-    let (_, max) = state.config.ttl_policy(ns);
-    if ttl > max {
-        return Err(ApiError::bad_request(
-            "ttl_too_long",
-            format!(
-                "ttl {} exceeds the maximum {} for namespace {ns}",
-                humantime::format_duration(ttl),
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(Some(ttl.as_millis() as u64))
-}
-
-/// The namespace's default TTL in milliseconds.
-pub fn default_ttl_ms(state: &AppState, ns: &Namespace) -> Option<u64> {
-    state.config.ttl_policy(ns).0.map(|d| d.as_millis() as u64)
-}
-
-/// A write's TTL: the one asked for, else the namespace default, else none.
-pub fn put_ttl(asked_ms: Option<u64>, default_ms: Option<u64>) -> Ttl {
-    match asked_ms.or(default_ms) {
-        Some(ms) => Ttl::AfterMs(ms),
-        None => Ttl::Never,
-    }
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let checked = state.ttl_policy(ns).check_ms(ms);
+    Ok(Some(checked.map_err(|e| ApiError::bad_request("ttl_too_long", e.to_string()))?))
 }
 
 /// The condition of a write from `If-Match` and `If-None-Match`.
@@ -174,7 +152,7 @@ pub struct WriteRequest {
 /// Reads and checks the parts every write shares: key, query, TTL,
 /// condition and durability.
 pub fn write_request(
-    state: &AppState,
+    state: &NodeState,
     ns: &str,
     key: &str,
     query: Result<axum::extract::Query<KeyQuery>, axum::extract::rejection::QueryRejection>,

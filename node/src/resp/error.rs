@@ -99,6 +99,9 @@ pub enum CommandError {
         /// The limit.
         max: u64,
     },
+    /// The write is applied here but did not reach its durability level.
+    #[error("ERR {0}")]
+    NotDurable(String),
     /// A reply larger than `--reply-bytes-max`; nothing was sent.
     #[error("ERR the reply would be {bytes} bytes; the limit is {max} (--reply-bytes-max): ask for fewer or smaller values")]
     ReplyTooLarge {

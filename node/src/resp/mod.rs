@@ -36,7 +36,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
-use crate::http::AppState;
+use crate::state::NodeState;
 use commands::Cmd;
 use frame::FrameLimits;
 
@@ -50,7 +50,7 @@ const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
 /// the counters `INFO` and the metrics show.
 pub struct Shared {
     /// The node's store, config, metrics and replication.
-    pub state: AppState,
+    pub state: NodeState,
     /// The namespace of every key.
     pub namespace: Arc<str>,
     /// What one request may weigh.
@@ -76,7 +76,7 @@ pub struct Shared {
 
 impl Shared {
     /// The shared state of a RESP port bound at `addr`.
-    pub fn new(state: AppState, addr: SocketAddr) -> Shared {
+    pub fn new(state: NodeState, addr: SocketAddr) -> Shared {
         let config = &state.config;
         let value = config.value_bytes_max.as_u64();
         let key = config.key_bytes_max.as_u64();

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::connection::{self, stopped, End};
 use super::Shared;
-use crate::http::AppState;
+use crate::state::NodeState;
 
 /// How long shutdown waits for connections to finish the requests they
 /// hold before the port is reported stopped.
@@ -28,7 +28,7 @@ const ACCEPT_RETRY_MS: u64 = 50;
 ///
 /// The listener's IO error when its address cannot be read.
 pub async fn serve(
-    state: AppState,
+    state: NodeState,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {

@@ -18,7 +18,7 @@ pub(super) async fn del(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
     let mut deleted = 0;
     for key in keys {
         let write = Write { key, op: WriteOp::Delete, ttl: Ttl::Never, condition: Condition::Always };
-        if cx.write(write).await.is_ok_and(|o| o.previous.is_some()) {
+        if cx.write(write).await?.is_ok_and(|o| o.previous.is_some()) {
             deleted += 1;
         }
     }
@@ -98,7 +98,7 @@ async fn rewrite_expiry(
             },
         };
         let write = Write { key: key.clone(), op: op.0, ttl: op.1, condition: Condition::IfMatch(r.vv()) };
-        match cx.write(write).await {
+        match cx.write(write).await? {
             Ok(_) => return Ok(1),
             Err(WriteError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
             Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),

@@ -15,6 +15,7 @@ use super::reply::{self, Replies};
 use super::Shared;
 use crate::cluster::Durability;
 use crate::store::{Entry, Ttl, ValueRef, Write, WriteError, WriteOutcome};
+use crate::write_path::{TtlPolicy, WritePathError};
 
 /// How many times a read-modify-write (`INCR`, `EXPIRE`, ...) retries when
 /// another write to the key came between its read and its write. Each
@@ -216,44 +217,39 @@ impl Context<'_> {
         self.shared.state.store.get(key)
     }
 
-    /// Applies a local write and hands it to replication, as an HTTP write
-    /// with durability `local` does.
-    async fn write(&self, write: Write) -> Result<WriteOutcome, WriteError> {
-        let state = &self.shared.state;
-        let outcome = state.store.apply_local(write)?;
-        if let Some(cluster) = &state.cluster {
-            // `local` asks for no acknowledgement, so there is nothing to wait on.
-            let _ = cluster.replicate(&outcome, Durability::Local).await;
+    /// A write through the node's one write path, durability `local` (as
+    /// Redis acknowledges a write). The inner result is the store's
+    /// verdict; the outer error a durability not reached.
+    async fn write(&self, write: Write) -> Result<Result<WriteOutcome, WriteError>, CommandError> {
+        match self.shared.state.write(write, Durability::Local).await {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(WritePathError::Refused(e)) => Ok(Err(e)),
+            Err(e @ WritePathError::DurabilityTimeout { .. }) => Err(CommandError::NotDurable(e.to_string())),
         }
-        Ok(outcome)
+    }
+
+    /// The TTL rules of the RESP namespace.
+    fn ttl_policy(&self) -> TtlPolicy {
+        self.shared.state.ttl_policy(&self.shared.state.config.resp_namespace)
     }
 
     /// The namespace's default TTL, ms.
     fn default_ttl_ms(&self) -> Option<u64> {
-        let config = &self.shared.state.config;
-        config.ttl_policy(&config.resp_namespace).0.map(|d| d.as_millis() as u64)
+        self.ttl_policy().default_ms()
     }
 
     /// The TTL of a write that gives none: the namespace's default, as an
     /// HTTP `PUT` without a TTL.
     fn put_ttl(&self) -> Ttl {
-        match self.default_ttl_ms() {
-            Some(ms) => Ttl::AfterMs(ms),
-            None => Ttl::Never,
-        }
+        self.ttl_policy().put(None)
     }
 
     /// Checks a TTL against the namespace's maximum.
     fn check_ttl_ms(&self, ms: u64) -> Result<u64, CommandError> {
-        let config = &self.shared.state.config;
-        let (_, max) = config.ttl_policy(&config.resp_namespace);
-        if u128::from(ms) > max.as_millis() {
-            return Err(CommandError::TtlTooLong {
-                ns: config.resp_namespace.to_string(),
-                max: humantime::format_duration(max).to_string(),
-            });
-        }
-        Ok(ms)
+        self.ttl_policy().check_ms(ms).map_err(|e| CommandError::TtlTooLong {
+            ns: e.namespace,
+            max: humantime::format_duration(e.max).to_string(),
+        })
     }
 }
 

@@ -155,7 +155,7 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         None => WriteOp::Delete,
     };
     let write = Write { key: key.clone(), op, ttl: ttl.unwrap_or(Ttl::Never), condition };
-    match cx.write(write).await {
+    match cx.write(write).await? {
         Ok(outcome) if want_old => match outcome.previous {
             Some(r) => reply::bulk(out, &value_bytes(&r)),
             None => reply::null(out),
@@ -183,7 +183,7 @@ pub(super) async fn mset(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Com
     for (key, i) in keys.into_iter().zip((2..cx.req.len()).step_by(2)) {
         let op = WriteOp::Put { value: cx.arg(i).clone(), content_type: None };
         // `Always` cannot fail.
-        let _ = cx.write(Write { key, op, ttl, condition: Condition::Always }).await;
+        let _ = cx.write(Write { key, op, ttl, condition: Condition::Always }).await?;
     }
     reply::ok(out);
     Ok(())
@@ -221,7 +221,7 @@ pub(super) async fn incr_by(
             ttl: Ttl::Keep { or_ms: None },
             condition,
         };
-        match cx.write(write).await {
+        match cx.write(write).await? {
             Ok(_) => {
                 reply::int(out, new);
                 return Ok(());

@@ -1,0 +1,123 @@
+//! The one write path every front end calls: HTTP (`/v1/kv`, `/v1/doc`),
+//! the earlier `/api`, and RESP. A write is applied to the store here,
+//! handed to replication, and answered once it reached the durability its
+//! caller asked for; the TTL a write may have is decided here too. So the
+//! next change to the write path (persistence, strong writes) is made in
+//! this file, once, and every front end has it.
+
+use std::time::Duration;
+use thiserror::Error;
+
+use crate::cluster::Durability;
+use crate::namespace::Namespace;
+use crate::state::NodeState;
+use crate::store::{Ttl, Write, WriteError, WriteOutcome};
+
+/// A write through [`NodeState::write`] did not succeed as asked.
+#[derive(Debug, Error)]
+pub enum WritePathError {
+    /// The store refused the write (its condition does not hold, or the
+    /// patch is invalid): nothing changed, nothing replicates.
+    #[error(transparent)]
+    Refused(#[from] WriteError),
+    /// The write is applied here and replicating, but did not reach the
+    /// durability asked for within `--durability-timeout`.
+    #[error("durability {} not reached in time; reached {}: {why}", .wanted.as_str(), .reached.as_str())]
+    DurabilityTimeout {
+        /// The level asked for.
+        wanted: Durability,
+        /// The level reached.
+        reached: Durability,
+        /// Why, in a few words.
+        why: &'static str,
+    },
+}
+
+/// A TTL longer than its namespace allows. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("ttl {} exceeds the maximum {} for namespace {namespace}", humantime::format_duration(*.asked), humantime::format_duration(*.max))]
+pub struct TtlTooLong {
+    /// The namespace.
+    pub namespace: String,
+    /// The TTL asked for.
+    pub asked: Duration,
+    /// The namespace's maximum.
+    pub max: Duration,
+}
+
+/// The TTL rules of one namespace: its default and its maximum.
+#[derive(Clone, Debug)]
+pub struct TtlPolicy {
+    namespace: String,
+    default: Option<Duration>,
+    max: Duration,
+}
+
+impl TtlPolicy {
+    /// The namespace's default TTL, ms.
+    pub fn default_ms(&self) -> Option<u64> {
+        self.default.map(|d| d.as_millis() as u64)
+    }
+
+    /// `ms` if the namespace allows it.
+    ///
+    /// # Errors
+    ///
+    /// [`TtlTooLong`] past the namespace's maximum.
+    pub fn check_ms(&self, ms: u64) -> Result<u64, TtlTooLong> {
+        let asked = Duration::from_millis(ms);
+        if asked > self.max {
+            return Err(TtlTooLong { namespace: self.namespace.clone(), asked, max: self.max });
+        }
+        Ok(ms)
+    }
+
+    /// The TTL of a write that replaces the value: the one asked for (already
+    /// checked), else the namespace's default, else none.
+    pub fn put(&self, asked_ms: Option<u64>) -> Ttl {
+        match asked_ms.or(self.default_ms()) {
+            Some(ms) => Ttl::AfterMs(ms),
+            None => Ttl::Never,
+        }
+    }
+}
+
+impl NodeState {
+    /// The TTL rules of `ns`.
+    pub fn ttl_policy(&self, ns: &Namespace) -> TtlPolicy {
+        let (default, max) = self.config.ttl_policy(ns);
+        TtlPolicy { namespace: ns.to_string(), default, max }
+    }
+
+    /// Applies `write` here, hands it to replication, and waits (at most
+    /// `--durability-timeout`) until it reached `level`.
+    ///
+    /// # Errors
+    ///
+    /// [`WritePathError`]: refused (nothing changed) or applied but not
+    /// yet as durable as asked.
+    pub async fn write(&self, write: Write, level: Durability) -> Result<WriteOutcome, WritePathError> {
+        let outcome = self.store.apply_local(write)?;
+        let Some(cluster) = &self.cluster else {
+            if level == Durability::Local {
+                return Ok(outcome);
+            }
+            return Err(WritePathError::DurabilityTimeout {
+                wanted: level,
+                reached: Durability::Local,
+                why: "this node does not replicate (no --gossip)",
+            });
+        };
+        let Some(mut progress) = cluster.replicate(&outcome, level).await else { return Ok(outcome) };
+        let wait = progress.wait_for(|reached| *reached >= level);
+        if matches!(tokio::time::timeout(self.config.durability_timeout, wait).await, Ok(Ok(_))) {
+            return Ok(outcome);
+        }
+        let reached = *progress.borrow();
+        Err(WritePathError::DurabilityTimeout {
+            wanted: level,
+            reached,
+            why: "the write is applied here and replicating",
+        })
+    }
+}
