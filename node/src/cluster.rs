@@ -29,6 +29,11 @@ use crate::write::dropped_by_transfer;
 /// Local writes waiting to be handed to the replicator; an HTTP handler
 /// waits for room (backpressure) rather than a write being dropped.
 const COMMAND_QUEUE_MAX: usize = 4_096;
+
+/// Inbound messages and commands handled per pump at most, each kind:
+/// enough to batch a burst, few enough that timers and sends keep their
+/// turn.
+const DRAIN_BATCH_COUNT_MAX: usize = 256;
 /// Writes waiting for a durability level at once; past this, a write is
 /// answered with the level it has reached.
 const DURABILITY_WAITERS_MAX: usize = 65_536;
@@ -297,6 +302,24 @@ impl Driver {
                     None => break,
                 },
                 () = sleep => self.on_timer(),
+            }
+            // What is already queued is handled before the next pump: under
+            // load the writes of a burst leave in one frame per peer and its
+            // acks in one message, instead of a frame, an ack and a wake-up
+            // per write (natural batching; idle, nothing waits).
+            for _ in 0..DRAIN_BATCH_COUNT_MAX {
+                let mut handled = false;
+                if let Ok(i) = inbound.try_recv() {
+                    self.on_inbound(i);
+                    handled = true;
+                }
+                if let Ok(c) = commands.try_recv() {
+                    self.on_command(c);
+                    handled = true;
+                }
+                if !handled {
+                    break;
+                }
             }
             self.pump();
         }
