@@ -146,12 +146,12 @@ pub struct ConfigLayer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_bytes_max: Option<ByteSize>,
     /// Most HTTP connections open at once; one more is answered 503
-    /// [default: 10000].
+    /// [default: 1024].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_connections_max: Option<usize>,
     /// Most RESP connections open at once; one more is answered
-    /// `-ERR max number of clients reached` [default: 10000].
+    /// `-ERR max number of clients reached` [default: 1024].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resp_connections_max: Option<usize>,
@@ -378,7 +378,10 @@ impl Config {
             ));
         }
         let reply_bytes_max = layer.reply_bytes_max.unwrap_or(ByteSize::mib(64)).max(value_bytes_max);
-        let connections = |flag: &'static str, value: Option<usize>| match value.unwrap_or(10_000) {
+        // Each open connection may hold one request of the largest value:
+        // 1024 keeps that term near a GiB at the default value limit
+        // (docs/OPERATIONS.md), and is far more than a sidecar's app opens.
+        let connections = |flag: &'static str, value: Option<usize>| match value.unwrap_or(1_024) {
             n @ 1..=1_000_000 => Ok(n),
             n => Err(invalid(flag, format!("must be between 1 and 1000000 (got {n})"))),
         };

@@ -22,6 +22,8 @@
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
 //! - `resp/`: the Redis protocol port (server, connection, frame, commands).
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
+//! - `memory_bounds.rs`: the worst-case memory of a node, term by term,
+//!   from its configuration (`--print-config`).
 //! - `locality.rs`: ranks live nodes for a client by distance or RTT.
 //! - `demo.rs`: `geocache demo`, a local three-region cluster.
 //! - `client.rs`: [`client::Client`], the Rust client with failover.
@@ -40,6 +42,7 @@ pub mod demo;
 pub mod entry;
 pub mod http;
 pub mod locality;
+pub mod memory_bounds;
 pub mod metrics;
 pub mod namespace;
 pub mod resp;

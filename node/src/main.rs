@@ -127,6 +127,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let config = Config::resolve(file, args.settings)?;
     if args.print_config {
         print!("{}", config.to_toml());
+        print!("{}", geocache_node::memory_bounds::report(&config));
         return Ok(());
     }
     init_logs();

@@ -8,6 +8,8 @@ use super::{ClusterTls, QuicError};
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 /// Default [`QuicConfig::peer_queue_frames_max`].
 pub const PEER_QUEUE_FRAMES_MAX_DEFAULT: usize = 4096;
+/// Default [`QuicConfig::queued_bytes_max`]: 64 MiB.
+pub const QUEUED_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Default [`QuicConfig::peer_queue_datagrams_max`].
 pub const PEER_QUEUE_DATAGRAMS_MAX_DEFAULT: usize = 256;
 /// Default [`QuicConfig::inbound_queue_max`].
@@ -54,6 +56,11 @@ pub struct QuicConfig {
     /// When full, [`send_frame`](super::QuicTransport::send_frame) returns `QueueFull`.
     /// Default 4096.
     pub peer_queue_frames_max: usize,
+    /// Bytes of frames queued for sending, all peers together: what the queues may hold
+    /// in memory whatever the frame count. When a frame would pass it,
+    /// [`send_frame`](super::QuicTransport::send_frame) returns `QueueFull`, and anti-entropy
+    /// repairs what it carried. At least `frame_bytes_max`. Default 64 MiB.
+    pub queued_bytes_max: usize,
     /// Datagrams queued per peer while its connection is being set up (once connected,
     /// datagrams go straight to QUIC, which drops the oldest when its buffer is full).
     /// Default 256.
@@ -91,6 +98,7 @@ impl QuicConfig {
             tls,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             peer_queue_frames_max: PEER_QUEUE_FRAMES_MAX_DEFAULT,
+            queued_bytes_max: QUEUED_BYTES_MAX_DEFAULT,
             peer_queue_datagrams_max: PEER_QUEUE_DATAGRAMS_MAX_DEFAULT,
             inbound_queue_max: INBOUND_QUEUE_MAX_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
@@ -109,6 +117,11 @@ impl QuicConfig {
         }
         if self.frame_bytes_max == 0 || u32::try_from(self.frame_bytes_max).is_err() {
             return invalid("frame_bytes_max", "must be between 1 and u32::MAX");
+        }
+        if self.queued_bytes_max < self.frame_bytes_max
+            || self.queued_bytes_max > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return invalid("queued_bytes_max", "must be at least frame_bytes_max");
         }
         for (field, value) in [
             ("peer_queue_frames_max", self.peer_queue_frames_max),

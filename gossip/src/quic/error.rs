@@ -84,7 +84,8 @@ pub enum SendError {
         /// The limit.
         max: usize,
     },
-    /// The peer's queue is full (its connection is down or slow); the caller should rely on
+    /// The peer's queue is full (its connection is down or slow), or all queues together
+    /// hold `queued_bytes_max`; the caller should rely on
     /// anti-entropy instead.
     #[error("send queue for {to} is full")]
     QueueFull {

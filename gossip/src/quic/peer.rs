@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Connection, SendStream, WriteError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -47,23 +47,43 @@ pub(crate) enum Outgoing {
     Datagram(Bytes),
 }
 
+/// A frame waiting to be written, with its share of the transport's queued-bytes budget,
+/// given back when the frame is dropped (written, or lost with its queue).
+struct QueuedFrame {
+    bytes: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
 /// The sending side of one peer's queues, held in the transport's peer map.
 pub(crate) struct SenderQueues {
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<QueuedFrame>,
     datagrams: mpsc::Sender<Bytes>,
 }
 
 impl SenderQueues {
-    /// Queues `item` without waiting.
-    pub(crate) fn push(&self, to: SocketAddr, item: Outgoing) -> Result<(), SendError> {
-        let result = match item {
-            Outgoing::Frame(bytes) => self.frames.try_send(bytes),
-            Outgoing::Datagram(bytes) => self.datagrams.try_send(bytes),
-        };
-        result.map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull { to },
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+    /// Queues `item` without waiting. A frame takes its length from `budget` (the bytes
+    /// all peers' queues may still hold) and is refused when it does not fit.
+    pub(crate) fn push(
+        &self,
+        to: SocketAddr,
+        item: Outgoing,
+        budget: &Arc<Semaphore>,
+    ) -> Result<(), SendError> {
+        fn refused<T>(e: mpsc::error::TrySendError<T>, to: SocketAddr) -> SendError {
+            match e {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull { to },
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            }
+        }
+        match item {
+            Outgoing::Frame(bytes) => {
+                let len = u32::try_from(bytes.len()).map_err(|_| SendError::QueueFull { to })?;
+                let permit =
+                    budget.clone().try_acquire_many_owned(len).map_err(|_| SendError::QueueFull { to })?;
+                self.frames.try_send(QueuedFrame { bytes, _budget: permit }).map_err(|e| refused(e, to))
+            }
+            Outgoing::Datagram(bytes) => self.datagrams.try_send(bytes).map_err(|e| refused(e, to)),
+        }
     }
 }
 
@@ -88,10 +108,10 @@ enum Ended {
 struct PeerSender {
     inner: Arc<Inner>,
     peer: SocketAddr,
-    frames: mpsc::Receiver<Bytes>,
+    frames: mpsc::Receiver<QueuedFrame>,
     datagrams: mpsc::Receiver<Bytes>,
     /// Taken off the queue, not yet written.
-    pending: Option<Bytes>,
+    pending: Option<QueuedFrame>,
     shutdown: ShutdownRx,
 }
 
@@ -201,7 +221,7 @@ impl PeerSender {
                 None if conn.close_reason().is_some() => return Ended::ConnectionLost,
                 None => {}
             }
-            let Some(bytes) = self.pending.clone() else { continue };
+            let Some(bytes) = self.pending.as_ref().map(|f| f.bytes.clone()) else { continue };
             let send = match &mut stream {
                 Some(send) => send,
                 None => {

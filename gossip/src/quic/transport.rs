@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) local_addr: SocketAddr,
     pub(crate) limits: Limits,
+    /// One permit per byte of frames that may still be queued, all peers together.
+    pub(crate) queued_bytes: Arc<Semaphore>,
     pub(crate) stats: Counters,
     peers: Mutex<BTreeMap<SocketAddr, PeerSlot>>,
     /// One lock per peer being dialled, so concurrent senders share one handshake.
@@ -211,7 +213,7 @@ impl Inner {
                 slot.sender.insert(queues)
             }
         };
-        queues.push(to, item)
+        queues.push(to, item, &self.queued_bytes)
     }
 
     /// Ends `peer`'s sender if it has nothing queued; returns whether it did. Checked under
@@ -362,6 +364,7 @@ impl QuicTransport {
                 connect_attempts_max: config.connect_attempts_max,
                 connect_timeout: Duration::from_millis(config.idle_timeout_ms),
             },
+            queued_bytes: Arc::new(Semaphore::new(config.queued_bytes_max)),
             stats: Counters::default(),
             peers: Mutex::new(BTreeMap::new()),
             dial_locks: Mutex::new(BTreeMap::new()),

@@ -21,7 +21,7 @@ use super::Shared;
 
 /// Bytes asked of the socket per read: one read takes a whole pipeline of
 /// small commands.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Replies buffered past this are written before the next command runs.
 pub const WRITE_FLUSH_BYTES: usize = 64 * 1024;

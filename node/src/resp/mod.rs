@@ -44,7 +44,7 @@ pub use server::serve;
 
 /// Room for a request's key and headers beyond the value limit, so a `SET`
 /// of the largest value fits with its key.
-const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
+pub const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
 
 /// What every connection shares: the node, the namespace, the limits and
 /// the counters `INFO` and the metrics show.
