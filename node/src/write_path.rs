@@ -48,7 +48,8 @@ pub struct TtlTooLong {
 /// The TTL rules of one namespace: its default and its maximum.
 #[derive(Clone, Debug)]
 pub struct TtlPolicy {
-    namespace: String,
+    /// Shared, not copied: a policy is looked up on every write.
+    namespace: Namespace,
     default: Option<Duration>,
     max: Duration,
 }
@@ -67,7 +68,7 @@ impl TtlPolicy {
     pub fn check_ms(&self, ms: u64) -> Result<u64, TtlTooLong> {
         let asked = Duration::from_millis(ms);
         if asked > self.max {
-            return Err(TtlTooLong { namespace: self.namespace.clone(), asked, max: self.max });
+            return Err(TtlTooLong { namespace: self.namespace.to_string(), asked, max: self.max });
         }
         Ok(ms)
     }
@@ -86,7 +87,7 @@ impl NodeState {
     /// The TTL rules of `ns`.
     pub fn ttl_policy(&self, ns: &Namespace) -> TtlPolicy {
         let (default, max) = self.config.ttl_policy(ns);
-        TtlPolicy { namespace: ns.to_string(), default, max }
+        TtlPolicy { namespace: ns.clone(), default, max }
     }
 
     /// Applies `write` here, hands it to replication, and waits (at most
