@@ -14,9 +14,14 @@
 //! Packing is lossless: [`Entry::to_register`] gives back exactly the
 //! register packed, so replicas compare and merge what they hold as before.
 
+use crate::weight::allocation_bytes;
 use bytes::Bytes;
 use geocache_crdt::{Doc, Dot, Hlc, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector};
 use std::sync::Arc;
+
+/// A document's register besides the document's own estimate: the
+/// `Arc<Register>` and its metadata.
+const DOC_REGISTER_BYTES: usize = 192;
 
 /// Flag bits of the packed header's first byte.
 const TOMBSTONE: u8 = 1;
@@ -44,9 +49,28 @@ pub struct Entry(Repr);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Repr {
+    /// Header and value in one allocation: most entries.
     Packed(Arc<[u8]>),
+    /// Header and value apart, when one allocation would land in a much
+    /// larger size class than three (a 1 KiB value: 1,082 bytes take a
+    /// 1,280-byte class packed, 1,024 + 48 + 48 apart). Behind one `Arc`,
+    /// so an entry stays 24 bytes inside moka's node.
+    Split(Arc<SplitEntry>),
     Doc(Arc<Register>),
 }
+
+/// The parts of a split entry, each its own exact allocation.
+#[derive(Debug, PartialEq, Eq)]
+struct SplitEntry {
+    header: Box<[u8]>,
+    value: Box<[u8]>,
+}
+
+/// The `Arc` around a [`SplitEntry`]: counters and two boxed slices.
+const SPLIT_ARC_BYTES: usize = 16 + 32;
+
+/// The `Arc` header: two counters.
+const ARC_HEADER_BYTES: usize = 16;
 
 /// A borrowed view of an entry's value.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +79,13 @@ pub enum ValueRef<'a> {
     Bytes(&'a [u8]),
     /// A JSON document.
     Doc(&'a Doc),
+}
+
+/// An entry as its accessors read it: a packed header (the value may
+/// follow), or a document's register.
+enum View<'a> {
+    Header(&'a [u8]),
+    Doc(&'a Register),
 }
 
 /// Where the variable parts of a packed header are.
@@ -118,12 +149,40 @@ impl Entry {
             put_varint(&mut header, ct.len() as u64);
             header.extend_from_slice(ct.as_bytes());
         }
+        let together = allocation_bytes(ARC_HEADER_BYTES + header.len() + value.len());
+        let apart = SPLIT_ARC_BYTES + allocation_bytes(header.len()) + allocation_bytes(value.len());
+        if apart < together {
+            let split = SplitEntry { header: Box::from(&header[..]), value: Box::from(value) };
+            return Entry(Repr::Split(Arc::new(split)));
+        }
         // One allocation of exactly the packed length: `collect` into an
         // `Arc<[u8]>` from an iterator of known length allocates once.
         let packed: Arc<[u8]> = header.iter().chain(value.iter()).copied().collect();
         Entry(Repr::Packed(packed))
     }
 
+    fn view(&self) -> View<'_> {
+        match &self.0 {
+            Repr::Packed(b) => View::Header(b),
+            Repr::Split(split) => View::Header(&split.header),
+            Repr::Doc(r) => View::Doc(r),
+        }
+    }
+
+    /// The heap bytes this entry's own allocations take, rounded to the
+    /// allocator's size classes (a document: its register's estimate).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Packed(b) => allocation_bytes(ARC_HEADER_BYTES + b.len()),
+            Repr::Split(split) => {
+                SPLIT_ARC_BYTES + allocation_bytes(split.header.len()) + allocation_bytes(split.value.len())
+            }
+            Repr::Doc(r) => DOC_REGISTER_BYTES + r.size_bytes(),
+        }
+    }
+
+    /// Where the parts of a header are; `bytes` is the header, and for a
+    /// packed entry the value follows it.
     fn layout(bytes: &[u8]) -> Layout {
         let flags = bytes[0];
         let mut at = EXPIRES_AT;
@@ -153,31 +212,31 @@ impl Entry {
     /// The register packed, whole; the value shares the entry's memory.
     pub fn to_register(&self) -> Register {
         match &self.0 {
-            Repr::Packed(_) => Register { value: Value::Bytes(self.bytes_value()), meta: self.meta() },
             Repr::Doc(r) => (**r).clone(),
+            _ => Register { value: Value::Bytes(self.bytes_value()), meta: self.meta() },
         }
     }
 
     /// The register as an `Arc`: shared for a document, built for bytes.
     pub fn register_arc(&self) -> Arc<Register> {
         match &self.0 {
-            Repr::Packed(_) => Arc::new(self.to_register()),
             Repr::Doc(r) => r.clone(),
+            _ => Arc::new(self.to_register()),
         }
     }
 
     /// The document's register, when the entry holds a document.
     pub fn doc_register(&self) -> Option<&Register> {
         match &self.0 {
-            Repr::Packed(_) => None,
             Repr::Doc(r) => Some(r),
+            _ => None,
         }
     }
 
     /// Every field of the register besides its value.
     pub fn meta(&self) -> RegisterMeta {
         match &self.0 {
-            Repr::Packed(_) => RegisterMeta {
+            Repr::Packed(_) | Repr::Split(_) => RegisterMeta {
                 stamp: self.stamp(),
                 epoch: self.epoch(),
                 vv: self.vv(),
@@ -192,30 +251,30 @@ impl Entry {
 
     /// The newest write merged into the value.
     pub fn stamp(&self) -> Stamp {
-        match &self.0 {
-            Repr::Packed(b) => {
+        match self.view() {
+            View::Header(b) => {
                 Stamp::new(Hlc::from_u64(u64_at(b, STAMP_HLC_AT)), NodeId(u64_at(b, STAMP_NODE_AT)))
             }
-            Repr::Doc(r) => r.meta.stamp,
+            View::Doc(r) => r.meta.stamp,
         }
     }
 
     /// The write that last replaced the value whole.
     pub fn epoch(&self) -> Stamp {
-        match &self.0 {
-            Repr::Packed(b) if b[0] & OWN_EPOCH != 0 => {
+        match self.view() {
+            View::Header(b) if b[0] & OWN_EPOCH != 0 => {
                 let at = EXPIRES_AT + if b[0] & EXPIRES != 0 { 8 } else { 0 };
                 Stamp::new(Hlc::from_u64(u64_at(b, at)), NodeId(u64_at(b, at + 8)))
             }
-            Repr::Packed(_) => self.stamp(),
-            Repr::Doc(r) => r.meta.epoch,
+            View::Header(_) => self.stamp(),
+            View::Doc(r) => r.meta.epoch,
         }
     }
 
     /// The write that produced the stamp.
     pub fn dot(&self) -> Dot {
-        match &self.0 {
-            Repr::Packed(b) => {
+        match self.view() {
+            View::Header(b) => {
                 let origin = if b[0] & OWN_DOT_ORIGIN != 0 {
                     let mut at = EXPIRES_AT;
                     if b[0] & EXPIRES != 0 {
@@ -230,14 +289,14 @@ impl Entry {
                 };
                 Dot { origin, seq: u64_at(b, DOT_SEQ_AT) }
             }
-            Repr::Doc(r) => r.meta.dot,
+            View::Doc(r) => r.meta.dot,
         }
     }
 
     /// The version vector (inline, no allocation, up to two writers).
     pub fn vv(&self) -> VersionVector {
-        match &self.0 {
-            Repr::Packed(b) => {
+        match self.view() {
+            View::Header(b) => {
                 let layout = Entry::layout(b);
                 let entries = (0..layout.vv_count).map(|i| {
                     let at = layout.vv_at + i * 16;
@@ -246,34 +305,34 @@ impl Entry {
                 // Packed from a canonical vector, so it reads back as one.
                 VersionVector::from_entries(entries).unwrap_or_default()
             }
-            Repr::Doc(r) => r.meta.vv.clone(),
+            View::Doc(r) => r.meta.vv.clone(),
         }
     }
 
     /// When the entry expires, unix ms; `None` never.
     pub fn expires_at_ms(&self) -> Option<u64> {
-        match &self.0 {
-            Repr::Packed(b) => (b[0] & EXPIRES != 0).then(|| u64_at(b, EXPIRES_AT)),
-            Repr::Doc(r) => r.meta.expires_at_ms,
+        match self.view() {
+            View::Header(b) => (b[0] & EXPIRES != 0).then(|| u64_at(b, EXPIRES_AT)),
+            View::Doc(r) => r.meta.expires_at_ms,
         }
     }
 
     /// Whether the entry is a delete.
     pub fn is_tombstone(&self) -> bool {
-        match &self.0 {
-            Repr::Packed(b) => b[0] & TOMBSTONE != 0,
-            Repr::Doc(r) => r.meta.tombstone,
+        match self.view() {
+            View::Header(b) => b[0] & TOMBSTONE != 0,
+            View::Doc(r) => r.meta.tombstone,
         }
     }
 
     /// The media type the writer gave, if any.
     pub fn content_type(&self) -> Option<&str> {
-        match &self.0 {
-            Repr::Packed(b) => {
+        match self.view() {
+            View::Header(b) => {
                 let (start, end) = Entry::layout(b).content_type?;
                 std::str::from_utf8(&b[start..end]).ok()
             }
-            Repr::Doc(r) => r.meta.content_type.as_deref(),
+            View::Doc(r) => r.meta.content_type.as_deref(),
         }
     }
 
@@ -295,6 +354,7 @@ impl Entry {
     pub fn value(&self) -> ValueRef<'_> {
         match &self.0 {
             Repr::Packed(b) => ValueRef::Bytes(&b[Entry::layout(b).value_at..]),
+            Repr::Split(split) => ValueRef::Bytes(&split.value),
             Repr::Doc(r) => match &r.value {
                 Value::Bytes(bytes) => ValueRef::Bytes(bytes),
                 Value::Doc(d) => ValueRef::Doc(d),
@@ -310,6 +370,7 @@ impl Entry {
                 let at = Entry::layout(b).value_at;
                 Bytes::from_owner(PackedValue { packed: b.clone(), at })
             }
+            Repr::Split(split) => Bytes::from_owner(SplitValue(split.clone())),
             Repr::Doc(r) => match &r.value {
                 Value::Bytes(bytes) => bytes.clone(),
                 Value::Doc(_) => Bytes::new(),
@@ -322,20 +383,23 @@ impl Entry {
         self.doc_register().and_then(Register::doc)
     }
 
-    /// The bytes of the packed allocation, or `None` for a document.
-    pub fn packed_len(&self) -> Option<usize> {
-        match &self.0 {
-            Repr::Packed(b) => Some(b.len()),
-            Repr::Doc(_) => None,
-        }
-    }
-
-    /// The register's own estimate of its size (documents).
+    /// The register's size for a reply or a queue: header and value, or a
+    /// document's estimate.
     pub fn register_size_bytes(&self) -> usize {
         match &self.0 {
             Repr::Packed(b) => b.len(),
+            Repr::Split(split) => split.header.len() + split.value.len(),
             Repr::Doc(r) => r.size_bytes(),
         }
+    }
+}
+
+/// The value of a split entry, as the owner of a [`Bytes`].
+struct SplitValue(Arc<SplitEntry>);
+
+impl AsRef<[u8]> for SplitValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.value
     }
 }
 
@@ -409,7 +473,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn packing_is_lossless(meta in meta_strategy(), value in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn packing_is_lossless(meta in meta_strategy(), value in proptest::collection::vec(any::<u8>(), 0..3000)) {
             let register = Register { value: Value::Bytes(Bytes::from(value.clone())), meta: meta.clone() };
             let entry = Entry::from_register(Arc::new(register.clone()));
             prop_assert_eq!(entry.to_register(), register);
@@ -442,6 +506,12 @@ mod tests {
             content_type: None,
         };
         let entry = Entry::pack(&meta, &[b'v'; 100]);
-        assert_eq!(entry.packed_len(), Some(HEADER_BYTES_MIN + 16 + 100));
+        assert_eq!(entry.register_size_bytes(), HEADER_BYTES_MIN + 16 + 100);
+        assert!(matches!(entry.0, Repr::Packed(_)));
+        // 1 KiB packed would take a 1,280-byte class: the value goes apart.
+        let kib = Entry::pack(&meta, &[b'v'; 1024]);
+        assert!(matches!(kib.0, Repr::Split(_)));
+        assert!(kib.heap_bytes() < allocation_bytes(16 + HEADER_BYTES_MIN + 16 + 1024));
+        assert_eq!(kib.to_register().value, Value::Bytes(Bytes::from(vec![b'v'; 1024])));
     }
 }

@@ -24,13 +24,6 @@ pub const MOKA_ENTRY_BYTES: usize = 300;
 /// tombstones): fills with and without a TTL differ by 48-49 B.
 pub const MOKA_TIMER_NODE_BYTES: usize = 48;
 
-/// The `Arc` header of a packed entry: two counters.
-const ARC_HEADER_BYTES: usize = 16;
-
-/// A document's register besides the document's own estimate: the
-/// `Arc<Register>` and its metadata.
-const DOC_REGISTER_BYTES: usize = 192;
-
 /// Past this size, mimalloc's pages hold few objects and their slack
 /// shows: fills of 4 KiB to 200 KB values measured 6-8 % above the size
 /// class, so a sixteenth is added.
@@ -68,10 +61,7 @@ fn size_class_bytes(size: usize) -> usize {
 /// What one entry costs against the byte budget: its key's box, its
 /// packed register (or document), and moka's per-entry structures.
 pub fn entry_weight_bytes(key_len: usize, entry: &Entry) -> u64 {
-    let register = match entry.packed_len() {
-        Some(len) => allocation_bytes(ARC_HEADER_BYTES + len),
-        None => DOC_REGISTER_BYTES + entry.register_size_bytes(),
-    };
+    let register = entry.heap_bytes();
     let timer = if entry.expires_at_ms().is_some() { MOKA_TIMER_NODE_BYTES } else { 0 };
     (allocation_bytes(key_len) + register + MOKA_ENTRY_BYTES + timer) as u64
 }
