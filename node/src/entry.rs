@@ -45,18 +45,34 @@ pub const HEADER_BYTES_MIN: usize = EXPIRES_AT + 1;
 
 /// One cache entry: a packed bytes register, or a document.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry(Repr);
+pub struct Entry(Stored);
 
+/// Two variants, so the null niche of the packed `Arc` tells them apart
+/// and an entry is 16 bytes inside moka's node (three took 24, and 35
+/// more bytes per entry of a full store once moka's node crossed a size
+/// class).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Repr {
+enum Stored {
     /// Header and value in one allocation: most entries.
     Packed(Arc<[u8]>),
+    /// The rarer kinds, behind one more pointer.
+    Other(Arc<Other>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Other {
     /// Header and value apart, when one allocation would land in a much
     /// larger size class than three (a 1 KiB value: 1,082 bytes take a
-    /// 1,280-byte class packed, 1,024 + 48 + 48 apart). Behind one `Arc`,
-    /// so an entry stays 24 bytes inside moka's node.
-    Split(Arc<SplitEntry>),
+    /// 1,280-byte class packed, 1,024 + 48 + 48 apart).
+    Split(SplitEntry),
     Doc(Arc<Register>),
+}
+
+/// What an entry holds, borrowed.
+enum Repr<'a> {
+    Packed(&'a Arc<[u8]>),
+    Split(&'a Arc<Other>, &'a SplitEntry),
+    Doc(&'a Arc<Register>),
 }
 
 /// The parts of a split entry, each its own exact allocation.
@@ -66,8 +82,8 @@ struct SplitEntry {
     value: Box<[u8]>,
 }
 
-/// The `Arc` around a [`SplitEntry`]: counters and two boxed slices.
-const SPLIT_ARC_BYTES: usize = 16 + 32;
+/// The `Arc` around a split entry: counters, a tag and two boxed slices.
+const SPLIT_ARC_BYTES: usize = 16 + 48;
 
 /// The `Arc` header: two counters.
 const ARC_HEADER_BYTES: usize = 16;
@@ -101,7 +117,7 @@ impl Entry {
     pub fn from_register(register: Arc<Register>) -> Entry {
         match &register.value {
             Value::Bytes(bytes) => Entry::pack(&register.meta, bytes),
-            Value::Doc(_) => Entry(Repr::Doc(register)),
+            Value::Doc(_) => Entry(Stored::Other(Arc::new(Other::Doc(register)))),
         }
     }
 
@@ -153,18 +169,28 @@ impl Entry {
         let apart = SPLIT_ARC_BYTES + allocation_bytes(header.len()) + allocation_bytes(value.len());
         if apart < together {
             let split = SplitEntry { header: Box::from(&header[..]), value: Box::from(value) };
-            return Entry(Repr::Split(Arc::new(split)));
+            return Entry(Stored::Other(Arc::new(Other::Split(split))));
         }
         // One allocation of exactly the packed length: `collect` into an
         // `Arc<[u8]>` from an iterator of known length allocates once.
         let packed: Arc<[u8]> = header.iter().chain(value.iter()).copied().collect();
-        Entry(Repr::Packed(packed))
+        Entry(Stored::Packed(packed))
+    }
+
+    fn repr(&self) -> Repr<'_> {
+        match &self.0 {
+            Stored::Packed(b) => Repr::Packed(b),
+            Stored::Other(other) => match &**other {
+                Other::Split(split) => Repr::Split(other, split),
+                Other::Doc(r) => Repr::Doc(r),
+            },
+        }
     }
 
     fn view(&self) -> View<'_> {
-        match &self.0 {
+        match self.repr() {
             Repr::Packed(b) => View::Header(b),
-            Repr::Split(split) => View::Header(&split.header),
+            Repr::Split(_, split) => View::Header(&split.header),
             Repr::Doc(r) => View::Doc(r),
         }
     }
@@ -172,9 +198,9 @@ impl Entry {
     /// The heap bytes this entry's own allocations take, rounded to the
     /// allocator's size classes (a document: its register's estimate).
     pub fn heap_bytes(&self) -> usize {
-        match &self.0 {
+        match self.repr() {
             Repr::Packed(b) => allocation_bytes(ARC_HEADER_BYTES + b.len()),
-            Repr::Split(split) => {
+            Repr::Split(_, split) => {
                 SPLIT_ARC_BYTES + allocation_bytes(split.header.len()) + allocation_bytes(split.value.len())
             }
             Repr::Doc(r) => DOC_REGISTER_BYTES + r.size_bytes(),
@@ -211,7 +237,7 @@ impl Entry {
 
     /// The register packed, whole; the value shares the entry's memory.
     pub fn to_register(&self) -> Register {
-        match &self.0 {
+        match self.repr() {
             Repr::Doc(r) => (**r).clone(),
             _ => Register { value: Value::Bytes(self.bytes_value()), meta: self.meta() },
         }
@@ -219,7 +245,7 @@ impl Entry {
 
     /// The register as an `Arc`: shared for a document, built for bytes.
     pub fn register_arc(&self) -> Arc<Register> {
-        match &self.0 {
+        match self.repr() {
             Repr::Doc(r) => r.clone(),
             _ => Arc::new(self.to_register()),
         }
@@ -227,7 +253,7 @@ impl Entry {
 
     /// The document's register, when the entry holds a document.
     pub fn doc_register(&self) -> Option<&Register> {
-        match &self.0 {
+        match self.repr() {
             Repr::Doc(r) => Some(r),
             _ => None,
         }
@@ -235,8 +261,8 @@ impl Entry {
 
     /// Every field of the register besides its value.
     pub fn meta(&self) -> RegisterMeta {
-        match &self.0 {
-            Repr::Packed(_) | Repr::Split(_) => RegisterMeta {
+        match self.repr() {
+            Repr::Packed(_) | Repr::Split(..) => RegisterMeta {
                 stamp: self.stamp(),
                 epoch: self.epoch(),
                 vv: self.vv(),
@@ -352,9 +378,9 @@ impl Entry {
 
     /// The value, borrowed.
     pub fn value(&self) -> ValueRef<'_> {
-        match &self.0 {
+        match self.repr() {
             Repr::Packed(b) => ValueRef::Bytes(&b[Entry::layout(b).value_at..]),
-            Repr::Split(split) => ValueRef::Bytes(&split.value),
+            Repr::Split(_, split) => ValueRef::Bytes(&split.value),
             Repr::Doc(r) => match &r.value {
                 Value::Bytes(bytes) => ValueRef::Bytes(bytes),
                 Value::Doc(d) => ValueRef::Doc(d),
@@ -365,12 +391,12 @@ impl Entry {
     /// A bytes value as `Bytes` sharing the entry's memory (no copy); empty
     /// for a document.
     pub fn bytes_value(&self) -> Bytes {
-        match &self.0 {
+        match self.repr() {
             Repr::Packed(b) => {
                 let at = Entry::layout(b).value_at;
                 Bytes::from_owner(PackedValue { packed: b.clone(), at })
             }
-            Repr::Split(split) => Bytes::from_owner(SplitValue(split.clone())),
+            Repr::Split(owner, _) => Bytes::from_owner(SplitValue(owner.clone())),
             Repr::Doc(r) => match &r.value {
                 Value::Bytes(bytes) => bytes.clone(),
                 Value::Doc(_) => Bytes::new(),
@@ -386,20 +412,23 @@ impl Entry {
     /// The register's size for a reply or a queue: header and value, or a
     /// document's estimate.
     pub fn register_size_bytes(&self) -> usize {
-        match &self.0 {
+        match self.repr() {
             Repr::Packed(b) => b.len(),
-            Repr::Split(split) => split.header.len() + split.value.len(),
+            Repr::Split(_, split) => split.header.len() + split.value.len(),
             Repr::Doc(r) => r.size_bytes(),
         }
     }
 }
 
 /// The value of a split entry, as the owner of a [`Bytes`].
-struct SplitValue(Arc<SplitEntry>);
+struct SplitValue(Arc<Other>);
 
 impl AsRef<[u8]> for SplitValue {
     fn as_ref(&self) -> &[u8] {
-        &self.0.value
+        match &*self.0 {
+            Other::Split(split) => &split.value,
+            Other::Doc(_) => &[],
+        }
     }
 }
 
@@ -507,10 +536,11 @@ mod tests {
         };
         let entry = Entry::pack(&meta, &[b'v'; 100]);
         assert_eq!(entry.register_size_bytes(), HEADER_BYTES_MIN + 16 + 100);
-        assert!(matches!(entry.0, Repr::Packed(_)));
+        assert!(matches!(entry.repr(), Repr::Packed(_)));
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
         // 1 KiB packed would take a 1,280-byte class: the value goes apart.
         let kib = Entry::pack(&meta, &[b'v'; 1024]);
-        assert!(matches!(kib.0, Repr::Split(_)));
+        assert!(matches!(kib.repr(), Repr::Split(..)));
         assert!(kib.heap_bytes() < allocation_bytes(16 + HEADER_BYTES_MIN + 16 + 1024));
         assert_eq!(kib.to_register().value, Value::Bytes(Bytes::from(vec![b'v'; 1024])));
     }
