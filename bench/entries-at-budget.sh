@@ -40,26 +40,23 @@ load() {
     bench_die "redis-cli --pipe to port $1: $(tail -3 "$BENCH_TMP/pipe.out")"
 }
 
+# held PID PORT — loads the stream into the server on PORT, then prints
+# "keys rss".
+held() {
+  bench_wait_until 30 "RESP on port $2" pong "$2"
+  load "$2"
+  sleep 1
+  echo "$(redis-cli -h 127.0.0.1 -p "$2" dbsize) $(bench_rss_bytes "$1")"
+  bench_stop "$1"
+}
+
 port=$(bench_free_port)
 bench_start redis redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize no \
   --logfile '' --maxmemory 64mb --maxmemory-policy allkeys-lru
-pid=$BENCH_PID
-bench_wait_until 30 "redis-server on port $port" pong "$port"
-load "$port"
-sleep 1
-redis_keys=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
-redis_rss=$(bench_rss_bytes "$pid")
-bench_stop "$pid"
-
+read -r redis_keys redis_rss <<<"$(held "$BENCH_PID" "$port")"
 port=$(bench_free_port)
 bench_geocache_start geocache --resp "127.0.0.1:$port" --max-memory 64MiB
-pid=$GEOCACHE_PID
-bench_wait_until 30 "geocache RESP on port $port" pong "$port"
-load "$port"
-sleep 1
-geo_keys=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
-geo_rss=$(bench_rss_bytes "$pid")
-bench_stop "$pid"
+read -r geo_keys geo_rss <<<"$(held "$GEOCACHE_PID" "$port")"
 
 {
   bench_heading "Entries held at a 64 MiB budget vs redis-server" "bench/entries-at-budget.sh"

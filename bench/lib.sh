@@ -154,6 +154,21 @@ bench_rss_bytes() {
   awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"
 }
 
+# bench_steady_rss PID — RSS once two readings 0.5 s apart differ by under
+# 1 % (or after SECONDS, default 15).
+bench_steady_rss() {
+  local before after deadline=$((SECONDS + ${2:-15}))
+  before=$(bench_rss_bytes "$1")
+  while :; do
+    sleep 0.5
+    after=$(bench_rss_bytes "$1")
+    awk -v a="$before" -v b="$after" 'BEGIN { d = b - a; if (d < 0) d = -d; exit !(d < a / 100) }' && break
+    [ "$SECONDS" -lt "$deadline" ] || break
+    before=$after
+  done
+  echo "$after"
+}
+
 # bench_median N... — the median (mean of the two middle values for an even count).
 bench_median() {
   printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {

@@ -33,19 +33,6 @@ bench_need curl curl
 pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f\n", b / 1048576 }'; }
 
-steady_rss() {
-  local before after deadline=$((SECONDS + 20))
-  before=$(bench_rss_bytes "$1")
-  while :; do
-    sleep 0.5
-    after=$(bench_rss_bytes "$1")
-    awk -v a="$before" -v b="$after" 'BEGIN { d = b - a; if (d < 0) d = -d; exit !(d < a / 100) }' && break
-    [ "$SECONDS" -lt "$deadline" ] || break
-    before=$after
-  done
-  echo "$after"
-}
-
 # count BUDGET_BYTES SIZE — writes for 1.5x the budget at the weigher's
 # ~400 B of overhead per entry.
 count() {
@@ -129,7 +116,7 @@ for budget_mib in $BUDGETS_MIB; do
       kill "$sampler" 2>/dev/null || true
       wait "$sampler" 2>/dev/null || true
       peak=$(sort -n "$BENCH_TMP/rss.samples" | tail -1)
-      rss=$(steady_rss "$pid")
+      rss=$(bench_steady_rss "$pid" 20)
       [ "${peak:-0}" -ge "$rss" ] || peak=$rss
       node=$(curl -sf --max-time 10 "http://$GEOCACHE_HTTP/v1/node")
       entries=$(echo "$node" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')

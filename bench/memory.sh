@@ -56,21 +56,6 @@ load() {
   grep -q "errors: 0, replies: $ENTRIES" "$out" || bench_die "redis-cli --pipe to port $1: $(tail -3 "$out")"
 }
 
-# steady_rss PID — RSS once two readings 0.5 s apart differ by under 1 %
-# (or after 15 s).
-steady_rss() {
-  local before after deadline=$((SECONDS + 15))
-  before=$(bench_rss_bytes "$1")
-  while :; do
-    sleep 0.5
-    after=$(bench_rss_bytes "$1")
-    awk -v a="$before" -v b="$after" 'BEGIN { d = b - a; if (d < 0) d = -d; exit !(d < a / 100) }' && break
-    [ "$SECONDS" -lt "$deadline" ] || break
-    before=$after
-  done
-  echo "$after"
-}
-
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB\n", b / 1048576 }'; }
 
 ROWS="$BENCH_TMP/rows.md"
@@ -83,25 +68,25 @@ for size in $SIZES; do
     --daemonize no --logfile ''
   pid=$BENCH_PID
   bench_wait_until 30 "redis-server on port $port" pong "$port"
-  r0=$(steady_rss "$pid")
+  r0=$(bench_steady_rss "$pid")
   bench_log "redis-server: loading $ENTRIES x $size B"
   load "$port" "$size"
   count=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
   [ "$count" = "$ENTRIES" ] || bench_die "redis holds $count keys, not $ENTRIES"
-  r1=$(steady_rss "$pid")
+  r1=$(bench_steady_rss "$pid")
   bench_stop "$pid"
 
   port=$(bench_free_port)
   bench_geocache_start "geocache-$size" --resp "127.0.0.1:$port" --max-memory "$MAX_MEMORY"
   pid=$GEOCACHE_PID
   bench_wait_until 30 "geocache RESP on port $port" pong "$port"
-  g0=$(steady_rss "$pid")
+  g0=$(bench_steady_rss "$pid")
   bench_log "geocache: loading $ENTRIES x $size B"
   load "$port" "$size"
   count=$(curl -sf --max-time 30 "http://$GEOCACHE_HTTP/v1/node" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')
   [ "$count" = "$ENTRIES" ] ||
     bench_die "geocache holds ${count:-?} entries, not $ENTRIES (evicted? raise MAX_MEMORY=$MAX_MEMORY)"
-  g1=$(steady_rss "$pid")
+  g1=$(bench_steady_rss "$pid")
   bench_stop "$pid"
 
   rper=$(awk -v a="$r0" -v b="$r1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')

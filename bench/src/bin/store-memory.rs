@@ -79,17 +79,18 @@ fn main() -> Result<()> {
     if args.structure == "moka-configured" {
         // The floor's map configured as the store configures moka: packed
         // keys, a weigher, per-entry expiry (none here) and a listener.
+        type PackedKey = Box<[u8]>;
         struct NoExpiry;
-        impl moka::Expiry<Box<[u8]>, Arc<[u8]>> for NoExpiry {}
+        impl moka::Expiry<PackedKey, Arc<[u8]>> for NoExpiry {}
         let before = rss_bytes();
-        let cache: moka::sync::Cache<Box<[u8]>, Arc<[u8]>> = moka::sync::Cache::builder()
+        let cache: moka::sync::Cache<PackedKey, Arc<[u8]>> = moka::sync::Cache::builder()
             .max_capacity(u64::MAX / 2)
-            .weigher(|k: &Box<[u8]>, v: &Arc<[u8]>| (k.len() + v.len()) as u32)
+            .weigher(|k: &PackedKey, v: &Arc<[u8]>| (k.len() + v.len()) as u32)
             .expire_after(NoExpiry)
             .eviction_listener(|_, _, _| {})
             .build();
         for i in 0..args.entries {
-            let key: Box<[u8]> = name(i).into_bytes().into_boxed_slice();
+            let key: PackedKey = name(i).into_bytes().into_boxed_slice();
             let packed: Arc<[u8]> = std::iter::repeat_n(0u8, 42).chain(value.iter().copied()).collect();
             cache.insert(key, packed);
         }
