@@ -6,7 +6,7 @@ use super::{is, value_bytes, Context, CAS_ATTEMPTS_MAX};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
 use crate::resp::reply;
-use crate::resp::reply::Replies;
+use crate::resp::reply::{Replies, SHARE_FROM_BYTES};
 use crate::store::{Condition, Entry, Ttl, ValueRef, Write, WriteError, WriteOp};
 
 /// `GET key`. A large value is queued as the store's own bytes, not
@@ -23,6 +23,9 @@ pub(super) fn get(cx: &Context<'_>, out: &mut Replies) -> Result<(), CommandErro
 /// its JSON.
 fn value_reply(out: &mut Replies, entry: &Entry) {
     match entry.value() {
+        // A small value is copied from the entry as it is: a shared
+        // `Bytes` would cost an allocation to save a copy of a few bytes.
+        ValueRef::Bytes(b) if b.len() < SHARE_FROM_BYTES => reply::bulk(out, b),
         ValueRef::Bytes(_) => out.shared_bulk(entry.bytes_value()),
         ValueRef::Doc(_) => reply::bulk(out, &value_bytes(entry)),
     }
