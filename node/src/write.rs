@@ -1,5 +1,5 @@
 //! The pure part of a write: from the register held to the one after the
-//! write, with its delta. The store runs it inside moka's per-key compute;
+//! write, with its delta. The store runs it under its striped per-key lock;
 //! the simulator's deterministic store runs the very same code.
 
 use bytes::Bytes;
