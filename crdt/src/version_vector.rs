@@ -262,13 +262,22 @@ impl VersionVector {
     /// a store that packed [`entries`](Self::entries) reads them back;
     /// inline, without a heap allocation, up to two entries.
     ///
+    /// Unlike decoding, the count is not capped at [`ENTRIES_MAX_COUNT`]:
+    /// these are entries a vector held, and it may have grown past that by
+    /// joins, which must not lose a writer.
+    ///
     /// # Errors
     ///
-    /// [`EtagError`] when they are not canonical or too many.
+    /// [`EtagError::NotCanonical`] when they are unsorted, repeated or zero.
     pub fn from_entries(
         entries: impl IntoIterator<Item = (NodeId, u64)>,
     ) -> Result<VersionVector, EtagError> {
-        VersionVector::checked(entries.into_iter().collect())
+        let entries: Entries = entries.into_iter().collect();
+        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+        if !sorted || entries.iter().any(|&(_, c)| c == 0) {
+            return Err(EtagError::NotCanonical);
+        }
+        Ok(VersionVector { entries })
     }
 
     /// A vector of these entries if they are canonical.
@@ -276,11 +285,7 @@ impl VersionVector {
         if entries.len() > ENTRIES_MAX_COUNT {
             return Err(EtagError::TooManyEntries(entries.len() as u64));
         }
-        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
-        if !sorted || entries.iter().any(|&(_, c)| c == 0) {
-            return Err(EtagError::NotCanonical);
-        }
-        Ok(VersionVector { entries })
+        VersionVector::from_entries(entries)
     }
 }
 

@@ -40,6 +40,10 @@ pub struct ReplicatorConfig {
     pub peer_queue_count_max: usize,
     /// Most deltas in one `Deltas` frame.
     pub frame_deltas_max: usize,
+    /// Most bytes of deltas (by [`delta_size_bytes`]) in one `Deltas`
+    /// frame, so a batch of large values stays far below the transport's
+    /// 16 MiB frame limit; a single larger delta still goes alone.
+    pub frame_delta_bytes_max: usize,
     /// Most deltas in one anti-entropy answer.
     pub sync_deltas_max: usize,
     /// How often to run anti-entropy with one peer.
@@ -57,6 +61,7 @@ impl Default for ReplicatorConfig {
             backlog: BacklogLimits::default(),
             peer_queue_count_max: 65_536,
             frame_deltas_max: 512,
+            frame_delta_bytes_max: 4 << 20,
             sync_deltas_max: 4_096,
             sync_interval_ms: 1_000,
             relay_ack_timeout_ms: 2_000,
@@ -629,7 +634,7 @@ impl Replicator {
         if let Some(t) = self.requests.pop_front() {
             return Some(t);
         }
-        let max = self.config.frame_deltas_max;
+        let (max, bytes_max) = (self.config.frame_deltas_max, self.config.frame_delta_bytes_max);
         while let Some(&node) = self.ready.first() {
             let Some(peer) = self.peers.get_mut(&node) else {
                 self.ready.pop_first();
@@ -640,7 +645,7 @@ impl Replicator {
             let message = if !peer.acks.is_empty() {
                 Message::Acks { from: self.me, applied: std::mem::take(&mut peer.acks) }
             } else if !peer.relay.is_empty() {
-                let n = peer.relay.len().min(max);
+                let n = batch_len(&peer.relay, max, bytes_max);
                 Message::Deltas {
                     from: self.me,
                     relay: true,
@@ -648,7 +653,7 @@ impl Replicator {
                     deltas: peer.relay.drain(..n).collect(),
                 }
             } else if !peer.plain.is_empty() {
-                let n = peer.plain.len().min(max);
+                let n = batch_len(&peer.plain, max, bytes_max);
                 let deltas = peer.plain.drain(..n).collect();
                 let ack = peer.plain_ack;
                 if peer.plain.is_empty() {
@@ -673,8 +678,64 @@ impl Replicator {
     }
 }
 
+/// A delta's size near enough to bound a frame by: its key and its
+/// register (value, vector, metadata) or its document changes.
+pub fn delta_size_bytes(delta: &Delta) -> usize {
+    let body = match &delta.body {
+        geocache_crdt::DeltaBody::Register(r) => r.size_bytes(),
+        geocache_crdt::DeltaBody::DocChanges(c) => c.changes.len() + 32 * c.base_heads.len() + 256,
+    };
+    delta.key.size_bytes() + body
+}
+
+/// How many deltas from the front of `queue` go in one frame: at most
+/// `count_max`, and no more than `bytes_max` of them, but always one.
+fn batch_len(queue: &VecDeque<Arc<Delta>>, count_max: usize, bytes_max: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for delta in queue.iter().take(count_max) {
+        bytes += delta_size_bytes(delta);
+        if n > 0 && bytes > bytes_max {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 enum Applied {
     New,
     Duplicate,
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use geocache_crdt::{Dot, Key, Stamp, Value, VersionVector};
+
+    fn delta(seq: u64, value_bytes: usize) -> Arc<Delta> {
+        let register = Register::replace(
+            Value::Bytes(Bytes::from(vec![b'v'; value_bytes])),
+            Stamp::default(),
+            VersionVector::new(),
+            Dot { origin: NodeId(1), seq },
+            None,
+        );
+        let key = Key::new("t", Bytes::from(format!("k{seq}")));
+        Arc::new(Delta::for_write(NodeId(1), seq, key, None, &Arc::new(register)))
+    }
+
+    #[test]
+    fn a_frame_takes_deltas_by_count_and_by_bytes_but_always_one() {
+        let small: VecDeque<_> = (1..=1_000).map(|i| delta(i, 100)).collect();
+        assert_eq!(batch_len(&small, 512, 4 << 20), 512, "small deltas: the count bounds the frame");
+        let large: VecDeque<_> = (1..=17).map(|i| delta(i, 1 << 20)).collect();
+        let n = batch_len(&large, 512, 4 << 20);
+        assert_eq!(n, 3, "1 MiB values: the bytes bound the frame");
+        assert!(large.iter().take(n).map(|d| delta_size_bytes(d)).sum::<usize>() <= 4 << 20);
+        let huge: VecDeque<_> = [delta(1, 8 << 20), delta(2, 10)].into_iter().collect();
+        assert_eq!(batch_len(&huge, 512, 4 << 20), 1, "a delta over the bound still goes, alone");
+    }
 }

@@ -582,7 +582,11 @@ impl Driver {
         self.count(t.wan, &t.message, bytes.len());
         let bytes = Bytes::from(bytes);
         if !t.request {
-            let _ = self.transport.send_frame(t.addr, bytes);
+            // Anti-entropy repairs what a refused frame carried; say so
+            // rather than lose it in silence.
+            if let Err(e) = self.transport.send_frame(t.addr, bytes) {
+                tracing::debug!(peer = %t.to, error = %e, "frame not queued; anti-entropy will repair it");
+            }
             return;
         }
         let transport = self.transport.clone();

@@ -123,7 +123,9 @@ pub async fn serve(
     let guarded = GuardedListener::new(
         listener,
         c.http_connections_max,
-        c.header_timeout,
+        // A handler may wait up to the durability time-out with nothing
+        // moving on its connection.
+        c.header_timeout.max(c.durability_timeout + std::time::Duration::from_secs(1)),
         state.metrics.http_connections_rejected.clone(),
         state.metrics.http_connections_timed_out.clone(),
     );

@@ -158,3 +158,46 @@ async fn an_http_client_stalling_in_its_headers_is_closed_at_the_header_timeout(
     let metrics = reqwest::get(node.url("/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("geocache_http_connections_timed_out_total 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_slow_download_longer_than_the_header_timeout_is_not_cut() {
+    let node = Node::start(&[
+        "--header-timeout",
+        "300ms",
+        "--value-bytes-max",
+        "32MiB",
+        "--durability-timeout",
+        "100ms",
+    ]);
+    // Far more than the socket buffers take, so the server is still
+    // writing when the stall time-out would run out.
+    let value = vec![b'd'; 24 << 20];
+    let put = reqwest::Client::new().put(node.url("/v1/kv/app/big")).body(value.clone()).send().await;
+    assert!(put.expect("put").status().is_success());
+    let mut s = TcpStream::connect(&node.addr).await.expect("connect");
+    s.write_all(b"GET /v1/kv/app/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    // Read slowly: the response takes well over the 300 ms stall time-out,
+    // but bytes keep moving, so the connection stays.
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut buf)).await.expect("in time").expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(600),
+        "the download was not slow: {:?}",
+        started.elapsed()
+    );
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..got.len().min(100)]));
+    assert!(
+        got.ends_with(&value[value.len() - 1024..]) && got.len() > value.len(),
+        "cut after {} bytes",
+        got.len()
+    );
+}

@@ -4,11 +4,13 @@
 //! axum serves whatever this listener accepts. Each connection holds one
 //! of `--http-connections-max` permits while it is open; one more is
 //! answered `503` with a JSON body and closed, so the clients already
-//! connected keep their service (as the RESP port does). A connection
-//! whose client sends nothing for `--header-timeout` while the server
-//! waits to read (the headers of a request, an idle keep-alive, a stalled
-//! body) is closed: a slow client cannot hold a permit and its buffers
-//! for ever.
+//! connected keep their service (as the RESP port does). A connection on
+//! which nothing moves for `--header-timeout` while the server waits to
+//! read (the headers of a request, an idle keep-alive, a stalled body) is
+//! closed: a slow client cannot hold a permit and its buffers for ever. A
+//! response being written is progress (hyper keeps a read pending while it
+//! answers), and the time-out is never shorter than a handler may wait for
+//! a write's durability.
 
 use std::future::Future;
 use std::io;
@@ -155,9 +157,22 @@ impl AsyncRead for GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// Bytes went out: the connection is making progress, so a read that
+    /// waits meanwhile (hyper keeps one pending to see the client hang
+    /// up while it answers) starts its stall time again.
+    fn wrote<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if matches!(result, Poll::Ready(Ok(_))) {
+            self.armed = false;
+        }
+        result
+    }
+}
+
 impl AsyncWrite for GuardedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -173,7 +188,8 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
