@@ -14,6 +14,7 @@
 //! Packing is lossless: [`Entry::to_register`] gives back exactly the
 //! register packed, so replicas compare and merge what they hold as before.
 
+use crate::varint;
 use crate::weight::allocation_bytes;
 use bytes::Bytes;
 use geocache_crdt::{Doc, Dot, Hlc, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector};
@@ -156,13 +157,13 @@ impl Entry {
             header.extend_from_slice(&meta.dot.origin.0.to_le_bytes());
         }
         let entries = meta.vv.entries();
-        put_varint(&mut header, entries.len() as u64);
+        varint::put(&mut header, entries.len() as u64);
         for &(node, counter) in entries {
             header.extend_from_slice(&node.0.to_le_bytes());
             header.extend_from_slice(&counter.to_le_bytes());
         }
         if let Some(ct) = &meta.content_type {
-            put_varint(&mut header, ct.len() as u64);
+            varint::put(&mut header, ct.len() as u64);
             header.extend_from_slice(ct.as_bytes());
         }
         let together = allocation_bytes(ARC_HEADER_BYTES + header.len() + value.len());
@@ -211,19 +212,10 @@ impl Entry {
     /// packed entry the value follows it.
     fn layout(bytes: &[u8]) -> Layout {
         let flags = bytes[0];
-        let mut at = EXPIRES_AT;
-        if flags & EXPIRES != 0 {
-            at += 8;
-        }
-        if flags & OWN_EPOCH != 0 {
-            at += 16;
-        }
-        if flags & OWN_DOT_ORIGIN != 0 {
-            at += 8;
-        }
+        let at = vv_count_at(flags);
         let (vv_count, n) = take_varint(&bytes[at..]);
         let vv_at = at + n;
-        at = vv_at + vv_count * 16;
+        let mut at = vv_at + vv_count * 16;
         let content_type = if flags & CONTENT_TYPE != 0 {
             let (len, n) = take_varint(&bytes[at..]);
             let start = at + n;
@@ -289,7 +281,7 @@ impl Entry {
     pub fn epoch(&self) -> Stamp {
         match self.view() {
             View::Header(b) if b[0] & OWN_EPOCH != 0 => {
-                let at = EXPIRES_AT + if b[0] & EXPIRES != 0 { 8 } else { 0 };
+                let at = epoch_at(b[0]);
                 Stamp::new(Hlc::from_u64(u64_at(b, at)), NodeId(u64_at(b, at + 8)))
             }
             View::Header(_) => self.stamp(),
@@ -302,14 +294,7 @@ impl Entry {
         match self.view() {
             View::Header(b) => {
                 let origin = if b[0] & OWN_DOT_ORIGIN != 0 {
-                    let mut at = EXPIRES_AT;
-                    if b[0] & EXPIRES != 0 {
-                        at += 8;
-                    }
-                    if b[0] & OWN_EPOCH != 0 {
-                        at += 16;
-                    }
-                    NodeId(u64_at(b, at))
+                    NodeId(u64_at(b, dot_origin_at(b[0])))
                 } else {
                     NodeId(u64_at(b, STAMP_NODE_AT))
                 };
@@ -444,30 +429,31 @@ impl AsRef<[u8]> for PackedValue {
     }
 }
 
+/// Where the optional fields of a header with `flags` start, in the
+/// order `pack` writes them: expiry (at [`EXPIRES_AT`]), epoch, dot
+/// origin, then the version vector's count.
+fn epoch_at(flags: u8) -> usize {
+    EXPIRES_AT + if flags & EXPIRES != 0 { 8 } else { 0 }
+}
+
+fn dot_origin_at(flags: u8) -> usize {
+    epoch_at(flags) + if flags & OWN_EPOCH != 0 { 16 } else { 0 }
+}
+
+fn vv_count_at(flags: u8) -> usize {
+    dot_origin_at(flags) + if flags & OWN_DOT_ORIGIN != 0 { 8 } else { 0 }
+}
+
+/// A varint this module wrote, as a length, and the bytes it took.
+fn take_varint(bytes: &[u8]) -> (usize, usize) {
+    let (v, n) = varint::take(bytes).expect("packed entries hold only varints they wrote");
+    (usize::try_from(v).unwrap_or(usize::MAX), n)
+}
+
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)
-}
-
-fn put_varint(out: &mut smallvec::SmallVec<[u8; 96]>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A varint written by `put_varint` and the bytes it took.
-fn take_varint(bytes: &[u8]) -> (usize, usize) {
-    let mut v: u64 = 0;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return (v as usize, i + 1);
-        }
-    }
-    unreachable!("packed entries hold only varints they wrote")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - `entry.rs`: [`entry::Entry`], a register packed with its value in one
 //!   allocation, as the store holds it.
 //! - `store_key.rs`: the packed key the store's map is keyed by.
+//! - `varint.rs`: the varints of packed keys and entries.
 //! - `weight.rs`: what an entry costs against the byte budget (measured).
 //! - `write.rs`: the pure part of local and replicated writes, shared by the
 //!   store and the simulator.
@@ -50,6 +51,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod store_key;
+mod varint;
 pub mod weight;
 pub mod write;
 pub mod write_path;

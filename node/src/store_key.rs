@@ -13,6 +13,8 @@ use geocache_crdt::Key;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
+use crate::varint;
+
 /// Keys up to this long are looked up without a heap allocation.
 const INLINE_KEY_BYTES: usize = 128;
 
@@ -29,12 +31,7 @@ pub fn packed_len(key: &Key) -> usize {
 pub fn namespace_prefix(namespace: &str) -> KeyBytes {
     let ns = namespace.as_bytes();
     let mut out = KeyBytes::new();
-    let mut len = ns.len();
-    while len >= 0x80 {
-        out.push((len as u8) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
+    varint::put(&mut out, ns.len() as u64);
     out.extend_from_slice(ns);
     out
 }
@@ -49,15 +46,9 @@ pub fn pack(key: &Key) -> KeyBytes {
 /// The key packed in `bytes`; `namespace` is reused when it is the one
 /// named, so a walk of the store shares one namespace `Arc`.
 pub fn unpack(bytes: &[u8], namespace: &mut Option<Arc<str>>) -> Key {
-    let mut len = 0usize;
-    let mut at = 0;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        len |= usize::from(b & 0x7f) << (7 * i);
-        at = i + 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
+    // Packed by `pack`, so the prefix is whole.
+    let (len, at) = varint::take(bytes).unwrap_or((0, 0));
+    let len = usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len() - at);
     let (ns, name) = bytes[at..].split_at(len);
     let ns = match namespace {
         Some(held) if held.as_bytes() == ns => held.clone(),
