@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - `admission.rs`: accepting TCP clients within a connection limit
+//!   (the HTTP and RESP ports).
 //! - `clock.rs`: [`clock::Clock`], the time source the store reads.
 //! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
 //! - `config.rs`: settings from defaults, a TOML file and flags.
@@ -35,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 pub mod client;
 pub mod clock;
 pub mod cluster;

@@ -20,21 +20,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::Listener;
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// How long to wait after a failed `accept` (out of file descriptors, say)
-/// before the next.
-const ACCEPT_RETRY_MS: u64 = 50;
+use crate::admission::{accept_within, Admitted};
 
 /// Accepts connections within the limit.
 pub struct GuardedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    connections_max: usize,
+    /// The 503 a client past the limit gets, built once.
+    refusal: Bytes,
     stall: Duration,
     rejected: Counter,
     timed_out: Counter,
@@ -53,7 +53,7 @@ impl GuardedListener {
         GuardedListener {
             inner,
             permits: Arc::new(Semaphore::new(connections_max)),
-            connections_max,
+            refusal: refusal(connections_max),
             stall,
             rejected,
             timed_out,
@@ -61,7 +61,7 @@ impl GuardedListener {
     }
 }
 
-fn refusal(connections_max: usize) -> Vec<u8> {
+fn refusal(connections_max: usize) -> Bytes {
     let body = format!(
         "{{\"error\":\"too many connections: {connections_max} are open (--http-connections-max)\",\"code\":\"connection_limit\"}}"
     );
@@ -69,7 +69,7 @@ fn refusal(connections_max: usize) -> Vec<u8> {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
         body.len()
     )
-    .into_bytes()
+    .into()
 }
 
 impl Listener for GuardedListener {
@@ -77,35 +77,21 @@ impl Listener for GuardedListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (GuardedStream, std::net::SocketAddr) {
-        loop {
-            let (mut stream, addr) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                self.rejected.inc();
-                let answer = refusal(self.connections_max);
-                tokio::spawn(async move {
-                    let _ = stream.write_all(&answer).await;
-                    let _ = stream.shutdown().await;
-                });
-                continue;
-            };
-            let stream = GuardedStream {
-                stream,
-                _permit: permit,
-                stall: self.stall,
-                deadline: Box::pin(tokio::time::sleep(self.stall)),
-                armed: false,
-                timed_out: self.timed_out.clone(),
-            };
-            return (stream, addr);
-        }
+        let rejected = &self.rejected;
+        let Admitted { stream, peer, permit } =
+            accept_within(&self.inner, &self.permits, "http", &self.refusal, || {
+                rejected.inc();
+            })
+            .await;
+        let stream = GuardedStream {
+            stream,
+            _permit: permit,
+            stall: self.stall,
+            deadline: Box::pin(tokio::time::sleep(self.stall)),
+            armed: false,
+            timed_out: self.timed_out.clone(),
+        };
+        (stream, peer)
     }
 
     fn local_addr(&self) -> io::Result<std::net::SocketAddr> {

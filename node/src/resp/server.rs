@@ -4,21 +4,19 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use bytes::Bytes;
+
 use super::connection::{self, stopped, End};
 use super::Shared;
+use crate::admission::{accept_within, Admitted};
 use crate::state::NodeState;
 
 /// How long shutdown waits for connections to finish the requests they
 /// hold before the port is reported stopped.
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
-
-/// How long to wait after a failed `accept` (out of file descriptors, say)
-/// before the next: the error is logged once per attempt, not in a spin.
-const ACCEPT_RETRY_MS: u64 = 50;
 
 /// Serves RESP on `listener` until `shutdown` turns true; then stops
 /// accepting, lets each connection finish the requests it has read, and
@@ -33,30 +31,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(state, listener.local_addr()?));
+    let refusal = Bytes::from_static(b"-ERR max number of clients reached\r\n");
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stopped(&mut shutdown) => break,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "RESP accept failed");
-                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
-                continue;
-            }
-        };
-        // Replies go out as soon as they are written: without this, Nagle
-        // holds a small reply until the previous one is acknowledged.
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        let refused = || {
             shared.connections_rejected.fetch_add(1, Ordering::Relaxed);
-            // Refused here rather than made to wait, so the clients already
-            // connected keep their service; Redis does the same.
-            tokio::spawn(async move {
-                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
-            });
-            continue;
+        };
+        let Admitted { stream, peer, permit } = tokio::select! {
+            admitted = accept_within(&listener, &shared.permits, "resp", &refusal, refused) => admitted,
+            () = stopped(&mut shutdown) => break,
         };
         shared.connections_total.fetch_add(1, Ordering::Relaxed);
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
