@@ -21,7 +21,6 @@ bench_need redis-server redis-server
 bench_need redis-cli redis-tools
 bench_need curl curl
 
-pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f\n", b / 1048576 }'; }
 
 awk -v n="$COMMANDS" -v size="$VALUE_BYTES" 'BEGIN {
@@ -43,7 +42,7 @@ load() {
 # held PID PORT — loads the stream into the server on PORT, then prints
 # "keys rss".
 held() {
-  bench_wait_until 30 "RESP on port $2" pong "$2"
+  bench_wait_until 30 "RESP on port $2" bench_pong "$2"
   load "$2"
   sleep 1
   echo "$(redis-cli -h 127.0.0.1 -p "$2" dbsize) $(bench_rss_bytes "$1")"

@@ -154,6 +154,9 @@ bench_rss_bytes() {
   awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"
 }
 
+# bench_pong PORT — whether a RESP server on 127.0.0.1:PORT answers PING.
+bench_pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
+
 # bench_steady_rss PID — RSS once two readings 0.5 s apart differ by under
 # 1 % (or after SECONDS, default 15).
 bench_steady_rss() {

@@ -30,17 +30,14 @@ fi
 bench_need redis-server redis-server
 bench_need redis-benchmark redis-tools
 
-# pong PORT — whether a RESP server on 127.0.0.1:PORT answers PING.
-pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
-
 REDIS_PORT=$(bench_free_port)
 bench_start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
   --daemonize no --logfile ''
-bench_wait_until 30 "redis-server on port $REDIS_PORT" pong "$REDIS_PORT"
+bench_wait_until 30 "redis-server on port $REDIS_PORT" bench_pong "$REDIS_PORT"
 
 RESP_PORT=$(bench_free_port)
 bench_geocache_start geocache --resp "127.0.0.1:$RESP_PORT" --max-memory 2GiB
-bench_wait_until 30 "geocache RESP on port $RESP_PORT" pong "$RESP_PORT"
+bench_wait_until 30 "geocache RESP on port $RESP_PORT" bench_pong "$RESP_PORT"
 
 declare -A OPS P50
 for round in $(seq 1 "$ROUNDS"); do

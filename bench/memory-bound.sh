@@ -30,7 +30,6 @@ bench_need redis-cli redis-tools
 bench_need wrk wrk
 bench_need curl curl
 
-pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f\n", b / 1048576 }'; }
 
 # count BUDGET_BYTES SIZE — writes for 1.5x the budget at the weigher's
@@ -99,7 +98,7 @@ for budget_mib in $BUDGETS_MIB; do
       resp_port=$(bench_free_port)
       bench_geocache_start "node-$front-$size" --max-memory "${budget_mib}MiB" --resp "127.0.0.1:$resp_port"
       pid=$GEOCACHE_PID
-      bench_wait_until 30 "RESP on port $resp_port" pong "$resp_port"
+      bench_wait_until 30 "RESP on port $resp_port" bench_pong "$resp_port"
       port=${GEOCACHE_HTTP##*:}
       [ "$front" = resp ] && port=$resp_port
       n=$(count "$budget" "$size")

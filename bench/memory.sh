@@ -30,7 +30,6 @@ bench_need redis-server redis-server
 bench_need redis-cli redis-tools
 bench_need curl curl
 
-pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 # commands SIZE — N SET commands in RESP, keys key:0 .. key:N-1.
 commands() {
@@ -67,7 +66,7 @@ for size in $SIZES; do
   bench_start "redis-$size" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
     --daemonize no --logfile ''
   pid=$BENCH_PID
-  bench_wait_until 30 "redis-server on port $port" pong "$port"
+  bench_wait_until 30 "redis-server on port $port" bench_pong "$port"
   r0=$(bench_steady_rss "$pid")
   bench_log "redis-server: loading $ENTRIES x $size B"
   load "$port" "$size"
@@ -79,7 +78,7 @@ for size in $SIZES; do
   port=$(bench_free_port)
   bench_geocache_start "geocache-$size" --resp "127.0.0.1:$port" --max-memory "$MAX_MEMORY"
   pid=$GEOCACHE_PID
-  bench_wait_until 30 "geocache RESP on port $port" pong "$port"
+  bench_wait_until 30 "geocache RESP on port $port" bench_pong "$port"
   g0=$(bench_steady_rss "$pid")
   bench_log "geocache: loading $ENTRIES x $size B"
   load "$port" "$size"

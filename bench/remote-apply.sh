@@ -29,7 +29,6 @@ bench_need redis-benchmark redis-tools
 bench_need redis-cli redis-tools
 bench_need curl curl
 
-pong() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 entries() { curl -sf --max-time 10 "http://$1/v1/node" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p'; }
 sees() { curl -sf --max-time 10 "http://$1/v1/cluster" | grep -q "\"region\":\"$2\""; }
