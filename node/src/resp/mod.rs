@@ -62,10 +62,6 @@ pub struct Shared {
     counters: Vec<Counter>,
     /// One permit per connection that may still open.
     pub permits: Arc<Semaphore>,
-    /// Most clients served at once (`--resp-connections-max`); one more is
-    /// answered `-ERR max number of clients reached` and closed, as Redis
-    /// does.
-    pub connections_max: usize,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
     /// Connections refused because `--resp-connections-max` were open.
@@ -93,7 +89,6 @@ impl Shared {
             addr,
             counters,
             permits: Arc::new(Semaphore::new(config.resp_connections_max)),
-            connections_max: config.resp_connections_max,
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
@@ -110,7 +105,14 @@ impl Shared {
 
     /// Clients connected now.
     pub fn connected(&self) -> usize {
-        self.connections_max.saturating_sub(self.permits.available_permits())
+        self.connections_max().saturating_sub(self.permits.available_permits())
+    }
+
+    /// Most clients served at once (`--resp-connections-max`); one more is
+    /// answered `-ERR max number of clients reached` and closed, as Redis
+    /// does.
+    pub fn connections_max(&self) -> usize {
+        self.state.config.resp_connections_max
     }
 
     /// Commands run since start.

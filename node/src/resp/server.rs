@@ -54,7 +54,7 @@ pub async fn serve(
     }
     // Every connection holds a permit until it ends: holding them all
     // means every connection has closed.
-    let all = u32::try_from(shared.connections_max).unwrap_or(u32::MAX);
+    let all = u32::try_from(shared.connections_max()).unwrap_or(u32::MAX);
     let drained =
         tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), shared.permits.acquire_many(all));
     if drained.await.is_err() {

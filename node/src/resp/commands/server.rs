@@ -218,7 +218,7 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandEr
                 text,
                 "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
                 shared.connected(),
-                shared.connections_max
+                shared.connections_max()
             ),
             "stats" => write!(
                 text,
