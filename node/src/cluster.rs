@@ -334,7 +334,11 @@ impl Driver {
             self.next_rtt_ms = now + RTT_REFRESH_MS;
             for (node, record) in &self.peers {
                 if let Some(rtt) = self.transport.rtt(record.peer.gossip) {
-                    self.replicator.set_rtt(*node, rtt.as_millis() as u64);
+                    // Rounded up: a peer's round trip is never 0, which
+                    // is the answering node's own, so on loopback a
+                    // sub-millisecond peer must not tie with it.
+                    let rtt_ms = u64::try_from(rtt.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX).max(1);
+                    self.replicator.set_rtt(*node, rtt_ms);
                 }
             }
             self.waiters.retain(|_, (_, tx)| !tx.is_closed());

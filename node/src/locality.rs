@@ -42,8 +42,9 @@ pub struct Candidate {
     pub lon: f64,
     /// Where it serves HTTP.
     pub http: SocketAddr,
-    /// Round trip from the answering node; 0 for the answering node itself,
-    /// `None` while unmeasured.
+    /// Round trip from the answering node, whole milliseconds rounded up
+    /// (at least 1 for a peer); 0 for the answering node itself, `None`
+    /// while unmeasured.
     pub rtt_ms: Option<u64>,
 }
 
