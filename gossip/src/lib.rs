@@ -7,6 +7,12 @@
 //!
 //! # Layout
 //!
+//! - `core.rs`: the replication core, the one state machine both drivers
+//!   run: membership, replicator, full transfers, durability, drain.
+//! - `membership.rs` (foca), `replicator.rs` (fan-out, relays, acks,
+//!   anti-entropy), `transfer.rs` (numbered, resumable full transfers),
+//!   `durability.rs` (the level a write reached), `replica_store.rs` (the
+//!   store seam), `backlog.rs`, `watermarks.rs`, `wire.rs`.
 //! - `certs.rs`: the cluster CA and node certificates (`geocache certs`).
 //! - `quic/`: the quinn transport: mutual TLS against the cluster CA,
 //!   datagrams, ordered frames on one unidirectional stream per peer, and
@@ -18,8 +24,12 @@ pub mod certs;
 pub mod quic;
 
 pub mod backlog;
+pub mod core;
+pub mod durability;
 pub mod membership;
 pub mod peer;
+pub mod replica_store;
 pub mod replicator;
+pub mod transfer;
 pub mod watermarks;
 pub mod wire;

@@ -179,14 +179,13 @@ impl Membership {
         }
     }
 
-    /// Leaves the cluster gracefully (tells peers this node is going).
-    pub fn leave(mut self) -> Vec<(SocketAddr, Bytes)> {
+    /// Leaves the cluster gracefully: the datagrams telling peers this
+    /// node is going come out of [`poll_transmit`](Self::poll_transmit).
+    /// Only fails on encoding errors of our own identity.
+    pub fn leave(&mut self, now_ms: u64) {
+        self.advance(now_ms);
         let _ = self.foca.leave_cluster(&mut self.runtime);
-        let mut out = Vec::new();
-        while let Some((to, data)) = self.runtime.to_send() {
-            out.push((to.gossip, data));
-        }
-        out
+        self.collect();
     }
 
     /// The next datagram to send.

@@ -46,6 +46,9 @@ pub struct ReplicatorConfig {
     pub frame_delta_bytes_max: usize,
     /// Most deltas in one anti-entropy answer.
     pub sync_deltas_max: usize,
+    /// Most bytes of deltas (by [`delta_size_bytes`]) in one anti-entropy
+    /// answer; a truncated answer is asked again at once.
+    pub sync_delta_bytes_max: usize,
     /// How often to run anti-entropy with one peer.
     pub sync_interval_ms: u64,
     /// How long a relay has to ack before the write goes through another.
@@ -63,6 +66,7 @@ impl Default for ReplicatorConfig {
             frame_deltas_max: 512,
             frame_delta_bytes_max: 4 << 20,
             sync_deltas_max: 4_096,
+            sync_delta_bytes_max: 4 << 20,
             sync_interval_ms: 1_000,
             relay_ack_timeout_ms: 2_000,
             tracked_writes_max_count: 65_536,
@@ -92,6 +96,9 @@ struct PeerState {
     /// Deltas to send for the receiver to relay in its region.
     relay: VecDeque<Arc<Delta>>,
     acks: Vec<(NodeId, u64)>,
+    /// Deltas for it were dropped (its queue was full, or the transport
+    /// refused a frame): tell it to sync with this node now.
+    dropped: bool,
 }
 
 /// Something to send.
@@ -126,6 +133,14 @@ pub enum Event {
         /// The write's sequence number.
         seq: u64,
     },
+    /// A peer answered an anti-entropy request: its watermark of this
+    /// node's own writes.
+    PeerWatermark {
+        /// The peer.
+        peer: NodeId,
+        /// Its applied watermark of this node's writes.
+        watermark: u64,
+    },
 }
 
 /// Counters, for metrics and the benchmarks.
@@ -139,6 +154,14 @@ pub struct ReplicatorStats {
     pub unappliable: u64,
     /// Deltas dropped because a peer's queue was full.
     pub dropped: u64,
+    /// Frames the transport refused (repaired by anti-entropy).
+    pub refused_frames: u64,
+    /// Sync hints sent to peers that lost deltas from this node.
+    pub sync_hints: u64,
+    /// Watermarks that jumped over a gap (repaired by a full transfer).
+    pub watermark_jumps: u64,
+    /// Anti-entropy answers cut at their bound (asked again at once).
+    pub sync_truncated: u64,
     /// Writes resent through another relay.
     pub relay_resends: u64,
 }
@@ -168,15 +191,18 @@ pub struct Replicator {
     /// Peers with something queued, in id order: `poll_transmit` visits
     /// only these.
     ready: BTreeSet<NodeId>,
-    /// Own writes: who acked them.
-    acked_by: BTreeMap<u64, BTreeSet<NodeId>>,
+    /// Own writes: who acked them, with the region each was in then.
+    acked_by: BTreeMap<u64, BTreeMap<NodeId, String>>,
     next_sync_ms: u64,
     sync_cursor: Option<NodeId>,
     /// Each peer's own last write, as its last sync request said.
     heads: BTreeMap<NodeId, u64>,
+    /// Origins whose watermark jumped over a gap, not yet repaired.
+    jumped: BTreeSet<NodeId>,
     requests: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: ReplicatorStats,
+    budget_blocked: bool,
 }
 
 impl Replicator {
@@ -198,9 +224,11 @@ impl Replicator {
             next_sync_ms,
             sync_cursor: None,
             heads: BTreeMap::new(),
+            jumped: BTreeSet::new(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReplicatorStats::default(),
+            budget_blocked: false,
         }
     }
 
@@ -241,6 +269,7 @@ impl Replicator {
                         plain_ack: false,
                         relay: VecDeque::new(),
                         acks: Vec::new(),
+                        dropped: false,
                     },
                 );
             }
@@ -283,34 +312,15 @@ impl Replicator {
         self.heads.get(&node).map(|head| head.saturating_sub(self.applied.watermark(node)))
     }
 
-    /// Who has acked this node's write `seq`.
-    pub fn acked_by(&self, seq: u64) -> BTreeSet<NodeId> {
-        self.acked_by.get(&seq).cloned().unwrap_or_default()
-    }
-
-    /// Whether another node of this region has applied write `seq`.
-    pub fn reached_region(&self, seq: u64) -> bool {
-        self.acked_by
-            .get(&seq)
-            .is_some_and(|ackers| ackers.iter().any(|n| self.region_of(*n) == Some(self.region.as_str())))
-    }
-
-    /// Whether a node in every region with a live peer has applied write
-    /// `seq` (this node's own region counts when it has other live nodes).
-    pub fn reached_all(&self, seq: u64) -> bool {
-        let ackers = self.acked_by.get(&seq);
-        let acked_regions: BTreeSet<&str> =
-            ackers.into_iter().flatten().filter_map(|n| self.region_of(*n)).collect();
-        self.peers.values().all(|p| acked_regions.contains(p.info.region.as_str()))
+    /// Who has acked this node's write `seq`, with their regions; `None`
+    /// when its acks are not tracked.
+    pub fn ackers(&self, seq: u64) -> Option<&BTreeMap<NodeId, String>> {
+        self.acked_by.get(&seq)
     }
 
     /// Stops tracking acks of write `seq` (its waiter is done).
     pub fn forget_acks(&mut self, seq: u64) {
         self.acked_by.remove(&seq);
-    }
-
-    fn region_of(&self, node: NodeId) -> Option<&str> {
-        self.peers.get(&node).map(|p| p.info.region.as_str())
     }
 
     /// A write accepted here: fan it out. `full` is the same write with the
@@ -335,7 +345,7 @@ impl Replicator {
             if self.acked_by.len() >= self.config.tracked_writes_max_count {
                 self.acked_by.pop_first();
             }
-            self.acked_by.insert(seq, BTreeSet::new());
+            self.acked_by.insert(seq, BTreeMap::new());
         }
         let own: Vec<NodeId> =
             self.peers.values().filter(|p| p.info.region == self.region).map(|p| p.info.node).collect();
@@ -381,6 +391,8 @@ impl Replicator {
         let Some(peer) = self.peers.get_mut(&node) else { return };
         if peer.plain.len() + peer.relay.len() >= limit {
             self.stats.dropped += 1;
+            peer.dropped = true;
+            self.ready.insert(node);
             return;
         }
         if relay {
@@ -452,8 +464,9 @@ impl Replicator {
                             self.relay_sends.remove(&seq);
                         }
                     }
-                    if let Some(ackers) = self.acked_by.get_mut(&seq) {
-                        if ackers.insert(from) {
+                    let region = self.peers.get(&from).map(|p| p.info.region.clone());
+                    if let (Some(ackers), Some(region)) = (self.acked_by.get_mut(&seq), region) {
+                        if ackers.insert(from, region).is_none() {
                             self.events.push_back(Event::Acked { seq });
                         }
                     }
@@ -464,16 +477,27 @@ impl Replicator {
                 if let Some(&(_, head)) = watermarks.iter().find(|(n, _)| *n == from) {
                     self.heads.insert(from, head);
                 }
-                Some(self.answer_sync(&watermarks))
+                Some(self.answer_sync(from, &watermarks))
             }
-            // Full transfers need the store: the driver handles them.
+            Message::SyncHint { .. } => {
+                // It dropped deltas for us: ask it now rather than wait
+                // for the round robin to come to it.
+                self.push_sync_request(from);
+                None
+            }
+            // Full transfers are the core's (`transfer.rs`).
             Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => None,
-            Message::SyncResponse { deltas, beyond_backlog, .. } => {
+            Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark } => {
                 for delta in deltas {
                     self.apply_one(&delta, now_ms, apply);
                 }
+                self.events.push_back(Event::PeerWatermark { peer: from, watermark: requester_watermark });
                 if !beyond_backlog.is_empty() {
                     self.events.push_back(Event::FullTransferNeeded { peer: from, origins: beyond_backlog });
+                }
+                if truncated {
+                    self.stats.sync_truncated += 1;
+                    self.push_sync_request(from);
                 }
                 None
             }
@@ -495,6 +519,10 @@ impl Replicator {
             return Applied::Failed;
         };
         self.applied.insert(delta.origin, delta.seq);
+        if self.applied.take_jumped(delta.origin) {
+            self.stats.watermark_jumps += 1;
+            self.jumped.insert(delta.origin);
+        }
         self.stats.applied += 1;
         let bytes = delta.key.size_bytes() + register.size_bytes();
         let full = match &delta.body {
@@ -511,11 +539,12 @@ impl Replicator {
         Applied::New
     }
 
-    fn answer_sync(&self, theirs: &[(NodeId, u64)]) -> Message {
+    fn answer_sync(&self, from: NodeId, theirs: &[(NodeId, u64)]) -> Message {
         let theirs: BTreeMap<NodeId, u64> = theirs.iter().copied().collect();
         let mut origins: BTreeSet<NodeId> = self.applied.summary().into_iter().map(|(n, _)| n).collect();
         origins.extend(self.backlog.origins());
         let mut deltas = Vec::new();
+        let mut bytes = 0;
         let mut beyond_backlog = Vec::new();
         let mut truncated = false;
         for origin in origins {
@@ -529,14 +558,19 @@ impl Replicator {
                 None => self.backlog.held_after(origin, their_wm),
             };
             for d in mine {
-                if deltas.len() >= self.config.sync_deltas_max {
+                let size = delta_size_bytes(&d);
+                let full = deltas.len() >= self.config.sync_deltas_max
+                    || (!deltas.is_empty() && bytes + size > self.config.sync_delta_bytes_max);
+                if full {
                     truncated = true;
                     break;
                 }
+                bytes += size;
                 deltas.push(d);
             }
         }
-        Message::SyncResponse { deltas, beyond_backlog, truncated }
+        let requester_watermark = self.applied.watermark(from);
+        Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark }
     }
 
     /// A full transfer from a peer covered `origins` up to the peer's
@@ -591,16 +625,88 @@ impl Replicator {
         if now_ms >= self.next_sync_ms {
             self.next_sync_ms = now_ms + self.config.sync_interval_ms;
             if let Some(peer) = self.next_sync_peer() {
-                let info = &self.peers[&peer].info;
-                self.requests.push_back(Transmit {
-                    to: peer,
-                    addr: info.addr,
-                    wan: info.region != self.region,
-                    message: Message::SyncRequest { from: self.me, watermarks: self.applied.summary() },
-                    request: true,
-                });
+                self.push_sync_request(peer);
             }
         }
+        // A jump skipped writes no backlog will answer for: a full
+        // transfer from a peer that has them.
+        if !self.jumped.is_empty() {
+            if let Some(peer) = self.next_sync_peer() {
+                let origins: Vec<NodeId> = std::mem::take(&mut self.jumped).into_iter().collect();
+                self.events.push_back(Event::FullTransferNeeded { peer, origins });
+            }
+        }
+    }
+
+    /// Asks `peer` for what this node lacks, unless a request to it is
+    /// already waiting to leave.
+    pub fn push_sync_request(&mut self, peer: NodeId) {
+        let Some(info) = self.peers.get(&peer).map(|p| p.info.clone()) else { return };
+        let queued =
+            self.requests.iter().any(|t| t.to == peer && matches!(t.message, Message::SyncRequest { .. }));
+        if queued {
+            return;
+        }
+        self.requests.push_back(Transmit {
+            to: peer,
+            addr: info.addr,
+            wan: info.region != self.region,
+            message: Message::SyncRequest { from: self.me, watermarks: self.applied.summary() },
+            request: true,
+        });
+    }
+
+    /// The transport refused a frame for `peer` (or lost it): tell it to
+    /// sync with this node, which repairs what the frame carried.
+    pub fn frame_refused(&mut self, peer: NodeId) {
+        self.stats.refused_frames += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.dropped = true;
+            self.ready.insert(peer);
+        }
+    }
+
+    /// Sends `peer` this node's own writes after `after_seq` from the
+    /// backlog (a draining node filling what a peer lacks).
+    /// `relay` asks a peer of another region to pass them on in its own.
+    pub fn push_own_since(&mut self, peer: NodeId, after_seq: u64, relay: bool) {
+        let own = self.backlog.held_after(self.me, after_seq);
+        for delta in own {
+            self.enqueue(peer, delta, relay, relay);
+        }
+    }
+
+    /// The peer this node sends `region`'s writes through now.
+    pub fn relay_of(&self, region: &str) -> Option<NodeId> {
+        self.relay_for(region, &BTreeSet::new())
+    }
+
+    /// This node's own last write.
+    pub fn head(&self) -> u64 {
+        self.applied.watermark(self.me)
+    }
+
+    /// Deltas and acks still queued for peers.
+    pub fn queued_count(&self) -> usize {
+        self.peers.values().map(|p| p.plain.len() + p.relay.len() + p.acks.len()).sum::<usize>()
+            + self.requests.len()
+    }
+
+    /// Own writes sent through a relay that has not acked them yet.
+    pub fn unacked_relay_count(&self) -> usize {
+        self.relay_sends.len()
+    }
+
+    /// Whether `(origin, seq)` is applied here.
+    pub fn has_applied(&self, origin: NodeId, seq: u64) -> bool {
+        self.applied.contains(origin, seq)
+    }
+
+    /// Forgets what is kept per origin for `origin`: no member has been it
+    /// for longer than the retention.
+    pub fn forget_origin(&mut self, origin: NodeId) {
+        self.applied.forget(origin);
+        self.heads.remove(&origin);
     }
 
     /// Round robin over live peers in id order.
@@ -630,11 +736,18 @@ impl Replicator {
     /// The next message to send. Everything queued for a peer leaves in one
     /// frame (up to `frame_deltas_max`): no timer delays an idle link, and
     /// writes that arrive while the driver is busy coalesce.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    ///
+    /// A frame of deltas is no larger than `bytes_budget`, what the
+    /// transport can take now: with less room than the next delta needs,
+    /// deltas wait (their queue is bounded; past it they are dropped and
+    /// the peer told to sync).
+    pub fn poll_transmit(&mut self, bytes_budget: usize) -> Option<Transmit> {
+        self.budget_blocked = false;
         if let Some(t) = self.requests.pop_front() {
             return Some(t);
         }
-        let (max, bytes_max) = (self.config.frame_deltas_max, self.config.frame_delta_bytes_max);
+        let max = self.config.frame_deltas_max;
+        let bytes_max = self.config.frame_delta_bytes_max.min(bytes_budget);
         while let Some(&node) = self.ready.first() {
             let Some(peer) = self.peers.get_mut(&node) else {
                 self.ready.pop_first();
@@ -642,9 +755,15 @@ impl Replicator {
             };
             let wan = peer.info.region != self.region;
             let (to, addr) = (peer.info.node, peer.info.addr);
+            let fits =
+                |q: &VecDeque<Arc<Delta>>| q.front().is_some_and(|d| delta_size_bytes(d) <= bytes_budget);
             let message = if !peer.acks.is_empty() {
                 Message::Acks { from: self.me, applied: std::mem::take(&mut peer.acks) }
-            } else if !peer.relay.is_empty() {
+            } else if peer.dropped {
+                peer.dropped = false;
+                self.stats.sync_hints += 1;
+                Message::SyncHint { from: self.me }
+            } else if !peer.relay.is_empty() && fits(&peer.relay) {
                 let n = batch_len(&peer.relay, max, bytes_max);
                 Message::Deltas {
                     from: self.me,
@@ -652,7 +771,7 @@ impl Replicator {
                     ack: true,
                     deltas: peer.relay.drain(..n).collect(),
                 }
-            } else if !peer.plain.is_empty() {
+            } else if !peer.plain.is_empty() && fits(&peer.plain) {
                 let n = batch_len(&peer.plain, max, bytes_max);
                 let deltas = peer.plain.drain(..n).collect();
                 let ack = peer.plain_ack;
@@ -660,16 +779,27 @@ impl Replicator {
                     peer.plain_ack = false;
                 }
                 Message::Deltas { from: self.me, relay: false, ack, deltas }
-            } else {
+            } else if peer.relay.is_empty() && peer.plain.is_empty() {
                 self.ready.pop_first();
                 continue;
+            } else {
+                // No room for this peer's next delta: later.
+                self.budget_blocked = true;
+                return None;
             };
-            if peer.acks.is_empty() && peer.relay.is_empty() && peer.plain.is_empty() {
-                self.ready.pop_first();
+            if peer.acks.is_empty() && peer.relay.is_empty() && peer.plain.is_empty() && !peer.dropped {
+                self.ready.remove(&to);
             }
             return Some(Transmit { to, addr, wan, message, request: false });
         }
         None
+    }
+
+    /// Whether the last [`poll_transmit`](Self::poll_transmit) left
+    /// deltas waiting for room: the driver polls again when the transport
+    /// has drained some.
+    pub fn is_budget_blocked(&self) -> bool {
+        self.budget_blocked
     }
 
     /// The next event for the driver.

@@ -17,6 +17,8 @@ pub struct AppliedSet {
     watermark: u64,
     /// Applied seqs above the watermark.
     above: BTreeSet<u64>,
+    /// Whether the watermark jumped over a gap since last asked.
+    jumped: bool,
 }
 
 impl AppliedSet {
@@ -44,6 +46,7 @@ impl AppliedSet {
             if let Some(&lowest) = self.above.iter().next() {
                 self.watermark = lowest;
                 self.above.remove(&lowest);
+                self.jumped = true;
                 while self.above.remove(&(self.watermark + 1)) {
                     self.watermark += 1;
                 }
@@ -76,6 +79,17 @@ pub struct Watermarks {
 }
 
 impl Watermarks {
+    /// Whether `origin`'s watermark jumped over a gap since last asked:
+    /// the writes skipped are then only recovered by a full transfer.
+    pub fn take_jumped(&mut self, origin: NodeId) -> bool {
+        self.origins.get_mut(&origin).is_some_and(|s| std::mem::take(&mut s.jumped))
+    }
+
+    /// Forgets `origin` (gone longer than the retention).
+    pub fn forget(&mut self, origin: NodeId) {
+        self.origins.remove(&origin);
+    }
+
     /// Marks `(origin, seq)` applied; false for a duplicate.
     pub fn insert(&mut self, origin: NodeId, seq: u64) -> bool {
         self.origins.entry(origin).or_default().insert(seq)
@@ -118,6 +132,18 @@ mod tests {
         assert_eq!(s.watermark(), 3);
         assert!(!s.has_gaps());
         assert!(!s.insert(1));
+    }
+
+    #[test]
+    fn a_watermark_that_jumps_a_gap_says_so_once() {
+        let mut w = Watermarks::default();
+        let origin = NodeId(1);
+        for seq in 2..=(ABOVE_WATERMARK_MAX_COUNT as u64 + 2) {
+            w.insert(origin, seq);
+        }
+        assert!(w.watermark(origin) > 1, "seq 1 was skipped");
+        assert!(w.take_jumped(origin));
+        assert!(!w.take_jumped(origin));
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub enum Message {
         /// `(origin, seq)` of each delta applied.
         applied: Vec<(NodeId, u64)>,
     },
+    /// The sender dropped deltas meant for the receiver (a full queue, a
+    /// refused frame): the receiver asks it for what it lacks at once.
+    SyncHint {
+        /// The sender.
+        from: NodeId,
+    },
     /// Anti-entropy: the sender's watermark per origin.
     SyncRequest {
         /// The sender.
@@ -44,24 +50,71 @@ pub enum Message {
         /// Origins whose missing deltas the backlog no longer reaches: the
         /// requester needs a full transfer for them.
         beyond_backlog: Vec<NodeId>,
-        /// Whether the answer was cut at the size bound (ask again).
+        /// Whether the answer was cut at its byte bound: the requester asks
+        /// again at once rather than at the next round.
         truncated: bool,
+        /// The answering node's applied watermark of the requester's own
+        /// writes: what a draining node waits on.
+        requester_watermark: u64,
     },
-    /// Asks for a full state transfer (the backlog no longer reaches).
+    /// Asks for a full state transfer (the backlog no longer reaches), or
+    /// for the rest of one cut short.
     FullTransferRequest {
         /// The sender.
         from: NodeId,
+        /// Where to resume a transfer already under way; `None` starts one.
+        resume: Option<TransferResume>,
     },
-    /// One chunk of a full state transfer, on the ordered stream.
+    /// One numbered chunk of a full state transfer, on the ordered stream.
     FullTransferChunk {
         /// The sender.
         from: NodeId,
-        /// Registers held by the sender, tombstones included.
+        /// Which transfer (the sender numbers them).
+        transfer: u64,
+        /// The chunk's number in the transfer, from 0.
+        index: u32,
+        /// Registers held by the sender, tombstones included, in key
+        /// order and bounded in bytes.
         registers: Vec<(Key, Arc<Register>)>,
         /// Whether this is the last chunk.
         last: bool,
-        /// The sender's watermarks when the transfer started (in the last
-        /// chunk; empty before).
+        /// The sender's watermarks when the transfer started (in chunk 0;
+        /// empty after).
         watermarks: Vec<(NodeId, u64)>,
     },
+}
+
+/// Where a receiver wants a full transfer to go on from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResume {
+    /// The transfer, as the sender numbered it.
+    pub transfer: u64,
+    /// The first chunk the receiver does not have.
+    pub next_chunk: u32,
+}
+
+impl Message {
+    /// The node the message says it comes from (`None` for an answer,
+    /// whose sender is the node asked).
+    pub fn sender(&self) -> Option<NodeId> {
+        match self {
+            Message::Deltas { from, .. }
+            | Message::Acks { from, .. }
+            | Message::SyncRequest { from, .. }
+            | Message::SyncHint { from }
+            | Message::FullTransferRequest { from, .. }
+            | Message::FullTransferChunk { from, .. } => Some(*from),
+            Message::SyncResponse { .. } => None,
+        }
+    }
+
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Deltas { .. } => "deltas",
+            Message::Acks { .. } => "acks",
+            Message::SyncRequest { .. } | Message::SyncResponse { .. } | Message::SyncHint { .. } => "sync",
+            Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
+        }
+    }
 }

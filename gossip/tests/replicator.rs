@@ -120,7 +120,7 @@ impl Cluster {
     }
 
     fn flush(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].replicator.poll_transmit() {
+        while let Some(t) = self.nodes[i].replicator.poll_transmit(usize::MAX) {
             self.send(i, t);
         }
         while let Some(e) = self.nodes[i].replicator.poll_event() {
@@ -286,15 +286,18 @@ fn partition_then_heal_converges_through_anti_entropy() {
 }
 
 #[test]
-fn durability_levels_follow_acks() {
+fn acks_come_from_the_region_first_then_from_every_relay() {
     let mut c = three_regions();
     let seq = c.write(0, "k", "v");
-    assert!(!c.nodes[0].replicator.reached_region(seq));
+    let regions = |c: &Cluster| -> BTreeSet<String> {
+        c.nodes[0].replicator.ackers(seq).map(|a| a.values().cloned().collect()).unwrap_or_default()
+    };
+    assert!(regions(&c).is_empty());
     c.run_until(2 * LAN_MS + 1);
-    assert!(c.nodes[0].replicator.reached_region(seq));
-    assert!(!c.nodes[0].replicator.reached_all(seq));
+    assert_eq!(regions(&c), BTreeSet::from([c.nodes[0].region.clone()]), "its region acked first");
     c.run_until(2 * WAN_MS + 5);
-    assert!(c.nodes[0].replicator.reached_all(seq));
+    let all: BTreeSet<String> = c.nodes.iter().map(|n| n.region.clone()).collect();
+    assert_eq!(regions(&c), all, "then a relay of every region");
     assert!(c.events.iter().any(|(i, e)| *i == 0 && *e == Event::Acked { seq }));
 }
 

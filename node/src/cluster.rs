@@ -1,81 +1,55 @@
-//! Replication for a node: drives the sans-IO membership and replicator of
-//! `geocache-gossip` with the QUIC transport, the store and the wall clock.
+//! Replication for a node: the IO pump around the sans-IO replication
+//! core of `geocache-gossip` (`geocache_gossip::core`), with the QUIC
+//! transport, the store and the monotonic clock.
 //!
-//! One task owns both state machines. It wakes on a datagram, frame or
-//! request from a peer, on a local write handed in by an HTTP handler, or on
-//! the earliest timer either state machine asked for; after each input it
-//! drains what they want sent.
+//! One task owns the core. It wakes on a datagram, frame or request from a
+//! peer, on a local write handed in by a front end, or when the core's
+//! timer is due; after each input it sends what the core wants sent, within
+//! the bytes the transport's queues can take. Every protocol decision (full
+//! transfers, durability, membership lives, re-announcing, the drain) is the
+//! core's; this file only moves bytes and time.
 
 use bytes::Bytes;
-use geocache_crdt::{codec, Delta, Key, NodeId, Register};
-use geocache_gossip::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
+use geocache_crdt::{codec, Delta, Dot, Key, NodeId, Register};
+use geocache_gossip::core::{Core, CoreConfig, CoreEvent};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
-use geocache_gossip::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, ReplicatorStats, Transmit};
+use geocache_gossip::replica_store::ReplicaStore;
+use geocache_gossip::replicator::{ReplicatorStats, Transmit};
+use geocache_gossip::transfer::TransferStats;
 use geocache_gossip::wire::Message;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::{MessageLabels, Metrics};
 use crate::store::{Store, WriteOutcome};
-use crate::write::dropped_by_transfer;
 
-/// Local writes waiting to be handed to the replicator; an HTTP handler
-/// waits for room (backpressure) rather than a write being dropped.
+pub use geocache_gossip::durability::Durability;
+
+/// Local writes waiting to be handed to the core; a front end waits for
+/// room (backpressure) rather than a write being dropped.
 const COMMAND_QUEUE_MAX: usize = 4_096;
-
+/// Answers to this node's anti-entropy requests waiting for the pump; one
+/// that finds it full is dropped and counted (the next round asks again).
+const ANSWER_QUEUE_MAX: usize = 256;
 /// Inbound messages and commands handled per pump at most, each kind:
 /// enough to batch a burst, few enough that timers and sends keep their
 /// turn.
 const DRAIN_BATCH_COUNT_MAX: usize = 256;
-/// Writes waiting for a durability level at once; past this, a write is
-/// answered with the level it has reached.
-const DURABILITY_WAITERS_MAX: usize = 65_536;
-/// Registers in one full-transfer chunk.
-const FULL_TRANSFER_CHUNK_COUNT: usize = 256;
 /// How long an anti-entropy request may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often RTTs are read from the transport into the replicator.
+/// How often RTTs are read from the transport into the core, and the view
+/// published.
 const RTT_REFRESH_MS: u64 = 1_000;
-
-/// How far a write must have travelled before it is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Applied here (the default).
-    Local,
-    /// Applied by another node of this region too.
-    Region,
-    /// Applied by a node in every reachable region.
-    All,
-}
-
-impl Durability {
-    /// Parses `local`, `region` or `all`.
-    pub fn parse(s: &str) -> Option<Durability> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "local" => Some(Durability::Local),
-            "region" => Some(Durability::Region),
-            "all" => Some(Durability::All),
-            _ => None,
-        }
-    }
-
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Durability::Local => "local",
-            Durability::Region => "region",
-            Durability::All => "all",
-        }
-    }
-}
+/// Time for the datagrams saying this node leaves to go out before the
+/// endpoint closes.
+const LEAVE_GRACE: Duration = Duration::from_millis(200);
 
 /// What replication needs to start.
 pub struct ClusterOptions {
@@ -136,6 +110,25 @@ pub struct ClusterView {
     /// Replication counters.
     #[serde(skip)]
     pub stats: ReplicatorStats,
+    /// Full-transfer counters.
+    #[serde(skip)]
+    pub transfers: TransferStats,
+    /// Anti-entropy answers dropped because the pump's answer queue was
+    /// full (the next round asks again).
+    #[serde(skip)]
+    pub answers_dropped: u64,
+}
+
+/// How the drain before shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Whether every own write was confirmed at the members this node
+    /// sends to directly before the deadline.
+    pub drained: bool,
+    /// Deltas and acks still queued at the end.
+    pub queued: usize,
+    /// Own writes a relay had not acked at the end.
+    pub unacked_relay: usize,
 }
 
 enum Command {
@@ -145,9 +138,9 @@ enum Command {
         bytes: usize,
         waiter: Option<(Durability, watch::Sender<Durability>)>,
     },
-    Answer {
-        from: NodeId,
-        message: Message,
+    Drain {
+        deadline: Duration,
+        done: oneshot::Sender<DrainReport>,
     },
 }
 
@@ -173,36 +166,30 @@ impl Cluster {
             QuicTransport::bind(config).await.map_err(|e| ClusterError::Transport(e.to_string()))?;
         let me = options.me.node;
         let seed = SystemClock.now_ms() ^ me.0;
-        let now = 0;
-        let mut membership = Membership::new(options.me.clone(), INITIAL_CLUSTER_SIZE, seed, now);
-        membership.join(&options.seeds, now);
-        let seeds = options.seeds.clone();
-        let mut replicator_config = ReplicatorConfig::default();
-        replicator_config.backlog.bytes_limit = options.backlog_bytes_max;
-        let replicator = Replicator::new(me, options.me.region.clone(), replicator_config, now);
+        let mut core_config = CoreConfig { seeds: options.seeds.clone(), ..CoreConfig::default() };
+        core_config.replicator.backlog.bytes_limit = options.backlog_bytes_max;
+        let core = Core::new(options.me.clone(), core_config, seed, 0);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let (answers, answer_rx) = mpsc::channel(ANSWER_QUEUE_MAX);
         let view = Arc::new(RwLock::new(ClusterView::default()));
         let driver = Driver {
             store,
             transport: transport.clone(),
-            membership,
-            replicator,
-            peers: BTreeMap::new(),
+            core,
             waiters: BTreeMap::new(),
-            transfers: BTreeMap::new(),
             view: view.clone(),
-            commands: commands.clone(),
-            started: std::time::Instant::now(),
+            answers,
+            answers_dropped: 0,
+            started: Instant::now(),
             next_rtt_ms: 0,
             metrics: options.metrics,
-            region: options.me.region.clone(),
-            seeds,
+            drain: None,
         };
-        tokio::spawn(driver.run(inbound, command_rx));
+        tokio::spawn(driver.run(inbound, command_rx, answer_rx));
         Ok(Cluster { commands, view, transport, me })
     }
 
-    /// This node's id.
+    /// This node's origin id (this life's).
     pub fn me(&self) -> NodeId {
         self.me
     }
@@ -219,7 +206,8 @@ impl Cluster {
     }
 
     /// Hands a local write to replication. For `Region` or `All`, the
-    /// returned receiver's value rises as the write reaches further.
+    /// returned receiver's value rises as the write reaches further; it is
+    /// closed once no more progress will be reported.
     pub async fn replicate(
         &self,
         outcome: &WriteOutcome,
@@ -240,41 +228,85 @@ impl Cluster {
         rx
     }
 
-    /// Closes the gossip endpoint.
+    /// Drains before shutdown: queued writes leave, relays ack, and the
+    /// members this node sends to directly confirm they hold every own
+    /// write, up to `deadline`; then this node leaves membership and the
+    /// endpoint closes. Call after the front ends stopped taking writes.
+    pub async fn shutdown(&self, deadline: Duration) -> DrainReport {
+        let (done, report) = oneshot::channel();
+        let unknown = DrainReport { drained: false, queued: 0, unacked_relay: 0 };
+        let report = match self.commands.send(Command::Drain { deadline, done }).await {
+            Ok(()) => report.await.unwrap_or(unknown),
+            Err(_) => unknown,
+        };
+        self.transport.close().await;
+        report
+    }
+
+    /// Closes the gossip endpoint at once, without draining.
     pub async fn close(&self) {
         self.transport.close().await;
     }
 }
 
-struct PeerRecord {
-    peer: Peer,
+/// The node's store as the core reaches it.
+struct StoreAccess<'a>(&'a Store);
+
+impl ReplicaStore for StoreAccess<'_> {
+    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
+        match self.0.apply_remote(delta) {
+            Ok(outcome) => Some(outcome.register),
+            Err(e) => {
+                tracing::debug!(origin = %delta.origin, seq = delta.seq, error = %e, "delta not applied");
+                None
+            }
+        }
+    }
+
+    fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
+        if forgotten_if_absent && self.0.register(key).is_none() {
+            return;
+        }
+        self.0.merge_register(key, register);
+    }
+
+    fn drop_if_dot(&mut self, key: &Key, dot: Dot) {
+        self.0.drop_if_dot(key, dot);
+    }
+
+    fn keys(&mut self) -> Vec<Key> {
+        self.0.registers().map(|(k, _)| k).collect()
+    }
+
+    fn register(&mut self, key: &Key) -> Option<Arc<Register>> {
+        self.0.register(key).map(|e| e.register_arc())
+    }
+
+    fn dots(&mut self) -> Vec<(Key, Dot)> {
+        self.0.registers().map(|(k, e)| (k, e.dot())).collect()
+    }
 }
 
-struct Transfer {
-    keys: BTreeSet<Key>,
+struct DrainState {
+    until_ms: u64,
+    done: oneshot::Sender<DrainReport>,
 }
 
 struct Driver {
     store: Arc<Store>,
     transport: QuicTransport,
-    membership: Membership,
-    replicator: Replicator,
-    peers: BTreeMap<NodeId, PeerRecord>,
-    waiters: BTreeMap<u64, (Durability, watch::Sender<Durability>)>,
-    /// Full transfers being received, by sender.
-    transfers: BTreeMap<NodeId, Transfer>,
+    core: Core,
+    waiters: BTreeMap<u64, watch::Sender<Durability>>,
     view: Arc<RwLock<ClusterView>>,
-    commands: mpsc::Sender<Command>,
-    /// The state machines' time: monotonic ms since the driver started. A
-    /// wall clock stepped back (NTP) must not stall their timers; only the
-    /// store's HLC and expiries read the wall clock.
-    started: std::time::Instant,
+    answers: mpsc::Sender<(NodeId, Message)>,
+    answers_dropped: u64,
+    /// The core's time: monotonic ms since the driver started. A wall
+    /// clock stepped back (NTP) must not stall its timers; only the store's
+    /// HLC and expiries read the wall clock.
+    started: Instant,
     next_rtt_ms: u64,
     metrics: Arc<Metrics>,
-    region: String,
-    /// Where to announce again while this node knows no member: a lost
-    /// first announce (a datagram) must not leave it alone for good.
-    seeds: Vec<SocketAddr>,
+    drain: Option<DrainState>,
 }
 
 impl Driver {
@@ -282,15 +314,15 @@ impl Driver {
         self.started.elapsed().as_millis() as u64
     }
 
-    async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        mut answers: mpsc::Receiver<(NodeId, Message)>,
+    ) {
         loop {
             let now = self.now_ms();
-            let wake = self
-                .membership
-                .poll_timeout()
-                .unwrap_or(u64::MAX)
-                .min(self.replicator.poll_timeout())
-                .min(self.next_rtt_ms);
+            let wake = self.core.poll_timeout().min(self.next_rtt_ms);
             let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).min(60_000)));
             tokio::select! {
                 received = inbound.recv() => match received {
@@ -300,6 +332,9 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
+                },
+                answer = answers.recv() => if let Some((from, message)) = answer {
+                    self.on_message(from, message, None);
                 },
                 () = sleep => self.on_timer(),
             }
@@ -322,28 +357,34 @@ impl Driver {
                 }
             }
             self.pump();
+            if self.drain_finished() {
+                break;
+            }
         }
         tracing::info!("replication stopped");
     }
 
     fn on_timer(&mut self) {
         let now = self.now_ms();
-        self.membership.handle_timeout(now);
-        self.replicator.handle_timeout(now);
+        self.core.handle_timeout(now);
         if now >= self.next_rtt_ms {
             self.next_rtt_ms = now + RTT_REFRESH_MS;
-            for (node, record) in &self.peers {
-                if let Some(rtt) = self.transport.rtt(record.peer.gossip) {
+            let members: Vec<(NodeId, SocketAddr)> =
+                self.core.members().values().map(|p| (p.node, p.gossip)).collect();
+            for (node, addr) in members {
+                if let Some(rtt) = self.transport.rtt(addr) {
                     // Rounded up: a peer's round trip is never 0, which
                     // is the answering node's own, so on loopback a
                     // sub-millisecond peer must not tie with it.
                     let rtt_ms = u64::try_from(rtt.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX).max(1);
-                    self.replicator.set_rtt(*node, rtt_ms);
+                    self.core.set_rtt(node, rtt_ms);
                 }
             }
-            self.waiters.retain(|_, (_, tx)| !tx.is_closed());
-            if self.peers.is_empty() && !self.seeds.is_empty() {
-                self.membership.join(&self.seeds, now);
+            let gone: Vec<u64> =
+                self.waiters.iter().filter(|(_, tx)| tx.is_closed()).map(|(s, _)| *s).collect();
+            for seq in gone {
+                self.waiters.remove(&seq);
+                self.core.forget_waiter(seq);
             }
             self.publish_view();
         }
@@ -354,300 +395,214 @@ impl Driver {
         match command {
             Command::Write { delta, full, bytes, waiter } => {
                 let seq = delta.seq;
-                let region_acks = waiter.as_ref().is_some_and(|(level, _)| *level >= Durability::Region);
-                self.replicator.local_write(delta, full, bytes, region_acks, now);
-                if let Some((level, tx)) = waiter {
-                    if self.waiters.len() < DURABILITY_WAITERS_MAX {
-                        self.waiters.insert(seq, (level, tx));
-                        self.check_waiter(seq);
-                    }
+                let level = waiter.as_ref().map_or(Durability::Local, |(level, _)| *level);
+                if let Some((_, tx)) = waiter {
+                    self.waiters.insert(seq, tx);
                 }
+                self.core.local_write(delta, full, bytes, level, now);
             }
-            Command::Answer { from, message } => self.on_message(from, message, None),
+            Command::Drain { deadline, done } => {
+                let until_ms = now.saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+                tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining replication");
+                self.core.begin_drain(now);
+                self.drain = Some(DrainState { until_ms, done });
+            }
         }
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
         let now = self.now_ms();
         match inbound {
-            Inbound::Datagram { from, bytes } => {
-                if let Err(e) = self.membership.handle_data(&bytes, now) {
-                    tracing::debug!(%from, error = %e, "membership datagram refused");
-                }
-            }
+            Inbound::Datagram { bytes, .. } => self.core.handle_datagram(&bytes, now),
             Inbound::Frame { from, bytes } | Inbound::Request { from, bytes, .. } if bytes.is_empty() => {
                 tracing::debug!(%from, "empty message");
             }
             Inbound::Frame { from, bytes } => match codec::decode::<Message>(&bytes) {
-                Ok(message) => self.on_message(sender_of(&message), message, None),
+                Ok(message) => match message.sender() {
+                    Some(sender) => self.on_message(sender, message, None),
+                    None => tracing::debug!(%from, "an answer on the frame stream"),
+                },
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable frame"),
             },
             Inbound::Request { from, bytes, respond } => match codec::decode::<Message>(&bytes) {
-                Ok(message) => self.on_message(sender_of(&message), message, Some(respond)),
+                Ok(message) => match message.sender() {
+                    Some(sender) => self.on_message(sender, message, Some(respond)),
+                    None => tracing::debug!(%from, "an answer sent as a request"),
+                },
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable request"),
             },
         }
     }
 
-    fn on_message(
-        &mut self,
-        from: NodeId,
-        message: Message,
-        respond: Option<tokio::sync::oneshot::Sender<Bytes>>,
-    ) {
+    fn on_message(&mut self, from: NodeId, message: Message, respond: Option<oneshot::Sender<Bytes>>) {
         let now = self.now_ms();
-        match message {
-            Message::FullTransferRequest { from } => self.send_full_transfer(from),
-            Message::FullTransferChunk { from, registers, last, watermarks } => {
-                self.on_transfer_chunk(from, registers, last, &watermarks)
-            }
-            message => {
-                let store = self.store.clone();
-                let mut apply = |d: &Delta| -> Option<Arc<Register>> {
-                    match store.apply_remote(d) {
-                        Ok(outcome) => Some(outcome.register),
-                        Err(e) => {
-                            tracing::debug!(origin = %d.origin, seq = d.seq, error = %e, "delta not applied");
-                            None
-                        }
-                    }
-                };
-                let answer = self.replicator.handle_message(from, message, now, &mut apply);
-                if let (Some(answer), Some(respond)) = (answer, respond) {
-                    if let Ok(bytes) = codec::encode(&answer) {
-                        self.count(self.is_wan(from), &answer, bytes.len());
-                        let _ = respond.send(Bytes::from(bytes));
-                    }
-                }
+        let store = self.store.clone();
+        let answer = self.core.handle_message(from, message, &mut StoreAccess(&store), now);
+        if let (Some(answer), Some(respond)) = (answer, respond) {
+            if let Ok(bytes) = codec::encode(&answer) {
+                self.count(self.is_wan(from), &answer, bytes.len());
+                let _ = respond.send(Bytes::from(bytes));
             }
         }
     }
 
-    fn send_full_transfer(&mut self, to: NodeId) {
-        let Some(addr) = self.peers.get(&to).map(|r| r.peer.gossip) else { return };
-        let me = self.replicator.me();
-        let watermarks = self.replicator.watermarks();
-        let mut chunk = Vec::with_capacity(FULL_TRANSFER_CHUNK_COUNT);
-        let mut registers = self.store.registers().peekable();
-        loop {
-            let next = registers.next();
-            let done = next.is_none();
-            if let Some((key, entry)) = next {
-                chunk.push((key, entry.register_arc()));
-            }
-            if chunk.len() == FULL_TRANSFER_CHUNK_COUNT || done {
-                let last = done || registers.peek().is_none();
-                let message = Message::FullTransferChunk {
-                    from: me,
-                    registers: std::mem::take(&mut chunk),
-                    last,
-                    watermarks: if last { watermarks.clone() } else { Vec::new() },
-                };
-                if let Ok(bytes) = codec::encode(&message) {
-                    self.count(self.is_wan(to), &message, bytes.len());
-                    if self.transport.send_frame(addr, Bytes::from(bytes)).is_err() {
-                        tracing::warn!(peer = %to, "full transfer cut short: the peer's queue is full");
-                        return;
-                    }
-                }
-                if last {
-                    return;
-                }
-            }
-        }
-    }
-
-    fn on_transfer_chunk(
-        &mut self,
-        from: NodeId,
-        registers: Vec<(Key, Arc<Register>)>,
-        last: bool,
-        wm: &[(NodeId, u64)],
-    ) {
-        let transfer = self.transfers.entry(from).or_insert_with(|| Transfer { keys: BTreeSet::new() });
-        for (key, register) in registers {
-            self.store.merge_register(&key, &register);
-            transfer.keys.insert(key);
-        }
-        if !last {
-            return;
-        }
-        let Some(transfer) = self.transfers.remove(&from) else { return };
-        let sender_wm: BTreeMap<NodeId, u64> = wm.iter().copied().collect();
-        let stale: Vec<(Key, geocache_crdt::Dot)> = self
-            .store
-            .registers()
-            .map(|(k, e)| (k, e.dot()))
-            .filter(|(k, dot)| dropped_by_transfer(*dot, transfer.keys.contains(k), &sender_wm))
-            .collect();
-        for (key, dot) in stale {
-            self.store.drop_if_dot(&key, dot);
-        }
-        self.replicator.full_transfer_done(wm);
-        tracing::info!(peer = %from, keys = transfer.keys.len(), "full transfer applied");
-    }
-
-    fn check_waiter(&mut self, seq: u64) {
-        let Some((level, tx)) = self.waiters.get(&seq) else { return };
-        let reached = if self.replicator.reached_all(seq) && self.replicator.reached_region(seq) {
-            Durability::All
-        } else if self.replicator.reached_region(seq) {
-            Durability::Region
-        } else if self.replicator.reached_all(seq) && *level == Durability::All {
-            // Every reachable region has it, but this region has no other
-            // live node: "all" holds, "region" would not.
-            Durability::All
-        } else {
-            Durability::Local
-        };
-        if reached > *tx.borrow() {
-            let _ = tx.send(reached);
-        }
-        if reached >= *level {
-            self.waiters.remove(&seq);
-            self.replicator.forget_acks(seq);
-        }
-    }
-
+    /// Sends what the core wants sent, then acts on its events.
     fn pump(&mut self) {
-        while let Some((to, data)) = self.membership.poll_transmit() {
+        while let Some((to, data)) = self.core.poll_datagram() {
             let _ = self.transport.send_datagram(to, data);
         }
-        let mut membership_changed = false;
-        while let Some(event) = self.membership.poll_event() {
-            membership_changed = true;
-            let now = self.now_ms();
+        let store = self.store.clone();
+        let mut budget = self.transport.queued_bytes_free();
+        while let Some(t) = self.core.poll_transmit(&mut StoreAccess(&store), budget) {
+            budget = budget.saturating_sub(self.send(&t));
+        }
+        let mut members_changed = false;
+        while let Some(event) = self.core.poll_event() {
             match event {
-                MembershipEvent::Up(peer) => {
+                CoreEvent::MemberUp(peer) => {
+                    members_changed = true;
                     tracing::info!(node = %peer.node, region = %peer.region, gossip = %peer.gossip, "member up");
-                    self.replicator.peer_up(PeerInfo {
-                        node: peer.node,
-                        region: peer.region.clone(),
-                        addr: peer.gossip,
-                    });
-                    self.peers.insert(peer.node, PeerRecord { peer });
                 }
-                MembershipEvent::Down(peer) => {
+                CoreEvent::MemberDown(peer) => {
+                    members_changed = true;
                     tracing::info!(node = %peer.node, region = %peer.region, "member down");
-                    // A restart shows as Down(old) then Up(new) with the
-                    // same id: only forget the member if it is still the
-                    // old life.
-                    let current = self.peers.get(&peer.node).map(|r| r.peer.incarnation);
-                    if current.is_none_or(|inc| inc <= peer.incarnation) {
-                        self.peers.remove(&peer.node);
-                        self.replicator.peer_down(peer.node, now);
+                }
+                CoreEvent::Durability { seq, level, done } => {
+                    let tx = if done { self.waiters.remove(&seq) } else { self.waiters.get(&seq).cloned() };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(level);
                     }
+                }
+                CoreEvent::TransferApplied { from, dropped } => {
+                    tracing::info!(peer = %from, dropped, "full transfer applied");
                 }
             }
         }
-        while let Some(t) = self.replicator.poll_transmit() {
-            self.send(t);
-        }
-        while let Some(event) = self.replicator.poll_event() {
-            match event {
-                Event::Acked { seq } => self.check_waiter(seq),
-                Event::FullTransferNeeded { peer, .. } => {
-                    if let Some(addr) = self.peers.get(&peer).map(|r| r.peer.gossip) {
-                        let request = Message::FullTransferRequest { from: self.replicator.me() };
-                        if let Ok(bytes) = codec::encode(&request) {
-                            let _ = self.transport.send_frame(addr, Bytes::from(bytes));
-                        }
-                    }
-                }
-            }
-        }
-        if membership_changed {
-            let seqs: Vec<u64> = self.waiters.keys().copied().collect();
-            for seq in seqs {
-                self.check_waiter(seq);
-            }
+        if members_changed {
             self.publish_view();
         }
     }
 
-    fn count(&self, wan: bool, message: &Message, bytes: usize) {
-        let kind = match message {
-            Message::Deltas { .. } => "deltas",
-            Message::Acks { .. } => "acks",
-            Message::SyncRequest { .. } | Message::SyncResponse { .. } => "sync",
-            Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
+    /// Whether the drain is over (done or out of time): then the core has
+    /// left membership and the report is sent.
+    fn drain_finished(&mut self) -> bool {
+        let now = self.now_ms();
+        let Some(drain) = &self.drain else { return false };
+        let drained = self.core.is_drained();
+        if !drained && now < drain.until_ms {
+            return false;
+        }
+        let report = DrainReport {
+            drained,
+            queued: self.core.replicator().queued_count(),
+            unacked_relay: self.core.replicator().unacked_relay_count(),
         };
-        let labels = MessageLabels { scope: if wan { "wan" } else { "lan" }, kind };
+        if drained {
+            tracing::info!("replication drained");
+        } else {
+            tracing::warn!(
+                queued = report.queued,
+                unacked_relay = report.unacked_relay,
+                "drain deadline passed"
+            );
+        }
+        self.core.leave(now);
+        while let Some((to, data)) = self.core.poll_datagram() {
+            let _ = self.transport.send_datagram(to, data);
+        }
+        if let Some(drain) = self.drain.take() {
+            tokio::spawn(async move {
+                tokio::time::sleep(LEAVE_GRACE).await;
+                let _ = drain.done.send(report);
+            });
+        }
+        true
+    }
+
+    fn count(&self, wan: bool, message: &Message, bytes: usize) {
+        let labels = MessageLabels { scope: if wan { "wan" } else { "lan" }, kind: message.kind() };
         self.metrics.replication_messages.get_or_create(&labels).inc();
         self.metrics.replication_bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
     fn is_wan(&self, node: NodeId) -> bool {
-        self.peers.get(&node).is_some_and(|r| r.peer.region != self.region)
+        let own = &self.core.membership().me().region;
+        self.core.members().get(&node).is_some_and(|p| &p.region != own)
     }
 
-    fn send(&mut self, t: Transmit) {
-        let Ok(bytes) = codec::encode(&t.message) else { return };
-        self.count(t.wan, &t.message, bytes.len());
+    /// Sends a transmit; the bytes it took of the queues' budget.
+    fn send(&mut self, t: &Transmit) -> usize {
+        let Ok(bytes) = codec::encode(&t.message) else { return 0 };
+        let len = bytes.len();
+        self.count(t.wan, &t.message, len);
         let bytes = Bytes::from(bytes);
         if !t.request {
-            // Anti-entropy repairs what a refused frame carried; say so
-            // rather than lose it in silence.
             if let Err(e) = self.transport.send_frame(t.addr, bytes) {
-                tracing::debug!(peer = %t.to, error = %e, "frame not queued; anti-entropy will repair it");
+                tracing::debug!(peer = %t.to, error = %e, "frame not queued; the core repairs what it carried");
+                self.core.transmit_refused(t);
+                return 0;
             }
-            return;
+            return len;
         }
         let transport = self.transport.clone();
-        let commands = self.commands.clone();
+        let answers = self.answers.clone();
         let from = t.to;
-        tokio::spawn(async move {
-            match transport.request(t.addr, bytes, SYNC_TIMEOUT).await {
-                Ok(answer) => match codec::decode::<Message>(&answer) {
-                    Ok(message) => {
-                        let _ = commands.try_send(Command::Answer { from, message });
+        let addr = t.addr;
+        match answers.try_reserve_owned() {
+            Ok(slot) => {
+                tokio::spawn(async move {
+                    match transport.request(addr, bytes, SYNC_TIMEOUT).await {
+                        Ok(answer) => match codec::decode::<Message>(&answer) {
+                            Ok(message) => {
+                                slot.send((from, message));
+                            }
+                            Err(e) => tracing::debug!(peer = %from, error = %e, "undecodable sync answer"),
+                        },
+                        Err(e) => tracing::debug!(peer = %from, error = %e, "sync request failed"),
                     }
-                    Err(e) => tracing::debug!(peer = %from, error = %e, "undecodable sync answer"),
-                },
-                Err(e) => tracing::debug!(peer = %from, error = %e, "sync request failed"),
+                });
             }
-        });
+            Err(_) => {
+                // Too many answers waiting: this round is skipped, the
+                // next asks again.
+                self.answers_dropped += 1;
+            }
+        }
+        0
     }
 
     fn publish_view(&self) {
+        let replicator = self.core.replicator();
         let rtts: BTreeMap<NodeId, Option<u64>> =
-            self.replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
-        let watermarks: BTreeMap<NodeId, u64> = self.replicator.watermarks().into_iter().collect();
-        let suspects: BTreeSet<NodeId> = self.membership.suspects().into_iter().map(|p| p.node).collect();
+            replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
+        let watermarks: BTreeMap<NodeId, u64> = replicator.watermarks().into_iter().collect();
+        let suspects: BTreeSet<NodeId> =
+            self.core.membership().suspects().into_iter().map(|p| p.node).collect();
         let members = self
-            .peers
+            .core
+            .members()
             .values()
-            .map(|r| MemberView {
-                id: r.peer.node.to_string(),
-                region: r.peer.region.clone(),
-                lat: r.peer.lat,
-                lon: r.peer.lon,
-                gossip: r.peer.gossip,
-                http: r.peer.http,
-                state: if suspects.contains(&r.peer.node) { "suspect" } else { "up" },
-                rtt_ms: rtts.get(&r.peer.node).copied().flatten(),
-                lag_writes: self.replicator.lag(r.peer.node),
+            .map(|p| MemberView {
+                id: p.node.to_string(),
+                region: p.region.clone(),
+                lat: p.lat,
+                lon: p.lon,
+                gossip: p.gossip,
+                http: p.http,
+                state: if suspects.contains(&p.node) { "suspect" } else { "up" },
+                rtt_ms: rtts.get(&p.node).copied().flatten(),
+                lag_writes: replicator.lag(p.node),
             })
             .collect();
         let view = ClusterView {
             members,
             watermarks: watermarks.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
-            stats: self.replicator.stats().clone(),
+            stats: replicator.stats().clone(),
+            transfers: self.core.transfer_stats().clone(),
+            answers_dropped: self.answers_dropped,
         };
         if let Ok(mut v) = self.view.write() {
             *v = view;
         }
-    }
-}
-
-/// The node a message says it comes from.
-fn sender_of(message: &Message) -> NodeId {
-    match message {
-        Message::Deltas { from, .. }
-        | Message::Acks { from, .. }
-        | Message::SyncRequest { from, .. }
-        | Message::FullTransferRequest { from }
-        | Message::FullTransferChunk { from, .. } => *from,
-        Message::SyncResponse { .. } => NodeId(0),
     }
 }

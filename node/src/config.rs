@@ -16,6 +16,12 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::namespace::Namespace;
+use geocache_gossip::quic::FRAME_BYTES_MAX_DEFAULT;
+
+/// Largest key and value together a replicating node takes: one entry
+/// travels in one replication frame, whose encoding adds the entry's
+/// version vector and metadata (64 KiB left for them).
+pub const REPLICATED_ENTRY_BYTES_MAX: u64 = FRAME_BYTES_MAX_DEFAULT as u64 - (64 << 10);
 
 /// Which policy decides what the store evicts when it is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -167,6 +173,11 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub resp_idle_timeout: Option<Duration>,
+    /// On SIGTERM or Ctrl-C, how long queued writes have to reach the
+    /// peers before the node exits anyway [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<Duration>,
     /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -228,6 +239,9 @@ pub struct Config {
     /// Idle RESP connections are closed after this; zero: never.
     #[serde(with = "humantime_serde")]
     pub resp_idle_timeout: Duration,
+    /// How long the drain on shutdown may take.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// Where and how a node replicates.
@@ -329,6 +343,7 @@ impl ConfigLayer {
             resp_connections_max: over.resp_connections_max.or(self.resp_connections_max),
             header_timeout: over.header_timeout.or(self.header_timeout),
             resp_idle_timeout: over.resp_idle_timeout.or(self.resp_idle_timeout),
+            drain_timeout: over.drain_timeout.or(self.drain_timeout),
             namespaces,
         }
     }
@@ -419,6 +434,10 @@ impl Config {
         }
         let resp_namespace = Namespace::new(layer.resp_namespace.as_deref().unwrap_or("default"))
             .map_err(|e| invalid("resp-namespace", e.to_string()))?;
+        let drain_timeout = layer.drain_timeout.unwrap_or(Duration::from_secs(10));
+        if drain_timeout > Duration::from_secs(600) {
+            return Err(invalid("drain-timeout", format!("must be at most 10m (got {drain_timeout:?})")));
+        }
         let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
         let replication = match (layer.gossip, layer.ca, layer.cert, layer.key) {
             (None, _, _, _) => {
@@ -435,6 +454,17 @@ impl Config {
                     return Err(invalid(
                         "gossip",
                         "bind a specific address (peers are known by it), not 0.0.0.0",
+                    ));
+                }
+                if value_bytes_max.as_u64() + key_bytes_max.as_u64() > REPLICATED_ENTRY_BYTES_MAX {
+                    return Err(invalid(
+                        "value-bytes-max",
+                        format!(
+                            "at most {} with --key-bytes-max {key_bytes_max} when replicating (got \
+                             {value_bytes_max}): one entry must fit in one replication frame of {}",
+                            ByteSize::b(REPLICATED_ENTRY_BYTES_MAX - key_bytes_max.as_u64()),
+                            ByteSize::b(FRAME_BYTES_MAX_DEFAULT as u64),
+                        ),
                     ));
                 }
                 let advertise = layer.advertise.unwrap_or(gossip);
@@ -476,6 +506,7 @@ impl Config {
             resp_connections_max,
             header_timeout,
             resp_idle_timeout: layer.resp_idle_timeout.unwrap_or(Duration::ZERO),
+            drain_timeout,
         })
     }
 

@@ -147,11 +147,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         server::start_cluster(&mut state, http).await?;
         let c = &state.config;
         tracing::info!(node = %geocache_crdt::NodeId(c.node_id), region = %c.region, %http, "serving");
-        // One signal stops both ports.
+        // One signal stops both ports and drains replication; a second
+        // exits at once.
+        let cluster = state.cluster.clone();
+        let drain_timeout = state.config.drain_timeout;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop.send(true);
+            shutdown_signal().await;
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
         });
         let mut resp_words = String::new();
         let resp_task = match resp_listener {
@@ -173,6 +179,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         server::serve(state, listener, http_signal).await.context("serving HTTP")?;
         if let Some(task) = resp_task {
             task.await.context("the RESP port panicked")?.context("serving RESP")?;
+        }
+        // No write comes in any more: what was acked leaves before exit.
+        if let Some(cluster) = cluster {
+            let report = cluster.shutdown(drain_timeout).await;
+            tracing::info!(
+                drained = report.drained,
+                queued = report.queued,
+                unacked_relay = report.unacked_relay,
+                "replication closed"
+            );
         }
         tracing::info!("stopped");
         Ok(())

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::world::{visible_value, World};
+use crate::oracle::visible_value;
+use crate::world::World;
 
 /// What one node shows for a key: node, visible value, register summary.
 type HeldView = (usize, Option<Vec<u8>>, String);
@@ -78,6 +79,9 @@ pub fn run(world: &World) -> Vec<Check> {
         // node sees every other live node, as its current life, and no
         // other.
         verdict("membership_converged", &gaps),
+        // A full transfer's drop rule runs only on a transfer that arrived
+        // whole: it never removes a write the sender still holds.
+        verdict("transfer_drops_only_what_the_sender_dropped", state.live_keys_dropped()),
         // Expiry is absolute in every register, so replicas that agree on
         // the register agree on the expiry instant: the convergence check
         // compares registers' visibility at one virtual time.

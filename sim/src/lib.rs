@@ -1,10 +1,11 @@
 //! geocache-sim: a deterministic simulator of a whole geocache deployment.
 //!
 //! Regions on a map, nodes in them, a client workload and faults, driving
-//! the real membership (foca) and replicator (`geocache-gossip`) and the
-//! real write logic
-//! (`geocache_node::write`) with one virtual clock and one seeded RNG. Same
-//! scenario and seed, same run, byte for byte.
+//! on every node the replication core the real node runs
+//! (`geocache_gossip::core`: membership, replicator, full transfers,
+//! durability) and the real write logic (`geocache_node::write`), with one
+//! virtual clock and one seeded RNG. Same scenario and seed, same run, byte
+//! for byte.
 //!
 //! # Layout
 //!
@@ -12,7 +13,12 @@
 //! - `network.rs`: one-way delays from great-circle distances (geo).
 //! - `key_space.rs`: the run's keys, numbered, and an index by number.
 //! - `sim_store.rs`: a deterministic LRU store running the node's writes.
-//! - `world.rs`: the event loop, the workload, faults and the oracle.
+//! - `world.rs`: the scheduler and the pump between cores and network.
+//! - `sim_node.rs`: a node (store and core) and the store seam.
+//! - `links.rs`: partitions, loss, delay, slow nodes and senders' queues.
+//! - `workload.rs`: the client operations.
+//! - `faults.rs`: faults starting and ending, restarts.
+//! - `oracle.rs`: what was written, and what replicas must show.
 //! - `checks.rs`: the checkers.
 //! - `report.rs`: the text and JSON report.
 //! - `html.rs`: the HTML report with SVG plots.
@@ -20,12 +26,17 @@
 #![warn(missing_docs)]
 
 pub mod checks;
+mod faults;
 pub mod html;
 pub mod key_space;
+pub mod links;
 pub mod network;
+pub mod oracle;
 pub mod report;
 pub mod scenario;
+pub mod sim_node;
 pub mod sim_store;
+mod workload;
 pub mod world;
 
 use report::Report;

@@ -128,6 +128,16 @@ pub struct WorkloadSpec {
     /// Share of writes asking for `all` durability.
     #[serde(default)]
     pub durability_all_share: f64,
+    /// Share of writes whose value is `large_value_bytes` long instead.
+    #[serde(default)]
+    pub large_value_share: f64,
+    /// The size of a large value: several replication frames' worth.
+    #[serde(default = "default_large_value_bytes")]
+    pub large_value_bytes: usize,
+}
+
+fn default_large_value_bytes() -> usize {
+    6 << 20
 }
 
 fn default_value_bytes() -> usize {
@@ -179,6 +189,22 @@ pub enum FaultKind {
         /// By how much, ms (negative: behind).
         skew_ms: i64,
     },
+    /// A node's inbound link is this slow: senders' queues toward it fill,
+    /// refuse frames past their bound, and take their byte budget.
+    SlowNode {
+        /// The node.
+        node: usize,
+        /// Its inbound bandwidth, Mbit/s.
+        bandwidth_mbps: f64,
+    },
+    /// Replication messages of one kind are lost at this rate on every
+    /// link (`full_transfer` loses transfer chunks and requests).
+    MessageLoss {
+        /// `deltas`, `acks`, `sync` or `full_transfer`.
+        message: String,
+        /// Share lost.
+        loss: f64,
+    },
     /// Messages between two regions are lost at this rate.
     LossBurst {
         /// One side.
@@ -197,6 +223,9 @@ pub struct DebugSpec {
     /// Replicas keep what they hold and ignore what arrives: a broken merge
     /// the checkers must catch.
     pub broken_merge: bool,
+    /// A full transfer's drop rule runs when its last chunk arrives, whole
+    /// or not: a broken transfer the checkers must catch.
+    pub drop_partial_transfer: bool,
 }
 
 /// A scenario file is not valid.
@@ -247,6 +276,11 @@ impl Scenario {
         {
             return bad("workload: shares must be in [0, 1] and write shares sum to at most 1".into());
         }
+        if !(0.0..=1.0).contains(&w.large_value_share) || w.large_value_bytes > 64 << 20 {
+            return bad(
+                "workload: large_value_share must be in [0, 1], large_value_bytes at most 64 MiB".into()
+            );
+        }
         if w.durability_region_share + w.durability_all_share > 1.0 {
             return bad("workload: durability shares sum to more than 1".into());
         }
@@ -258,7 +292,17 @@ impl Scenario {
             let node = match &f.kind {
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node, .. }
-                | FaultKind::ClockSkew { node, .. } => Some(*node),
+                | FaultKind::ClockSkew { node, .. }
+                | FaultKind::SlowNode { node, .. } => Some(*node),
+                FaultKind::MessageLoss { message, loss } => {
+                    if !["deltas", "acks", "sync", "full_transfer"].contains(&message.as_str()) {
+                        return bad(format!("faults: unknown message kind {message}"));
+                    }
+                    if !(0.0..=1.0).contains(loss) {
+                        return bad("faults: loss must be in [0, 1]".into());
+                    }
+                    None
+                }
                 FaultKind::Partition { a, b } | FaultKind::LossBurst { a, b, .. } => {
                     for r in [a, b] {
                         if !self.regions.iter().any(|x| &x.name == r) {

@@ -479,6 +479,12 @@ impl QuicTransport {
         }
     }
 
+    /// Bytes the peers' frame queues can still take (of `queued_bytes_max`): what a
+    /// driver lets its state machines emit before the queues drain.
+    pub fn queued_bytes_free(&self) -> usize {
+        self.inner.queued_bytes.available_permits()
+    }
+
     /// Smoothed round-trip time of the connection to `to`, if one is up.
     pub fn rtt(&self, to: SocketAddr) -> Option<Duration> {
         self.inner.sending_connection(to).map(|conn| conn.rtt())

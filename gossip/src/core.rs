@@ -1,0 +1,589 @@
+//! The replication core: the whole protocol of one node, sans-IO.
+//!
+//! It owns membership (foca), the replicator, full transfers (sent and
+//! received), the durability level each waiting write has reached, the
+//! rule that maps membership's Up/Down to the replicator across a node's
+//! lives, re-announcing while alone, pruning of gone origins and the drain
+//! before shutdown. The node's QUIC driver (`node/src/cluster.rs`) and the
+//! simulator drive this same type; neither makes a protocol decision.
+//!
+//! # Contract
+//!
+//! Feed it, in any order, each with the current monotonic time:
+//! [`Core::handle_datagram`] (membership), [`Core::handle_message`] (a
+//! replication message or the answer to a request),
+//! [`Core::local_write`], [`Core::set_rtt`], [`Core::transmit_refused`],
+//! [`Core::begin_drain`], and [`Core::handle_timeout`] at
+//! [`Core::poll_timeout`]. After each input, drain
+//! [`Core::poll_datagram`], then [`Core::poll_transmit`] with the bytes the
+//! transport can take (subtracting what each transmit encodes to), then
+//! [`Core::poll_event`]. The store is reached only through
+//! [`ReplicaStore`], passed into the calls that need it. Time only moves
+//! forward; randomness comes from the seed; iteration is in node-id order,
+//! so a simulated run replays from its seed.
+
+use bytes::Bytes;
+use geocache_crdt::{Delta, NodeId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::durability::{self, ClusterShape, Durability};
+use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
+use crate::peer::Peer;
+use crate::replica_store::ReplicaStore;
+use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
+use crate::transfer::{Chunk, ChunkOutcome, TransferConfig, TransferReceiver, TransferSender, TransferStats};
+use crate::wire::Message;
+
+/// How long deltas or chunks waiting for transport room wait before the
+/// driver is asked to poll again.
+const BLOCKED_RETRY_MS: u64 = 10;
+
+/// Bounds and periods of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The replicator's.
+    pub replicator: ReplicatorConfig,
+    /// Full transfers'.
+    pub transfer: TransferConfig,
+    /// Gossip addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// How often housekeeping runs: re-announcing to the seeds while this
+    /// node knows no member (a lost first announce must not leave it alone
+    /// for good), pruning gone origins.
+    pub housekeeping_ms: u64,
+    /// How long an origin no member has been is remembered (its
+    /// watermarks, its region for `all`). Longer than the backlog's age and
+    /// the tombstone retention: see docs/ARCHITECTURE.md, "Deletes".
+    pub origin_retention_ms: u64,
+    /// Writes waiting for a durability level at once; past this a write is
+    /// answered at once with the level it has.
+    pub durability_waiters_max: usize,
+    /// How often a draining node asks its targets how far they are.
+    pub drain_probe_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            replicator: ReplicatorConfig::default(),
+            transfer: TransferConfig::default(),
+            seeds: Vec::new(),
+            housekeeping_ms: 1_000,
+            origin_retention_ms: 60 * 60_000,
+            durability_waiters_max: 65_536,
+            drain_probe_ms: 250,
+        }
+    }
+}
+
+/// Something the driver acts on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CoreEvent {
+    /// A member is up (new, back, or a new life).
+    MemberUp(Peer),
+    /// A member is down and forgotten.
+    MemberDown(Peer),
+    /// A write waiting on durability reached `level`. `done`: no more
+    /// events come for it (it reached what it asked, or the waiters are
+    /// full and it is answered with what it has).
+    Durability {
+        /// The write's sequence number.
+        seq: u64,
+        /// The level reached.
+        level: Durability,
+        /// Whether this is the last event for the write.
+        done: bool,
+    },
+    /// A full transfer arrived whole.
+    TransferApplied {
+        /// Its sender.
+        from: NodeId,
+        /// Keys the drop rule removed.
+        dropped: usize,
+    },
+}
+
+struct Seen {
+    region: String,
+    live: bool,
+    last_live_ms: u64,
+}
+
+struct Waiter {
+    wanted: Durability,
+    reported: Durability,
+}
+
+struct Drain {
+    confirmed: BTreeSet<NodeId>,
+    next_probe_ms: u64,
+}
+
+/// One node's replication protocol.
+pub struct Core {
+    config: CoreConfig,
+    me: NodeId,
+    region: String,
+    membership: Membership,
+    replicator: Replicator,
+    sender: TransferSender,
+    receiver: TransferReceiver,
+    transfer_stats: TransferStats,
+    /// Live members, with the life (incarnation) membership last showed.
+    members: BTreeMap<NodeId, Peer>,
+    /// Every member seen, live or not, until pruned.
+    seen: BTreeMap<NodeId, Seen>,
+    waiters: BTreeMap<u64, Waiter>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<CoreEvent>,
+    drain: Option<Drain>,
+    next_housekeeping_ms: u64,
+    now_ms: u64,
+}
+
+impl Core {
+    /// The core of node `me`, announcing itself to the seeds.
+    pub fn new(me: Peer, config: CoreConfig, seed: u64, now_ms: u64) -> Core {
+        let mut membership = Membership::new(me.clone(), INITIAL_CLUSTER_SIZE, seed, now_ms);
+        membership.join(&config.seeds, now_ms);
+        let replicator = Replicator::new(me.node, me.region.clone(), config.replicator.clone(), now_ms);
+        Core {
+            me: me.node,
+            region: me.region,
+            membership,
+            replicator,
+            sender: TransferSender::new(config.transfer.clone()),
+            receiver: TransferReceiver::new(config.transfer.clone()),
+            transfer_stats: TransferStats::default(),
+            members: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            drain: None,
+            next_housekeeping_ms: now_ms + config.housekeeping_ms,
+            now_ms,
+            config,
+        }
+    }
+
+    /// Membership starts again under a new identity (a process that kept
+    /// its data and replication state restarted): every member is
+    /// forgotten until membership finds it again.
+    pub fn restart_membership(&mut self, me: Peer, seed: u64, now_ms: u64) {
+        self.advance(now_ms);
+        let now = self.now_ms;
+        self.membership = Membership::new(me, INITIAL_CLUSTER_SIZE, seed, now);
+        self.membership.join(&self.config.seeds, now);
+        let members: Vec<Peer> = self.members.values().cloned().collect();
+        for peer in members {
+            self.member_down(peer, now);
+        }
+        self.settle();
+    }
+
+    /// This node's origin id (this life's).
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The replicator, to read.
+    pub fn replicator(&self) -> &Replicator {
+        &self.replicator
+    }
+
+    /// Membership, to read.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Live members, by origin id.
+    pub fn members(&self) -> &BTreeMap<NodeId, Peer> {
+        &self.members
+    }
+
+    /// Full-transfer counters.
+    pub fn transfer_stats(&self) -> &TransferStats {
+        &self.transfer_stats
+    }
+
+    /// Origins remembered (live or gone, not yet pruned).
+    pub fn remembered_origins(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// A membership datagram. Refused input changes nothing.
+    pub fn handle_datagram(&mut self, bytes: &[u8], now_ms: u64) {
+        self.advance(now_ms);
+        if let Err(e) = self.membership.handle_data(bytes, self.now_ms) {
+            tracing::debug!(error = %e, "membership datagram refused");
+        }
+        self.settle();
+    }
+
+    /// A replication message from `from` (for an answer: the node asked).
+    /// Returns the answer to send back when it was a request.
+    pub fn handle_message(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        store: &mut dyn ReplicaStore,
+        now_ms: u64,
+    ) -> Option<Message> {
+        self.advance(now_ms);
+        let now = self.now_ms;
+        let answer = match message {
+            Message::FullTransferRequest { from: asker, resume } => {
+                if self.members.contains_key(&asker) {
+                    let watermarks = self.replicator.watermarks();
+                    self.sender.request(asker, resume, watermarks, store, &mut self.transfer_stats, now);
+                }
+                None
+            }
+            Message::FullTransferChunk { from: sender, transfer, index, registers, last, watermarks } => {
+                let chunk = Chunk {
+                    from: sender,
+                    transfer,
+                    index,
+                    registers: &registers,
+                    last,
+                    watermarks: &watermarks,
+                };
+                let replicator = &self.replicator;
+                let covered = |dot: geocache_crdt::Dot| replicator.has_applied(dot.origin, dot.seq);
+                match self.receiver.on_chunk(chunk, store, &covered, &mut self.transfer_stats, now) {
+                    ChunkOutcome::Whole { watermarks, dropped } => {
+                        self.replicator.full_transfer_done(&watermarks);
+                        self.events.push_back(CoreEvent::TransferApplied { from: sender, dropped });
+                    }
+                    ChunkOutcome::Resume(resume) => self.ask_transfer(sender, Some(resume)),
+                    ChunkOutcome::Merged | ChunkOutcome::Stray => {}
+                }
+                None
+            }
+            message => self.replicator.handle_message(from, message, now, &mut |d: &Delta| store.apply(d)),
+        };
+        self.settle();
+        answer
+    }
+
+    /// A write accepted here, to replicate; `level` is how far it must go
+    /// before it is acknowledged ([`CoreEvent::Durability`] says when).
+    pub fn local_write(
+        &mut self,
+        delta: Arc<Delta>,
+        full: Arc<Delta>,
+        bytes: usize,
+        level: Durability,
+        now_ms: u64,
+    ) {
+        self.advance(now_ms);
+        let seq = delta.seq;
+        self.replicator.local_write(delta, full, bytes, level >= Durability::Region, self.now_ms);
+        if level > Durability::Local {
+            if self.waiters.len() >= self.config.durability_waiters_max {
+                self.events.push_back(CoreEvent::Durability { seq, level: Durability::Local, done: true });
+            } else {
+                self.waiters.insert(seq, Waiter { wanted: level, reported: Durability::Local });
+                self.check_waiter(seq);
+            }
+        }
+        self.settle();
+    }
+
+    /// The measured round trip to a member.
+    pub fn set_rtt(&mut self, node: NodeId, rtt_ms: u64) {
+        self.replicator.set_rtt(node, rtt_ms);
+    }
+
+    /// The transport refused (or lost) a transmit from
+    /// [`poll_transmit`](Self::poll_transmit): what it carried is repaired.
+    pub fn transmit_refused(&mut self, transmit: &Transmit) {
+        match &transmit.message {
+            Message::FullTransferChunk { transfer, index, .. } => {
+                self.sender.refused(transmit.to, *transfer, *index)
+            }
+            Message::Deltas { .. } | Message::Acks { .. } | Message::SyncHint { .. } => {
+                self.replicator.frame_refused(transmit.to)
+            }
+            // A lost request is asked again by its own timer.
+            Message::SyncRequest { .. }
+            | Message::SyncResponse { .. }
+            | Message::FullTransferRequest { .. } => {}
+        }
+    }
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        let now = self.now_ms;
+        self.membership.handle_timeout(now);
+        self.replicator.handle_timeout(now);
+        self.sender.handle_timeout(&mut self.transfer_stats, now);
+        if let Some((from, resume)) = self.receiver.handle_timeout(&mut self.transfer_stats, now) {
+            self.ask_transfer(from, resume);
+        }
+        if now >= self.next_housekeeping_ms {
+            self.next_housekeeping_ms = now + self.config.housekeeping_ms;
+            if self.members.is_empty() && !self.config.seeds.is_empty() && self.drain.is_none() {
+                self.membership.join(&self.config.seeds, now);
+            }
+            self.prune(now);
+        }
+        self.probe_drain(now);
+        self.settle();
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&mut self) -> u64 {
+        let mut at = self.replicator.poll_timeout().min(self.next_housekeeping_ms);
+        if let Some(t) = self.membership.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.receiver.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(d) = &self.drain {
+            at = at.min(d.next_probe_ms);
+        }
+        if self.replicator.is_budget_blocked() || self.sender.has_pending() {
+            at = at.min(self.now_ms + BLOCKED_RETRY_MS);
+        }
+        at
+    }
+
+    /// The next membership datagram to send.
+    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.membership.poll_transmit()
+    }
+
+    /// The next message to send, no larger than `bytes_budget` when it
+    /// carries deltas or registers.
+    pub fn poll_transmit(&mut self, store: &mut dyn ReplicaStore, bytes_budget: usize) -> Option<Transmit> {
+        if let Some(t) = self.outbox.pop_front() {
+            return Some(t);
+        }
+        if let Some(t) = self.replicator.poll_transmit(bytes_budget) {
+            return Some(t);
+        }
+        if self.replicator.is_budget_blocked() {
+            return None;
+        }
+        loop {
+            let (to, message) = self.sender.poll_chunk(self.me, store, bytes_budget, self.now_ms)?;
+            match self.members.get(&to) {
+                Some(peer) => {
+                    let wan = peer.region != self.region;
+                    return Some(Transmit { to, addr: peer.gossip, wan, message, request: false });
+                }
+                None => self.sender.peer_down(to),
+            }
+        }
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// Starts the drain before shutdown: what is queued keeps leaving,
+    /// relays keep acking, and each member this node sends to directly
+    /// (its region, and its relay in each other region) is asked how far
+    /// it is, and sent what it lacks, until [`is_drained`](Self::is_drained).
+    pub fn begin_drain(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        if self.drain.is_none() {
+            self.drain = Some(Drain { confirmed: BTreeSet::new(), next_probe_ms: self.now_ms });
+        }
+        self.probe_drain(self.now_ms);
+        self.settle();
+    }
+
+    /// Whether every own write is known to be at every member this node
+    /// sends to directly, and nothing is left queued.
+    pub fn is_drained(&self) -> bool {
+        let Some(drain) = &self.drain else { return false };
+        self.replicator.queued_count() == 0
+            && self.replicator.unacked_relay_count() == 0
+            && self.drain_targets().iter().all(|t| drain.confirmed.contains(t))
+    }
+
+    /// Leaves membership: peers pick another relay at once. The datagrams
+    /// come out of [`poll_datagram`](Self::poll_datagram).
+    pub fn leave(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        self.membership.leave(self.now_ms);
+    }
+
+    fn drain_targets(&self) -> Vec<NodeId> {
+        let mut targets: Vec<NodeId> =
+            self.members.values().filter(|p| p.region == self.region).map(|p| p.node).collect();
+        let regions: BTreeSet<&str> =
+            self.members.values().filter(|p| p.region != self.region).map(|p| p.region.as_str()).collect();
+        targets.extend(regions.into_iter().filter_map(|r| self.replicator.relay_of(r)));
+        targets
+    }
+
+    fn probe_drain(&mut self, now: u64) {
+        let due = self.drain.as_ref().is_some_and(|d| now >= d.next_probe_ms);
+        if !due {
+            return;
+        }
+        let targets = self.drain_targets();
+        let Some(drain) = self.drain.as_mut() else { return };
+        drain.next_probe_ms = now + self.config.drain_probe_ms;
+        let pending: Vec<NodeId> = targets.into_iter().filter(|t| !drain.confirmed.contains(t)).collect();
+        for target in pending {
+            self.replicator.push_sync_request(target);
+        }
+    }
+
+    fn ask_transfer(&mut self, from: NodeId, resume: Option<crate::wire::TransferResume>) {
+        let Some(peer) = self.members.get(&from) else { return };
+        self.outbox.push_back(Transmit {
+            to: from,
+            addr: peer.gossip,
+            wan: peer.region != self.region,
+            message: Message::FullTransferRequest { from: self.me, resume },
+            request: false,
+        });
+    }
+
+    /// Handles what membership and the replicator reported.
+    fn settle(&mut self) {
+        let now = self.now_ms;
+        let mut membership_changed = false;
+        while let Some(event) = self.membership.poll_event() {
+            membership_changed = true;
+            match event {
+                MembershipEvent::Up(peer) => self.member_up(peer, now),
+                MembershipEvent::Down(peer) => self.member_down(peer, now),
+            }
+        }
+        while let Some(event) = self.replicator.poll_event() {
+            match event {
+                Event::Acked { seq } => self.check_waiter(seq),
+                Event::FullTransferNeeded { peer, .. } => {
+                    // One transfer at a time: another needed meanwhile is
+                    // found again by the next anti-entropy round.
+                    if !self.receiver.is_receiving() {
+                        self.receiver.expect(peer, now);
+                        self.ask_transfer(peer, None);
+                    }
+                }
+                Event::PeerWatermark { peer, watermark } => self.drain_progress(peer, watermark),
+            }
+        }
+        if membership_changed {
+            let seqs: Vec<u64> = self.waiters.keys().copied().collect();
+            for seq in seqs {
+                self.check_waiter(seq);
+            }
+        }
+    }
+
+    fn member_up(&mut self, peer: Peer, now: u64) {
+        if peer.node == self.me {
+            return;
+        }
+        self.replicator.peer_up(PeerInfo { node: peer.node, region: peer.region.clone(), addr: peer.gossip });
+        self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
+        self.members.insert(peer.node, peer.clone());
+        self.events.push_back(CoreEvent::MemberUp(peer));
+    }
+
+    fn member_down(&mut self, peer: Peer, now: u64) {
+        // A rejoin shows as Down(old) then Up(new) with the same id: only
+        // forget the member if it is still the old life.
+        let current = self.members.get(&peer.node).map(|p| p.incarnation);
+        if current.is_some_and(|inc| inc > peer.incarnation) {
+            return;
+        }
+        if self.members.remove(&peer.node).is_none() {
+            return;
+        }
+        self.replicator.peer_down(peer.node, now);
+        self.sender.peer_down(peer.node);
+        self.receiver.peer_down(peer.node);
+        if let Some(seen) = self.seen.get_mut(&peer.node) {
+            seen.live = false;
+            seen.last_live_ms = now;
+        }
+        if let Some(drain) = self.drain.as_mut() {
+            drain.confirmed.remove(&peer.node);
+        }
+        self.events.push_back(CoreEvent::MemberDown(peer));
+    }
+
+    /// Forgets origins no member has been for longer than the retention.
+    fn prune(&mut self, now: u64) {
+        let retention = self.config.origin_retention_ms;
+        let gone: Vec<NodeId> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| !s.live && now.saturating_sub(s.last_live_ms) >= retention)
+            .map(|(n, _)| *n)
+            .collect();
+        for origin in &gone {
+            self.seen.remove(origin);
+            self.replicator.forget_origin(*origin);
+        }
+        if !gone.is_empty() {
+            let seqs: Vec<u64> = self.waiters.keys().copied().collect();
+            for seq in seqs {
+                self.check_waiter(seq);
+            }
+        }
+    }
+
+    fn drain_progress(&mut self, peer: NodeId, watermark: u64) {
+        let head = self.replicator.head();
+        let Some(drain) = self.drain.as_mut() else { return };
+        if watermark >= head {
+            drain.confirmed.insert(peer);
+            return;
+        }
+        let wan = self.members.get(&peer).is_some_and(|p| p.region != self.region);
+        self.replicator.push_own_since(peer, watermark, wan);
+    }
+
+    /// The level write `seq` has reached, reported when it rose.
+    fn check_waiter(&mut self, seq: u64) {
+        let Some(waiter) = self.waiters.get(&seq) else { return };
+        let other_regions: BTreeSet<String> =
+            self.seen.values().filter(|s| s.region != self.region).map(|s| s.region.clone()).collect();
+        let shape = ClusterShape {
+            own_region: &self.region,
+            other_regions: &other_regions,
+            region_has_peer: self.members.values().any(|p| p.region == self.region),
+            alone_by_mistake: self.seen.is_empty()
+                && self.config.seeds.iter().any(|s| *s != self.membership.me().gossip),
+        };
+        let empty = BTreeMap::new();
+        let level = durability::reached(&shape, self.replicator.ackers(seq).unwrap_or(&empty));
+        let (wanted, reported) = (waiter.wanted, waiter.reported);
+        if level >= wanted {
+            self.waiters.remove(&seq);
+            self.replicator.forget_acks(seq);
+            self.events.push_back(CoreEvent::Durability { seq, level, done: true });
+        } else if level > reported {
+            if let Some(w) = self.waiters.get_mut(&seq) {
+                w.reported = level;
+            }
+            self.events.push_back(CoreEvent::Durability { seq, level, done: false });
+        }
+    }
+
+    /// Stops waiting on write `seq` (its caller gave up).
+    pub fn forget_waiter(&mut self, seq: u64) {
+        if self.waiters.remove(&seq).is_some() {
+            self.replicator.forget_acks(seq);
+        }
+    }
+}

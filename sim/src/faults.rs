@@ -1,0 +1,103 @@
+//! Faults as they start and end: partitions, loss, isolation, clock skew,
+//! slow nodes, message loss by kind, and crashes with restarts (with or
+//! without the data).
+
+use geocache_crdt::NodeId;
+use geocache_gossip::core::Core;
+use rand::RngExt;
+
+use crate::scenario::FaultKind;
+use crate::sim_node::{core_config, identity};
+use crate::sim_store::SimStore;
+use crate::world::World;
+
+impl World {
+    fn region_index(&self, name: &str) -> usize {
+        self.scenario.regions.iter().position(|r| r.name == name).unwrap_or(0)
+    }
+
+    /// Fault `f` starts (`start`) or ends.
+    pub(crate) fn fault(&mut self, f: usize, start: bool) {
+        let kind = self.scenario.faults[f].kind.clone();
+        match kind {
+            FaultKind::Partition { a, b } => {
+                let pair = (self.region_index(&a), self.region_index(&b));
+                let pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+                if start {
+                    self.links.partitions.insert(pair);
+                } else {
+                    self.links.partitions.remove(&pair);
+                }
+            }
+            FaultKind::LossBurst { a, b, loss } => {
+                let pair = (self.region_index(&a), self.region_index(&b));
+                let pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+                if start {
+                    self.links.loss.insert(pair, loss);
+                } else {
+                    self.links.loss.remove(&pair);
+                }
+            }
+            FaultKind::MessageLoss { message, loss } => {
+                if start {
+                    self.links.kind_loss.insert(message, loss);
+                } else {
+                    self.links.kind_loss.remove(&message);
+                }
+            }
+            FaultKind::SlowNode { node, bandwidth_mbps } => {
+                if start {
+                    self.links.slow.insert(node, bandwidth_mbps);
+                } else {
+                    self.links.slow.remove(&node);
+                }
+            }
+            FaultKind::Isolate { node } => self.nodes[node].isolated = start,
+            FaultKind::ClockSkew { node, skew_ms } => {
+                self.nodes[node].skew_ms = if start { skew_ms } else { 0 }
+            }
+            FaultKind::Crash { node, wipe } => {
+                if start {
+                    if self.nodes[node].up {
+                        self.nodes[node].up = false;
+                        self.oracle.live_count -= 1;
+                    }
+                } else if !self.nodes[node].up {
+                    self.restart(node, wipe);
+                }
+            }
+        }
+    }
+
+    /// Node `i` starts again: with `wipe`, a new life (a new origin id, an
+    /// empty store, a new core); without, its store and replication state
+    /// kept (a process that persisted them) and only membership new.
+    fn restart(&mut self, i: usize, wipe: bool) {
+        let region = self.nodes[i].region;
+        let now = self.mono_ms();
+        let seed = self.rng.random();
+        if wipe {
+            let origin = NodeId(self.next_origin);
+            self.next_origin += 1;
+            let budget = self.scenario.regions[region].memory_mib << 20;
+            let old = std::mem::replace(&mut self.nodes[i].origin, origin);
+            self.by_origin.remove(&old);
+            self.by_origin.insert(origin, i);
+            self.nodes[i].store =
+                SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
+            let me = identity(&self.scenario, region, i, origin, now);
+            let config = core_config(&self.scenario, region, &self.seeds);
+            self.nodes[i].core = Core::new(me, config, seed, now);
+        } else {
+            // The start time is the incarnation, so the new identity wins
+            // over the previous life; the core forgets its members, which
+            // come back as membership finds them.
+            let me = identity(&self.scenario, region, i, self.nodes[i].origin, now);
+            self.nodes[i].core.restart_membership(me, seed, now);
+        }
+        self.nodes[i].up = true;
+        self.oracle.live_count += 1;
+        self.nodes[i].timer_at_us = u64::MAX;
+        self.flush(i);
+    }
+}

@@ -1,0 +1,198 @@
+//! The oracle: every write made, how far it got, and what every replica
+//! must show at the end; read by the checkers through [`FinalState`].
+
+use foldhash::fast::FixedState;
+use geocache_crdt::{Key, NodeId, Register, Stamp, Value};
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::world::World;
+
+/// A write the oracle knows of.
+pub struct WriteRecord {
+    /// Its key.
+    pub key: Key,
+    /// The register it wrote.
+    pub register: Arc<Register>,
+    /// When, virtual µs.
+    pub at_us: u64,
+    /// Where.
+    pub origin_region: usize,
+    /// Nodes that have applied it (origin included).
+    pub applied: u32,
+    /// The durability asked: 0 local, 1 region, 2 all.
+    pub durability: u8,
+    /// Whether it was acknowledged at that level.
+    pub acked_at_level: bool,
+}
+
+/// What the oracle tracks through the run.
+pub struct Oracle {
+    /// Every write not yet applied by every live node, by (origin, seq);
+    /// iterated only where order cannot matter (a fold of a semilattice)
+    /// or after sorting.
+    pub writes: HashMap<(NodeId, u64), WriteRecord, FixedState>,
+    /// Writes every live node had applied, folded by key.
+    pub settled: HashMap<Key, Register, FixedState>,
+    /// Live nodes now.
+    pub live_count: u32,
+    /// Newest acked write per key: its stamp and whether it is visible.
+    pub newest: Vec<Option<(Stamp, bool)>>,
+    /// Visibility lag samples (µs) per (from region, to region).
+    pub lag_us: Vec<Option<Histogram<u64>>>,
+    /// Write applications still to happen on live nodes.
+    pub outstanding: i64,
+    regions: usize,
+}
+
+impl Oracle {
+    /// An oracle for `keys` keys over `regions` regions.
+    pub fn new(keys: usize, regions: usize) -> Oracle {
+        Oracle {
+            writes: HashMap::with_hasher(FixedState::default()),
+            settled: HashMap::with_hasher(FixedState::default()),
+            live_count: 0,
+            newest: vec![None; keys],
+            lag_us: (0..regions * regions).map(|_| None).collect(),
+            outstanding: 0,
+            regions,
+        }
+    }
+
+    /// A node of region `to_region` applied `(origin, seq)` at `now_us`.
+    pub fn applied(&mut self, origin: NodeId, seq: u64, to_region: usize, now_us: u64) {
+        let Some(w) = self.writes.get_mut(&(origin, seq)) else { return };
+        w.applied += 1;
+        self.outstanding -= 1;
+        let h = self.lag_us[w.origin_region * self.regions + to_region].get_or_insert_with(|| {
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+        });
+        let _ = h.record((now_us - w.at_us).max(1));
+        if w.applied >= self.live_count {
+            // Every live node has it: fold it into the oracle now rather
+            // than keeping every write to the end.
+            if let Some(done) = self.writes.remove(&(origin, seq)) {
+                match self.settled.get_mut(&done.key) {
+                    Some(acc) => acc.merge(&done.register),
+                    None => {
+                        self.settled.insert(done.key, (*done.register).clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Read access for the checkers.
+pub struct FinalState<'a> {
+    pub(crate) world: &'a World,
+}
+
+/// What a read sees: the bytes, the document JSON, or nothing.
+pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
+    if !r.is_visible_at(now_ms) {
+        return None;
+    }
+    match &r.value {
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::Doc(d) => Some(d.to_json().to_string().into_bytes()),
+    }
+}
+
+impl FinalState<'_> {
+    /// Live nodes' registers: (node index, key, register).
+    pub fn held(&self) -> Vec<(usize, &Key, Arc<Register>)> {
+        let w = self.world;
+        (0..w.nodes.len())
+            .filter(|&i| w.nodes[i].up)
+            .flat_map(|i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r.register_arc())))
+            .collect()
+    }
+
+    /// The virtual time now, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.world.now_us / 1_000
+    }
+
+    /// Per origin, the highest contiguous watermark among live nodes, with
+    /// each live node's own origin at infinity (it holds all its writes).
+    fn survivors(&self) -> BTreeMap<NodeId, u64> {
+        let mut best: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for n in self.world.nodes.iter().filter(|n| n.up) {
+            for (origin, wm) in n.core.replicator().watermarks() {
+                let e = best.entry(origin).or_default();
+                *e = (*e).max(wm);
+            }
+            best.insert(n.origin, u64::MAX);
+        }
+        best
+    }
+
+    /// Every write that some live node applied, folded by key: what every
+    /// replica holding the key must show.
+    pub fn expected(&self) -> BTreeMap<Key, Register> {
+        let best = self.survivors();
+        let oracle = &self.world.oracle;
+        let mut out: BTreeMap<Key, Register> =
+            oracle.settled.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        for (&(origin, seq), rec) in &oracle.writes {
+            if best.get(&origin).is_none_or(|&wm| wm < seq) {
+                continue;
+            }
+            match out.get_mut(&rec.key) {
+                Some(acc) => acc.merge(&rec.register),
+                None => {
+                    out.insert(rec.key.clone(), (*rec.register).clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes acked at `region` or `all` durability that no live node holds.
+    pub fn lost_acked_writes(&self) -> Vec<(NodeId, u64)> {
+        let best = self.survivors();
+        let mut lost: Vec<(NodeId, u64)> = self
+            .world
+            .oracle
+            .writes
+            .iter()
+            .filter(|(&(origin, seq), rec)| {
+                rec.durability > 0 && rec.acked_at_level && best.get(&origin).is_none_or(|&wm| wm < seq)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        lost.sort();
+        lost
+    }
+
+    /// Live nodes whose membership does not show every other live node's
+    /// current life as up, or shows more: (node, missing, extra).
+    pub fn membership_gaps(&self) -> Vec<(usize, Vec<NodeId>, Vec<NodeId>)> {
+        let w = self.world;
+        let live: BTreeSet<NodeId> = w.nodes.iter().filter(|n| n.up).map(|n| n.origin).collect();
+        (0..w.nodes.len())
+            .filter(|&i| w.nodes[i].up)
+            .filter_map(|i| {
+                let n = &w.nodes[i];
+                let known: BTreeSet<NodeId> = n.core.members().keys().copied().collect();
+                let missing: Vec<NodeId> =
+                    live.iter().filter(|o| **o != n.origin && !known.contains(o)).copied().collect();
+                let extra: Vec<NodeId> = known.difference(&live).copied().collect();
+                (!missing.is_empty() || !extra.is_empty()).then_some((i, missing, extra))
+            })
+            .collect()
+    }
+
+    /// Read-your-writes violations seen during the run.
+    pub fn ryw_violations(&self) -> u64 {
+        self.world.tallies.ryw_violations
+    }
+
+    /// Keys a full transfer's drop rule removed although the sender still
+    /// held the very write removed: a transfer judged whole that was not.
+    pub fn live_keys_dropped(&self) -> &[String] {
+        &self.world.tallies.live_keys_dropped
+    }
+}

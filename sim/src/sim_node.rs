@@ -1,0 +1,120 @@
+//! One simulated node: its store and the very replication core the real
+//! node runs (`geocache_gossip::core`), built the way `node/src/cluster.rs`
+//! builds it, and the store seam the core reaches the simulated store by.
+
+use geocache_crdt::{Delta, Dot, Key, NodeId, Register};
+use geocache_gossip::core::{Core, CoreConfig};
+use geocache_gossip::peer::Peer;
+use geocache_gossip::replica_store::ReplicaStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::oracle::Oracle;
+use crate::scenario::Scenario;
+use crate::sim_store::SimStore;
+
+/// A node of the simulated deployment.
+pub struct SimNode {
+    /// Its region, by index.
+    pub region: usize,
+    /// This life's origin id.
+    pub origin: NodeId,
+    /// Its store.
+    pub store: SimStore,
+    /// Its replication core.
+    pub core: Core,
+    /// Whether it runs.
+    pub up: bool,
+    /// How far its wall clock is off, ms.
+    pub skew_ms: i64,
+    /// The earliest timer event queued for it.
+    pub timer_at_us: u64,
+    /// Whether the network reaches it.
+    pub isolated: bool,
+}
+
+/// Node `i`'s gossip address.
+pub fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 7946))
+}
+
+/// Every node's HTTP address: the simulator has no clients over HTTP.
+fn http_addr() -> SocketAddr {
+    SocketAddr::from(([10, 255, 255, 255], 8080))
+}
+
+/// Node `i`'s identity in membership: its origin id, region and gossip
+/// address, and `incarnation_ms`, the virtual time this life started (a
+/// restarted node wins over its previous life).
+pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, incarnation_ms: u64) -> Peer {
+    let spec = &scenario.regions[region];
+    Peer {
+        node: origin,
+        region: spec.name.clone(),
+        lat: spec.lat,
+        lon: spec.lon,
+        gossip: addr(i),
+        http: http_addr(),
+        incarnation: incarnation_ms,
+    }
+}
+
+/// The core's config for a node of `region`, as the node sets it.
+pub fn core_config(scenario: &Scenario, region: usize, seeds: &[SocketAddr]) -> CoreConfig {
+    let spec = &scenario.regions[region];
+    let mut config = CoreConfig { seeds: seeds.to_vec(), ..CoreConfig::default() };
+    config.replicator.backlog.bytes_limit = usize::try_from(spec.backlog_mib << 20).unwrap_or(usize::MAX);
+    config.transfer.debug_drop_partial = scenario.debug.drop_partial_transfer;
+    config
+}
+
+/// The simulated store as the core reaches it, telling the oracle of
+/// every write applied and of every key the drop rule removed.
+pub struct SimAccess<'a> {
+    /// The store.
+    pub store: &'a mut SimStore,
+    /// The node's wall clock, ms.
+    pub now_ms: u64,
+    /// The oracle.
+    pub oracle: &'a mut Oracle,
+    /// The node's region.
+    pub region: usize,
+    /// Virtual time, µs.
+    pub now_us: u64,
+    /// Keys the drop rule removed, with the dot removed.
+    pub dropped: Vec<(Key, Dot)>,
+}
+
+impl ReplicaStore for SimAccess<'_> {
+    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
+        let outcome = self.store.apply_remote(delta, self.now_ms).ok()?;
+        self.oracle.applied(delta.origin, delta.seq, self.region, self.now_us);
+        Some(outcome.register)
+    }
+
+    fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
+        if forgotten_if_absent && self.store.peek(key).is_none() {
+            return;
+        }
+        self.store.merge_register(key, register);
+    }
+
+    fn drop_if_dot(&mut self, key: &Key, dot: Dot) {
+        if self.store.peek(key).is_some_and(|e| e.dot() == dot) {
+            self.dropped.push((key.clone(), dot));
+        }
+        self.store.drop_if_dot(key, dot);
+    }
+
+    fn keys(&mut self) -> Vec<Key> {
+        self.store.registers().map(|(k, _)| k.clone()).collect()
+    }
+
+    fn register(&mut self, key: &Key) -> Option<Arc<Register>> {
+        self.store.peek(key).map(|e| e.register_arc())
+    }
+
+    fn dots(&mut self) -> Vec<(Key, Dot)> {
+        self.store.registers().map(|(k, e)| (k.clone(), e.dot())).collect()
+    }
+}

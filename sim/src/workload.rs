@@ -1,0 +1,140 @@
+//! The client workload: reads and writes by a Zipf law over the keys, with
+//! the scenario's mix of deletes, CAS, document patches, TTLs, large
+//! values and durability levels, and the read checks made as they happen.
+
+use bytes::Bytes;
+use geocache_crdt::Key;
+use geocache_gossip::durability::Durability;
+use geocache_node::write::{Condition, Ttl, Write, WriteOp};
+use rand::RngExt;
+use std::sync::Arc;
+
+use crate::oracle::WriteRecord;
+use crate::world::World;
+
+impl World {
+    /// Time to the next client operation of a region, µs.
+    pub(crate) fn interarrival_us(&mut self) -> u64 {
+        let rate = self.scenario.workload.ops_per_s_per_region;
+        if rate <= 0.0 {
+            return u64::MAX / 4;
+        }
+        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        ((-u.ln() / rate) * 1e6).max(1.0) as u64
+    }
+
+    /// A key by the workload's Zipf law: its number and the key.
+    fn pick_key(&mut self) -> (usize, Key) {
+        let u: f64 = self.rng.random_range(0.0..1.0);
+        let k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
+        (k, self.keys.key(k).clone())
+    }
+
+    fn value(&mut self) -> Bytes {
+        let w = &self.scenario.workload;
+        let large = w.large_value_share > 0.0 && self.rng.random_range(0.0..1.0) < w.large_value_share;
+        let n = if large { w.large_value_bytes } else { w.value_bytes };
+        let fill: u8 = self.rng.random_range(0..=255);
+        Bytes::from(vec![fill; n])
+    }
+
+    /// One client operation in `region`, at a live node of it.
+    pub(crate) fn client_op(&mut self, region: usize) {
+        let live: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].region == region && self.nodes[i].up).collect();
+        if live.is_empty() {
+            self.tallies.unavailable += 1;
+            return;
+        }
+        let node = live[self.rng.random_range(0..live.len())];
+        let (key_number, key) = self.pick_key();
+        let now = self.node_now_ms(node);
+        let w = self.scenario.workload.clone();
+        if self.rng.random_range(0.0..1.0) < w.read_ratio {
+            self.tallies.reads += 1;
+            let got = self.nodes[node].store.get(&key, now);
+            if let Some((stamp, visible)) = &self.oracle.newest[key_number] {
+                let fresh = match &got {
+                    Some(r) => r.stamp() >= *stamp,
+                    None => !visible,
+                };
+                if !fresh {
+                    self.tallies.stale_reads += 1;
+                }
+            }
+            return;
+        }
+        let roll: f64 = self.rng.random_range(0.0..1.0);
+        let ttl = match w.ttl_s {
+            Some(s) => Ttl::AfterMs((s * 1_000.0) as u64),
+            None => Ttl::Never,
+        };
+        let (op, condition, ttl) = if roll < w.delete_share {
+            (WriteOp::Delete, Condition::Always, Ttl::Never)
+        } else if roll < w.delete_share + w.cas_share {
+            let current = self.nodes[node].store.get(&key, now);
+            let condition = match current {
+                Some(r) => Condition::IfMatch(r.vv()),
+                None => Condition::IfAbsent,
+            };
+            (WriteOp::Put { value: self.value(), content_type: None }, condition, ttl)
+        } else if roll < w.delete_share + w.cas_share + w.doc_patch_share {
+            let field = format!("f{}", self.rng.random_range(0..8u32));
+            let v: u32 = self.rng.random_range(0..1_000);
+            (WriteOp::Patch(serde_json::json!({ field: v })), Condition::Always, Ttl::Keep { or_ms: None })
+        } else {
+            (WriteOp::Put { value: self.value(), content_type: None }, Condition::Always, ttl)
+        };
+        let durability = {
+            let d: f64 = self.rng.random_range(0.0..1.0);
+            if d < w.durability_all_share {
+                Durability::All
+            } else if d < w.durability_all_share + w.durability_region_share {
+                Durability::Region
+            } else {
+                Durability::Local
+            }
+        };
+        let write = Write { key: key.clone(), op, ttl, condition };
+        let outcome = match self.nodes[node].store.apply_local(write, now) {
+            Ok(o) => o,
+            Err(_) => {
+                self.tallies.cas_refused += 1;
+                return;
+            }
+        };
+        self.tallies.writes += 1;
+        self.oracle.outstanding += self.nodes.iter().filter(|n| n.up).count() as i64 - 1;
+        // Read your own write, at once, at the same node.
+        match self.nodes[node].store.get(&key, now) {
+            Some(r) if r.stamp() >= outcome.register.meta.stamp => {}
+            None if !outcome.register.is_visible_at(now) => {}
+            _ => self.tallies.ryw_violations += 1,
+        }
+        let visible = outcome.register.is_visible_at(now);
+        let stamp = outcome.register.meta.stamp;
+        self.oracle.newest[key_number] = Some((stamp, visible));
+        let delta = Arc::new(outcome.delta.clone());
+        let full = Arc::new(outcome.whole_delta());
+        self.oracle.writes.insert(
+            (delta.origin, delta.seq),
+            WriteRecord {
+                key: key.clone(),
+                register: outcome.register.clone(),
+                at_us: self.now_us,
+                origin_region: region,
+                applied: 1,
+                durability: match durability {
+                    Durability::Local => 0,
+                    Durability::Region => 1,
+                    Durability::All => 2,
+                },
+                acked_at_level: durability == Durability::Local,
+            },
+        );
+        let bytes = delta.key.size_bytes() + outcome.register.size_bytes();
+        let mono = self.mono_ms();
+        self.nodes[node].core.local_write(delta, full, bytes, durability, mono);
+        self.flush(node);
+    }
+}
