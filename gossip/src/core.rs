@@ -246,7 +246,15 @@ impl Core {
                 }
                 None
             }
-            Message::FullTransferChunk { from: sender, transfer, index, registers, last, watermarks } => {
+            Message::FullTransferChunk {
+                from: sender,
+                transfer,
+                index,
+                registers,
+                last,
+                watermarks,
+                end_watermarks,
+            } => {
                 let chunk = Chunk {
                     from: sender,
                     transfer,
@@ -254,15 +262,15 @@ impl Core {
                     registers: &registers,
                     last,
                     watermarks: &watermarks,
+                    end_watermarks: &end_watermarks,
                 };
                 let replicator = &self.replicator;
                 let covered = |dot: geocache_crdt::Dot| replicator.has_applied(dot.origin, dot.seq);
-                match self.receiver.on_chunk(chunk, store, &covered, &mut self.transfer_stats, now) {
+                match self.receiver.on_chunk(self.me, chunk, store, &covered, &mut self.transfer_stats, now) {
                     ChunkOutcome::Whole { watermarks, dropped } => {
                         self.replicator.full_transfer_done(&watermarks);
                         self.events.push_back(CoreEvent::TransferApplied { from: sender, dropped });
                     }
-                    ChunkOutcome::Resume(resume) => self.ask_transfer(sender, Some(resume)),
                     ChunkOutcome::Merged | ChunkOutcome::Stray => {}
                 }
                 None
@@ -376,7 +384,10 @@ impl Core {
             return None;
         }
         loop {
-            let (to, message) = self.sender.poll_chunk(self.me, store, bytes_budget, self.now_ms)?;
+            let replicator = &self.replicator;
+            let watermarks = || replicator.watermarks();
+            let (to, message) =
+                self.sender.poll_chunk(self.me, store, bytes_budget, self.now_ms, &watermarks)?;
             match self.members.get(&to) {
                 Some(peer) => {
                     let wan = peer.region != self.region;

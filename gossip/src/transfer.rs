@@ -57,18 +57,39 @@ pub fn register_size_bytes(key: &Key, register: &Register) -> usize {
     key.size_bytes() + register.size_bytes() + 16
 }
 
-/// The drop rule of a full transfer that arrived whole: a key held here
-/// that the sender did not send, although the sender had applied the write
-/// this node holds (by its watermarks), was deleted, evicted or expired at
-/// the sender and must go here too; holding it on would resurrect it. A
-/// miss is allowed, a resurrection not.
+/// The drop rule of a full transfer that arrived whole, for a key held
+/// here that the sender did not send:
+///
+/// - the sender had applied the write held here (by its watermarks): it
+///   was deleted, evicted or expired there and goes here too, or it would
+///   be resurrected;
+/// - the write is another node's and the sender applied it during the
+///   transfer: it goes too. The sender had it and no longer holds it; and
+///   had it held a newer write to the key and evicted it, the watermarks
+///   this node takes from the transfer would say it has that write, and it
+///   would keep the older value for good. A miss is allowed, a stale value
+///   is not;
+/// - the write is this node's own: the same at the start only (this node
+///   may hold its only copy).
+///
+/// "Had applied" is judged by the watermarks at the start for any write,
+/// and by those at the end (when the sender last looked for keys made
+/// since its snapshot, and sent them too) for another node's write: a
+/// write the sender never saw stays, wherever it comes from.
 pub fn dropped_by_transfer(
     dot: Dot,
     sent_by_sender: bool,
-    sender_watermarks: &BTreeMap<NodeId, u64>,
+    at_start: &BTreeMap<NodeId, u64>,
+    at_end: &BTreeMap<NodeId, u64>,
+    me: NodeId,
 ) -> bool {
-    !sent_by_sender && sender_watermarks.get(&dot.origin).is_some_and(|&w| dot.seq <= w)
+    let covered = |wm: &BTreeMap<NodeId, u64>| wm.get(&dot.origin).is_some_and(|&w| dot.seq <= w);
+    !sent_by_sender && (covered(at_start) || (dot.origin != me && covered(at_end)))
 }
+
+/// How many times a sender looks again for keys made since its snapshot
+/// before it sends the last chunk.
+const RESCANS_MAX: u32 = 4;
 
 /// Counters of full transfers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,6 +118,12 @@ struct Outbound {
     chunk_starts: Vec<usize>,
     next_key: usize,
     watermarks: Vec<(NodeId, u64)>,
+    /// The watermarks when the sender last looked for new keys.
+    end_watermarks: Vec<(NodeId, u64)>,
+    /// Where each sorted run of `keys` starts: the snapshot, then the keys
+    /// each rescan found.
+    runs: Vec<usize>,
+    rescans: u32,
     /// Whether the last chunk has been made (the transfer is kept a while
     /// for resumes).
     finished: bool,
@@ -104,6 +131,12 @@ struct Outbound {
 }
 
 impl Outbound {
+    /// Whether `key` is in the snapshot or a rescan already.
+    fn holds(&self, key: &Key) -> bool {
+        let ends = self.runs.iter().skip(1).copied().chain([self.keys.len()]);
+        self.runs.iter().zip(ends).any(|(&a, b)| self.keys[a..b].binary_search(key).is_ok())
+    }
+
     fn next_index(&self) -> u32 {
         u32::try_from(self.chunk_starts.len()).unwrap_or(u32::MAX)
     }
@@ -151,10 +184,20 @@ impl TransferSender {
                 return true;
             }
         }
-        let busy = self.by_peer.len() >= self.config.outbound_count_max && !self.by_peer.contains_key(&to);
+        // Finished transfers are kept only to serve resumes: they do not
+        // count against the bound, and go first when room is needed.
+        let sending = self.by_peer.iter().filter(|(n, o)| !o.finished && **n != to).count();
+        let busy = sending >= self.config.outbound_count_max;
         if busy {
             stats.refused_busy += 1;
             return false;
+        }
+        let finished: Vec<NodeId> =
+            self.by_peer.iter().filter(|(_, o)| o.finished).map(|(n, _)| *n).collect();
+        if self.by_peer.len() >= self.config.outbound_count_max * 2 {
+            for node in finished {
+                self.by_peer.remove(&node);
+            }
         }
         let mut keys = store.keys();
         keys.sort_unstable();
@@ -168,7 +211,10 @@ impl TransferSender {
                 keys,
                 chunk_starts: Vec::new(),
                 next_key: 0,
+                end_watermarks: watermarks.clone(),
                 watermarks,
+                runs: vec![0],
+                rescans: 0,
                 finished: false,
                 active_ms: now_ms,
             },
@@ -198,32 +244,54 @@ impl TransferSender {
     /// The next chunk, for the first peer (in id order) with one pending,
     /// no larger than `bytes_budget` (a single register larger than the
     /// chunk bound still goes alone, when the budget takes it).
+    ///
+    /// `watermarks` reads the sender's watermarks now: taken with a rescan
+    /// for keys made since the snapshot, when the snapshot is all sent.
     pub fn poll_chunk(
         &mut self,
         me: NodeId,
         store: &mut dyn ReplicaStore,
         bytes_budget: usize,
         now_ms: u64,
+        watermarks: &dyn Fn() -> Vec<(NodeId, u64)>,
     ) -> Option<(NodeId, Message)> {
         let limit = self.config.chunk_bytes_max.min(bytes_budget);
         let (&to, out) = self.by_peer.iter_mut().find(|(_, o)| !o.finished)?;
         let mut registers: Vec<(Key, Arc<Register>)> = Vec::new();
         let mut bytes = 0;
         let mut cursor = out.next_key;
-        while let Some(key) = out.keys.get(cursor) {
-            // Gone since the snapshot: the sender no longer holds it, which
-            // the receiver's drop rule treats as it should.
-            let Some(register) = store.register(key) else {
+        loop {
+            let mut full = false;
+            while let Some(key) = out.keys.get(cursor) {
+                // Gone since the snapshot: the sender no longer holds it,
+                // which the receiver's drop rule treats as it should.
+                let Some(register) = store.register(key) else {
+                    cursor += 1;
+                    continue;
+                };
+                let size = register_size_bytes(key, &register);
+                if bytes + size > limit && (!registers.is_empty() || size > bytes_budget) {
+                    full = true;
+                    break;
+                }
+                bytes += size;
+                registers.push((key.clone(), register));
                 cursor += 1;
-                continue;
-            };
-            let size = register_size_bytes(key, &register);
-            if bytes + size > limit && (!registers.is_empty() || size > bytes_budget) {
+            }
+            if full || out.rescans >= RESCANS_MAX {
                 break;
             }
-            bytes += size;
-            registers.push((key.clone(), register));
-            cursor += 1;
+            // The snapshot is all sent: keys made since go too, and the
+            // watermarks read with this look are the transfer's end.
+            out.rescans += 1;
+            out.end_watermarks = watermarks();
+            let mut fresh: Vec<Key> = store.keys().into_iter().filter(|k| !out.holds(k)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            fresh.sort_unstable();
+            out.runs.push(out.keys.len());
+            out.keys.extend(fresh);
         }
         let last = cursor >= out.keys.len();
         if registers.is_empty() && !last {
@@ -236,8 +304,16 @@ impl TransferSender {
         out.finished = last;
         out.active_ms = now_ms;
         let watermarks = if index == 0 { out.watermarks.clone() } else { Vec::new() };
-        let message =
-            Message::FullTransferChunk { from: me, transfer: out.id, index, registers, last, watermarks };
+        let end_watermarks = if last { out.end_watermarks.clone() } else { Vec::new() };
+        let message = Message::FullTransferChunk {
+            from: me,
+            transfer: out.id,
+            index,
+            registers,
+            last,
+            watermarks,
+            end_watermarks,
+        };
         Some((to, message))
     }
 
@@ -263,6 +339,7 @@ struct Inbound {
     chunks: BTreeSet<u32>,
     last: Option<u32>,
     watermarks: Option<Vec<(NodeId, u64)>>,
+    end_watermarks: Vec<(NodeId, u64)>,
     progress_ms: u64,
     resume_asked_ms: u64,
     /// The chunk a resume was asked from: chunks from there on come again
@@ -302,8 +379,6 @@ pub enum ChunkOutcome {
         /// Keys dropped by the rule.
         dropped: usize,
     },
-    /// The last chunk is in but some are missing: ask to resume.
-    Resume(TransferResume),
     /// Not part of the transfer under way; its registers were still merged.
     Stray,
 }
@@ -327,8 +402,10 @@ pub struct Chunk<'a> {
     pub registers: &'a [(Key, Arc<Register>)],
     /// Whether it is the last.
     pub last: bool,
-    /// The sender's watermarks (chunk 0 only).
+    /// The sender's watermarks at the start (chunk 0 only).
     pub watermarks: &'a [(NodeId, u64)],
+    /// The sender's watermarks at the end (last chunk only).
+    pub end_watermarks: &'a [(NodeId, u64)],
 }
 
 fn key_hash(key: &Key) -> u64 {
@@ -366,6 +443,7 @@ impl TransferReceiver {
             chunks: BTreeSet::new(),
             last: None,
             watermarks: None,
+            end_watermarks: Vec::new(),
             progress_ms: now_ms,
             resume_asked_ms: now_ms,
             resume_from: None,
@@ -376,6 +454,7 @@ impl TransferReceiver {
     /// write (its watermarks), for [`ReplicaStore::merge`].
     pub fn on_chunk(
         &mut self,
+        me: NodeId,
         chunk: Chunk<'_>,
         store: &mut dyn ReplicaStore,
         covered: &dyn Fn(Dot) -> bool,
@@ -423,6 +502,7 @@ impl TransferReceiver {
         }
         if chunk.last {
             current.last = Some(chunk.index);
+            current.end_watermarks = chunk.end_watermarks.to_vec();
         }
         current.progress_ms = now_ms;
         let broken = self.config.debug_drop_partial && chunk.last && current.watermarks.is_some();
@@ -430,10 +510,11 @@ impl TransferReceiver {
             let Some(done) = self.current.take() else { return ChunkOutcome::Merged };
             let watermarks = done.watermarks.unwrap_or_default();
             let wm: BTreeMap<NodeId, u64> = watermarks.iter().copied().collect();
+            let end: BTreeMap<NodeId, u64> = done.end_watermarks.iter().copied().collect();
             let stale: Vec<(Key, Dot)> = store
                 .dots()
                 .into_iter()
-                .filter(|(k, dot)| dropped_by_transfer(*dot, done.keys.contains(&key_hash(k)), &wm))
+                .filter(|(k, dot)| dropped_by_transfer(*dot, done.keys.contains(&key_hash(k)), &wm, &end, me))
                 .collect();
             for (key, dot) in &stale {
                 store.drop_if_dot(key, *dot);
@@ -441,9 +522,9 @@ impl TransferReceiver {
             stats.received_whole += 1;
             return ChunkOutcome::Whole { watermarks, dropped: stale.len() };
         }
-        if chunk.last {
-            return ChunkOutcome::Resume(current.ask_resume(stats, now_ms));
-        }
+        // A last chunk ahead of a missing one may only have overtaken it
+        // (the simulator reorders; a reconnect can too): the stall timer
+        // asks for what is still missing, not this chunk.
         ChunkOutcome::Merged
     }
 
@@ -486,5 +567,33 @@ impl TransferReceiver {
         }
         let resume = current.ask_resume(stats, now_ms);
         Some((current.from, Some(resume)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_transfer_drops_what_the_sender_applied_or_another_node_wrote() {
+        let me = NodeId(1);
+        let theirs = Dot { origin: NodeId(7), seq: 3 };
+        let mine = Dot { origin: me, seq: 3 };
+        let wm = |w: u64| BTreeMap::from([(NodeId(7), w), (me, w)]);
+        // The sender applied that write before it started and did not send
+        // the key: deleted, evicted or expired there, so it goes here too.
+        assert!(dropped_by_transfer(theirs, false, &wm(3), &wm(3), me));
+        assert!(dropped_by_transfer(mine, false, &wm(9), &wm(9), me));
+        // The sender sent the key: its register was merged, nothing to drop.
+        assert!(!dropped_by_transfer(theirs, true, &wm(9), &wm(9), me));
+        // Another node's write the sender applied during the transfer and
+        // did not send: it no longer holds it (it may have evicted a newer
+        // one), so holding it on could keep a stale value for good.
+        assert!(dropped_by_transfer(theirs, false, &wm(2), &wm(3), me));
+        // A write the sender never saw stays, and so does this node's own
+        // write seen only during the transfer (it may be the only copy).
+        assert!(!dropped_by_transfer(theirs, false, &wm(2), &wm(2), me));
+        assert!(!dropped_by_transfer(mine, false, &wm(2), &wm(3), me));
+        assert!(!dropped_by_transfer(mine, false, &BTreeMap::new(), &BTreeMap::new(), me));
     }
 }

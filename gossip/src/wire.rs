@@ -81,6 +81,9 @@ pub enum Message {
         /// The sender's watermarks when the transfer started (in chunk 0;
         /// empty after).
         watermarks: Vec<(NodeId, u64)>,
+        /// The sender's watermarks when it last looked for keys made since
+        /// its snapshot (in the last chunk; empty before).
+        end_watermarks: Vec<(NodeId, u64)>,
     },
 }
 

@@ -44,6 +44,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod entry;
+pub mod forgotten;
 pub mod http;
 pub mod locality;
 pub mod memory_bounds;

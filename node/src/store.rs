@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::config::EvictionKind;
 pub use crate::entry::{Entry, ValueRef};
+use crate::forgotten::Forgotten;
 use crate::store_key;
 pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
@@ -118,6 +119,7 @@ pub struct Store {
     writer: Mutex<Writer>,
     node: NodeId,
     stats: StoreStats,
+    forgotten: Arc<Forgotten>,
 }
 
 impl Store {
@@ -129,19 +131,25 @@ impl Store {
             EvictionKind::Lru => EvictionPolicy::lru(),
             EvictionKind::Tinylfu => EvictionPolicy::tiny_lfu(),
         };
+        let forgotten = Arc::new(Forgotten::for_budget(config.max_memory_bytes));
+        let remembered = forgotten.clone();
+        // The forgotten table is part of the budget.
+        let capacity = config.max_memory_bytes.saturating_sub(Forgotten::size_bytes(config.max_memory_bytes));
         let cache = Cache::builder()
-            .max_capacity(config.max_memory_bytes)
+            .max_capacity(capacity)
             .eviction_policy(policy)
             .weigher(|key: &MapKey, entry: &Entry| {
                 u32::try_from(entry_weight_bytes(key.len(), entry)).unwrap_or(u32::MAX)
             })
             .expire_after(RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms })
-            .eviction_listener(move |_key, _value, cause| {
+            .eviction_listener(move |key: Arc<MapKey>, entry: Entry, cause| {
                 match cause {
                     RemovalCause::Size => evictions.inc(),
                     RemovalCause::Expired => expirations.inc(),
-                    RemovalCause::Explicit | RemovalCause::Replaced => 0,
+                    RemovalCause::Explicit => 0,
+                    RemovalCause::Replaced => return,
                 };
+                remembered.remember(&key[..], entry.stamp().hlc.as_u64());
             })
             .build_with_hasher(KeyHasher::default());
         Store {
@@ -152,6 +160,7 @@ impl Store {
             writer: Mutex::new(Writer::new(config.node, config.max_clock_skew_ms, config.tombstone_ttl_ms)),
             node: config.node,
             stats,
+            forgotten,
         }
     }
 
@@ -274,7 +283,11 @@ impl Store {
             let _update = self.stripe(&packed);
             let current = self.cache.get(&packed[..]);
             let outcome = remote_write(current.as_ref(), delta, now, skew)?;
-            if outcome.changed {
+            // Not held, and no newer than an entry of its slot removed
+            // here: it is taken as applied, and not kept (`forgotten.rs`).
+            let forgotten =
+                current.is_none() && self.forgotten.covers(&packed, delta.meta().stamp.hlc.as_u64());
+            if outcome.changed && !forgotten {
                 self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
             }
             outcome
@@ -300,6 +313,7 @@ impl Store {
         let current = self.cache.get(&packed[..]);
         let next = match &current {
             Some(c) => Entry::from_register(Arc::new(c.to_register().merged(incoming))),
+            None if self.forgotten.covers(&packed, incoming.meta.stamp.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if current.as_ref() != Some(&next) {

@@ -116,19 +116,6 @@ impl WriteOutcome {
     }
 }
 
-/// The drop rule of a full state transfer: an entry held here that the
-/// sender did not send, written by a write (`dot`) the sender has applied
-/// (by its watermarks), was evicted or expired at the sender and must go
-/// here too; holding it on would resurrect it. A miss is allowed, a
-/// resurrection not.
-pub fn dropped_by_transfer(
-    dot: Dot,
-    sent_by_sender: bool,
-    sender_watermarks: &std::collections::BTreeMap<NodeId, u64>,
-) -> bool {
-    !sent_by_sender && sender_watermarks.get(&dot.origin).is_some_and(|&w| dot.seq <= w)
-}
-
 /// What a replicated write did.
 #[derive(Clone, Debug)]
 pub struct RemoteOutcome {
@@ -365,45 +352,5 @@ fn check_condition(condition: &Condition, visible: Option<&Entry>) -> Result<(),
         Ok(())
     } else {
         Err(WriteError::PreconditionFailed { current: visible.map(|r| r.vv().to_etag()) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn written_by(origin: u64, writes: u64) -> Entry {
-        let writer = Mutex::new(Writer::new(NodeId(origin), 60_000, 600_000));
-        let mut register: Option<Entry> = None;
-        for i in 0..writes {
-            let write = Write {
-                key: Key::new("t", Bytes::from_static(b"k")),
-                op: WriteOp::Put { value: Bytes::from(format!("v{i}")), content_type: None },
-                ttl: Ttl::Never,
-                condition: Condition::Always,
-            };
-            register = Some(local_write(&writer, register.as_ref(), write, 1_000 + i).unwrap().entry);
-        }
-        register.unwrap()
-    }
-
-    #[test]
-    fn a_full_transfer_drops_only_what_the_sender_applied_and_no_longer_holds() {
-        // Written by node 7 as its 3rd write.
-        let held = written_by(7, 3);
-        let held = held.dot();
-        assert_eq!(held, Dot { origin: NodeId(7), seq: 3 });
-        let watermarks = |w: u64| BTreeMap::from([(NodeId(7), w)]);
-        // The sender applied that write and did not send the key: it was
-        // evicted or expired there, so it goes here too.
-        assert!(dropped_by_transfer(held, false, &watermarks(3)));
-        assert!(dropped_by_transfer(held, false, &watermarks(9)));
-        // The sender sent the key: its register was merged, nothing to drop.
-        assert!(!dropped_by_transfer(held, true, &watermarks(9)));
-        // The sender has not applied it yet (or never heard of node 7): a
-        // write it does not know of must survive, or it would be lost.
-        assert!(!dropped_by_transfer(held, false, &watermarks(2)));
-        assert!(!dropped_by_transfer(held, false, &BTreeMap::new()));
     }
 }

@@ -80,7 +80,7 @@ pub fn run(world: &World) -> Vec<Check> {
         // other.
         verdict("membership_converged", &gaps),
         // A full transfer's drop rule runs only on a transfer that arrived
-        // whole: it never removes a write the sender still holds.
+        // whole: it never removes a key the sender sent in it.
         verdict("transfer_drops_only_what_the_sender_dropped", state.live_keys_dropped()),
         // Expiry is absolute in every register, so replicas that agree on
         // the register agree on the expiry instant: the convergence check

@@ -190,8 +190,8 @@ impl FinalState<'_> {
         self.world.tallies.ryw_violations
     }
 
-    /// Keys a full transfer's drop rule removed although the sender still
-    /// held the very write removed: a transfer judged whole that was not.
+    /// Keys a full transfer's drop rule removed although the sender had
+    /// sent them in that transfer: a transfer judged whole that was not.
     pub fn live_keys_dropped(&self) -> &[String] {
         &self.world.tallies.live_keys_dropped
     }

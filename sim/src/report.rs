@@ -70,6 +70,10 @@ pub struct Report {
     pub member_ups: u64,
     /// Members reported down, summed over nodes (crashes, partitions).
     pub member_downs: u64,
+    /// Full transfers that arrived whole, summed over nodes.
+    pub transfers_applied: u64,
+    /// Frames refused at a sender (its queue toward a slow node full).
+    pub refused_frames: u64,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
@@ -127,6 +131,8 @@ impl Report {
             membership_lan_bytes_per_node_s: round3(t.membership_lan_bytes as f64 / node_s),
             member_ups: t.member_ups,
             member_downs: t.member_downs,
+            transfers_applied: t.transfers_applied,
+            refused_frames: t.refused_frames,
             lag,
             checks,
         }
@@ -157,7 +163,7 @@ impl Report {
         );
         out.push_str(&format!(
             "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
-membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summed over nodes)\n\n",
+membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summed over nodes); {} full transfers applied, {} frames refused\n\n",
             self.hit_ratio,
             self.stale_read_rate,
             self.conflicts,
@@ -168,7 +174,9 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summe
             self.membership_wan_bytes_per_node_s,
             self.membership_lan_bytes_per_node_s,
             self.member_ups,
-            self.member_downs
+            self.member_downs,
+            self.transfers_applied,
+            self.refused_frames
         ));
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",

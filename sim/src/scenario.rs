@@ -24,9 +24,18 @@ pub struct Scenario {
     /// the cluster must converge (the liveness budget).
     #[serde(default = "default_heal_s")]
     pub heal_s: f64,
+    /// Bytes of registers in one full-transfer chunk, KiB (the node's
+    /// default is 1024); small values make a transfer of a small store
+    /// span many chunks.
+    #[serde(default = "default_transfer_chunk_kib")]
+    pub transfer_chunk_kib: usize,
     /// Test-only switches.
     #[serde(default)]
     pub debug: DebugSpec,
+}
+
+fn default_transfer_chunk_kib() -> usize {
+    1024
 }
 
 fn default_heal_s() -> f64 {

@@ -4,6 +4,7 @@
 
 use geocache_crdt::{Delta, DeltaError, Key, NodeId, Register};
 use geocache_node::entry::Entry;
+use geocache_node::forgotten::Forgotten;
 use geocache_node::store_key;
 use geocache_node::weight::entry_weight_bytes;
 use geocache_node::write::{
@@ -63,6 +64,8 @@ pub struct SimStore {
     retention_ms: u64,
     writer: Mutex<Writer>,
     broken_merge: bool,
+    /// What it removed, as the node's store remembers it.
+    forgotten: Forgotten,
     /// Counters.
     pub counts: StoreCounts,
 }
@@ -77,7 +80,8 @@ impl SimStore {
             newest: NIL,
             oldest: NIL,
             bytes: 0,
-            budget_bytes,
+            budget_bytes: budget_bytes.saturating_sub(Forgotten::size_bytes(budget_bytes)),
+            forgotten: Forgotten::for_budget(budget_bytes),
             reclaim_floor_ms: u64::MAX,
             retention_ms: TOMBSTONE_TTL_MS,
             writer: Mutex::new(Writer::new(origin, 60_000, TOMBSTONE_TTL_MS)),
@@ -120,6 +124,8 @@ impl SimStore {
     }
 
     fn remove_slot(&mut self, i: u32) -> Key {
+        let removed = &self.slots[i as usize];
+        self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.stamp().hlc.as_u64());
         self.unlink(i);
         self.bytes -= self.slots[i as usize].weight;
         self.free.push(i);
@@ -232,7 +238,9 @@ impl SimStore {
         if outcome.conflict {
             self.counts.conflicts += 1;
         }
-        if outcome.changed {
+        let forgotten = current.is_none()
+            && self.forgotten.covers(&store_key::pack(&delta.key), delta.meta().stamp.hlc.as_u64());
+        if outcome.changed && !forgotten {
             self.put_at(at, delta.key.clone(), outcome.entry.clone());
         }
         Ok(outcome)
@@ -281,6 +289,7 @@ impl SimStore {
     pub fn merge_register(&mut self, key: &Key, incoming: &Register) {
         let next = match self.held(key) {
             Some(e) => Entry::from_register(Arc::new(e.to_register().merged(incoming))),
+            None if self.forgotten.covers(&store_key::pack(key), incoming.meta.stamp.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if self.held(key) != Some(&next) {

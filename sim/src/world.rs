@@ -148,6 +148,9 @@ pub struct World {
     /// Every key of the workload, made once (one shared namespace).
     pub(crate) keys: Arc<KeySpace>,
     pub(crate) oracle: Oracle,
+    /// Keys sent in the full transfer under way from one node to another
+    /// (since its chunk 0).
+    transfer_keys: BTreeMap<(usize, usize), std::collections::BTreeSet<geocache_crdt::Key>>,
     /// Totals.
     pub tallies: Tallies,
     /// `(virtual s, outstanding applications)`, once a second: how far the
@@ -235,6 +238,7 @@ impl World {
             keys,
             zipf_cdf: weights,
             oracle,
+            transfer_keys: BTreeMap::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
             next_origin,
@@ -453,6 +457,13 @@ impl World {
     /// Sends a transmit; false when the sender's queue refused it.
     fn send(&mut self, from: usize, t: &Transmit) -> bool {
         let Some(&to) = self.by_origin.get(&t.to) else { return true };
+        if let Message::FullTransferChunk { index, registers, .. } = &t.message {
+            let sent = self.transfer_keys.entry((from, to)).or_default();
+            if *index == 0 {
+                sent.clear();
+            }
+            sent.extend(registers.iter().map(|(k, _)| k.clone()));
+        }
         self.send_raw(from, to, t.message.clone(), t.request)
     }
 
@@ -511,7 +522,7 @@ impl World {
         }
         let from_origin = self.nodes[from].origin;
         let transfer_from = match &message {
-            Message::FullTransferChunk { from, .. } => self.by_origin.get(from).copied(),
+            Message::FullTransferChunk { .. } => Some(from),
             _ => None,
         };
         let now = self.mono_ms();
@@ -536,18 +547,19 @@ impl World {
         }
     }
 
-    /// Keys the drop rule removed at `to` while `sender` still holds the
-    /// very write removed: the transfer was not whole.
+    /// Keys the drop rule removed at `to` that `sender` sent in this very
+    /// transfer and still holds, the same write: the rule ran on a transfer
+    /// that had not arrived whole.
     fn check_drops(
         &mut self,
         sender: usize,
         to: usize,
         dropped: Vec<(geocache_crdt::Key, geocache_crdt::Dot)>,
     ) {
+        let Some(sent) = self.transfer_keys.get(&(sender, to)) else { return };
         for (key, dot) in dropped {
-            if self.nodes[sender].store.peek(&key).is_some_and(|e| e.dot() == dot)
-                && self.tallies.live_keys_dropped.len() < 16
-            {
+            let held = self.nodes[sender].store.peek(&key).is_some_and(|e| e.dot() == dot);
+            if held && sent.contains(&key) && self.tallies.live_keys_dropped.len() < 16 {
                 self.tallies
                     .live_keys_dropped
                     .push(format!("{key} (dot {}:{}) at node {to}", dot.origin, dot.seq));

@@ -49,6 +49,26 @@ fn a_broken_merge_is_caught() {
 }
 
 #[test]
+fn a_drop_rule_run_on_a_partial_transfer_is_caught() {
+    let mut s = short_faults();
+    s.debug.drop_partial_transfer = true;
+    let caught = (1..11)
+        .filter(|&seed| {
+            let report = simulate(&s, seed, &mut |_| {});
+            report.checks.iter().any(|c| c.name == "transfer_drops_only_what_the_sender_dropped" && !c.passed)
+        })
+        .count();
+    assert!(caught > 0, "no seed of 10 caught a drop rule run on a partial transfer");
+}
+
+#[test]
+fn the_faults_scenario_runs_full_transfers_through_lost_chunks() {
+    let s = short_faults();
+    let transfers: u64 = (1..5).map(|seed| simulate(&s, seed, &mut |_| {}).transfers_applied).sum();
+    assert!(transfers > 0, "the faults scenario must exercise full transfers");
+}
+
+#[test]
 fn predicted_lag_matches_the_emulated_measurement() {
     // The link-emulator test measures a median of 44.6-46.0 ms over a 40 ms
     // link (docs/BENCHMARKS.md); the simulator must predict within 20 %.
