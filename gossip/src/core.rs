@@ -249,6 +249,7 @@ impl Core {
             Message::FullTransferChunk {
                 from: sender,
                 transfer,
+                continues,
                 index,
                 registers,
                 last,
@@ -258,6 +259,7 @@ impl Core {
                 let chunk = Chunk {
                     from: sender,
                     transfer,
+                    continues,
                     index,
                     registers: &registers,
                     last,

@@ -124,6 +124,8 @@ struct Outbound {
     /// each rescan found.
     runs: Vec<usize>,
     rescans: u32,
+    /// The transfer number this series goes on from (after a resume).
+    continues: Option<u64>,
     /// Whether the last chunk has been made (the transfer is kept a while
     /// for resumes).
     finished: bool,
@@ -177,10 +179,20 @@ impl TransferSender {
                     out.chunk_starts.truncate(r.next_chunk as usize);
                     out.next_key = start;
                     out.finished = false;
+                    out.continues = Some(out.id);
                     out.id = self.next_id;
                     self.next_id += 1;
                     stats.resumes_served += 1;
                 }
+                return true;
+            }
+        }
+        // Asked again while one is under way (its chunks may only be slow
+        // to arrive): go on with it; the receiver takes it up from any
+        // chunk and asks for what it lacks.
+        if let (None, Some(out)) = (resume, self.by_peer.get_mut(&to)) {
+            if !out.finished {
+                out.active_ms = now_ms;
                 return true;
             }
         }
@@ -215,6 +227,7 @@ impl TransferSender {
                 watermarks,
                 runs: vec![0],
                 rescans: 0,
+                continues: None,
                 finished: false,
                 active_ms: now_ms,
             },
@@ -308,6 +321,7 @@ impl TransferSender {
         let message = Message::FullTransferChunk {
             from: me,
             transfer: out.id,
+            continues: out.continues,
             index,
             registers,
             last,
@@ -396,6 +410,8 @@ pub struct Chunk<'a> {
     pub from: NodeId,
     /// Its transfer number.
     pub transfer: u64,
+    /// The transfer number its series goes on from, after a resume.
+    pub continues: Option<u64>,
     /// Its index.
     pub index: u32,
     /// Its registers.
@@ -473,23 +489,27 @@ impl TransferReceiver {
                 stats.stray_chunks += 1;
                 return ChunkOutcome::Stray;
             }
-            match current.resume_from {
+            match (chunk.continues, current.resume_from) {
                 // The series asked for: keep the chunks before it.
-                Some(from) if current.id != 0 && chunk.index >= from => {
+                (Some(base), Some(from)) if base == current.id && chunk.index >= from => {
                     current.chunks.retain(|&i| i < from);
                     current.last = None;
                 }
-                _ if current.id == 0 || chunk.index == 0 => {
-                    // A new transfer (ours was refused, lost or abandoned
-                    // at the sender): start over with it.
+                // A transfer already under way that this node had lost
+                // track of: take it up; the chunks before are asked for.
+                (Some(_), _) if current.id == 0 => {}
+                (Some(_), _) => {
+                    stats.stray_chunks += 1;
+                    return ChunkOutcome::Stray;
+                }
+                // A new transfer (ours was refused, lost or abandoned at
+                // the sender), whichever of its chunks comes first: start
+                // over with it.
+                (None, _) => {
                     current.keys.clear();
                     current.chunks.clear();
                     current.last = None;
                     current.watermarks = None;
-                }
-                _ => {
-                    stats.stray_chunks += 1;
-                    return ChunkOutcome::Stray;
                 }
             }
             current.id = chunk.transfer;

@@ -71,6 +71,9 @@ pub enum Message {
         from: NodeId,
         /// Which transfer (the sender numbers them).
         transfer: u64,
+        /// After a resume: the transfer number this series goes on from
+        /// (at the chunk asked); `None` for a transfer from its start.
+        continues: Option<u64>,
         /// The chunk's number in the transfer, from 0.
         index: u32,
         /// Registers held by the sender, tombstones included, in key

@@ -34,6 +34,26 @@ fn bad_input_names_the_flag() {
         (vec!["serve", "--max-memory", "lots", "--print-config"], "--max-memory"),
         (vec!["serve", "--max-ttl", "0s", "--print-config"], "--max-ttl"),
         (vec!["serve", "--config", "/nonexistent/node.toml"], "/nonexistent/node.toml"),
+        (vec!["serve", "--drain-timeout", "1h", "--print-config"], "--drain-timeout"),
+        // A replicating node cannot send a 20 MiB value in one frame: it
+        // says so, and names the limit.
+        (
+            vec![
+                "serve",
+                "--gossip",
+                "127.0.0.9:7946",
+                "--ca",
+                "ca.crt",
+                "--cert",
+                "node.crt",
+                "--key",
+                "node.key",
+                "--value-bytes-max",
+                "20MiB",
+                "--print-config",
+            ],
+            "--value-bytes-max: at most",
+        ),
     ] {
         let out = geocache(&args);
         assert!(!out.status.success(), "{args:?} succeeded");

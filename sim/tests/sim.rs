@@ -29,8 +29,8 @@ fn same_scenario_and_seed_give_a_byte_identical_report() {
 
 #[test]
 fn the_checkers_pass_under_partitions_crashes_skew_and_loss() {
-    // `geocache-sim explore sim/scenarios/faults.toml --seeds 1..201` runs
-    // the full scenario over 200 seeds in a release build; here, 12 seeds
+    // `geocache-sim explore sim/scenarios/faults.toml --seeds 1..501` runs
+    // the full scenario over 500 seeds in a release build; here, 12 seeds
     // of the shortened one.
     let s = short_faults();
     for seed in 1..13 {

@@ -64,12 +64,17 @@ pub async fn method_not_allowed() -> ApiError {
 /// `GET /v1/cluster`: members this node sees, their RTT and lag, and its
 /// per-origin watermarks.
 pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> {
-    let me = state.store.node().to_string();
+    // The node id is configured and lasts across restarts; the origin is
+    // this life's id, under which it writes and gossips.
+    let origin = state.store.node().to_string();
+    let node_id = geocache_crdt::NodeId(state.config.node_id).to_string();
     match &state.cluster {
         Some(cluster) => {
             let view = cluster.view();
             Json(json!({
-                "me": me,
+                "node_id": node_id,
+                "origin": origin,
+                "me": origin,
                 "region": state.config.region,
                 "replicating": true,
                 "members": view.members,
@@ -80,9 +85,25 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "unappliable": view.stats.unappliable,
                     "dropped": view.stats.dropped,
                     "relay_resends": view.stats.relay_resends,
+                    "refused_frames": view.stats.refused_frames,
+                    "sync_hints": view.stats.sync_hints,
+                    "sync_truncated": view.stats.sync_truncated,
+                    "watermark_jumps": view.stats.watermark_jumps,
+                    "answers_dropped": view.answers_dropped,
+                    "transfers_received": view.transfers.received_whole,
+                    "transfers_sent": view.transfers.sent_started,
+                    "transfer_resumes": view.transfers.resumes_asked,
+                    "transfers_abandoned": view.transfers.abandoned,
                 },
             }))
         }
-        None => Json(json!({ "me": me, "region": state.config.region, "replicating": false, "members": [] })),
+        None => Json(json!({
+            "node_id": node_id,
+            "origin": origin,
+            "me": origin,
+            "region": state.config.region,
+            "replicating": false,
+            "members": [],
+        })),
     }
 }
