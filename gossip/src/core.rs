@@ -118,8 +118,15 @@ struct Waiter {
 
 struct Drain {
     confirmed: BTreeSet<NodeId>,
+    /// Per target, the watermark it showed when this node last sent it
+    /// what it lacked, and when: sent again only if it has not moved.
+    pushed: BTreeMap<NodeId, (u64, u64)>,
     next_probe_ms: u64,
 }
+
+/// How long a draining node waits for a target's watermark to move before
+/// it sends again what the target lacks.
+const DRAIN_PUSH_AGAIN_MS: u64 = 2_000;
 
 /// One node's replication protocol.
 pub struct Core {
@@ -412,7 +419,11 @@ impl Core {
     pub fn begin_drain(&mut self, now_ms: u64) {
         self.advance(now_ms);
         if self.drain.is_none() {
-            self.drain = Some(Drain { confirmed: BTreeSet::new(), next_probe_ms: self.now_ms });
+            self.drain = Some(Drain {
+                confirmed: BTreeSet::new(),
+                pushed: BTreeMap::new(),
+                next_probe_ms: self.now_ms,
+            });
         }
         self.probe_drain(self.now_ms);
         self.settle();
@@ -557,11 +568,31 @@ impl Core {
 
     fn drain_progress(&mut self, peer: NodeId, watermark: u64) {
         let head = self.replicator.head();
+        let now = self.now_ms;
         let Some(drain) = self.drain.as_mut() else { return };
         if watermark >= head {
             drain.confirmed.insert(peer);
             return;
         }
+        // What was queued before the drain is most likely still on its
+        // way: send it again only once the target's watermark stands still.
+        let stuck = match drain.pushed.get(&peer) {
+            None => false,
+            Some(&(at_wm, at_ms)) => watermark <= at_wm && now.saturating_sub(at_ms) >= DRAIN_PUSH_AGAIN_MS,
+        };
+        match drain.pushed.get(&peer) {
+            None => {
+                drain.pushed.insert(peer, (watermark, now));
+                return;
+            }
+            Some(&(at_wm, _)) if watermark > at_wm => {
+                drain.pushed.insert(peer, (watermark, now));
+                return;
+            }
+            _ if !stuck => return,
+            _ => {}
+        }
+        drain.pushed.insert(peer, (watermark, now));
         let wan = self.members.get(&peer).is_some_and(|p| p.region != self.region);
         self.replicator.push_own_since(peer, watermark, wan);
     }
