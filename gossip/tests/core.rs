@@ -89,13 +89,15 @@ enum Fate {
     Delay(u64),
 }
 
+/// Decides each replication message's fate: (from, to, message, now).
+type FaultFn = Box<dyn FnMut(usize, usize, &Message, u64) -> Fate>;
+
 struct Harness {
     nodes: Vec<Node>,
     now_ms: u64,
     queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
-    /// Decides each replication message's fate: (from, to, message, now).
-    fault: Box<dyn FnMut(usize, usize, &Message, u64) -> Fate>,
+    fault: FaultFn,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -264,7 +266,7 @@ fn sizes() -> Vec<usize> {
 /// from node 0 is then cut while node 0 overwrites most keys past its
 /// (tiny) backlog, so node 1 needs a full transfer, which `fault` then
 /// hurts. Returns the harness once node 1 has had time to finish.
-fn transfer_under(fault: Box<dyn FnMut(usize, usize, &Message, u64) -> Fate>, drop_partial: bool) -> Harness {
+fn transfer_under(fault: FaultFn, drop_partial: bool) -> Harness {
     let mut h = Harness::new(2, |c| {
         c.replicator.backlog.bytes_limit = 1;
         c.transfer.debug_drop_partial = drop_partial;
