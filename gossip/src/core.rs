@@ -147,6 +147,8 @@ pub struct Core {
     events: VecDeque<CoreEvent>,
     drain: Option<Drain>,
     next_housekeeping_ms: u64,
+    /// When the transport last refused a transmit.
+    refused_at_ms: Option<u64>,
     now_ms: u64,
 }
 
@@ -171,6 +173,7 @@ impl Core {
             events: VecDeque::new(),
             drain: None,
             next_housekeeping_ms: now_ms + config.housekeeping_ms,
+            refused_at_ms: None,
             now_ms,
             config,
         }
@@ -321,7 +324,11 @@ impl Core {
 
     /// The transport refused (or lost) a transmit from
     /// [`poll_transmit`](Self::poll_transmit): what it carried is repaired.
+    /// The driver stops polling transmits until the next wake-up, which
+    /// [`poll_timeout`](Self::poll_timeout) brings soon: the queue that
+    /// refused it needs time to drain.
     pub fn transmit_refused(&mut self, transmit: &Transmit) {
+        self.refused_at_ms = Some(self.now_ms);
         match &transmit.message {
             Message::FullTransferChunk { transfer, index, .. } => {
                 self.sender.refused(transmit.to, *transfer, *index)
@@ -339,6 +346,9 @@ impl Core {
     /// Runs what is due.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.advance(now_ms);
+        if self.refused_at_ms.is_some_and(|at| self.now_ms >= at + BLOCKED_RETRY_MS) {
+            self.refused_at_ms = None;
+        }
         let now = self.now_ms;
         self.membership.handle_timeout(now);
         self.replicator.handle_timeout(now);
@@ -369,7 +379,7 @@ impl Core {
         if let Some(d) = &self.drain {
             at = at.min(d.next_probe_ms);
         }
-        if self.replicator.is_budget_blocked() || self.sender.has_pending() {
+        if self.replicator.is_budget_blocked() || self.sender.has_pending() || self.refused_at_ms.is_some() {
             at = at.min(self.now_ms + BLOCKED_RETRY_MS);
         }
         at

@@ -620,7 +620,9 @@ impl Replicator {
                 self.relay_deadlines.push_back((deadline_ms, seq));
             }
             // With no other relay, the write waits for anti-entropy.
-            self.relay_sends.retain(|_, s| !s.is_empty());
+            if sends_empty(&self.relay_sends, seq) {
+                self.relay_sends.remove(&seq);
+            }
         }
         if now_ms >= self.next_sync_ms {
             self.next_sync_ms = now_ms + self.config.sync_interval_ms;
@@ -831,6 +833,12 @@ fn batch_len(queue: &VecDeque<Arc<Delta>>, count_max: usize, bytes_max: usize) -
         n += 1;
     }
     n
+}
+
+/// Whether no relay send is left for write `seq` (its entry can go: one
+/// lookup, where a `retain` per overdue send made a burst quadratic).
+fn sends_empty(sends: &BTreeMap<u64, Vec<RelaySend>>, seq: u64) -> bool {
+    sends.get(&seq).is_some_and(Vec::is_empty)
 }
 
 enum Applied {

@@ -454,7 +454,12 @@ impl Driver {
         let store = self.store.clone();
         let mut budget = self.transport.queued_bytes_free();
         while let Some(t) = self.core.poll_transmit(&mut StoreAccess(&store), budget) {
-            budget = budget.saturating_sub(self.send(&t));
+            match self.send(&t) {
+                Some(len) => budget = budget.saturating_sub(len),
+                // A queue refused it: the rest waits for the core's next
+                // wake-up rather than be refused in turn.
+                None => break,
+            }
         }
         let mut members_changed = false;
         while let Some(event) = self.core.poll_event() {
@@ -530,9 +535,10 @@ impl Driver {
         self.core.members().get(&node).is_some_and(|p| &p.region != own)
     }
 
-    /// Sends a transmit; the bytes it took of the queues' budget.
-    fn send(&mut self, t: &Transmit) -> usize {
-        let Ok(bytes) = codec::encode(&t.message) else { return 0 };
+    /// Sends a transmit; the bytes it took of the queues' budget, or `None`
+    /// when the transport refused it.
+    fn send(&mut self, t: &Transmit) -> Option<usize> {
+        let Ok(bytes) = codec::encode(&t.message) else { return Some(0) };
         let len = bytes.len();
         self.count(t.wan, &t.message, len);
         let bytes = Bytes::from(bytes);
@@ -540,9 +546,9 @@ impl Driver {
             if let Err(e) = self.transport.send_frame(t.addr, bytes) {
                 tracing::debug!(peer = %t.to, error = %e, "frame not queued; the core repairs what it carried");
                 self.core.transmit_refused(t);
-                return 0;
+                return None;
             }
-            return len;
+            return Some(len);
         }
         let transport = self.transport.clone();
         let answers = self.answers.clone();
@@ -568,7 +574,7 @@ impl Driver {
                 self.answers_dropped += 1;
             }
         }
-        0
+        Some(0)
     }
 
     fn publish_view(&self) {

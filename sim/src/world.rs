@@ -421,8 +421,10 @@ impl World {
             };
             let Some(t) = node.core.poll_transmit(&mut access, budget) else { break };
             if !self.send(i, &t) {
+                // As the node's pump: the rest waits for the next wake-up.
                 self.tallies.refused_frames += 1;
                 self.nodes[i].core.transmit_refused(&t);
+                break;
             }
         }
         while let Some(event) = self.nodes[i].core.poll_event() {
