@@ -580,6 +580,7 @@ impl Core {
         let head = self.replicator.head();
         let now = self.now_ms;
         let Some(drain) = self.drain.as_mut() else { return };
+        tracing::debug!(%peer, watermark, head, "draining: how far a member is");
         if watermark >= head {
             drain.confirmed.insert(peer);
             return;
