@@ -9,14 +9,14 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug)]
 pub struct BacklogLimits {
     /// Most bytes (by encoded size) held.
-    pub bytes_limit: usize,
+    pub bytes_max: usize,
     /// Oldest delta kept, in ms.
-    pub age_ms_limit: u64,
+    pub age_ms_max: u64,
 }
 
 impl Default for BacklogLimits {
     fn default() -> Self {
-        BacklogLimits { bytes_limit: 64 << 20, age_ms_limit: 10 * 60_000 }
+        BacklogLimits { bytes_max: 64 << 20, age_ms_max: 10 * 60_000 }
     }
 }
 
@@ -114,8 +114,8 @@ impl Backlog {
                 self.order.pop_front();
                 continue;
             };
-            let too_big = self.bytes > self.limits.bytes_limit;
-            let too_old = now_ms.saturating_sub(oldest.at_ms) > self.limits.age_ms_limit;
+            let too_big = self.bytes > self.limits.bytes_max;
+            let too_old = now_ms.saturating_sub(oldest.at_ms) > self.limits.age_ms_max;
             if !too_big && !too_old {
                 break;
             }
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn answers_from_memory_until_evicted() {
-        let mut b = Backlog::new(BacklogLimits { bytes_limit: 300, age_ms_limit: 1_000 });
+        let mut b = Backlog::new(BacklogLimits { bytes_max: 300, age_ms_max: 1_000 });
         for seq in [1, 3, 2, 4, 2] {
             b.push(delta(1, seq), 100, 0);
         }

@@ -59,7 +59,7 @@ pub struct CoreConfig {
     pub origin_retention_ms: u64,
     /// Writes waiting for a durability level at once; past this a write is
     /// answered at once with the level it has.
-    pub durability_waiters_max: usize,
+    pub durability_waiter_count_max: usize,
     /// How often a draining node asks its targets how far they are.
     pub drain_probe_ms: u64,
 }
@@ -72,7 +72,7 @@ impl Default for CoreConfig {
             seeds: Vec::new(),
             housekeeping_ms: 1_000,
             origin_retention_ms: 60 * 60_000,
-            durability_waiters_max: 65_536,
+            durability_waiter_count_max: 65_536,
             drain_probe_ms: 250,
         }
     }
@@ -307,7 +307,7 @@ impl Core {
         let seq = delta.seq;
         self.replicator.local_write(delta, full, bytes, level >= Durability::Region, self.now_ms);
         if level > Durability::Local {
-            if self.waiters.len() >= self.config.durability_waiters_max {
+            if self.waiters.len() >= self.config.durability_waiter_count_max {
                 self.events.push_back(CoreEvent::Durability { seq, level: Durability::Local, done: true });
             } else {
                 self.waiters.insert(seq, Waiter { wanted: level, reported: Durability::Local });

@@ -33,7 +33,7 @@ pub const MEMBERSHIP_PACKET_BYTES_MAX: usize = 1_100;
 
 /// Pending events kept for the driver; past this, the oldest are dropped
 /// (the member list itself stays right: it is foca's).
-const EVENTS_MAX_COUNT: usize = 4_096;
+const EVENT_COUNT_MAX: usize = 4_096;
 
 /// A membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,7 +270,7 @@ impl Membership {
     }
 
     fn push_event(&mut self, event: MembershipEvent) {
-        if self.events.len() == EVENTS_MAX_COUNT {
+        if self.events.len() == EVENT_COUNT_MAX {
             self.events.pop_front();
         }
         self.events.push_back(event);

@@ -39,13 +39,13 @@ pub struct ReplicatorConfig {
     /// catches up by anti-entropy): a slow peer cannot grow our memory.
     pub peer_queue_count_max: usize,
     /// Most deltas in one `Deltas` frame.
-    pub frame_deltas_max: usize,
+    pub frame_delta_count_max: usize,
     /// Most bytes of deltas (by [`delta_size_bytes`]) in one `Deltas`
     /// frame, so a batch of large values stays far below the transport's
     /// 16 MiB frame limit; a single larger delta still goes alone.
     pub frame_delta_bytes_max: usize,
     /// Most deltas in one anti-entropy answer.
-    pub sync_deltas_max: usize,
+    pub sync_delta_count_max: usize,
     /// Most bytes of deltas (by [`delta_size_bytes`]) in one anti-entropy
     /// answer; a truncated answer is asked again at once.
     pub sync_delta_bytes_max: usize,
@@ -55,7 +55,7 @@ pub struct ReplicatorConfig {
     pub relay_ack_timeout_ms: u64,
     /// Own writes whose acks are tracked (for durability); the oldest are
     /// forgotten past this.
-    pub tracked_writes_max_count: usize,
+    pub tracked_write_count_max: usize,
 }
 
 impl Default for ReplicatorConfig {
@@ -63,13 +63,13 @@ impl Default for ReplicatorConfig {
         ReplicatorConfig {
             backlog: BacklogLimits::default(),
             peer_queue_count_max: 65_536,
-            frame_deltas_max: 512,
+            frame_delta_count_max: 512,
             frame_delta_bytes_max: 4 << 20,
-            sync_deltas_max: 4_096,
+            sync_delta_count_max: 4_096,
             sync_delta_bytes_max: 4 << 20,
             sync_interval_ms: 1_000,
             relay_ack_timeout_ms: 2_000,
-            tracked_writes_max_count: 65_536,
+            tracked_write_count_max: 65_536,
         }
     }
 }
@@ -342,7 +342,7 @@ impl Replicator {
         let seq = delta.seq;
         // Acks are tracked only for writes that wait on them.
         if region_acks {
-            if self.acked_by.len() >= self.config.tracked_writes_max_count {
+            if self.acked_by.len() >= self.config.tracked_write_count_max {
                 self.acked_by.pop_first();
             }
             self.acked_by.insert(seq, BTreeMap::new());
@@ -559,7 +559,7 @@ impl Replicator {
             };
             for d in mine {
                 let size = delta_size_bytes(&d);
-                let full = deltas.len() >= self.config.sync_deltas_max
+                let full = deltas.len() >= self.config.sync_delta_count_max
                     || (!deltas.is_empty() && bytes + size > self.config.sync_delta_bytes_max);
                 if full {
                     truncated = true;
@@ -736,7 +736,7 @@ impl Replicator {
     }
 
     /// The next message to send. Everything queued for a peer leaves in one
-    /// frame (up to `frame_deltas_max`): no timer delays an idle link, and
+    /// frame (up to `frame_delta_count_max`): no timer delays an idle link, and
     /// writes that arrive while the driver is busy coalesce.
     ///
     /// A frame of deltas is no larger than `bytes_budget`, what the
@@ -748,7 +748,7 @@ impl Replicator {
         if let Some(t) = self.requests.pop_front() {
             return Some(t);
         }
-        let max = self.config.frame_deltas_max;
+        let max = self.config.frame_delta_count_max;
         let bytes_max = self.config.frame_delta_bytes_max.min(bytes_budget);
         while let Some(&node) = self.ready.first() {
             let Some(peer) = self.peers.get_mut(&node) else {

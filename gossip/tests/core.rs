@@ -268,7 +268,7 @@ fn sizes() -> Vec<usize> {
 /// hurts. Returns the harness once node 1 has had time to finish.
 fn transfer_under(fault: FaultFn, drop_partial: bool) -> Harness {
     let mut h = Harness::new(2, |c| {
-        c.replicator.backlog.bytes_limit = 1;
+        c.replicator.backlog.bytes_max = 1;
         c.transfer.debug_drop_partial = drop_partial;
     });
     h.formed();

@@ -304,7 +304,7 @@ fn acks_come_from_the_region_first_then_from_every_relay() {
 #[test]
 fn a_node_behind_the_backlog_is_told_to_take_a_full_transfer() {
     let config = ReplicatorConfig {
-        backlog: BacklogLimits { bytes_limit: 1_000, age_ms_limit: 60_000 },
+        backlog: BacklogLimits { bytes_max: 1_000, age_ms_max: 60_000 },
         ..ReplicatorConfig::default()
     };
     let mut c = Cluster::new(&[("montreal", 2)], config);

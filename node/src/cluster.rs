@@ -167,7 +167,7 @@ impl Cluster {
         let me = options.me.node;
         let seed = SystemClock.now_ms() ^ me.0;
         let mut core_config = CoreConfig { seeds: options.seeds.clone(), ..CoreConfig::default() };
-        core_config.replicator.backlog.bytes_limit = options.backlog_bytes_max;
+        core_config.replicator.backlog.bytes_max = options.backlog_bytes_max;
         let core = Core::new(options.me.clone(), core_config, seed, 0);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (answers, answer_rx) = mpsc::channel(ANSWER_QUEUE_MAX);

@@ -63,7 +63,7 @@ pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, in
 pub fn core_config(scenario: &Scenario, region: usize, seeds: &[SocketAddr]) -> CoreConfig {
     let spec = &scenario.regions[region];
     let mut config = CoreConfig { seeds: seeds.to_vec(), ..CoreConfig::default() };
-    config.replicator.backlog.bytes_limit = usize::try_from(spec.backlog_mib << 20).unwrap_or(usize::MAX);
+    config.replicator.backlog.bytes_max = usize::try_from(spec.backlog_mib << 20).unwrap_or(usize::MAX);
     config.transfer.chunk_bytes_max = scenario.transfer_chunk_kib.max(1) << 10;
     config.transfer.debug_drop_partial = scenario.debug.drop_partial_transfer;
     config
