@@ -63,6 +63,10 @@ pub struct ClusterOptions {
     pub tls: ClusterTls,
     /// Bytes of recent writes kept for anti-entropy.
     pub backlog_bytes_max: usize,
+    /// How long the store keeps tombstones (and expired values): the
+    /// backlog keeps deltas half as long, so a delete is still held when
+    /// any older write it beat can arrive by anti-entropy.
+    pub tombstone_retention_ms: u64,
     /// Where to count messages sent.
     pub metrics: Arc<Metrics>,
 }
@@ -119,6 +123,13 @@ pub struct ClusterView {
     pub answers_dropped: u64,
 }
 
+/// The backlog's age for a tombstone retention: half of it, so tombstones
+/// outlive every delta anti-entropy can still bring (docs/ARCHITECTURE.md,
+/// "Deletes cannot come back").
+pub fn backlog_age_ms_max(tombstone_retention_ms: u64) -> u64 {
+    tombstone_retention_ms / 2
+}
+
 /// How the drain before shutdown ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainReport {
@@ -168,6 +179,7 @@ impl Cluster {
         let seed = SystemClock.now_ms() ^ me.0;
         let mut core_config = CoreConfig { seeds: options.seeds.clone(), ..CoreConfig::default() };
         core_config.replicator.backlog.bytes_max = options.backlog_bytes_max;
+        core_config.replicator.backlog.age_ms_max = backlog_age_ms_max(options.tombstone_retention_ms);
         let core = Core::new(options.me.clone(), core_config, seed, 0);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (answers, answer_rx) = mpsc::channel(ANSWER_QUEUE_MAX);

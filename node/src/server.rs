@@ -87,6 +87,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
             seeds: replication.seeds,
             tls,
             backlog_bytes_max: usize::try_from(replication.backlog_bytes_max.as_u64()).unwrap_or(usize::MAX),
+            tombstone_retention_ms: c.tombstone_ttl.as_millis() as u64,
             metrics: state.metrics.clone(),
         },
     )

@@ -64,6 +64,8 @@ pub fn core_config(scenario: &Scenario, region: usize, seeds: &[SocketAddr]) -> 
     let spec = &scenario.regions[region];
     let mut config = CoreConfig { seeds: seeds.to_vec(), ..CoreConfig::default() };
     config.replicator.backlog.bytes_max = usize::try_from(spec.backlog_mib << 20).unwrap_or(usize::MAX);
+    config.replicator.backlog.age_ms_max =
+        geocache_node::cluster::backlog_age_ms_max(crate::sim_store::TOMBSTONE_TTL_MS);
     config.transfer.chunk_bytes_max = scenario.transfer_chunk_kib.max(1) << 10;
     config.transfer.debug_drop_partial = scenario.debug.drop_partial_transfer;
     config

@@ -31,7 +31,7 @@ pub struct StoreCounts {
 
 const NIL: u32 = u32::MAX;
 /// The node's default tombstone retention, 10 minutes.
-const TOMBSTONE_TTL_MS: u64 = 600_000;
+pub const TOMBSTONE_TTL_MS: u64 = 600_000;
 
 /// One entry, in a slab, linked into the recency list.
 struct Slot {
