@@ -115,29 +115,28 @@ impl FinalState<'_> {
         self.world.now_us / 1_000
     }
 
-    /// Per origin, the highest contiguous watermark among live nodes, with
-    /// each live node's own origin at infinity (it holds all its writes).
-    fn survivors(&self) -> BTreeMap<NodeId, u64> {
-        let mut best: BTreeMap<NodeId, u64> = BTreeMap::new();
-        for n in self.world.nodes.iter().filter(|n| n.up) {
-            for (origin, wm) in n.core.replicator().watermarks() {
-                let e = best.entry(origin).or_default();
-                *e = (*e).max(wm);
-            }
-            best.insert(n.origin, u64::MAX);
-        }
-        best
+    /// Whether some live node has write `(origin, seq)` of `key`: its
+    /// origin (which holds all its writes), a node that applied it (at or
+    /// above its watermark: a gap below it from a dead origin never
+    /// fills), or one whose register for the key is that write (merged
+    /// from a full transfer).
+    fn survives(&self, origin: NodeId, seq: u64, key: &Key) -> bool {
+        let dot = geocache_crdt::Dot { origin, seq };
+        self.world.nodes.iter().filter(|n| n.up).any(|n| {
+            n.origin == origin
+                || n.core.replicator().has_applied(origin, seq)
+                || n.store.peek(key).is_some_and(|e| e.dot() == dot)
+        })
     }
 
     /// Every write that some live node applied, folded by key: what every
     /// replica holding the key must show.
     pub fn expected(&self) -> BTreeMap<Key, Register> {
-        let best = self.survivors();
         let oracle = &self.world.oracle;
         let mut out: BTreeMap<Key, Register> =
             oracle.settled.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
         for (&(origin, seq), rec) in &oracle.writes {
-            if best.get(&origin).is_none_or(|&wm| wm < seq) {
+            if !self.survives(origin, seq, &rec.key) {
                 continue;
             }
             match out.get_mut(&rec.key) {
@@ -152,14 +151,13 @@ impl FinalState<'_> {
 
     /// Writes acked at `region` or `all` durability that no live node holds.
     pub fn lost_acked_writes(&self) -> Vec<(NodeId, u64)> {
-        let best = self.survivors();
         let mut lost: Vec<(NodeId, u64)> = self
             .world
             .oracle
             .writes
             .iter()
             .filter(|(&(origin, seq), rec)| {
-                rec.durability > 0 && rec.acked_at_level && best.get(&origin).is_none_or(|&wm| wm < seq)
+                rec.durability > 0 && rec.acked_at_level && !self.survives(origin, seq, &rec.key)
             })
             .map(|(&id, _)| id)
             .collect();
