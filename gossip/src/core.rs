@@ -587,23 +587,16 @@ impl Core {
         }
         // What was queued before the drain is most likely still on its
         // way: send it again only once the target's watermark stands still.
-        let stuck = match drain.pushed.get(&peer) {
-            None => false,
-            Some(&(at_wm, at_ms)) => watermark <= at_wm && now.saturating_sub(at_ms) >= DRAIN_PUSH_AGAIN_MS,
-        };
-        match drain.pushed.get(&peer) {
-            None => {
-                drain.pushed.insert(peer, (watermark, now));
-                return;
-            }
-            Some(&(at_wm, _)) if watermark > at_wm => {
-                drain.pushed.insert(peer, (watermark, now));
-                return;
-            }
-            _ if !stuck => return,
-            _ => {}
+        let last = drain.pushed.get(&peer).copied();
+        let moved = last.is_none_or(|(at_wm, _)| watermark > at_wm);
+        let still_for_long = last.is_some_and(|(_, at_ms)| now.saturating_sub(at_ms) >= DRAIN_PUSH_AGAIN_MS);
+        if !moved && !still_for_long {
+            return;
         }
         drain.pushed.insert(peer, (watermark, now));
+        if moved {
+            return;
+        }
         let wan = self.members.get(&peer).is_some_and(|p| p.region != self.region);
         self.replicator.push_own_since(peer, watermark, wan);
     }

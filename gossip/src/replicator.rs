@@ -620,7 +620,8 @@ impl Replicator {
                 self.relay_deadlines.push_back((deadline_ms, seq));
             }
             // With no other relay, the write waits for anti-entropy.
-            if sends_empty(&self.relay_sends, seq) {
+            // One lookup: a `retain` per overdue send made a burst quadratic.
+            if self.relay_sends.get(&seq).is_some_and(Vec::is_empty) {
                 self.relay_sends.remove(&seq);
             }
         }
@@ -833,12 +834,6 @@ fn batch_len(queue: &VecDeque<Arc<Delta>>, count_max: usize, bytes_max: usize) -
         n += 1;
     }
     n
-}
-
-/// Whether no relay send is left for write `seq` (its entry can go: one
-/// lookup, where a `retain` per overdue send made a burst quadratic).
-fn sends_empty(sends: &BTreeMap<u64, Vec<RelaySend>>, seq: u64) -> bool {
-    sends.get(&seq).is_some_and(Vec::is_empty)
 }
 
 enum Applied {

@@ -204,12 +204,8 @@ impl TransferSender {
             stats.refused_busy += 1;
             return false;
         }
-        let finished: Vec<NodeId> =
-            self.by_peer.iter().filter(|(_, o)| o.finished).map(|(n, _)| *n).collect();
         if self.by_peer.len() >= self.config.outbound_count_max * 2 {
-            for node in finished {
-                self.by_peer.remove(&node);
-            }
+            self.by_peer.retain(|_, o| !o.finished);
         }
         let mut keys = store.keys();
         keys.sort_unstable();

@@ -276,10 +276,7 @@ impl ReplicaStore for StoreAccess<'_> {
     }
 
     fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
-        if forgotten_if_absent && self.0.register(key).is_none() {
-            return;
-        }
-        self.0.merge_register(key, register);
+        self.0.merge_register(key, register, forgotten_if_absent);
     }
 
     fn drop_if_dot(&mut self, key: &Key, dot: Dot) {

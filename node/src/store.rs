@@ -306,13 +306,16 @@ impl Store {
         self.cache.iter().map(move |(k, entry)| (store_key::unpack(&k, &mut namespace), entry))
     }
 
-    /// Merges a whole register from a full state transfer.
-    pub fn merge_register(&self, key: &Key, incoming: &Register) {
+    /// Merges a whole register from a full state transfer; with
+    /// `forgotten_if_absent`, not when the key is not held (see
+    /// `ReplicaStore::merge`).
+    pub fn merge_register(&self, key: &Key, incoming: &Register, forgotten_if_absent: bool) {
         let packed = store_key::pack(key);
         let _update = self.stripe(&packed);
         let current = self.cache.get(&packed[..]);
         let next = match &current {
             Some(c) => Entry::from_register(Arc::new(c.to_register().merged(incoming))),
+            None if forgotten_if_absent => return,
             None if self.forgotten.covers(&packed, incoming.meta.stamp.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Node;
+use common::{resp_connect as connect, Node};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use std::time::{Duration, Instant};
@@ -19,14 +19,6 @@ fn start(extra: &[&str]) -> (Node, String) {
     let node = Node::start(&args);
     let resp = node.resp.clone().expect("the node printed resp=ADDR");
     (node, resp)
-}
-
-async fn connect(addr: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
-    tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .expect("connect in time")
-        .expect("connect")
 }
 
 /// Runs a command given as words.

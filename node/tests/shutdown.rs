@@ -6,7 +6,6 @@ mod common;
 
 use common::{free_udp_port, make_certs, temp_dir, Node};
 use geocache_tests::link_emulator::{EmulatedNode, LinkEmulator, LinkSpec};
-use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
 
 /// Generous: the machine may be loaded.
@@ -17,14 +16,6 @@ const WRITES: usize = 10_000;
 /// as the peer confirms). With `--drain-timeout 0s` this test loses
 /// thousands of the writes.
 const DRAIN_FLAGS: &[&str] = &["--drain-timeout", "60s"];
-
-async fn connect(addr: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
-    tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .expect("connect in time")
-        .expect("connect")
-}
 
 fn node(ip: &str, region: &str, id: &str, certs: &[String], seed: Option<&str>) -> (Node, String) {
     let gossip = format!("{ip}:{}", free_udp_port(ip));
@@ -81,7 +72,7 @@ async fn a_node_sigtermed_right_after_acked_writes_leaves_every_one_at_its_peer(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // 10,000 SETs in pipelines of 500, every one acked (local durability).
-    let mut con = connect(writer.resp.as_deref().unwrap()).await;
+    let mut con = common::resp_connect(writer.resp.as_deref().unwrap()).await;
     for batch in (0..WRITES).collect::<Vec<_>>().chunks(500) {
         let mut pipe = redis::pipe();
         for n in batch {
@@ -93,7 +84,7 @@ async fn a_node_sigtermed_right_after_acked_writes_leaves_every_one_at_its_peer(
     // At once: no time for replication to catch up on its own.
     let status = writer.terminate();
     assert!(status.success(), "geocache exits cleanly on SIGTERM: {status}");
-    let mut con = connect(peer.resp.as_deref().unwrap()).await;
+    let mut con = common::resp_connect(peer.resp.as_deref().unwrap()).await;
     let keys: Vec<String> = (0..WRITES).map(|n| format!("drain:{n}")).collect();
     let mut missing = Vec::new();
     for batch in keys.chunks(1_000) {

@@ -96,17 +96,13 @@ impl ReplicaStore for SimAccess<'_> {
     }
 
     fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
-        if forgotten_if_absent && self.store.peek(key).is_none() {
-            return;
-        }
-        self.store.merge_register(key, register);
+        self.store.merge_register(key, register, forgotten_if_absent);
     }
 
     fn drop_if_dot(&mut self, key: &Key, dot: Dot) {
-        if self.store.peek(key).is_some_and(|e| e.dot() == dot) {
+        if self.store.drop_if_dot(key, dot) {
             self.dropped.push((key.clone(), dot));
         }
-        self.store.drop_if_dot(key, dot);
     }
 
     fn keys(&mut self) -> Vec<Key> {

@@ -286,9 +286,11 @@ impl SimStore {
     }
 
     /// Merges a register from a full transfer.
-    pub fn merge_register(&mut self, key: &Key, incoming: &Register) {
+    /// With `forgotten_if_absent`, not when the key is not held.
+    pub fn merge_register(&mut self, key: &Key, incoming: &Register, forgotten_if_absent: bool) {
         let next = match self.held(key) {
             Some(e) => Entry::from_register(Arc::new(e.to_register().merged(incoming))),
+            None if forgotten_if_absent => return,
             None if self.forgotten.covers(&store_key::pack(key), incoming.meta.stamp.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
@@ -298,12 +300,13 @@ impl SimStore {
     }
 
     /// The drop rule of a full transfer.
-    pub fn drop_if_dot(&mut self, key: &Key, dot: geocache_crdt::Dot) {
-        if let Some(i) = self.entries.get(key) {
-            if self.slots[i as usize].entry.dot() == dot {
-                self.remove_slot(i);
-            }
-        }
+    /// Whether it removed it.
+    pub fn drop_if_dot(&mut self, key: &Key, dot: geocache_crdt::Dot) -> bool {
+        let Some(i) = self.entries.get(key).filter(|&i| self.slots[i as usize].entry.dot() == dot) else {
+            return false;
+        };
+        self.remove_slot(i);
+        true
     }
 
     /// Bytes held by the budget's measure.

@@ -396,6 +396,21 @@ impl World {
         }
     }
 
+    /// Node `i`'s core, and its store as the core reaches it.
+    fn core_and_store(&mut self, i: usize) -> (&mut Core, SimAccess<'_>) {
+        let now_ms = self.node_now_ms(i);
+        let node = &mut self.nodes[i];
+        let access = SimAccess {
+            store: &mut node.store,
+            now_ms,
+            oracle: &mut self.oracle,
+            region: node.region,
+            now_us: self.now_us,
+            dropped: Vec::new(),
+        };
+        (&mut node.core, access)
+    }
+
     /// Sends what node `i`'s core wants sent, acts on its events and
     /// re-arms its timer: what `node/src/cluster.rs`'s pump does.
     pub(crate) fn flush(&mut self, i: usize) {
@@ -409,17 +424,8 @@ impl World {
         }
         loop {
             let budget = self.links.budget(i, self.now_us);
-            let now_ms = self.node_now_ms(i);
-            let node = &mut self.nodes[i];
-            let mut access = SimAccess {
-                store: &mut node.store,
-                now_ms,
-                oracle: &mut self.oracle,
-                region: node.region,
-                now_us: self.now_us,
-                dropped: Vec::new(),
-            };
-            let Some(t) = node.core.poll_transmit(&mut access, budget) else { break };
+            let (core, mut access) = self.core_and_store(i);
+            let Some(t) = core.poll_transmit(&mut access, budget) else { break };
             if !self.send(i, &t) {
                 // As the node's pump: the rest waits for the next wake-up.
                 self.tallies.refused_frames += 1;
@@ -523,25 +529,13 @@ impl World {
             return;
         }
         let from_origin = self.nodes[from].origin;
-        let transfer_from = match &message {
-            Message::FullTransferChunk { .. } => Some(from),
-            _ => None,
-        };
+        let chunk = matches!(message, Message::FullTransferChunk { .. });
         let now = self.mono_ms();
-        let now_ms = self.node_now_ms(to);
-        let node = &mut self.nodes[to];
-        let mut access = SimAccess {
-            store: &mut node.store,
-            now_ms,
-            oracle: &mut self.oracle,
-            region: node.region,
-            now_us: self.now_us,
-            dropped: Vec::new(),
-        };
-        let answer = node.core.handle_message(from_origin, message, &mut access, now);
+        let (core, mut access) = self.core_and_store(to);
+        let answer = core.handle_message(from_origin, message, &mut access, now);
         let dropped = access.dropped;
-        if let Some(sender) = transfer_from {
-            self.check_drops(sender, to, dropped);
+        if chunk {
+            self.check_drops(from, to, dropped);
         }
         self.flush(to);
         if let (Some(answer), true) = (answer, request) {

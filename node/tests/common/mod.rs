@@ -7,6 +7,8 @@ use std::time::Duration;
 
 /// How long a node may take to start on a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a RESP connection may take on a loaded machine.
+const RESP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running node; killed when dropped.
 pub struct Node {
@@ -83,6 +85,15 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A RESP connection to `addr` with the `redis` crate, made within 30 s.
+pub async fn resp_connect(addr: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    tokio::time::timeout(RESP_CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .expect("connect in time")
+        .expect("connect")
 }
 
 /// A free UDP port on `ip` (bound then released).
