@@ -1,13 +1,16 @@
 //! What a store has forgotten: for each slot of a fixed table indexed by
-//! key hash, the newest stamp of an entry it removed (evicted, expired,
+//! key hash, the newest epoch of an entry it removed (evicted, expired,
 //! reclaimed, dropped by a full transfer).
 //!
 //! Why: once an entry is gone, an older write to its key arriving late
 //! (anti-entropy, a relay's resend, a full transfer) would be taken as
 //! new, and the replica would show that older value for good, or bring
 //! back a deleted key whose tombstone was reclaimed or evicted. A write to
-//! a key not held here is refused when it is no newer than what its slot
-//! remembers. Two keys sharing a slot only make such a refusal more
+//! a key not held here is refused when its epoch is no newer than what its
+//! slot remembers. The epoch, not the stamp, because it is what the merge
+//! decides on: a document patch stamped later than a whole replacement but
+//! made on an older base loses to it, so it must not come back once the
+//! replacement expired (found by the simulator, large-values seed 50). Two keys sharing a slot only make such a refusal more
 //! likely: a miss, never a stale value. Both the node's store and the
 //! simulator's keep one.
 
@@ -49,13 +52,13 @@ impl Forgotten {
         &self.slots[at as usize]
     }
 
-    /// An entry of `packed_key` stamped `hlc` (`Hlc::as_u64`) was removed.
+    /// An entry of `packed_key` of epoch `hlc` (`Hlc::as_u64`) was removed.
     pub fn remember(&self, packed_key: &[u8], hlc: u64) {
         self.slot(packed_key).fetch_max(hlc, Ordering::Relaxed);
     }
 
-    /// Whether a write stamped `hlc` to `packed_key`, not held, is no newer
-    /// than an entry removed from its slot: then it is refused.
+    /// Whether a write of epoch `hlc` to `packed_key`, not held, is no
+    /// newer than an entry removed from its slot: then it is refused.
     pub fn covers(&self, packed_key: &[u8], hlc: u64) -> bool {
         hlc <= self.slot(packed_key).load(Ordering::Relaxed)
     }

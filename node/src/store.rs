@@ -149,7 +149,7 @@ impl Store {
                     RemovalCause::Explicit => 0,
                     RemovalCause::Replaced => return,
                 };
-                remembered.remember(&key[..], entry.stamp().hlc.as_u64());
+                remembered.remember(&key[..], entry.epoch().hlc.as_u64());
             })
             .build_with_hasher(KeyHasher::default());
         Store {
@@ -286,7 +286,7 @@ impl Store {
             // Not held, and no newer than an entry of its slot removed
             // here: it is taken as applied, and not kept (`forgotten.rs`).
             let forgotten =
-                current.is_none() && self.forgotten.covers(&packed, delta.meta().stamp.hlc.as_u64());
+                current.is_none() && self.forgotten.covers(&packed, delta.meta().epoch.hlc.as_u64());
             if outcome.changed && !forgotten {
                 self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
             }
@@ -316,7 +316,7 @@ impl Store {
         let next = match &current {
             Some(c) => Entry::from_register(Arc::new(c.to_register().merged(incoming))),
             None if forgotten_if_absent => return,
-            None if self.forgotten.covers(&packed, incoming.meta.stamp.hlc.as_u64()) => return,
+            None if self.forgotten.covers(&packed, incoming.meta.epoch.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if current.as_ref() != Some(&next) {

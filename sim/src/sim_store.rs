@@ -66,6 +66,11 @@ pub struct SimStore {
     broken_merge: bool,
     /// What it removed, as the node's store remembers it.
     forgotten: Forgotten,
+    /// Removals so far (evictions, expirations, drops), and the count at
+    /// each key's last one: the transfer checker excuses a key the sender
+    /// lost during the transfer (see `removed_since`).
+    removals: u64,
+    last_removed: std::collections::HashMap<Key, u64>,
     /// Counters.
     pub counts: StoreCounts,
 }
@@ -82,6 +87,8 @@ impl SimStore {
             bytes: 0,
             budget_bytes: budget_bytes.saturating_sub(Forgotten::size_bytes(budget_bytes)),
             forgotten: Forgotten::for_budget(budget_bytes),
+            removals: 0,
+            last_removed: std::collections::HashMap::new(),
             reclaim_floor_ms: u64::MAX,
             retention_ms: TOMBSTONE_TTL_MS,
             writer: Mutex::new(Writer::new(origin, 60_000, TOMBSTONE_TTL_MS)),
@@ -125,13 +132,25 @@ impl SimStore {
 
     fn remove_slot(&mut self, i: u32) -> Key {
         let removed = &self.slots[i as usize];
-        self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.stamp().hlc.as_u64());
+        self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.epoch().hlc.as_u64());
         self.unlink(i);
         self.bytes -= self.slots[i as usize].weight;
         self.free.push(i);
         let key = self.slots[i as usize].key.clone();
         self.entries.remove(&key);
+        self.removals += 1;
+        self.last_removed.insert(key.clone(), self.removals);
         key
+    }
+
+    /// Removals so far: a mark for [`removed_since`](Self::removed_since).
+    pub fn removal_mark(&self) -> u64 {
+        self.removals
+    }
+
+    /// Whether `key` was removed (evicted, expired or dropped) after `mark`.
+    pub fn removed_since(&self, key: &Key, mark: u64) -> bool {
+        self.last_removed.get(key).is_some_and(|&at| at > mark)
     }
 
     fn put(&mut self, key: Key, entry: Entry) {
@@ -239,7 +258,7 @@ impl SimStore {
             self.counts.conflicts += 1;
         }
         let forgotten = current.is_none()
-            && self.forgotten.covers(&store_key::pack(&delta.key), delta.meta().stamp.hlc.as_u64());
+            && self.forgotten.covers(&store_key::pack(&delta.key), delta.meta().epoch.hlc.as_u64());
         if outcome.changed && !forgotten {
             self.put_at(at, delta.key.clone(), outcome.entry.clone());
         }
@@ -291,7 +310,7 @@ impl SimStore {
         let next = match self.held(key) {
             Some(e) => Entry::from_register(Arc::new(e.to_register().merged(incoming))),
             None if forgotten_if_absent => return,
-            None if self.forgotten.covers(&store_key::pack(key), incoming.meta.stamp.hlc.as_u64()) => return,
+            None if self.forgotten.covers(&store_key::pack(key), incoming.meta.epoch.hlc.as_u64()) => return,
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if self.held(key) != Some(&next) {

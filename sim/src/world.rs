@@ -61,6 +61,14 @@ struct Delivery {
     request: bool,
 }
 
+/// What the sender of a full transfer sent since its chunk 0.
+#[derive(Default)]
+struct TransferSent {
+    keys: std::collections::BTreeSet<geocache_crdt::Key>,
+    /// The sender store's removal mark when chunk 0 went.
+    sender_removal_mark: u64,
+}
+
 struct Scheduled {
     at_us: u64,
     seq: u64,
@@ -150,7 +158,7 @@ pub struct World {
     pub(crate) oracle: Oracle,
     /// Keys sent in the full transfer under way from one node to another
     /// (since its chunk 0).
-    transfer_keys: BTreeMap<(usize, usize), std::collections::BTreeSet<geocache_crdt::Key>>,
+    transfer_keys: BTreeMap<(usize, usize), TransferSent>,
     /// Totals.
     pub tallies: Tallies,
     /// `(virtual s, outstanding applications)`, once a second: how far the
@@ -466,11 +474,13 @@ impl World {
     fn send(&mut self, from: usize, t: &Transmit) -> bool {
         let Some(&to) = self.by_origin.get(&t.to) else { return true };
         if let Message::FullTransferChunk { index, registers, .. } = &t.message {
+            let mark = self.nodes[from].store.removal_mark();
             let sent = self.transfer_keys.entry((from, to)).or_default();
             if *index == 0 {
-                sent.clear();
+                sent.keys.clear();
+                sent.sender_removal_mark = mark;
             }
-            sent.extend(registers.iter().map(|(k, _)| k.clone()));
+            sent.keys.extend(registers.iter().map(|(k, _)| k.clone()));
         }
         self.send_raw(from, to, t.message.clone(), t.request)
     }
@@ -554,8 +564,13 @@ impl World {
     ) {
         let Some(sent) = self.transfer_keys.get(&(sender, to)) else { return };
         for (key, dot) in dropped {
-            let held = self.nodes[sender].store.peek(&key).is_some_and(|e| e.dot() == dot);
-            if held && sent.contains(&key) && self.tallies.live_keys_dropped.len() < 16 {
+            let store = &self.nodes[sender].store;
+            // A key the sender lost during the transfer (evicted, say) and
+            // got back since with the same write is rightly dropped: the
+            // sender did not hold it when it made the chunk.
+            let held = store.peek(&key).is_some_and(|e| e.dot() == dot)
+                && !store.removed_since(&key, sent.sender_removal_mark);
+            if held && sent.keys.contains(&key) && self.tallies.live_keys_dropped.len() < 16 {
                 self.tallies
                     .live_keys_dropped
                     .push(format!("{key} (dot {}:{}) at node {to}", dot.origin, dot.seq));
