@@ -91,12 +91,7 @@ bench_stop() {
 
 # bench_need CMD PACKAGE — installs the Debian PACKAGE if CMD is missing.
 bench_need() {
-  local cmd=$1 package=$2
-  command -v "$cmd" >/dev/null && return 0
-  bench_log "installing $package (Debian package, for $cmd)"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
-  command -v "$cmd" >/dev/null || bench_die "$package installed but $cmd is still missing"
+  "$BENCH_ROOT/scripts/need.sh" "$1" "$2" || bench_die "could not install $2 for $1"
 }
 
 # bench_free_port — prints a TCP port on 127.0.0.1 that nothing listens on,

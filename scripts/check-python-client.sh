@@ -9,9 +9,7 @@
 # node/tests/legacy.rs send the same bytes that client sends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${TMPDIR:-/tmp}/geocache-python-client"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q geo-cache-client==0.1.2 requests
+PYTHON=$(scripts/python-client.sh)
 cargo build --release --bin geocache -q
 ./target/release/geocache demo >/dev/null 2>&1 &
 DEMO=$!
@@ -26,4 +24,4 @@ for _ in $(seq 1 600); do
   [ "$seen" -eq 6 ] && break
   sleep 0.1
 done
-"$VENV/bin/python" scripts/python_client_check.py
+"$PYTHON" scripts/python_client_check.py

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 
+use crate::auth::{Access, Scope, UserConfig};
 use crate::namespace::Namespace;
 use geocache_gossip::quic::FRAME_BYTES_MAX_DEFAULT;
 
@@ -36,10 +37,15 @@ pub enum EvictionKind {
     Tinylfu,
 }
 
-/// Per-namespace TTL policy.
+/// Per-namespace settings: TTL policy, and what clients without
+/// credentials may do there once auth is on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
+    /// What a client without credentials may do here when users are
+    /// configured (the earlier `/api` client sends no header).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anonymous: Vec<Scope>,
     /// TTL of a write that gives none.
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<Duration>,
@@ -178,10 +184,15 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Duration>,
-    /// Per-namespace TTL policy (file only: `[namespaces.NAME]`).
+    /// Per-namespace settings (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Users and their credentials (file only: `[[users]]`); auth is on
+    /// as soon as there is one.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
 }
 
 /// The settings a node runs with, after defaults, file and flags.
@@ -225,8 +236,15 @@ pub struct Config {
     /// How long a write waits for its durability level.
     #[serde(with = "humantime_serde")]
     pub durability_timeout: Duration,
-    /// Per-namespace TTL policy.
+    /// Per-namespace settings.
     pub namespaces: BTreeMap<Namespace, NamespaceConfig>,
+    /// The users, each secret shown only as its digest (`--print-config`
+    /// never prints a secret).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
+    /// Who may do what, from `users` and each namespace's `anonymous`.
+    #[serde(skip)]
+    pub access: Access,
     /// Largest reply of one RESP command (at least `value_bytes_max`).
     pub reply_bytes_max: ByteSize,
     /// Most HTTP connections at once.
@@ -315,6 +333,8 @@ impl ConfigLayer {
     fn overlaid_by(self, over: ConfigLayer) -> ConfigLayer {
         let mut namespaces = self.namespaces;
         namespaces.extend(over.namespaces);
+        let mut users = self.users;
+        users.extend(over.users);
         ConfigLayer {
             node_id: over.node_id.or(self.node_id),
             region: over.region.or(self.region),
@@ -345,6 +365,7 @@ impl ConfigLayer {
             resp_idle_timeout: over.resp_idle_timeout.or(self.resp_idle_timeout),
             drain_timeout: over.drain_timeout.or(self.drain_timeout),
             namespaces,
+            users,
         }
     }
 }
@@ -432,6 +453,24 @@ impl Config {
             }
             namespaces.insert(ns, policy);
         }
+        let mut resolved_users = Vec::with_capacity(layer.users.len());
+        let mut users = Vec::with_capacity(layer.users.len());
+        for user in &layer.users {
+            let resolved = user.resolve().map_err(|e| invalid("config", format!("[[users]]: {e}")))?;
+            users.push(UserConfig {
+                secret: None,
+                secret_sha256: Some(resolved.digest_hex()),
+                ..user.clone()
+            });
+            resolved_users.push(resolved);
+        }
+        let anonymous = namespaces
+            .iter()
+            .filter(|(_, p)| !p.anonymous.is_empty())
+            .map(|(ns, p)| (ns.clone(), p.anonymous.clone()))
+            .collect();
+        let access = Access::new(resolved_users, anonymous)
+            .map_err(|e| invalid("config", format!("[[users]]: {e}")))?;
         let resp_namespace = Namespace::new(layer.resp_namespace.as_deref().unwrap_or("default"))
             .map_err(|e| invalid("resp-namespace", e.to_string()))?;
         let drain_timeout = layer.drain_timeout.unwrap_or(Duration::from_secs(10));
@@ -501,6 +540,8 @@ impl Config {
             replication,
             durability_timeout: layer.durability_timeout.unwrap_or(Duration::from_secs(5)),
             namespaces,
+            users,
+            access,
             reply_bytes_max,
             http_connections_max,
             resp_connections_max,

@@ -10,6 +10,7 @@
 //! - `admission.rs`: accepting TCP clients within a connection limit
 //!   (the HTTP and RESP ports).
 //! - `clock.rs`: [`clock::Clock`], the time source the store reads.
+//! - `auth.rs`: users, scopes and anonymous access: who may do what.
 //! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
 //! - `config.rs`: settings from defaults, a TOML file and flags.
 //! - `entry.rs`: [`entry::Entry`], a register packed with its value in one
@@ -38,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod cluster;

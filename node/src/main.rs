@@ -33,6 +33,15 @@ enum Command {
     /// Make the cluster CA and node certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Credentials for `[[users]]`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random secret, and its SHA-256 for `secret_sha256`.
+    New,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +112,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Demo => demo(),
+        Command::Token(TokenCommand::New) => {
+            let secret = geocache_node::auth::new_secret().context("reading the system's random source")?;
+            println!("{secret}");
+            eprintln!("secret_sha256 = \"{}\"", geocache_node::auth::secret_sha256(&secret));
+            Ok(())
+        }
         Command::Certs(CertsCommand::Init { out }) => {
             let ca = Ca::generate("geocache cluster CA").context("generating the CA")?;
             ca.save(&out).with_context(|| format!("--out {}", out.display()))?;
@@ -147,6 +162,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         server::start_cluster(&mut state, http).await?;
         let c = &state.config;
         tracing::info!(node = %geocache_crdt::NodeId(c.node_id), region = %c.region, %http, "serving");
+        let beyond_loopback = !http.ip().is_loopback() || c.resp.is_some_and(|r| !r.ip().is_loopback());
+        if beyond_loopback && !c.access.is_on() {
+            tracing::warn!(
+                "listening beyond loopback with no [[users]]: any client that reaches this node may read \
+                 and write every namespace (docs/SECURITY.md)"
+            );
+        }
         // One signal stops both ports and drains replication; a second
         // exits at once.
         let cluster = state.cluster.clone();

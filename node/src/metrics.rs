@@ -61,6 +61,8 @@ pub struct Metrics {
     pub http_connections_rejected: Counter,
     /// HTTP connections closed for stalling past `--header-timeout`.
     pub http_connections_timed_out: Counter,
+    /// Credentials refused (a wrong secret, HTTP or RESP).
+    pub auth_failures: Counter,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -132,6 +134,12 @@ impl Metrics {
             "HTTP connections closed after stalling past --header-timeout",
             http_connections_timed_out.clone(),
         );
+        let auth_failures = Counter::default();
+        registry.register(
+            "geocache_auth_failures",
+            "Credentials refused: a secret or user that matches no user (HTTP and RESP)",
+            auth_failures.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -150,6 +158,7 @@ impl Metrics {
             resp_commands,
             http_connections_rejected,
             http_connections_timed_out,
+            auth_failures,
             entries,
             bytes,
         }

@@ -11,7 +11,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geocache_crdt::CAS_TOKEN_MAX;
@@ -123,10 +123,11 @@ pub async fn get(
     State(state): State<NodeState>,
     Path((name, key)): Path<(String, String)>,
     query: Result<Query<LegacyQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Response {
     match forward_target(&state, &key, query) {
         Err(e) => e.into_response(),
-        Ok(Some(to)) => forward(&state, to, reqwest::Method::GET, &name, &key, None).await,
+        Ok(Some(to)) => forward(&state, to, reqwest::Method::GET, &name, &key, &headers, None).await,
         Ok(None) => read(&state, &name, &key).unwrap_or_else(IntoResponse::into_response),
     }
 }
@@ -136,6 +137,7 @@ pub async fn post(
     State(state): State<NodeState>,
     Path((name, key)): Path<(String, String)>,
     query: Result<Query<LegacyQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -154,7 +156,7 @@ pub async fn post(
     };
     match forward_target(&state, &key, query) {
         Err(e) => e.into_response(),
-        Ok(Some(to)) => forward(&state, to, reqwest::Method::POST, &name, &key, Some(body)).await,
+        Ok(Some(to)) => forward(&state, to, reqwest::Method::POST, &name, &key, &headers, Some(body)).await,
         Ok(None) => write(&state, &name, &key, &body).await.unwrap_or_else(IntoResponse::into_response),
     }
 }
@@ -249,13 +251,15 @@ fn forward_target(
     }
 }
 
-/// Sends the request on to the node at `to` and relays its answer.
+/// Sends the request on to the node at `to` and relays its answer, with
+/// the client's credential: the node that serves it checks it again.
 async fn forward(
     state: &NodeState,
     to: SocketAddr,
     method: reqwest::Method,
     name: &str,
     key: &str,
+    headers: &HeaderMap,
     body: Option<Bytes>,
 ) -> Response {
     let Ok(mut url) = reqwest::Url::parse(&format!("http://{to}/")) else {
@@ -265,6 +269,9 @@ async fn forward(
         path.clear().push("api").push(name).push(key);
     }
     let mut request = state.forward.request(method, url).timeout(FORWARD_TIMEOUT);
+    if let Some(credential) = headers.get(header::AUTHORIZATION) {
+        request = request.header("authorization", credential.as_bytes());
+    }
     if let Some(body) = body {
         request = request.header("content-type", "application/json").body(body);
     }

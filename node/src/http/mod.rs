@@ -4,6 +4,7 @@
 //! unknown paths and methods included.
 
 mod admin;
+mod authorize;
 mod closest;
 mod doc;
 mod error;
@@ -44,6 +45,7 @@ pub fn router(state: NodeState) -> Router {
         .route("/", get(legacy::root))
         .route("/api/closest/{lat}/{lon}", get(legacy::closest))
         .route("/api/{name}/{*key}", get(legacy::get).post(legacy::post))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize::authorize))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -128,6 +128,26 @@ pub enum CommandError {
     /// `EXPIRE` options that do not go together.
     #[error("ERR {0}")]
     ExpireOptions(&'static str),
+    /// Auth is on and this connection has not authenticated.
+    #[error("NOAUTH Authentication required.")]
+    NoAuth,
+    /// `HELLO` without `AUTH` on a connection that has not authenticated.
+    #[error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")]
+    HelloNoAuth,
+    /// `AUTH` with a user or secret that matches no user.
+    #[error("WRONGPASS invalid username-password pair or user is disabled.")]
+    WrongPass,
+    /// `AUTH` on a node with no users configured.
+    #[error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")]
+    AuthNotConfigured,
+    /// The user may not run this command here.
+    #[error("NOPERM User {user} has no permissions to run the '{command}' command")]
+    NoPerm {
+        /// The user.
+        user: String,
+        /// The command.
+        command: &'static str,
+    },
     /// A compare-and-set loop lost the race too many times in a row; nothing
     /// was written, the client may retry.
     #[error("ERR the key changed {0} times while updating it; try again")]

@@ -2,7 +2,8 @@
 //!
 //! Redis clients and tools (`redis-cli`, `redis-benchmark`, client
 //! libraries) read and write the same store as the HTTP API, in the one
-//! namespace `--resp-namespace` names. A key is the whole RESP key, colons
+//! namespace `--resp-namespace` names, or the first namespace of the user
+//! a connection authenticated as (`AUTH`). A key is the whole RESP key, colons
 //! and all; a value is stored as bytes without a content type, so
 //! `SET user:42 x` is `GET /v1/kv/default/user:42` over HTTP and back.
 //! Writes replicate like HTTP writes (durability `local`).
@@ -51,8 +52,6 @@ pub const REQUEST_OVERHEAD_BYTES: u64 = 64 * 1024;
 pub struct Shared {
     /// The node's store, config, metrics and replication.
     pub state: NodeState,
-    /// The namespace of every key.
-    pub namespace: Arc<str>,
     /// What one request may weigh.
     pub limits: FrameLimits,
     /// The bound address, for `INFO`.
@@ -84,7 +83,6 @@ impl Shared {
         };
         let counters = Cmd::ALL.iter().map(|c| state.metrics.resp_command(c.name())).collect();
         Shared {
-            namespace: config.resp_namespace.as_arc().clone(),
             limits,
             addr,
             counters,

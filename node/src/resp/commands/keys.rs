@@ -56,7 +56,7 @@ pub(super) fn ttl(cx: &Context<'_>, out: &mut BytesMut, unit_ms: u64) -> Result<
 /// not Redis's O(1) counter: the store's own count includes tombstones,
 /// expired entries and other namespaces).
 pub(super) fn dbsize(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
-    let n = cx.shared.state.store.visible_entry_count(&cx.shared.namespace);
+    let n = cx.shared.state.store.visible_entry_count(cx.namespace.as_arc());
     reply::int(out, i64::try_from(n).unwrap_or(i64::MAX));
     Ok(())
 }

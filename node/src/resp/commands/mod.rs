@@ -8,12 +8,15 @@ mod strings;
 use bytes::Bytes;
 use geocache_crdt::Key;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::error::CommandError;
 use super::frame::{parse_int, Request};
 use super::reply::{self, Replies};
 use super::Shared;
+use crate::auth::{Decision, Need, Scope, User};
 use crate::cluster::Durability;
+use crate::namespace::Namespace;
 use crate::store::{Entry, Ttl, ValueRef, Write, WriteError, WriteOutcome};
 use crate::write_path::{TtlPolicy, WritePathError};
 
@@ -40,6 +43,69 @@ pub struct Session {
     pub id: u64,
     /// `CLIENT SETNAME`.
     pub name: Option<Bytes>,
+    /// Who authenticated (`AUTH`, `HELLO ... AUTH`); `None`: anonymous.
+    pub user: Option<Arc<User>>,
+    /// The namespace of every key: the user's first, else
+    /// `--resp-namespace`.
+    pub namespace: Namespace,
+}
+
+impl Session {
+    /// A fresh connection's session: anonymous, in `--resp-namespace`.
+    pub fn new(id: u64, namespace: Namespace) -> Session {
+        Session { id, name: None, user: None, namespace }
+    }
+}
+
+/// What a command needs of the connection's credentials.
+enum CommandNeed {
+    /// Nothing: it may authenticate or leave.
+    Nothing,
+    /// Some access (a user, or a namespace open to anonymous clients).
+    Connection,
+    /// This scope in the session's namespace.
+    Scope(Scope),
+}
+
+impl Cmd {
+    fn need(self) -> CommandNeed {
+        match self {
+            Cmd::Auth | Cmd::Hello | Cmd::Quit => CommandNeed::Nothing,
+            Cmd::Get | Cmd::Mget | Cmd::Exists | Cmd::Ttl | Cmd::Pttl | Cmd::Dbsize => {
+                CommandNeed::Scope(Scope::Read)
+            }
+            Cmd::Set
+            | Cmd::Mset
+            | Cmd::Del
+            | Cmd::Expire
+            | Cmd::Pexpire
+            | Cmd::Persist
+            | Cmd::Incr
+            | Cmd::Decr
+            | Cmd::Incrby
+            | Cmd::Decrby => CommandNeed::Scope(Scope::Write),
+            Cmd::Ping | Cmd::Echo | Cmd::Info | Cmd::Command | Cmd::Select | Cmd::Client | Cmd::Config => {
+                CommandNeed::Connection
+            }
+        }
+    }
+}
+
+/// Whether the session may run `cmd`: the error Redis would answer if not.
+fn check_access(shared: &Shared, session: &Session, cmd: Cmd) -> Result<(), CommandError> {
+    let need = match cmd.need() {
+        CommandNeed::Nothing => return Ok(()),
+        CommandNeed::Connection => Need::Session(&session.namespace),
+        CommandNeed::Scope(scope) => Need::In(&session.namespace, scope),
+    };
+    match shared.state.config.access.decide(session.user.as_deref(), need) {
+        Decision::Allowed => Ok(()),
+        Decision::Unauthenticated => Err(CommandError::NoAuth),
+        Decision::Forbidden => Err(CommandError::NoPerm {
+            user: session.user.as_ref().map_or_else(|| "default".to_string(), |u| u.name.clone()),
+            command: cmd.name(),
+        }),
+    }
 }
 
 macro_rules! commands {
@@ -107,6 +173,7 @@ commands! {
     Config "config" -2,
     Hello "hello" -1,
     Quit "quit" -1,
+    Auth "auth" -2,
 }
 
 /// Runs one request and appends its reply to `out`.
@@ -123,7 +190,13 @@ pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out:
         reply::error(out, &CommandError::WrongArity(cmd.name()).to_string());
         return Flow::Continue;
     }
-    let cx = Context { shared, req };
+    if let Err(e) = check_access(shared, session, cmd) {
+        reply::error(out, &e.to_string());
+        return Flow::Continue;
+    }
+    // A copy of the name (an `Arc`): AUTH and HELLO change the session.
+    let namespace = session.namespace.clone();
+    let cx = Context { shared, req, namespace: &namespace };
     let result = match cmd {
         Cmd::Get => strings::get(&cx, out),
         Cmd::Set => strings::set(&cx, out).await,
@@ -155,6 +228,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out:
         Cmd::Client => server::client(&cx, session, out),
         Cmd::Config => server::config(&cx, out),
         Cmd::Hello => server::hello(&cx, session, out),
+        Cmd::Auth => server::auth(&cx, session, out),
         Cmd::Quit => {
             reply::ok(out);
             return Flow::Close;
@@ -187,6 +261,8 @@ fn unknown_command(req: &Request) -> CommandError {
 struct Context<'a> {
     shared: &'a Shared,
     req: &'a Request,
+    /// The session's namespace.
+    namespace: &'a Namespace,
 }
 
 impl Context<'_> {
@@ -199,7 +275,7 @@ impl Context<'_> {
     /// A key over the limit cannot be stored, so reading it misses.
     fn read_key(&self, name: &Bytes) -> Option<Key> {
         let fits = name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64();
-        fits.then(|| Key::new(self.shared.namespace.clone(), name.clone()))
+        fits.then(|| Key::new(self.namespace.as_arc().clone(), name.clone()))
     }
 
     /// The key named by `name` for a write: its own copy, so the store does
@@ -209,7 +285,7 @@ impl Context<'_> {
         if name.len() as u64 > max {
             return Err(CommandError::KeyTooLarge { len: name.len(), max });
         }
-        Ok(Key::new(self.shared.namespace.clone(), Bytes::copy_from_slice(name)))
+        Ok(Key::new(self.namespace.as_arc().clone(), Bytes::copy_from_slice(name)))
     }
 
     /// The visible register of a key, if any.
@@ -228,9 +304,9 @@ impl Context<'_> {
         }
     }
 
-    /// The TTL rules of the RESP namespace.
+    /// The TTL rules of the session's namespace.
     fn ttl_policy(&self) -> TtlPolicy {
-        self.shared.state.ttl_policy(&self.shared.state.config.resp_namespace)
+        self.shared.state.ttl_policy(self.namespace)
     }
 
     /// The namespace's default TTL, ms.

@@ -1,5 +1,5 @@
 //! Connection and server commands: PING, INFO, COMMAND, SELECT, CLIENT,
-//! CONFIG, HELLO. Enough of each for `redis-cli`, `redis-benchmark` and
+//! CONFIG, HELLO, AUTH. Enough of each for `redis-cli`, `redis-benchmark` and
 //! the client libraries, which send some of them when they connect.
 
 use bytes::BytesMut;
@@ -139,9 +139,12 @@ pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut)
         i = 2;
     }
     let mut name = None;
+    let mut authenticated = false;
     while i < cx.req.len() {
         let left = cx.req.len() - i - 1;
         if is(cx.arg(i), "AUTH") && left >= 2 {
+            authenticate(cx, session, cx.arg(i + 1), cx.arg(i + 2))?;
+            authenticated = true;
             i += 3;
         } else if is(cx.arg(i), "SETNAME") && left >= 1 {
             name = Some(valid_name(cx.arg(i + 1))?.clone());
@@ -149,6 +152,12 @@ pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut)
         } else {
             return Err(CommandError::Syntax);
         }
+    }
+    let access = &cx.shared.state.config.access;
+    let anonymous_may =
+        access.decide(None, crate::auth::Need::Session(&session.namespace)) == crate::auth::Decision::Allowed;
+    if !authenticated && session.user.is_none() && !anonymous_may {
+        return Err(CommandError::HelloNoAuth);
     }
     if let Some(n) = name {
         session.name = Some(n).filter(|n| !n.is_empty());
@@ -173,6 +182,40 @@ pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut)
             BorrowedFrame::Array(&[]),
         ],
     );
+    Ok(())
+}
+
+/// `AUTH [user] secret`: `AUTH secret` is the user `default`'s, as in
+/// Redis. The connection then acts in the user's first namespace.
+pub(super) fn auth(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut) -> Result<(), CommandError> {
+    let (user, secret) = match cx.req.len() {
+        2 => (&b"default"[..], cx.arg(1)),
+        3 => (&cx.arg(1)[..], cx.arg(2)),
+        _ => return Err(CommandError::Syntax),
+    };
+    if !cx.shared.state.config.access.is_on() {
+        return Err(CommandError::AuthNotConfigured);
+    }
+    authenticate(cx, session, user, secret)?;
+    reply::ok(out);
+    Ok(())
+}
+
+/// Checks `user`'s `secret` and binds the session to the user; a failure
+/// leaves the session as it was and is counted.
+fn authenticate(
+    cx: &Context<'_>,
+    session: &mut Session,
+    user: &[u8],
+    secret: &[u8],
+) -> Result<(), CommandError> {
+    let state = &cx.shared.state;
+    let Some(found) = state.config.access.by_name(user, secret) else {
+        state.metrics.auth_failures.inc();
+        return Err(CommandError::WrongPass);
+    };
+    session.namespace = found.resp_namespace(&state.config.resp_namespace).clone();
+    session.user = Some(found);
     Ok(())
 }
 
@@ -240,7 +283,7 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandEr
                 "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
             ),
             "keyspace" => {
-                let keys = state.store.visible_entry_count(&shared.namespace);
+                let keys = state.store.visible_entry_count(cx.namespace.as_arc());
                 write!(text, "# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n")
             }
             _ => write!(
@@ -248,7 +291,7 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandEr
                 "# Geocache\r\nnode_id:{}\r\nregion:{}\r\nnamespace:{}\r\nreplicating:{}\r\n",
                 geocache_crdt::NodeId(state.config.node_id),
                 state.config.region,
-                shared.namespace,
+                cx.namespace,
                 if state.cluster.is_some() { 1 } else { 0 },
             ),
         };
