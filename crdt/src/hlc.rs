@@ -106,7 +106,17 @@ impl HlcClock {
     /// A new reading strictly greater than `floor` as well: a write that
     /// replaces a value it has seen must order after it, whatever clock
     /// wrote that value.
+    ///
+    /// A floor more than the maximum skew ahead of `now_ms` (a peer's clock
+    /// far ahead, or a forged stamp) still orders this write after it, but
+    /// does not move this clock: the jump stays with that key instead of
+    /// spreading to every later write of this node, and from there to every
+    /// node that overwrites them.
     pub fn tick_after(&mut self, floor: Hlc, now_ms: u64) -> Hlc {
+        if floor.ms() > now_ms.saturating_add(self.max_clock_skew_ms) {
+            let mine = self.tick(now_ms);
+            return mine.max(floor.successor());
+        }
         if floor > self.last {
             self.last = floor;
         }
@@ -178,7 +188,21 @@ mod tests {
     #[test]
     fn tick_after_orders_past_the_floor() {
         let mut clock = HlcClock::new(1_000);
+        let floor = Hlc::new(900, 3);
+        assert!(clock.tick_after(floor, 10) > floor);
+        assert!(clock.tick(10) > floor, "a floor within the skew moves the clock");
+    }
+
+    #[test]
+    fn a_floor_beyond_the_skew_orders_the_write_but_leaves_the_clock() {
+        let mut clock = HlcClock::new(1_000);
         let floor = Hlc::new(99_999, 3);
         assert!(clock.tick_after(floor, 10) > floor);
+        assert_eq!(clock.tick(10).ms(), 10, "the next write elsewhere is stamped at now");
+        // A forged stamp at the end of the range: the write still gets a
+        // stamp no smaller (merge breaks the tie deterministically).
+        let end = Hlc::from_u64(u64::MAX);
+        assert_eq!(clock.tick_after(end, 10), end);
+        assert_eq!(clock.tick(10).ms(), 10);
     }
 }

@@ -109,23 +109,51 @@ impl Register {
             Ordering::Equal => match (&mut self.value, &other.value) {
                 (Value::Doc(mine), Value::Doc(theirs)) if !self.meta.tombstone && !other.meta.tombstone => {
                     mine.merge(theirs);
-                    if other.meta.stamp > self.meta.stamp {
+                    let newer = (other.meta.stamp, other.meta.dot, other.meta.expires_at_ms)
+                        > (self.meta.stamp, self.meta.dot, self.meta.expires_at_ms);
+                    if newer {
                         self.meta.stamp = other.meta.stamp;
                         self.meta.dot = other.meta.dot;
                         self.meta.expires_at_ms = other.meta.expires_at_ms;
                     }
                 }
                 // The same epoch means the same replacing write, so the
-                // payloads are equal; the stamp decides only to stay total
-                // on input that breaks that rule.
+                // payloads are equal. A peer can break that rule (a forged
+                // or saturated stamp): then a live document wins over any
+                // other payload (so documents of the epoch still join), and
+                // between others the stamp decides, then the payload
+                // itself, so every replica keeps the same one whatever
+                // order they arrive in.
                 _ => {
-                    if other.meta.stamp > self.meta.stamp {
+                    let order = match (self.is_live_doc(), other.is_live_doc()) {
+                        (true, false) => Ordering::Less,
+                        (false, true) => Ordering::Greater,
+                        _ => other.meta.stamp.cmp(&self.meta.stamp).then_with(|| other.tie_cmp(self)),
+                    };
+                    if order == Ordering::Greater {
                         *self = other.clone();
                     }
                 }
             },
         }
         self.meta.vv = vv;
+    }
+
+    fn is_live_doc(&self) -> bool {
+        matches!(self.value, Value::Doc(_)) && !self.meta.tombstone
+    }
+
+    /// A total order on everything but the stamps and the version vector,
+    /// to break ties between registers that claim the same write.
+    fn tie_cmp(&self, other: &Register) -> Ordering {
+        let key =
+            |r: &Register| (r.meta.tombstone, r.meta.dot, r.meta.expires_at_ms, r.meta.content_type.clone());
+        key(self).cmp(&key(other)).then_with(|| match (&self.value, &other.value) {
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            (Value::Bytes(_), Value::Doc(_)) => Ordering::Less,
+            (Value::Doc(_), Value::Bytes(_)) => Ordering::Greater,
+            (Value::Doc(a), Value::Doc(b)) => a.save().cmp(&b.save()),
+        })
     }
 
     /// The join of `self` and `other`.

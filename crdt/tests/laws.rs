@@ -209,8 +209,30 @@ fn vv_strategy() -> impl Strategy<Value = VersionVector> {
     })
 }
 
+/// `r` as a hostile or broken peer could send it: stamped and epoched at
+/// one shared stamp (at the end of the clock's range when `end`), so that
+/// different payloads claim the very same write.
+fn forged(r: &Register, end: bool) -> Register {
+    let hlc = if end { geocache_crdt::Hlc::from_u64(u64::MAX) } else { geocache_crdt::Hlc::new(1_000, 7) };
+    let stamp = geocache_crdt::Stamp::new(hlc, NodeId(9));
+    let mut out = r.clone();
+    out.meta.stamp = stamp;
+    out.meta.epoch = stamp;
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn equal_stamps_on_different_payloads_still_merge_as_a_semilattice(
+        h in history(), i: usize, j: usize, k: usize, end: bool,
+    ) {
+        let (a, b, c) = (forged(pick(&h, i), end), forged(pick(&h, j), end), forged(pick(&h, k), end));
+        prop_assert_eq!(a.merged(&b), b.merged(&a));
+        prop_assert_eq!(a.merged(&b).merged(&c), a.merged(&b.merged(&c)));
+        prop_assert_eq!(a.merged(&a), a.clone());
+    }
 
     #[test]
     fn merge_is_commutative(h in history(), i: usize, j: usize) {

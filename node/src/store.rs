@@ -456,4 +456,21 @@ mod tests {
         fast.apply_remote(&mine.delta).unwrap();
         assert_eq!(bytes_of(&fast.get(&key("k")).unwrap()), b"slow");
     }
+
+    #[test]
+    fn a_stamp_beyond_the_skew_is_merged_but_never_moves_the_clock() {
+        let clock = ManualClock::new(1_000);
+        let future = ManualClock::new(1_000 + 3_600_000);
+        let (me, liar) = (store(&clock, 1), store(&future, 2));
+        let d = liar.apply_local(put("k", "future", Ttl::Never, Condition::Always)).unwrap().delta;
+        let applied = me.apply_remote(&d).unwrap();
+        assert!(applied.changed && applied.skew.is_some(), "merged, and reported");
+        // Overwriting that key still orders after it...
+        let over = me.apply_local(put("k", "mine", Ttl::Never, Condition::Always)).unwrap();
+        liar.apply_remote(&over.delta).unwrap();
+        assert_eq!(bytes_of(&liar.get(&key("k")).unwrap()), b"mine");
+        // ...and every other write of this node keeps its own clock.
+        let other = me.apply_local(put("other", "v", Ttl::Never, Condition::Always)).unwrap();
+        assert_eq!(other.entry.stamp().hlc.ms(), 1_000);
+    }
 }
