@@ -19,7 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 /// The envelope version this build writes and reads.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// A message could not be encoded or decoded. Nothing was changed.
 #[derive(Debug, Error)]

@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 use std::fmt;
 use thiserror::Error;
 
-use crate::Stamp;
+use crate::{doc_bounds, Stamp};
 
 /// How deep a JSON patch may nest: deeper input is refused rather than
 /// risking the stack on untrusted data.
@@ -48,6 +48,22 @@ pub enum DocError {
     /// Changes depend on changes this document does not hold.
     #[error("the changes depend on {0} changes this document does not hold")]
     MissingDependencies(usize),
+    /// A peer's document bytes are compressed (they could inflate without
+    /// bound) or do not follow automerge's chunk format.
+    #[error("document bytes refused: {0}")]
+    Refused(&'static str),
+    /// A peer's document nests deeper than [`PATCH_DEPTH_MAX`].
+    #[error("the document nests deeper than {PATCH_DEPTH_MAX} levels")]
+    TooDeep,
+}
+
+impl From<doc_bounds::Refusal> for DocError {
+    fn from(r: doc_bounds::Refusal) -> DocError {
+        DocError::Refused(match r {
+            doc_bounds::Refusal::Compressed => "compressed, or a kind of chunk nodes do not send",
+            doc_bounds::Refusal::Malformed => "not automerge chunks",
+        })
+    }
 }
 
 impl Doc {
@@ -157,32 +173,43 @@ impl Doc {
     /// [`DocError::MissingDependencies`] when they build on changes not held
     /// here; the document is then unchanged.
     pub fn apply_changes(&mut self, changes: &[u8]) -> Result<(), DocError> {
+        doc_bounds::check_uncompressed(changes).map_err(DocError::from)?;
         let mut next = (*self.inner).clone();
         next.load_incremental(changes).map_err(|e| DocError::Invalid(e.to_string()))?;
         let missing = next.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(DocError::MissingDependencies(missing.len()));
         }
+        if !doc_bounds::depth_at_most(&next, PATCH_DEPTH_MAX) {
+            return Err(DocError::TooDeep);
+        }
         *self.inner = next;
         self.update_size_estimate();
         Ok(())
     }
 
-    /// The whole document in automerge's compact format.
+    /// The whole document in automerge's format, uncompressed: what goes
+    /// to peers must load into no more memory than its size
+    /// (`doc_bounds.rs`).
     pub fn save(&self) -> Vec<u8> {
-        self.inner.save()
+        self.inner.save_nocompress()
     }
 
-    /// Loads a document written by [`save`](Self::save).
+    /// Loads a document written by [`save`](Self::save), as a peer sent it.
     ///
     /// # Errors
     ///
-    /// [`DocError`] for bytes that are not a complete document.
+    /// [`DocError`] for bytes that are not a complete document, that are
+    /// compressed, or whose tree nests deeper than [`PATCH_DEPTH_MAX`].
     pub fn load(bytes: &[u8]) -> Result<Doc, DocError> {
+        doc_bounds::check_uncompressed(bytes).map_err(DocError::from)?;
         let inner = Automerge::load(bytes).map_err(|e| DocError::Invalid(e.to_string()))?;
         let missing = inner.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(DocError::MissingDependencies(missing.len()));
+        }
+        if !doc_bounds::depth_at_most(&inner, PATCH_DEPTH_MAX) {
+            return Err(DocError::TooDeep);
         }
         Ok(Doc::from_inner(inner))
     }
@@ -355,6 +382,35 @@ mod tests {
 
     fn stamp(ms: u64, node: u64) -> Stamp {
         Stamp::new(Hlc::new(ms, 0), NodeId(node))
+    }
+
+    /// A document nested `depth` objects deep, built with automerge
+    /// directly (a patch that deep is refused before it is applied).
+    fn nested(depth: usize) -> Automerge {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        let mut obj = ROOT;
+        for _ in 1..depth {
+            obj = tx.put_object(&obj, "n", ObjType::Map).unwrap();
+        }
+        tx.commit();
+        doc
+    }
+
+    #[test]
+    fn a_peers_document_that_could_inflate_or_nests_too_deep_is_refused() {
+        let mut big = Doc::new();
+        let text = "x".repeat(64 * 1024);
+        big.apply_merge_patch(&json!({"a": text, "b": text}), stamp(1, 1)).unwrap();
+        assert!(Doc::load(&big.save()).is_ok(), "what nodes send loads");
+        let compressed = big.inner.save();
+        assert!(compressed.len() < big.save().len() / 10, "automerge's own save deflates");
+        assert!(matches!(Doc::load(&compressed), Err(DocError::Refused(_))));
+        assert!(Doc::load(&nested(PATCH_DEPTH_MAX).save_nocompress()).is_ok());
+        let deep = nested(PATCH_DEPTH_MAX + 1).save_nocompress();
+        assert!(matches!(Doc::load(&deep), Err(DocError::TooDeep)));
+        let ten_thousand = nested(10_000).save_nocompress();
+        assert!(matches!(Doc::load(&ten_thousand), Err(DocError::TooDeep)), "and no stack overflow");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - `version_vector.rs`: [`VersionVector`], its compact encoding and ETag form.
 //! - `doc.rs`: [`Doc`], a JSON object as an automerge document, with RFC 7396
 //!   merge patches.
+//! - `doc_bounds.rs`: what a peer's document may be (uncompressed, bounded
+//!   depth).
 //! - `value.rs`: [`Value`], opaque bytes or a document.
 //! - `key.rs`: [`Key`], a namespace and a key name.
 //! - `register.rs`: [`Register`] and its merge.
@@ -30,6 +32,7 @@
 pub mod codec;
 mod delta;
 mod doc;
+mod doc_bounds;
 mod hlc;
 mod key;
 mod node_id;

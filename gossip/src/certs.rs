@@ -47,6 +47,78 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// address, and the certificate only has to prove membership of the cluster.
 pub const CLUSTER_SERVER_NAME: &str = "geocache.cluster";
 
+/// The start of the URI subject alternative name that carries a node's region.
+pub const REGION_URI_PREFIX: &str = "urn:geocache:region:";
+
+/// Who a node certificate says its holder is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CertIdentity {
+    /// The node's name (the subject's common name).
+    pub name: String,
+    /// Its region, when the certificate was issued with one.
+    pub region: Option<String>,
+}
+
+impl CertIdentity {
+    /// Reads the name and region of a node certificate (DER).
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::NotNodeCert`] when the certificate has no single
+    /// common name or a garbled region.
+    pub fn of_der(cert_der: &[u8]) -> Result<CertIdentity, CertError> {
+        let fail = |reason: &str| CertError::NotNodeCert { reason: reason.to_owned() };
+        let (name, _) = der::subject_common_name_and_spki(cert_der).map_err(fail)?;
+        let uris = der::subject_alt_uris(cert_der).map_err(fail)?;
+        let region = match uris.iter().find_map(|u| u.strip_prefix(REGION_URI_PREFIX)) {
+            Some(encoded) => Some(percent_decode(encoded).ok_or_else(|| fail("garbled region"))?),
+            None => None,
+        };
+        Ok(CertIdentity { name, region })
+    }
+
+    /// Reads the name and region of a node certificate (PEM).
+    ///
+    /// # Errors
+    ///
+    /// As [`of_der`](Self::of_der), and for PEM that holds no certificate.
+    pub fn of_pem(cert_pem: &str) -> Result<CertIdentity, CertError> {
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CertError::NotNodeCert { reason: e.to_string() })?;
+        CertIdentity::of_der(&der)
+    }
+}
+
+/// Every byte but `[A-Za-z0-9-._~]` as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// CA certificate file name, in both the CA directory and a node directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// CA private key file name (CA directory only).
@@ -74,6 +146,12 @@ const YEAR_9000_SECS: u64 = 221_845_392_000;
 /// No variant leaves a partial result behind in memory; see each variant for files.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
+    /// A peer's or this node's certificate does not say who its holder is.
+    #[error("not a geocache node certificate: {reason}")]
+    NotNodeCert {
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading, writing or creating a file or directory failed. A save that failed
     /// part-way may have written some of its files.
     #[error("{action} {path}: {source}")]
@@ -219,6 +297,25 @@ impl Ca {
     /// usage: TLS server and TLS client. `node_name` must be a DNS label (see
     /// [`CertError::InvalidNodeName`]).
     pub fn issue(&self, node_name: &str) -> Result<NodeCert, CertError> {
+        self.issue_in(node_name, None)
+    }
+
+    /// As [`issue`](Self::issue), with the node's region written in as well
+    /// (a URI subject alternative name, [`REGION_URI_PREFIX`] and the region
+    /// percent-encoded), so peers can check the region a node announces.
+    pub fn issue_in(&self, node_name: &str, region: Option<&str>) -> Result<NodeCert, CertError> {
+        self.issue_for(node_name, region, &[])
+    }
+
+    /// As [`issue_in`](Self::issue_in), with `hosts` (DNS names or IP
+    /// addresses) clients reach the node by, so the same certificate serves
+    /// TLS on the client ports (`--tls-cert`).
+    pub fn issue_for(
+        &self,
+        node_name: &str,
+        region: Option<&str>,
+        hosts: &[String],
+    ) -> Result<NodeCert, CertError> {
         validate_node_name(node_name)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -226,6 +323,17 @@ impl Ca {
         params.distinguished_name = name;
         params.subject_alt_names =
             vec![SanType::DnsName(CLUSTER_SERVER_NAME.try_into()?), SanType::DnsName(node_name.try_into()?)];
+        if let Some(region) = region {
+            let uri = format!("{REGION_URI_PREFIX}{}", percent_encode(region));
+            params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
+        }
+        for host in hosts {
+            let san = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.as_str().try_into()?),
+            };
+            params.subject_alt_names.push(san);
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages =
@@ -462,6 +570,56 @@ mod der {
 
     fn expect<'a>(input: &mut &'a [u8], tag: u8, what: &'static str) -> Result<Tlv<'a>, &'static str> {
         next(input).filter(|t| t.tag == tag).ok_or(what)
+    }
+
+    /// id-ce-subjectAltName, 2.5.29.17.
+    const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    const EXTENSIONS: u8 = 0xa3;
+    const OCTET_STRING: u8 = 0x04;
+    const BOOLEAN: u8 = 0x01;
+    /// GeneralName uniformResourceIdentifier, [6] IMPLICIT IA5String.
+    const URI: u8 = 0x86;
+
+    /// The URI subject alternative names of a certificate.
+    pub(super) fn subject_alt_uris(cert: &[u8]) -> Result<Vec<String>, &'static str> {
+        let mut input = cert;
+        let certificate = expect(&mut input, SEQUENCE, "not a certificate")?;
+        let mut certificate = certificate.value;
+        let tbs = expect(&mut certificate, SEQUENCE, "no TBSCertificate")?;
+        let mut tbs = tbs.value;
+        let mut uris = Vec::new();
+        while let Some(field) = next(&mut tbs) {
+            if field.tag != EXTENSIONS {
+                continue;
+            }
+            let mut wrapped = field.value;
+            let list = expect(&mut wrapped, SEQUENCE, "extensions are not a sequence")?;
+            let mut list = list.value;
+            while let Some(extension) = next(&mut list) {
+                let mut extension = extension.value;
+                let oid = expect(&mut extension, OID, "an extension without an id")?;
+                if oid.value != OID_SUBJECT_ALT_NAME {
+                    continue;
+                }
+                let mut value = next(&mut extension).ok_or("an extension without a value")?;
+                if value.tag == BOOLEAN {
+                    value = next(&mut extension).ok_or("an extension without a value")?;
+                }
+                if value.tag != OCTET_STRING {
+                    return Err("an extension value is not an octet string");
+                }
+                let mut inner = value.value;
+                let names = expect(&mut inner, SEQUENCE, "alternative names are not a sequence")?;
+                let mut names = names.value;
+                while let Some(name) = next(&mut names) {
+                    if name.tag == URI {
+                        let uri = std::str::from_utf8(name.value).map_err(|_| "a URI that is not text")?;
+                        uris.push(uri.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(uris)
     }
 
     /// The subject's single UTF-8 common name, and the SubjectPublicKeyInfo (whole DER).

@@ -10,8 +10,10 @@
 //! # Contract
 //!
 //! Feed it, in any order, each with the current monotonic time:
-//! [`Core::handle_datagram`] (membership), [`Core::handle_message`] (a
-//! replication message or the answer to a request),
+//! [`Core::handle_datagram`] (membership) and [`Core::handle_message`] (a
+//! replication message), each with the [`Link`] the transport proved it
+//! came on, [`Core::handle_answer`] (the answer to a request this node
+//! sent),
 //! [`Core::local_write`], [`Core::set_rtt`], [`Core::transmit_refused`],
 //! [`Core::begin_drain`], and [`Core::handle_timeout`] at
 //! [`Core::poll_timeout`]. After each input, drain
@@ -29,12 +31,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::durability::{self, ClusterShape, Durability};
+use crate::identities::{Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use crate::peer::Peer;
 use crate::replica_store::ReplicaStore;
 use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
 use crate::transfer::{Chunk, ChunkOutcome, TransferConfig, TransferReceiver, TransferSender, TransferStats};
 use crate::wire::Message;
+
+/// The largest sequence number a full transfer may claim for an origin:
+/// 2^40 writes is over 30 years of one origin at 1,000 writes a second.
+pub const SEQ_PLAUSIBLE_MAX: u64 = 1 << 40;
 
 /// How long deltas or chunks waiting for transport room wait before the
 /// driver is asked to poll again.
@@ -142,6 +149,8 @@ pub struct Core {
     members: BTreeMap<NodeId, Peer>,
     /// Every member seen, live or not, until pruned.
     seen: BTreeMap<NodeId, Seen>,
+    /// Which name and address each origin is (see `identities.rs`).
+    identities: Identities,
     waiters: BTreeMap<u64, Waiter>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<CoreEvent>,
@@ -168,6 +177,7 @@ impl Core {
             transfer_stats: TransferStats::default(),
             members: BTreeMap::new(),
             seen: BTreeMap::new(),
+            identities: Identities::new(),
             waiters: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -214,6 +224,17 @@ impl Core {
         &self.members
     }
 
+    /// Whether `node` has spoken for itself (a datagram of its own came on
+    /// its own link): only such members are offered to clients.
+    pub fn is_confirmed(&self, node: NodeId) -> bool {
+        self.identities.is_confirmed(node)
+    }
+
+    /// Input refused because it spoke for someone else.
+    pub fn refusals(&self) -> &Refusals {
+        self.identities.refusals()
+    }
+
     /// Full-transfer counters.
     pub fn transfer_stats(&self) -> &TransferStats {
         &self.transfer_stats
@@ -228,18 +249,89 @@ impl Core {
         self.now_ms = self.now_ms.max(now_ms);
     }
 
-    /// A membership datagram. Refused input changes nothing.
-    pub fn handle_datagram(&mut self, bytes: &[u8], now_ms: u64) {
+    /// A membership datagram that came on `link`. Refused input (garbled,
+    /// or sent in another node's name) changes nothing.
+    pub fn handle_datagram(&mut self, link: &Link, bytes: &[u8], now_ms: u64) {
         self.advance(now_ms);
+        let Some(src) = Membership::sender_of(bytes) else {
+            tracing::debug!(peer = %link.name, "undecodable membership datagram");
+            return;
+        };
+        if !self.identities.accept_datagram(link, &src) {
+            tracing::debug!(
+                link = %link.name, addr = %link.addr, claims = %src.name, origin = %src.node,
+                "membership datagram in another node's name refused"
+            );
+            return;
+        }
         if let Err(e) = self.membership.handle_data(bytes, self.now_ms) {
             tracing::debug!(error = %e, "membership datagram refused");
         }
         self.settle();
     }
 
-    /// A replication message from `from` (for an answer: the node asked).
-    /// Returns the answer to send back when it was a request.
+    /// A replication message that came on `link`. Returns the answer to
+    /// send back when it was a request. A message naming an origin that is
+    /// not the link's own is refused and counted.
     pub fn handle_message(
+        &mut self,
+        link: &Link,
+        message: Message,
+        store: &mut dyn ReplicaStore,
+        now_ms: u64,
+    ) -> Option<Message> {
+        // An answer sent as a message (the simulator's) is from the member
+        // on that link.
+        let from = message.sender().or_else(|| self.origin_on(link))?;
+        if !self.identities.accept_message(link, from) {
+            tracing::debug!(link = %link.name, addr = %link.addr, claims = %from, kind = message.kind(),
+                "replication message in another node's name refused");
+            return None;
+        }
+        self.handle_checked(from, message, store, now_ms)
+    }
+
+    /// The answer to a request this node sent to `asked` (on the
+    /// connection it dialled to that member's address).
+    pub fn handle_answer(
+        &mut self,
+        asked: NodeId,
+        message: Message,
+        store: &mut dyn ReplicaStore,
+        now_ms: u64,
+    ) -> Option<Message> {
+        if message.sender().is_some_and(|s| s != asked) {
+            self.identities.refuse_foreign_answer();
+            return None;
+        }
+        self.handle_checked(asked, message, store, now_ms)
+    }
+
+    /// A transfer's watermarks, less the claims no honest sender makes:
+    /// about this node's own writes (it knows how far it is) and beyond
+    /// [`SEQ_PLAUSIBLE_MAX`] (a claim of `u64::MAX` would make every later
+    /// write of that origin look like a duplicate).
+    fn plausible_watermarks(&mut self, watermarks: Vec<(NodeId, u64)>) -> Vec<(NodeId, u64)> {
+        let me = self.me;
+        let mut kept = Vec::with_capacity(watermarks.len());
+        for (origin, wm) in watermarks {
+            if origin == me || wm > SEQ_PLAUSIBLE_MAX {
+                if wm > SEQ_PLAUSIBLE_MAX || wm > self.replicator.head() {
+                    self.identities.refuse_watermark_claim();
+                }
+                continue;
+            }
+            kept.push((origin, wm));
+        }
+        kept
+    }
+
+    /// The live member on `link`.
+    fn origin_on(&self, link: &Link) -> Option<NodeId> {
+        self.members.values().find(|p| p.name == link.name && p.gossip == link.addr).map(|p| p.node)
+    }
+
+    fn handle_checked(
         &mut self,
         from: NodeId,
         message: Message,
@@ -280,6 +372,7 @@ impl Core {
                 let covered = |dot: geocache_crdt::Dot| replicator.has_applied(dot.origin, dot.seq);
                 match self.receiver.on_chunk(self.me, chunk, store, &covered, &mut self.transfer_stats, now) {
                     ChunkOutcome::Whole { watermarks, dropped } => {
+                        let watermarks = self.plausible_watermarks(watermarks);
                         self.replicator.full_transfer_done(&watermarks);
                         self.events.push_back(CoreEvent::TransferApplied { from: sender, dropped });
                     }
@@ -526,6 +619,11 @@ impl Core {
         if peer.node == self.me {
             return;
         }
+        if !self.identities.accept_member(&peer) {
+            tracing::debug!(origin = %peer.node, name = %peer.name, gossip = %peer.gossip,
+                "member refused: its origin is bound to another name or address");
+            return;
+        }
         self.replicator.peer_up(PeerInfo { node: peer.node, region: peer.region.clone(), addr: peer.gossip });
         self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
         self.members.insert(peer.node, peer.clone());
@@ -567,6 +665,7 @@ impl Core {
         for origin in &gone {
             self.seen.remove(origin);
             self.replicator.forget_origin(*origin);
+            self.identities.forget(*origin);
         }
         if !gone.is_empty() {
             let seqs: Vec<u64> = self.waiters.keys().copied().collect();

@@ -12,7 +12,8 @@
 //! - `membership.rs` (foca), `replicator.rs` (fan-out, relays, acks,
 //!   anti-entropy), `transfer.rs` (numbered, resumable full transfers),
 //!   `durability.rs` (the level a write reached), `replica_store.rs` (the
-//!   store seam), `backlog.rs`, `watermarks.rs`, `wire.rs`.
+//!   store seam), `identities.rs` (each origin speaks only for itself),
+//!   `backlog.rs`, `watermarks.rs`, `wire.rs`.
 //! - `certs.rs`: the cluster CA and node certificates (`geocache certs`).
 //! - `quic/`: the quinn transport: mutual TLS against the cluster CA,
 //!   datagrams, ordered frames on one unidirectional stream per peer, and
@@ -26,6 +27,7 @@ pub mod quic;
 pub mod backlog;
 pub mod core;
 pub mod durability;
+pub mod identities;
 pub mod membership;
 pub mod peer;
 pub mod replica_store;

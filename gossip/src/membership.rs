@@ -166,6 +166,13 @@ impl Membership {
         result
     }
 
+    /// The sender a datagram names in its header, without feeding it to
+    /// membership: the core checks it against the connection first.
+    pub fn sender_of(data: &[u8]) -> Option<Peer> {
+        let (header, _): (Header<Peer>, _) = codec::decode_prefix(data).ok()?;
+        Some(header.src)
+    }
+
     /// Fires every timer due at `now_ms`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.advance(now_ms);

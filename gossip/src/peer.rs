@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 pub struct Peer {
     /// The node's id.
     pub node: NodeId,
+    /// The name in its certificate (`geocache certs issue --node`): what
+    /// it sends is checked against the certificate of the connection it
+    /// came on.
+    pub name: String,
     /// Its region.
     pub region: String,
     /// Latitude, degrees.
@@ -38,6 +42,7 @@ impl Peer {
     pub fn seed(gossip: SocketAddr) -> Peer {
         Peer {
             node: NodeId(0),
+            name: String::new(),
             region: String::new(),
             lat: 0.0,
             lon: 0.0,

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use geocache_crdt::{codec, Delta, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
 use geocache_gossip::core::{Core, CoreConfig};
 use geocache_gossip::durability::Durability;
+use geocache_gossip::identities::Link;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::replica_store::ReplicaStore;
 use geocache_gossip::wire::Message;
@@ -108,6 +109,11 @@ fn id(i: usize) -> NodeId {
     NodeId(i as u64 + 1)
 }
 
+/// What the transport would prove of node `i`.
+fn link(i: usize) -> Link {
+    Link { name: format!("node-{i}"), region: Some("r".into()), addr: addr(i) }
+}
+
 fn key(name: &str) -> Key {
     Key::new("t", Bytes::copy_from_slice(name.as_bytes()))
 }
@@ -118,6 +124,7 @@ impl Harness {
             .map(|i| {
                 let me = Peer {
                     node: id(i),
+                    name: format!("node-{i}"),
                     region: "r".into(),
                     lat: 0.0,
                     lon: 0.0,
@@ -204,12 +211,11 @@ impl Harness {
     fn receive(&mut self, m: InFlight) {
         let now = self.now_ms;
         if m.datagram {
-            self.nodes[m.to].core.handle_datagram(&m.bytes, now);
+            self.nodes[m.to].core.handle_datagram(&link(m.from), &m.bytes, now);
         } else {
             let message: Message = codec::decode(&m.bytes).unwrap();
-            let from = id(m.from);
             let node = &mut self.nodes[m.to];
-            let answer = node.core.handle_message(from, message, &mut node.store, now);
+            let answer = node.core.handle_message(&link(m.from), message, &mut node.store, now);
             if let (Some(answer), true) = (answer, m.request) {
                 let bytes = codec::encode(&answer).unwrap();
                 self.push(now + LAN_MS, m.to, m.from, false, bytes, false);

@@ -11,6 +11,7 @@ fn peer(i: u8, incarnation: u64) -> Peer {
     let gossip = SocketAddr::from(([127, 0, 0, 10 + i], 7946));
     Peer {
         node: NodeId(u64::from(i) + 1),
+        name: format!("node-{i}"),
         region: if i < 2 { "montreal".into() } else { "frankfurt".into() },
         lat: 45.5,
         lon: -73.6,

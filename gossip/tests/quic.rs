@@ -51,7 +51,7 @@ async fn next_frame(rx: &mut Receiver<Inbound>) -> (SocketAddr, Bytes) {
     let found = timeout(DEADLINE, async {
         loop {
             match rx.recv().await.expect("inbound channel open") {
-                Inbound::Frame { from, bytes } => return (from, bytes),
+                Inbound::Frame { from, bytes, .. } => return (from, bytes),
                 Inbound::Datagram { .. } => continue,
                 Inbound::Request { .. } => panic!("unexpected request"),
             }
@@ -72,7 +72,9 @@ async fn frame_gets_through(from: &QuicTransport, to: SocketAddr, rx: &mut Recei
         let got = timeout(Duration::from_millis(200), async {
             loop {
                 match rx.recv().await {
-                    Some(Inbound::Frame { from: f, bytes }) if f == from.local_addr() && bytes == "probe" => {
+                    Some(Inbound::Frame { from: f, bytes, .. })
+                        if f == from.local_addr() && bytes == "probe" =>
+                    {
                         return true
                     }
                     Some(_) => continue,
@@ -95,7 +97,7 @@ async fn datagram_gets_through(from: &QuicTransport, to: SocketAddr, rx: &mut Re
         from.send_datagram(to, Bytes::from_static(b"ping")).expect("queue datagram");
         let got = timeout(Duration::from_millis(100), async {
             while let Some(event) = rx.recv().await {
-                if let Inbound::Datagram { from: f, bytes } = event {
+                if let Inbound::Datagram { from: f, bytes, .. } = event {
                     assert_eq!(f, from.local_addr(), "datagram attributed to its sender");
                     assert_eq!(bytes, "ping");
                     return;

@@ -11,7 +11,9 @@
 
 use bytes::Bytes;
 use geocache_crdt::{codec, Delta, Dot, Key, NodeId, Register};
+use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::core::{Core, CoreConfig, CoreEvent};
+use geocache_gossip::identities::{Link, Refusals};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
 use geocache_gossip::replica_store::ReplicaStore;
@@ -84,6 +86,8 @@ pub enum ClusterError {
 pub struct MemberView {
     /// Node id, hex.
     pub id: String,
+    /// The name in its certificate.
+    pub name: String,
     /// Region.
     pub region: String,
     /// Latitude.
@@ -94,8 +98,9 @@ pub struct MemberView {
     pub gossip: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
-    /// `up`, or `suspect` while some node suspects it failed (members down
-    /// are not listed).
+    /// `up`; `suspect` while some node suspects it failed; `unconfirmed`
+    /// while only other members have vouched for it, not a datagram of its
+    /// own (never offered to clients). Members down are not listed.
     pub state: &'static str,
     /// Measured round trip, ms.
     pub rtt_ms: Option<u64>,
@@ -121,6 +126,9 @@ pub struct ClusterView {
     /// full (the next round asks again).
     #[serde(skip)]
     pub answers_dropped: u64,
+    /// Peer input refused for speaking in another node's name.
+    #[serde(skip)]
+    pub refusals: Refusals,
 }
 
 /// The backlog's age for a tombstone retention: half of it, so tombstones
@@ -196,6 +204,7 @@ impl Cluster {
             next_rtt_ms: 0,
             metrics: options.metrics,
             drain: None,
+            refusals_counted: Refusals::default(),
         };
         tokio::spawn(driver.run(inbound, command_rx, answer_rx));
         Ok(Cluster { commands, view, transport, me })
@@ -316,6 +325,8 @@ struct Driver {
     next_rtt_ms: u64,
     metrics: Arc<Metrics>,
     drain: Option<DrainState>,
+    /// The refusals last counted into the metrics.
+    refusals_counted: Refusals,
 }
 
 impl Driver {
@@ -343,7 +354,7 @@ impl Driver {
                     None => break,
                 },
                 answer = answers.recv() => if let Some((from, message)) = answer {
-                    self.on_message(from, message, None);
+                    self.on_answer(from, message);
                 },
                 () = sleep => self.on_timer(),
             }
@@ -422,37 +433,46 @@ impl Driver {
     fn on_inbound(&mut self, inbound: Inbound) {
         let now = self.now_ms();
         match inbound {
-            Inbound::Datagram { bytes, .. } => self.core.handle_datagram(&bytes, now),
-            Inbound::Frame { from, bytes } | Inbound::Request { from, bytes, .. } if bytes.is_empty() => {
+            Inbound::Datagram { from, peer, bytes } => {
+                self.core.handle_datagram(&link(&peer, from), &bytes, now)
+            }
+            Inbound::Frame { from, bytes, .. } | Inbound::Request { from, bytes, .. } if bytes.is_empty() => {
                 tracing::debug!(%from, "empty message");
             }
-            Inbound::Frame { from, bytes } => match codec::decode::<Message>(&bytes) {
-                Ok(message) => match message.sender() {
-                    Some(sender) => self.on_message(sender, message, None),
-                    None => tracing::debug!(%from, "an answer on the frame stream"),
-                },
+            Inbound::Frame { from, peer, bytes } => match codec::decode::<Message>(&bytes) {
+                Ok(message) if message.sender().is_some() => {
+                    self.on_message(&link(&peer, from), message, None)
+                }
+                Ok(_) => tracing::debug!(%from, "an answer on the frame stream"),
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable frame"),
             },
-            Inbound::Request { from, bytes, respond } => match codec::decode::<Message>(&bytes) {
-                Ok(message) => match message.sender() {
-                    Some(sender) => self.on_message(sender, message, Some(respond)),
-                    None => tracing::debug!(%from, "an answer sent as a request"),
-                },
+            Inbound::Request { from, peer, bytes, respond } => match codec::decode::<Message>(&bytes) {
+                Ok(message) if message.sender().is_some() => {
+                    self.on_message(&link(&peer, from), message, Some(respond));
+                }
+                Ok(_) => tracing::debug!(%from, "an answer sent as a request"),
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable request"),
             },
         }
     }
 
-    fn on_message(&mut self, from: NodeId, message: Message, respond: Option<oneshot::Sender<Bytes>>) {
+    fn on_message(&mut self, link: &Link, message: Message, respond: Option<oneshot::Sender<Bytes>>) {
         let now = self.now_ms();
         let store = self.store.clone();
-        let answer = self.core.handle_message(from, message, &mut StoreAccess(&store), now);
-        if let (Some(answer), Some(respond)) = (answer, respond) {
+        let from = message.sender();
+        let answer = self.core.handle_message(link, message, &mut StoreAccess(&store), now);
+        if let (Some(answer), Some(respond), Some(from)) = (answer, respond, from) {
             if let Ok(bytes) = codec::encode(&answer) {
                 self.count(self.is_wan(from), &answer, bytes.len());
                 let _ = respond.send(Bytes::from(bytes));
             }
         }
+    }
+
+    fn on_answer(&mut self, asked: NodeId, message: Message) {
+        let now = self.now_ms();
+        let store = self.store.clone();
+        self.core.handle_answer(asked, message, &mut StoreAccess(&store), now);
     }
 
     /// Sends what the core wants sent, then acts on its events.
@@ -586,7 +606,31 @@ impl Driver {
         Some(0)
     }
 
-    fn publish_view(&self) {
+    /// Counts new refusals into the metrics, with one warning for the lot:
+    /// a hostile peer cannot flood the log.
+    fn count_refusals(&mut self) {
+        let now = self.core.refusals().clone();
+        let before = std::mem::replace(&mut self.refusals_counted, now.clone());
+        let reasons = [
+            ("impersonation", now.impersonations - before.impersonations),
+            ("origin_conflict", now.origin_conflicts - before.origin_conflicts),
+            ("foreign_message", now.foreign_messages - before.foreign_messages),
+            ("watermark_claim", now.watermark_claims - before.watermark_claims),
+            ("identities_full", now.identities_full - before.identities_full),
+        ];
+        for (reason, new) in reasons {
+            if new > 0 {
+                self.metrics
+                    .peer_refusals
+                    .get_or_create(&crate::metrics::ReasonLabels { reason })
+                    .inc_by(new);
+                tracing::warn!(reason, count = new, "peer input refused: it spoke in another node's name");
+            }
+        }
+    }
+
+    fn publish_view(&mut self) {
+        self.count_refusals();
         let replicator = self.core.replicator();
         let rtts: BTreeMap<NodeId, Option<u64>> =
             replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
@@ -599,12 +643,19 @@ impl Driver {
             .values()
             .map(|p| MemberView {
                 id: p.node.to_string(),
+                name: p.name.clone(),
                 region: p.region.clone(),
                 lat: p.lat,
                 lon: p.lon,
                 gossip: p.gossip,
                 http: p.http,
-                state: if suspects.contains(&p.node) { "suspect" } else { "up" },
+                state: if !self.core.is_confirmed(p.node) {
+                    "unconfirmed"
+                } else if suspects.contains(&p.node) {
+                    "suspect"
+                } else {
+                    "up"
+                },
                 rtt_ms: rtts.get(&p.node).copied().flatten(),
                 lag_writes: replicator.lag(p.node),
             })
@@ -615,9 +666,15 @@ impl Driver {
             stats: replicator.stats().clone(),
             transfers: self.core.transfer_stats().clone(),
             answers_dropped: self.answers_dropped,
+            refusals: self.core.refusals().clone(),
         };
         if let Ok(mut v) = self.view.write() {
             *v = view;
         }
     }
+}
+
+/// What the transport proved of a datagram's or frame's sender.
+fn link(peer: &CertIdentity, from: SocketAddr) -> Link {
+    Link { name: peer.name.clone(), region: peer.region.clone(), addr: from }
 }

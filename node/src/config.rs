@@ -184,6 +184,14 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Duration>,
+    /// A certificate chain (PEM) for TLS on the HTTP port; with --tls-key.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Per-namespace settings (file only: `[namespaces.NAME]`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -260,6 +268,18 @@ pub struct Config {
     /// How long the drain on shutdown may take.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// TLS on the HTTP port: certificate chain and key, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// The certificate and key of the client ports' TLS.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClientTlsConfig {
+    /// `--tls-cert`.
+    pub tls_cert: std::path::PathBuf,
+    /// `--tls-key`.
+    pub tls_key: std::path::PathBuf,
 }
 
 /// Where and how a node replicates.
@@ -364,6 +384,8 @@ impl ConfigLayer {
             header_timeout: over.header_timeout.or(self.header_timeout),
             resp_idle_timeout: over.resp_idle_timeout.or(self.resp_idle_timeout),
             drain_timeout: over.drain_timeout.or(self.drain_timeout),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
             namespaces,
             users,
         }
@@ -477,6 +499,12 @@ impl Config {
         if drain_timeout > Duration::from_secs(600) {
             return Err(invalid("drain-timeout", format!("must be at most 10m (got {drain_timeout:?})")));
         }
+        let tls = match (layer.tls_cert, layer.tls_key) {
+            (Some(tls_cert), Some(tls_key)) => Some(ClientTlsConfig { tls_cert, tls_key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls-key", "--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(invalid("tls-cert", "--tls-key needs --tls-cert")),
+        };
         let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
         let replication = match (layer.gossip, layer.ca, layer.cert, layer.key) {
             (None, _, _, _) => {
@@ -548,6 +576,7 @@ impl Config {
             header_timeout,
             resp_idle_timeout: layer.resp_idle_timeout.unwrap_or(Duration::ZERO),
             drain_timeout,
+            tls,
         })
     }
 

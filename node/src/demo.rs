@@ -105,10 +105,13 @@ pub async fn start(
             let resp_listener =
                 TcpListener::bind(resp).await.map_err(|source| DemoError::Bind { addr: resp, source })?;
             let mut state = server::state(config);
-            let cert = ca.issue(&format!("node-{}", node.0)).map_err(|e| DemoError::Certs(e.to_string()))?;
+            let cert = ca
+                .issue_in(&format!("node-{}", node.0), Some(region))
+                .map_err(|e| DemoError::Certs(e.to_string()))?;
             let tls = ClusterTls::from_node_cert(&cert).map_err(|e| DemoError::Certs(e.to_string()))?;
             let me = Peer {
                 node: state.store.node(),
+                name: tls.identity().name.clone(),
                 region: region.to_string(),
                 lat: *lat,
                 lon: *lon,
@@ -144,7 +147,7 @@ pub async fn start(
                 let signal = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = server::serve(state, listener, signal).await {
+                if let Err(e) = server::serve(state, listener, None, signal).await {
                     tracing::error!(%http, error = %e, "demo node stopped");
                 }
             });

@@ -10,6 +10,7 @@
 //! - `admission.rs`: accepting TCP clients within a connection limit
 //!   (the HTTP and RESP ports).
 //! - `clock.rs`: [`clock::Clock`], the time source the store reads.
+//! - `client_tls.rs`: TLS on the client ports (`--tls-cert`, `--tls-key`).
 //! - `auth.rs`: users, scopes and anonymous access: who may do what.
 //! - `namespace.rs`: [`namespace::Namespace`] names and their syntax.
 //! - `config.rs`: settings from defaults, a TOML file and flags.
@@ -41,6 +42,7 @@
 mod admission;
 pub mod auth;
 pub mod client;
+pub mod client_tls;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -60,9 +60,17 @@ enum CertsCommand {
         /// The node's name (a-z, 0-9, '-').
         #[arg(long)]
         node: String,
+        /// The node's region, written into the certificate: peers refuse
+        /// the node's announces under any other region.
+        #[arg(long)]
+        region: Option<String>,
         /// Where to write the node's files.
         #[arg(long)]
         out: PathBuf,
+        /// A host name or IP address clients reach the node's HTTP port by,
+        /// for `--tls-cert` (repeat for several).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -124,9 +132,11 @@ fn main() -> Result<()> {
             println!("wrote {}/ca.crt and {}/ca.key", out.display(), out.display());
             Ok(())
         }
-        Command::Certs(CertsCommand::Issue { ca, node, out }) => {
+        Command::Certs(CertsCommand::Issue { ca, node, region, out, hosts }) => {
             let authority = Ca::load(&ca).with_context(|| format!("--ca {}", ca.display()))?;
-            let cert = authority.issue(&node).with_context(|| format!("--node {node}"))?;
+            let cert = authority
+                .issue_for(&node, region.as_deref(), &hosts)
+                .with_context(|| format!("--node {node} --host {hosts:?}"))?;
             cert.save(&out).with_context(|| format!("--out {}", out.display()))?;
             println!("wrote {0}/node.crt, {0}/node.key and {0}/ca.crt", out.display());
             Ok(())
@@ -156,6 +166,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some(addr) => Some(
                 TcpListener::bind(addr).await.with_context(|| format!("--resp: cannot listen on {addr}"))?,
             ),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(geocache_node::client_tls::acceptor(&t.tls_cert, &t.tls_key)?),
             None => None,
         };
         let mut state = server::state(config);
@@ -198,7 +212,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         let mut http_stopped = stopped;
         let http_signal = async move { geocache_node::resp::connection::stopped(&mut http_stopped).await };
-        server::serve(state, listener, http_signal).await.context("serving HTTP")?;
+        server::serve(state, listener, tls, http_signal).await.context("serving HTTP")?;
         if let Some(task) = resp_task {
             task.await.context("the RESP port panicked")?.context("serving RESP")?;
         }

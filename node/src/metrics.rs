@@ -26,6 +26,14 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the peer refusal counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `impersonation`, `origin_conflict`, `foreign_message`,
+    /// `watermark_claim` or `identities_full` (`gossip/src/identities.rs`).
+    pub reason: &'static str,
+}
+
 /// Labels of the replication message counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
@@ -63,6 +71,8 @@ pub struct Metrics {
     pub http_connections_timed_out: Counter,
     /// Credentials refused (a wrong secret, HTTP or RESP).
     pub auth_failures: Counter,
+    /// Peer input refused for speaking in another node's name, by reason.
+    pub peer_refusals: Family<ReasonLabels, Counter>,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -140,6 +150,12 @@ impl Metrics {
             "Credentials refused: a secret or user that matches no user (HTTP and RESP)",
             auth_failures.clone(),
         );
+        let peer_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "geocache_peer_refusals",
+            "Peer input refused because it spoke in another node's name, by reason",
+            peer_refusals.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -159,6 +175,7 @@ impl Metrics {
             http_connections_rejected,
             http_connections_timed_out,
             auth_failures,
+            peer_refusals,
             entries,
             bytes,
         }

@@ -70,8 +70,15 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
     let tls = ClusterTls::from_files(&replication.ca, &replication.cert, &replication.key)
         .map_err(|e| ClusterStartError::Tls(e.to_string()))?;
     let c = &state.config;
+    if let Some(region) = tls.identity().region.as_ref().filter(|r| **r != c.region) {
+        return Err(ClusterStartError::Tls(format!(
+            "the certificate in --cert is for region {region:?}, but --region is {:?}",
+            c.region
+        )));
+    }
     let me = Peer {
         node: state.store.node(),
+        name: tls.identity().name.clone(),
         region: c.region.clone(),
         lat: c.lat,
         lon: c.lon,
@@ -108,8 +115,8 @@ pub enum ClusterStartError {
     Transport(String),
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight.
+/// Serves HTTP (over TLS with `tls`) on `listener` until `shutdown`
+/// resolves, then finishes the requests in flight.
 ///
 /// # Errors
 ///
@@ -117,12 +124,14 @@ pub enum ClusterStartError {
 pub async fn serve(
     mut state: NodeState,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.http = listener.local_addr()?;
     let c = &state.config;
     let guarded = GuardedListener::new(
         listener,
+        tls,
         c.http_connections_max,
         // A handler may wait up to the durability time-out with nothing
         // moving on its connection.

@@ -86,7 +86,21 @@ pub fn run(world: &World) -> Vec<Check> {
         // the register agree on the expiry instant: the convergence check
         // compares registers' visibility at one virtual time.
         Check { name: "expiry_at_one_instant", passed: diverged.is_empty(), detail: String::new() },
+        // Every simulated node is honest: the identity rules (a node speaks
+        // only for itself, `gossip/src/identities.rs`) never refuse one,
+        // through restarts, partitions and wiped data.
+        verdict("honest_nodes_never_refused", &honest_refusals(world)),
     ]
+}
+
+fn honest_refusals(world: &World) -> Vec<String> {
+    world
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.core.refusals().total() > 0)
+        .map(|(i, n)| format!("node {i}: {:?}", n.core.refusals()))
+        .collect()
 }
 
 fn describe(r: &geocache_crdt::Register) -> String {

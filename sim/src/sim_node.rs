@@ -50,6 +50,7 @@ pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, in
     let spec = &scenario.regions[region];
     Peer {
         node: origin,
+        name: node_name(i),
         region: spec.name.clone(),
         lat: spec.lat,
         lon: spec.lon,
@@ -57,6 +58,11 @@ pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, in
         http: http_addr(),
         incarnation: incarnation_ms,
     }
+}
+
+/// Node `i`'s name, as its certificate would carry it.
+pub fn node_name(i: usize) -> String {
+    format!("node-{i}")
 }
 
 /// The core's config for a node of `region`, as the node sets it.

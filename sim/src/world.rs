@@ -9,6 +9,7 @@ use foldhash::fast::FixedState;
 use geocache_crdt::{codec, NodeId};
 use geocache_gossip::core::{Core, CoreEvent};
 use geocache_gossip::durability::Durability;
+use geocache_gossip::identities::Link;
 use geocache_gossip::replicator::Transmit;
 use geocache_gossip::wire::Message;
 use hdrhistogram::Histogram;
@@ -24,7 +25,7 @@ use crate::links::{Fate, Hop, Links};
 use crate::network::region_delays_us;
 use crate::oracle::{FinalState, Oracle};
 use crate::scenario::Scenario;
-use crate::sim_node::{addr, core_config, identity, SimAccess, SimNode};
+use crate::sim_node::{addr, core_config, identity, node_name, SimAccess, SimNode};
 use crate::sim_store::SimStore;
 
 /// The longest the cluster may take to form before the workload starts
@@ -50,6 +51,7 @@ enum EventKind {
 }
 
 struct Datagram {
+    from: usize,
     to: usize,
     bytes: Bytes,
 }
@@ -375,10 +377,11 @@ impl World {
                 self.deliver(from, to, message, request)
             }
             EventKind::Datagram(d) => {
-                let Datagram { to, bytes } = *d;
+                let Datagram { from, to, bytes } = *d;
                 if self.nodes[to].up {
                     let now = self.mono_ms();
-                    self.nodes[to].core.handle_datagram(&bytes, now);
+                    let link = self.link(from);
+                    self.nodes[to].core.handle_datagram(&link, &bytes, now);
                     self.flush(to);
                 }
             }
@@ -530,19 +533,26 @@ impl World {
         let hop = self.hop(from, to, size, "membership");
         if let Fate::After(delay) = self.links.send(&hop, &self.scenario.network, &mut self.rng, self.now_us)
         {
-            self.schedule(delay, EventKind::Datagram(Box::new(Datagram { to, bytes })));
+            self.schedule(delay, EventKind::Datagram(Box::new(Datagram { from, to, bytes })));
         }
+    }
+
+    /// What a real transport would prove of node `i`: its certificate's
+    /// name and region, and its address.
+    fn link(&self, i: usize) -> Link {
+        let region = &self.scenario.regions[self.nodes[i].region].name;
+        Link { name: node_name(i), region: Some(region.clone()), addr: addr(i) }
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, request: bool) {
         if !self.nodes[to].up || !self.nodes[from].up {
             return;
         }
-        let from_origin = self.nodes[from].origin;
+        let link = self.link(from);
         let chunk = matches!(message, Message::FullTransferChunk { .. });
         let now = self.mono_ms();
         let (core, mut access) = self.core_and_store(to);
-        let answer = core.handle_message(from_origin, message, &mut access, now);
+        let answer = core.handle_message(&link, message, &mut access, now);
         let dropped = access.dropped;
         if chunk {
             self.check_drops(from, to, dropped);

@@ -17,22 +17,33 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use rustls::pki_types::CertificateDer;
+
 use super::frame::{self, FrameReadError};
 use super::inbound::Inbound;
 use super::shutdown::ShutdownRx;
 use super::stats::Counters;
 use super::transport::Inner;
 use super::{STREAM_CODE_FRAME_TOO_LARGE, STREAM_CODE_NO_RESPONSE};
+use crate::certs::CertIdentity;
 
 /// Serves `conn` until it closes or the transport shuts down.
 pub(crate) async fn serve(inner: Arc<Inner>, conn: Connection, mut shutdown: ShutdownRx) {
     let peer = conn.remote_address();
+    // Mutual TLS has checked the chain; this reads who the chain says the
+    // peer is, which everything it sends is then checked against.
+    let Some(identity) = peer_identity(&conn) else {
+        warn!(%peer, "a peer certificate that names no node; closing");
+        conn.close(VarInt::from_u32(CLOSE_CODE_NO_IDENTITY), b"certificate names no node");
+        inner.connection_ended(peer, conn.stable_id());
+        return;
+    };
     if let Some(inbound) = inner.inbound() {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 datagram = conn.read_datagram() => match datagram {
-                    Ok(bytes) => match inbound.try_send(Inbound::Datagram { from: peer, bytes }) {
+                    Ok(bytes) => match inbound.try_send(Inbound::Datagram { from: peer, peer: identity.clone(), bytes }) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             Counters::add(&inner.stats.inbound_datagrams_dropped_total, 1);
@@ -48,6 +59,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, conn: Connection, mut shutdown: Shu
                 stream = conn.accept_uni() => match stream {
                     Ok(recv) => inner.spawn(read_frames(
                         peer,
+                        identity.clone(),
                         recv,
                         inbound.clone(),
                         inner.clone(),
@@ -61,6 +73,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, conn: Connection, mut shutdown: Shu
                 stream = conn.accept_bi() => match stream {
                     Ok((send, recv)) => inner.spawn(serve_request(
                         peer,
+                        identity.clone(),
                         send,
                         recv,
                         inbound.clone(),
@@ -82,6 +95,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, conn: Connection, mut shutdown: Shu
 /// (waiting for room: that is the backpressure).
 async fn read_frames(
     peer: SocketAddr,
+    identity: Arc<CertIdentity>,
     mut recv: RecvStream,
     inbound: mpsc::Sender<Inbound>,
     inner: Arc<Inner>,
@@ -103,7 +117,7 @@ async fn read_frames(
         };
         let delivered = tokio::select! {
             _ = shutdown.wait() => return,
-            delivered = inbound.send(Inbound::Frame { from: peer, bytes }) => delivered,
+            delivered = inbound.send(Inbound::Frame { from: peer, peer: identity.clone(), bytes }) => delivered,
         };
         if delivered.is_err() {
             // Nobody listens any more: tell the peer to stop sending on this stream.
@@ -116,6 +130,7 @@ async fn read_frames(
 /// One request/response exchange on a bidirectional stream.
 async fn serve_request(
     peer: SocketAddr,
+    identity: Arc<CertIdentity>,
     mut send: SendStream,
     mut recv: RecvStream,
     inbound: mpsc::Sender<Inbound>,
@@ -142,7 +157,7 @@ async fn serve_request(
     let (respond, response) = oneshot::channel::<Bytes>();
     let delivered = tokio::select! {
         _ = shutdown.wait() => return,
-        delivered = inbound.send(Inbound::Request { from: peer, bytes: request, respond }) => delivered,
+        delivered = inbound.send(Inbound::Request { from: peer, peer: identity, bytes: request, respond }) => delivered,
     };
     if delivered.is_err() {
         let _ = send.reset(STREAM_CODE_NO_RESPONSE);
@@ -190,6 +205,16 @@ fn refuse_or_log(inner: &Inner, peer: SocketAddr, recv: &mut RecvStream, e: &Fra
         }
         e => debug!(%peer, error = %e, "{what} ended"),
     }
+}
+
+/// Close code for a peer whose certificate names no node.
+const CLOSE_CODE_NO_IDENTITY: u32 = 0x4e49;
+
+/// The name (and region) in the peer's certificate.
+fn peer_identity(conn: &Connection) -> Option<Arc<CertIdentity>> {
+    let chain = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = chain.first()?;
+    CertIdentity::of_der(leaf).ok().map(Arc::new)
 }
 
 fn error_code(e: &FrameReadError) -> VarInt {

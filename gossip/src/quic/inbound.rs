@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::oneshot;
+
+use crate::certs::CertIdentity;
 
 /// One inbound event, from an authenticated cluster member. `from` is the peer's bound
 /// gossip address (see the module docs for why the remote address is the peer's
@@ -14,6 +17,8 @@ pub enum Inbound {
     Datagram {
         /// The sending peer.
         from: SocketAddr,
+        /// Who its certificate says it is.
+        peer: Arc<CertIdentity>,
         /// The payload.
         bytes: Bytes,
     },
@@ -22,6 +27,8 @@ pub enum Inbound {
     Frame {
         /// The sending peer.
         from: SocketAddr,
+        /// Who its certificate says it is.
+        peer: Arc<CertIdentity>,
         /// The payload.
         bytes: Bytes,
     },
@@ -30,6 +37,8 @@ pub enum Inbound {
     Request {
         /// The requesting peer.
         from: SocketAddr,
+        /// Who its certificate says it is.
+        peer: Arc<CertIdentity>,
         /// The request payload.
         bytes: Bytes,
         /// Where the response goes.

@@ -21,7 +21,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use super::QuicError;
-use crate::certs::{NodeCert, CLUSTER_SERVER_NAME};
+use crate::certs::{CertIdentity, NodeCert, CLUSTER_SERVER_NAME};
 
 /// ALPN protocol of the geocache gossip transport, version 1.
 pub const ALPN: &[u8] = b"geocache/1";
@@ -46,6 +46,7 @@ pub const ALPN: &[u8] = b"geocache/1";
 pub struct ClusterTls {
     pub(crate) server: Arc<QuicServerConfig>,
     pub(crate) client: Arc<QuicClientConfig>,
+    identity: CertIdentity,
 }
 
 impl fmt::Debug for ClusterTls {
@@ -88,6 +89,15 @@ impl ClusterTls {
             .build()
             .map_err(QuicError::ServerVerifier)?;
         check_own_certificate(&chain, client_verifier.as_ref(), server_verifier.as_ref())?;
+        let identity = chain
+            .first()
+            .ok_or_else(|| QuicError::InvalidPem { what: "node certificate".into(), reason: "empty".into() })
+            .and_then(|leaf| {
+                CertIdentity::of_der(leaf).map_err(|e| QuicError::InvalidPem {
+                    what: "node certificate".into(),
+                    reason: e.to_string(),
+                })
+            })?;
 
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -104,7 +114,14 @@ impl ClusterTls {
         Ok(ClusterTls {
             server: Arc::new(QuicServerConfig::try_from(server)?),
             client: Arc::new(QuicClientConfig::try_from(client)?),
+            identity,
         })
+    }
+
+    /// Who this node's own certificate says it is: the name (and region)
+    /// peers check what it sends against.
+    pub fn identity(&self) -> &CertIdentity {
+        &self.identity
     }
 }
 

@@ -95,6 +95,13 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "transfer_resumes": view.transfers.resumes_asked,
                     "transfers_abandoned": view.transfers.abandoned,
                 },
+                "refusals": {
+                    "impersonations": view.refusals.impersonations,
+                    "origin_conflicts": view.refusals.origin_conflicts,
+                    "foreign_messages": view.refusals.foreign_messages,
+                    "watermark_claims": view.refusals.watermark_claims,
+                    "identities_full": view.refusals.identities_full,
+                },
             }))
         }
         None => Json(json!({

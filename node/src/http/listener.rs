@@ -23,15 +23,18 @@ use axum::serve::Listener;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{accept_within, Admitted};
+use crate::client_tls::ClientStream;
 
 /// Accepts connections within the limit.
 pub struct GuardedListener {
     inner: TcpListener,
+    tls: Option<TlsAcceptor>,
     permits: Arc<Semaphore>,
     /// The 503 a client past the limit gets, built once.
     refusal: Bytes,
@@ -45,6 +48,7 @@ impl GuardedListener {
     /// closed after `stall` without input while a read waits.
     pub fn new(
         inner: TcpListener,
+        tls: Option<TlsAcceptor>,
         connections_max: usize,
         stall: Duration,
         rejected: Counter,
@@ -52,6 +56,7 @@ impl GuardedListener {
     ) -> GuardedListener {
         GuardedListener {
             inner,
+            tls,
             permits: Arc::new(Semaphore::new(connections_max)),
             refusal: refusal(connections_max),
             stall,
@@ -84,7 +89,7 @@ impl Listener for GuardedListener {
             })
             .await;
         let stream = GuardedStream {
-            stream,
+            stream: ClientStream::new(stream, self.tls.as_ref()),
             _permit: permit,
             stall: self.stall,
             deadline: Box::pin(tokio::time::sleep(self.stall)),
@@ -102,7 +107,7 @@ impl Listener for GuardedListener {
 /// An accepted connection: holds its permit, and fails a read that waits
 /// longer than the stall time-out.
 pub struct GuardedStream {
-    stream: TcpStream,
+    stream: ClientStream,
     _permit: OwnedSemaphorePermit,
     stall: Duration,
     deadline: Pin<Box<Sleep>>,

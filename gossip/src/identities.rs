@@ -1,0 +1,252 @@
+//! Who each origin is: the certificate name it belongs to and the gossip
+//! address it was seen at, so that a node with a valid cluster certificate
+//! can speak only for itself.
+//!
+//! The transport proves, for every datagram and frame, the certificate of
+//! the connection it came on and the address it came from: a [`Link`].
+//! Membership datagrams name their sender; replication messages name the
+//! origin they speak for. The rules:
+//!
+//! - a datagram's sender must be the link's own name, region (when the
+//!   certificate carries one) and address;
+//! - an origin, once bound to a name and address, stays bound: an origin id
+//!   is one life of one node, so a later claim of it under another name or
+//!   address is an impersonation. A binding seen first from a third party
+//!   (gossip about another member) is tentative; the first datagram from
+//!   the origin itself confirms or replaces it;
+//! - a replication message is taken only from the link of the origin it
+//!   names;
+//! - members whose binding no datagram of their own has confirmed are not
+//!   offered to clients (`/v1/closest`, `databaseHost`).
+//!
+//! Every refusal is counted in [`Refusals`].
+
+use geocache_crdt::NodeId;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::peer::Peer;
+
+/// Who sent a datagram or frame, as the transport proved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The name in the connection's certificate.
+    pub name: String,
+    /// The region in the certificate, when it carries one.
+    pub region: Option<String>,
+    /// The address the connection comes from: the peer's gossip address.
+    pub addr: SocketAddr,
+}
+
+impl Link {
+    /// The link a node with this identity would come on (the simulator's,
+    /// and tests').
+    pub fn of(peer: &Peer) -> Link {
+        Link { name: peer.name.clone(), region: Some(peer.region.clone()), addr: peer.gossip }
+    }
+}
+
+/// Input refused because it spoke for someone else, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Datagrams whose sender is not the link's name, region or address.
+    pub impersonations: u64,
+    /// Claims of an origin bound to another name or address (in a
+    /// datagram, or a member gossiped by a third party).
+    pub origin_conflicts: u64,
+    /// Replication messages naming an origin that is not the link's.
+    pub foreign_messages: u64,
+    /// Full-transfer watermarks refused: for this node's own origin, or
+    /// beyond any plausible sequence number.
+    pub watermark_claims: u64,
+    /// Origins not bound because [`IDENTITY_COUNT_MAX`] are.
+    pub identities_full: u64,
+}
+
+impl Refusals {
+    /// Every refusal.
+    pub fn total(&self) -> u64 {
+        self.impersonations
+            + self.origin_conflicts
+            + self.foreign_messages
+            + self.watermark_claims
+            + self.identities_full
+    }
+}
+
+/// Most origins bound at once: members and recent lives, pruned with the
+/// origins themselves.
+pub const IDENTITY_COUNT_MAX: usize = 65_536;
+
+#[derive(Clone, Debug)]
+struct Bound {
+    name: String,
+    gossip: SocketAddr,
+    /// Seen in a datagram of its own.
+    confirmed: bool,
+}
+
+/// The bindings and the refusals.
+#[derive(Debug, Default)]
+pub struct Identities {
+    bound: BTreeMap<NodeId, Bound>,
+    refusals: Refusals,
+}
+
+impl Identities {
+    /// No origin bound yet.
+    pub fn new() -> Identities {
+        Identities::default()
+    }
+
+    /// The refusals so far.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// Counts a refused watermark claim (the core judges those).
+    pub fn refuse_watermark_claim(&mut self) {
+        self.refusals.watermark_claims += 1;
+    }
+
+    /// Counts an answer that named another sender than the node asked.
+    pub fn refuse_foreign_answer(&mut self) {
+        self.refusals.foreign_messages += 1;
+    }
+
+    /// A datagram on `link` whose sender is `src`: whether to take it.
+    pub fn accept_datagram(&mut self, link: &Link, src: &Peer) -> bool {
+        let region_ok = link.region.as_ref().is_none_or(|r| *r == src.region);
+        if src.name != link.name || !region_ok || src.gossip != link.addr {
+            self.refusals.impersonations += 1;
+            return false;
+        }
+        match self.bound.get_mut(&src.node) {
+            Some(b) if b.confirmed && (b.name != src.name || b.gossip != src.gossip) => {
+                self.refusals.origin_conflicts += 1;
+                false
+            }
+            Some(b) => {
+                // Its own datagram outranks what a third party said of it.
+                b.name = src.name.clone();
+                b.gossip = src.gossip;
+                b.confirmed = true;
+                true
+            }
+            None => self.bind(src, true),
+        }
+    }
+
+    /// A member membership reports up (possibly on a third party's word):
+    /// whether it agrees with what is bound.
+    pub fn accept_member(&mut self, peer: &Peer) -> bool {
+        match self.bound.get(&peer.node) {
+            Some(b) if b.name != peer.name || b.gossip != peer.gossip => {
+                self.refusals.origin_conflicts += 1;
+                false
+            }
+            Some(_) => true,
+            None => self.bind(peer, false),
+        }
+    }
+
+    /// A replication message on `link` that names origin `from`. An
+    /// origin not bound yet (its first datagram is still on its way) is
+    /// bound to the link: the link proves who sent it, and a fresh origin
+    /// id cannot be foreseen, so no one can take another node's this way.
+    pub fn accept_message(&mut self, link: &Link, from: NodeId) -> bool {
+        let ok = match self.bound.get_mut(&from) {
+            Some(b) if b.confirmed => b.name == link.name && b.gossip == link.addr,
+            Some(b) => {
+                b.name = link.name.clone();
+                b.gossip = link.addr;
+                b.confirmed = true;
+                true
+            }
+            None => {
+                if self.bound.len() >= IDENTITY_COUNT_MAX {
+                    self.refusals.identities_full += 1;
+                    return false;
+                }
+                let bound = Bound { name: link.name.clone(), gossip: link.addr, confirmed: true };
+                self.bound.insert(from, bound);
+                true
+            }
+        };
+        if !ok {
+            self.refusals.foreign_messages += 1;
+        }
+        ok
+    }
+
+    /// Whether `node` has spoken for itself.
+    pub fn is_confirmed(&self, node: NodeId) -> bool {
+        self.bound.get(&node).is_some_and(|b| b.confirmed)
+    }
+
+    /// Forgets an origin gone for good (pruned).
+    pub fn forget(&mut self, node: NodeId) {
+        self.bound.remove(&node);
+    }
+
+    fn bind(&mut self, peer: &Peer, confirmed: bool) -> bool {
+        if self.bound.len() >= IDENTITY_COUNT_MAX {
+            self.refusals.identities_full += 1;
+            return false;
+        }
+        self.bound.insert(peer.node, Bound { name: peer.name.clone(), gossip: peer.gossip, confirmed });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(node: u64, name: &str, port: u16) -> Peer {
+        Peer {
+            node: NodeId(node),
+            name: name.into(),
+            region: "r".into(),
+            lat: 0.0,
+            lon: 0.0,
+            gossip: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: SocketAddr::from(([127, 0, 0, 1], port)),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn a_node_speaks_only_for_itself() {
+        let mut ids = Identities::new();
+        let a = peer(1, "a", 1);
+        let link_a = Link::of(&a);
+        assert!(ids.accept_datagram(&link_a, &a));
+        assert!(ids.is_confirmed(NodeId(1)));
+        // b's link carrying a datagram that claims to be a.
+        let b = peer(2, "b", 2);
+        assert!(!ids.accept_datagram(&Link::of(&b), &a));
+        // b claiming a's origin under its own name and address.
+        assert!(!ids.accept_datagram(&Link::of(&b), &peer(1, "b", 2)));
+        // A third party's word that a moved to b's address.
+        assert!(!ids.accept_member(&peer(1, "a", 2)));
+        assert!(ids.accept_message(&link_a, NodeId(1)));
+        assert!(!ids.accept_message(&Link::of(&b), NodeId(1)));
+        assert!(ids.accept_message(&Link::of(&b), NodeId(9)), "a fresh origin binds to its link");
+        assert!(!ids.accept_message(&link_a, NodeId(9)));
+        let r = ids.refusals();
+        assert_eq!((r.impersonations, r.origin_conflicts, r.foreign_messages), (1, 2, 2));
+    }
+
+    #[test]
+    fn a_third_partys_word_is_tentative_until_the_origin_speaks() {
+        let mut ids = Identities::new();
+        // A forged member: a fresh origin under c's name at a wrong address.
+        assert!(ids.accept_member(&peer(3, "c", 9)));
+        assert!(!ids.is_confirmed(NodeId(3)));
+        let c = peer(3, "c", 3);
+        assert!(ids.accept_datagram(&Link::of(&c), &c), "the origin itself replaces the forgery");
+        assert!(ids.is_confirmed(NodeId(3)));
+        assert!(!ids.accept_member(&peer(3, "c", 9)));
+    }
+}

@@ -1,0 +1,84 @@
+//! TLS on the HTTP port, as a client outside the host uses it: `curl
+//! --cacert` against a node whose certificate (`geocache certs issue
+//! --host`) names the address it is reached by.
+
+mod common;
+
+use common::{temp_dir, Node};
+use std::path::Path;
+use std::process::Command;
+
+fn geocache(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geocache")).args(args).output().expect("run geocache");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl").args(["-sS", "--max-time", "30"]).args(args).output().expect("run curl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn curl_with_the_cluster_ca_reaches_the_node_over_tls_and_plain_http_does_not() {
+    let need = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/need.sh");
+    assert!(Command::new(need).args(["curl", "curl"]).status().unwrap().success());
+    let dir = temp_dir("tls");
+    let ca = dir.join("ca");
+    let node_dir = dir.join("node");
+    geocache(&["certs", "init", "--out", ca.to_str().unwrap()]);
+    geocache(&[
+        "certs",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--node",
+        "node-1",
+        "--region",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+        "--out",
+        node_dir.to_str().unwrap(),
+    ]);
+    let cert = node_dir.join("node.crt");
+    let key = node_dir.join("node.key");
+    let node = Node::start(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let ca_cert = ca.join("ca.crt");
+    let https = |path: &str| format!("https://{}{path}", node.addr);
+
+    let (ok, out) = curl(&[
+        "--cacert",
+        ca_cert.to_str().unwrap(),
+        "-X",
+        "PUT",
+        "--data-binary",
+        "secret",
+        &https("/v1/kv/t/k"),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = curl(&["--cacert", ca_cert.to_str().unwrap(), &https("/v1/kv/t/k")]);
+    assert!(ok && out == "secret", "{out}");
+    // Without the CA, curl refuses the certificate; in clear, the node
+    // answers nothing a client could take for HTTP.
+    let (ok, _) = curl(&[&https("/healthz")]);
+    assert!(!ok, "curl must not trust a certificate of an unknown CA");
+    let (ok, out) = curl(&[&format!("http://{}/healthz", node.addr)]);
+    assert!(!ok || !out.contains("ok"), "{out}");
+    // The node still serves TLS after a client broke off in clear.
+    let (ok, out) = curl(&["--cacert", ca_cert.to_str().unwrap(), &https("/healthz")]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn half_a_tls_setting_is_refused_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_geocache"))
+        .args(["serve", "--tls-cert", "/nonexistent.crt", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert needs --tls-key"));
+}
