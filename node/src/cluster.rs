@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::{MessageLabels, Metrics};
+use crate::replication_health::ReplicationHealth;
 use crate::store::{Store, WriteOutcome};
 
 pub use geocache_gossip::durability::Durability;
@@ -71,6 +72,8 @@ pub struct ClusterOptions {
     pub tombstone_retention_ms: u64,
     /// Where to count messages sent.
     pub metrics: Arc<Metrics>,
+    /// Marked failed if the replication task panics.
+    pub health: ReplicationHealth,
 }
 
 /// Replication could not start.
@@ -206,7 +209,9 @@ impl Cluster {
             drain: None,
             refusals_counted: Refusals::default(),
         };
-        tokio::spawn(driver.run(inbound, command_rx, answer_rx));
+        let failures = driver.metrics.replication_failures.clone();
+        let task = tokio::spawn(driver.run(inbound, command_rx, answer_rx));
+        options.health.supervise(task, failures);
         Ok(Cluster { commands, view, transport, me })
     }
 

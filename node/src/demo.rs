@@ -130,6 +130,7 @@ pub async fn start(
                     backlog_bytes_max: 64 << 20,
                     tombstone_retention_ms: state.config.tombstone_ttl.as_millis() as u64,
                     metrics: state.metrics.clone(),
+                    health: state.replication_health.clone(),
                 },
             )
             .await

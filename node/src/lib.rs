@@ -27,6 +27,8 @@
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
 //! - `resp/`: the Redis protocol port (server, connection, frame, commands).
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
+//! - `replication_health.rs`: a replication task that panicked turns the
+//!   node not ready and refuses writes.
 //! - `memory_bounds.rs`: the worst-case memory of a node, term by term,
 //!   from its configuration (`--print-config`).
 //! - `locality.rs`: ranks live nodes for a client by distance or RTT.
@@ -54,6 +56,7 @@ pub mod locality;
 pub mod memory_bounds;
 pub mod metrics;
 pub mod namespace;
+pub mod replication_health;
 pub mod resp;
 pub mod server;
 pub mod state;

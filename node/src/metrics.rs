@@ -73,6 +73,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Peer input refused for speaking in another node's name, by reason.
     pub peer_refusals: Family<ReasonLabels, Counter>,
+    /// The replication task stopped by a panic.
+    pub replication_failures: Counter,
     entries: Gauge,
     bytes: Gauge,
 }
@@ -156,6 +158,12 @@ impl Metrics {
             "Peer input refused because it spoke in another node's name, by reason",
             peer_refusals.clone(),
         );
+        let replication_failures = Counter::default();
+        registry.register(
+            "geocache_replication_failures",
+            "Replication task panics: the node then answers not ready and refuses writes",
+            replication_failures.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -176,6 +184,7 @@ impl Metrics {
             http_connections_timed_out,
             auth_failures,
             peer_refusals,
+            replication_failures,
             entries,
             bytes,
         }

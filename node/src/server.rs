@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::http::listener::GuardedListener;
 use crate::http::router;
 use crate::metrics::Metrics;
+use crate::replication_health::ReplicationHealth;
 use crate::state::{NodeParts, NodeState};
 use crate::store::{Store, StoreConfig};
 use geocache_crdt::NodeId;
@@ -41,6 +42,7 @@ pub fn state(config: Config) -> NodeState {
         metrics: Arc::new(metrics),
         started: Instant::now(),
         cluster: None,
+        replication_health: ReplicationHealth::new(),
         incarnation,
         http,
         forward: reqwest::Client::new(),
@@ -96,6 +98,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
             backlog_bytes_max: usize::try_from(replication.backlog_bytes_max.as_u64()).unwrap_or(usize::MAX),
             tombstone_retention_ms: c.tombstone_ttl.as_millis() as u64,
             metrics: state.metrics.clone(),
+            health: state.replication_health.clone(),
         },
     )
     .await

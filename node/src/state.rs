@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::replication_health::ReplicationHealth;
 use crate::store::Store;
 
 /// What every front end shares: one `Arc`, because axum clones the state
@@ -52,6 +53,8 @@ pub struct NodeParts {
     pub started: Instant,
     /// Replication, when the node gossips.
     pub cluster: Option<Cluster>,
+    /// Whether replication still runs.
+    pub replication_health: ReplicationHealth,
     /// This life of the node: its start time in unix ms.
     pub incarnation: u64,
     /// The bound HTTP address (the configured one until bound).

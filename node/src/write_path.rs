@@ -31,6 +31,10 @@ pub enum WritePathError {
         /// Why, in a few words.
         why: &'static str,
     },
+    /// Replication stopped (its task panicked): a write acknowledged now
+    /// would never leave this node, so none is taken until a restart.
+    #[error("{0}; this node takes no writes until it is restarted")]
+    ReplicationStopped(String),
 }
 
 /// A TTL longer than its namespace allows. Nothing was written.
@@ -98,6 +102,9 @@ impl NodeState {
     /// [`WritePathError`]: refused (nothing changed) or applied but not
     /// yet as durable as asked.
     pub async fn write(&self, write: Write, level: Durability) -> Result<WriteOutcome, WritePathError> {
+        if let Some(why) = self.replication_health.failure() {
+            return Err(WritePathError::ReplicationStopped(why.to_string()));
+        }
         let outcome = self.store.apply_local(write)?;
         let Some(cluster) = &self.cluster else {
             if level == Durability::Local {

@@ -8,15 +8,29 @@ use serde_json::json;
 
 use super::{ApiError, NodeState};
 
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: the process is up and replicating; 503 once
+/// replication stopped, so an orchestrator restarts the node.
+pub async fn healthz(State(state): State<NodeState>) -> Response {
+    match state.replication_health.failure() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(why) => failed(why),
+    }
 }
 
-/// `GET /readyz`: the node serves requests. (With replication, it will also
-/// mean "caught up with its peers".)
-pub async fn readyz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ready" }))
+/// `GET /readyz`: the node serves requests; 503 once replication stopped.
+pub async fn readyz(State(state): State<NodeState>) -> Response {
+    match state.replication_health.failure() {
+        None => Json(json!({ "status": "ready" })).into_response(),
+        Some(why) => failed(why),
+    }
+}
+
+fn failed(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "failed", "error": why, "code": "replication_stopped" })),
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text.

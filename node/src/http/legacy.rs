@@ -211,6 +211,12 @@ async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<
             rc: RC_CAS_MISMATCH,
             message: "cas mismatch: the value changed since that cas was read (or it is gone)".into(),
         },
+        stopped @ WritePathError::ReplicationStopped(_) => LegacyError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            key: key.to_owned(),
+            rc: RC_INVALID,
+            message: stopped.to_string(),
+        },
         other => LegacyError::invalid(key, other.to_string()),
     })?;
     let body = Stored { cas: outcome.entry.vv().cas_token(), key, value, rc: RC_OK };

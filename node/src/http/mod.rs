@@ -104,6 +104,9 @@ fn write_path_error(e: WritePathError) -> ApiError {
         timeout @ WritePathError::DurabilityTimeout { .. } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "durability_timeout", timeout.to_string())
         }
+        stopped @ WritePathError::ReplicationStopped(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replication_stopped", stopped.to_string())
+        }
     }
 }
 
