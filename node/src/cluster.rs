@@ -449,16 +449,26 @@ impl Driver {
                     self.on_message(&link(&peer, from), message, None)
                 }
                 Ok(_) => tracing::debug!(%from, "an answer on the frame stream"),
-                Err(e) => tracing::debug!(%from, error = %e, "undecodable frame"),
+                Err(e) => self.undecodable(from, &e),
             },
             Inbound::Request { from, peer, bytes, respond } => match codec::decode::<Message>(&bytes) {
                 Ok(message) if message.sender().is_some() => {
                     self.on_message(&link(&peer, from), message, Some(respond));
                 }
                 Ok(_) => tracing::debug!(%from, "an answer sent as a request"),
-                Err(e) => tracing::debug!(%from, error = %e, "undecodable request"),
+                Err(e) => self.undecodable(from, &e),
             },
         }
+    }
+
+    /// A peer's message that does not decode (a bug, another version, or
+    /// hostile bytes: a compressed or too deep document): dropped, counted.
+    fn undecodable(&self, from: SocketAddr, e: &geocache_crdt::codec::CodecError) {
+        tracing::debug!(%from, error = %e, "undecodable message");
+        self.metrics
+            .peer_refusals
+            .get_or_create(&crate::metrics::ReasonLabels { reason: "undecodable" })
+            .inc();
     }
 
     fn on_message(&mut self, link: &Link, message: Message, respond: Option<oneshot::Sender<Bytes>>) {

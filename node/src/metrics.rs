@@ -30,7 +30,8 @@ pub struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// `impersonation`, `origin_conflict`, `foreign_message`,
-    /// `watermark_claim` or `identities_full` (`gossip/src/identities.rs`).
+    /// `watermark_claim`, `identities_full` (`gossip/src/identities.rs`) or
+    /// `undecodable` (a message that does not decode: hostile documents).
     pub reason: &'static str,
 }
 

@@ -229,6 +229,12 @@ impl Store {
         self.cache.run_pending_tasks();
     }
 
+    /// The node's clock: its last reading, issued or observed (a peer's
+    /// stamp beyond the skew never moves it).
+    pub fn clock(&self) -> geocache_crdt::Hlc {
+        self.writer().clock()
+    }
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding this lock cannot leave the clock or the
         // sequence in a state worse than "advanced", so poisoning is moot.

@@ -142,6 +142,11 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// The clock's last reading, issued or observed.
+    pub fn clock(&self) -> Hlc {
+        self.hlc.last()
+    }
+
     /// A writer for `node` that has written nothing.
     pub fn new(node: NodeId, max_clock_skew_ms: u64, tombstone_ttl_ms: u64) -> Writer {
         Writer { node, hlc: HlcClock::new(max_clock_skew_ms), seq: 0, tombstone_ttl_ms }

@@ -49,6 +49,7 @@ pub async fn node(State(state): State<NodeState>) -> Json<serde_json::Value> {
         "id": geocache_crdt::NodeId(c.node_id).to_string(),
         "origin": state.store.node().to_string(),
         "incarnation": state.incarnation,
+        "clock_ms": state.store.clock().ms(),
         "region": c.region,
         "lat": c.lat,
         "lon": c.lon,
@@ -108,6 +109,7 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "transfers_sent": view.transfers.sent_started,
                     "transfer_resumes": view.transfers.resumes_asked,
                     "transfers_abandoned": view.transfers.abandoned,
+                    "transfer_stray_chunks": view.transfers.stray_chunks,
                 },
                 "refusals": {
                     "impersonations": view.refusals.impersonations,
