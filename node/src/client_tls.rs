@@ -20,6 +20,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{Accept, TlsAcceptor};
 
+/// Plaintext taken from a TLS stream per read: one TLS record's worth.
+const TLS_READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// The certificate or key for the client ports could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientTlsError {
@@ -107,6 +110,73 @@ impl ClientStream {
             )));
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// A connection with its TLS handshake done (the RESP port, whose
+    /// reads wait on the socket): at most `timeout` for the handshake.
+    ///
+    /// # Errors
+    ///
+    /// The handshake failed or timed out.
+    pub async fn established(
+        stream: TcpStream,
+        tls: Option<&TlsAcceptor>,
+        timeout: std::time::Duration,
+    ) -> io::Result<ClientStream> {
+        let Some(acceptor) = tls else { return Ok(ClientStream::Plain(stream)) };
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Ok(ClientStream::Tls(Box::new(tls))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake not done within --header-timeout"))
+            }
+        }
+    }
+
+    /// Whether bytes may wait inside the stream that the socket no longer
+    /// signals (TLS decrypts whole records ahead of the reader).
+    pub fn may_hold_input(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Waits until the socket has input.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.readable().await,
+            ClientStream::Tls(s) => s.get_ref().0.readable().await,
+            _ => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Reads what is there without waiting: `WouldBlock` when nothing is.
+    ///
+    /// # Errors
+    ///
+    /// The stream's error, or `WouldBlock`.
+    pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_read_buf(buf),
+            ClientStream::Tls(s) => {
+                // One poll with a waker that does nothing: the caller waits
+                // on `readable`, which registers the real one.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut chunk = [0u8; TLS_READ_CHUNK_BYTES];
+                let mut read = ReadBuf::new(&mut chunk);
+                match Pin::new(s.as_mut()).poll_read(&mut cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(read.filled());
+                        Ok(read.filled().len())
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                }
+            }
+            _ => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
     }
 
     /// Whether vectored writes go through as such.

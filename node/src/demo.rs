@@ -139,7 +139,7 @@ pub async fn start(
             let resp_state = state.clone();
             let resp_stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::resp::serve(resp_state, resp_listener, resp_stop).await {
+                if let Err(e) = crate::resp::serve(resp_state, resp_listener, None, resp_stop).await {
                     tracing::error!(%resp, error = %e, "demo node's RESP port stopped");
                 }
             });

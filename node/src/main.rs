@@ -200,7 +200,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some(l) => {
                 let addr = l.local_addr().context("reading the bound RESP address")?;
                 resp_words = format!(" resp={addr}");
-                Some(tokio::spawn(geocache_node::resp::serve(state.clone(), l, stopped.clone())))
+                Some(tokio::spawn(geocache_node::resp::serve(state.clone(), l, tls.clone(), stopped.clone())))
             }
             None => None,
         };

@@ -74,6 +74,66 @@ fn curl_with_the_cluster_ca_reaches_the_node_over_tls_and_plain_http_does_not() 
 }
 
 #[test]
+fn redis_cli_with_tls_reaches_the_resp_port_pipelined_and_not() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    assert!(Command::new(root.join("scripts/need.sh"))
+        .args(["redis-cli", "redis-tools"])
+        .status()
+        .unwrap()
+        .success());
+    let dir = temp_dir("tls-resp");
+    let ca = dir.join("ca");
+    let node_dir = dir.join("node");
+    geocache(&["certs", "init", "--out", ca.to_str().unwrap()]);
+    geocache(&[
+        "certs",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--node",
+        "node-1",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        node_dir.to_str().unwrap(),
+    ]);
+    let node = Node::start(&[
+        "--resp",
+        "127.0.0.1:0",
+        "--tls-cert",
+        node_dir.join("node.crt").to_str().unwrap(),
+        "--tls-key",
+        node_dir.join("node.key").to_str().unwrap(),
+    ]);
+    let (host, port) = node.resp.as_deref().unwrap().rsplit_once(':').unwrap();
+    let cacert = ca.join("ca.crt");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["--tls", "--cacert", cacert.to_str().unwrap(), "-h", host, "-p", port]).args(args);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "k", "over-tls"], None), "OK");
+    assert_eq!(cli(&["GET", "k"], None), "over-tls");
+    // 2,000 commands in one pipeline: TLS records carry many commands, and
+    // none may wait behind a socket that has nothing more to say.
+    let mut pipeline = String::new();
+    for i in 0..2_000 {
+        pipeline.push_str(&format!("SET p{i} {i}\r\n"));
+    }
+    let piped = cli(&["--pipe"], Some(&pipeline));
+    assert!(piped.contains("errors: 0, replies: 2000"), "{piped}");
+    assert_eq!(cli(&["GET", "p1999"], None), "1999");
+}
+
+#[test]
 fn half_a_tls_setting_is_refused_naming_the_flag() {
     let out = Command::new(env!("CARGO_BIN_EXE_geocache"))
         .args(["serve", "--tls-cert", "/nonexistent.crt", "--print-config"])

@@ -10,7 +10,6 @@
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -18,6 +17,7 @@ use super::commands::{self, Flow, Session};
 use super::frame;
 use super::reply::{self, Replies};
 use super::Shared;
+use crate::client_tls::ClientStream;
 
 /// Bytes asked of the socket per read: one read takes a whole pipeline of
 /// small commands.
@@ -59,7 +59,7 @@ pub enum End {
 /// the replies waiting to be written at most [`WRITE_FLUSH_BYTES`] plus
 /// one reply (bounded by `--reply-bytes-max`, its large values shared
 /// with the store).
-pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> End {
+pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch::Receiver<bool>) -> End {
     let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(id, shared.state.config.resp_namespace.clone());
     let mut read = BytesMut::new();
@@ -93,6 +93,17 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
         }
         if let Err(e) = write.write_to(&mut stream).await {
             return End::Io(e);
+        }
+        // TLS may hold decrypted input the socket no longer signals: take
+        // it before waiting on the socket.
+        if stream.may_hold_input() {
+            read.reserve(READ_CHUNK_BYTES);
+            match stream.try_read_buf(&mut read) {
+                Ok(0) => return End::Client,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return End::Io(e),
+            }
         }
         // Wait for input: a stalled request has `--header-timeout`, an
         // idle connection `--resp-idle-timeout` (zero: forever); either
@@ -156,7 +167,7 @@ pub async fn run(shared: &Shared, mut stream: TcpStream, mut shutdown: watch::Re
 /// drop what the client is still sending, a bounded amount for a bounded
 /// time. Closing a socket with unread input sends a reset instead, which
 /// can destroy the error reply before the client reads it.
-async fn close_after_error(stream: &mut TcpStream) {
+async fn close_after_error(stream: &mut ClientStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let drain = async {

@@ -67,6 +67,8 @@ pub struct Shared {
     pub connections_rejected: AtomicU64,
     /// Connection ids, for `CLIENT ID` and `HELLO`.
     pub next_client_id: AtomicU64,
+    /// TLS on this port (`--tls-cert`), when on.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
+            tls: None,
             state,
         }
     }

@@ -1,11 +1,13 @@
 //! Accepting clients: one task per connection, at most
 //! `--resp-connections-max` at once, until shutdown.
 
+use crate::client_tls::ClientStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use bytes::Bytes;
 
@@ -28,9 +30,12 @@ const SHUTDOWN_GRACE_MS: u64 = 5_000;
 pub async fn serve(
     state: NodeState,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared::new(state, listener.local_addr()?));
+    let mut shared = Shared::new(state, listener.local_addr()?);
+    shared.tls = tls;
+    let shared = Arc::new(shared);
     let refusal = Bytes::from_static(b"-ERR max number of clients reached\r\n");
     loop {
         let refused = || {
@@ -43,6 +48,15 @@ pub async fn serve(
         shared.connections_total.fetch_add(1, Ordering::Relaxed);
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let timeout = shared.state.config.header_timeout;
+            let stream = match ClientStream::established(stream, shared.tls.as_ref(), timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "RESP TLS handshake failed");
+                    drop(permit);
+                    return;
+                }
+            };
             match connection::run(&shared, stream, shutdown).await {
                 End::Io(e) => tracing::debug!(%peer, error = %e, "RESP connection failed"),
                 End::Protocol => tracing::debug!(%peer, "RESP client broke the protocol"),
