@@ -146,6 +146,9 @@ pub enum Event {
 /// Counters, for metrics and the benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicatorStats {
+    /// Deltas refused because their origin would be one more than
+    /// [`crate::watermarks::ORIGIN_COUNT_MAX`].
+    pub origins_refused: u64,
     /// Deltas applied from peers.
     pub applied: u64,
     /// Deltas received that were already applied.
@@ -513,6 +516,10 @@ impl Replicator {
         if self.applied.contains(delta.origin, delta.seq) {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
+        }
+        if !self.applied.has_room_for(delta.origin) {
+            self.stats.origins_refused += 1;
+            return Applied::Failed;
         }
         let Some(register) = apply(delta) else {
             self.stats.unappliable += 1;

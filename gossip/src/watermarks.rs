@@ -78,7 +78,18 @@ pub struct Watermarks {
     origins: BTreeMap<NodeId, AppliedSet>,
 }
 
+/// Most origins whose writes one node tracks: every life of every node
+/// within the origin retention, with room to spare. A peer naming more
+/// (forged origins) finds its deltas refused, not memory grown.
+pub const ORIGIN_COUNT_MAX: usize = 65_536;
+
 impl Watermarks {
+    /// Whether a write of `origin` may be tracked: it is known, or there
+    /// is room for one more origin.
+    pub fn has_room_for(&self, origin: NodeId) -> bool {
+        self.origins.contains_key(&origin) || self.origins.len() < ORIGIN_COUNT_MAX
+    }
+
     /// Whether `origin`'s watermark jumped over a gap since last asked:
     /// the writes skipped are then only recovered by a full transfer.
     pub fn take_jumped(&mut self, origin: NodeId) -> bool {
@@ -119,6 +130,17 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_beyond_the_bound_find_no_room_but_known_ones_do() {
+        let mut w = Watermarks::default();
+        for i in 0..ORIGIN_COUNT_MAX as u64 {
+            assert!(w.has_room_for(NodeId(i)));
+            w.insert(NodeId(i), 1);
+        }
+        assert!(!w.has_room_for(NodeId(u64::MAX)));
+        assert!(w.has_room_for(NodeId(7)));
+    }
 
     #[test]
     fn watermark_advances_over_filled_gaps_and_drops_duplicates() {

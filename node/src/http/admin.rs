@@ -104,6 +104,7 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "sync_hints": view.stats.sync_hints,
                     "sync_truncated": view.stats.sync_truncated,
                     "watermark_jumps": view.stats.watermark_jumps,
+                    "origins_refused": view.stats.origins_refused,
                     "answers_dropped": view.answers_dropped,
                     "transfers_received": view.transfers.received_whole,
                     "transfers_sent": view.transfers.sent_started,
