@@ -87,8 +87,8 @@ pub enum ClusterError {
 /// A member as `/v1/cluster` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberView {
-    /// Node id, hex.
-    pub id: String,
+    /// Its origin id (this life's), hex.
+    pub origin: String,
     /// The name in its certificate.
     pub name: String,
     /// Region.
@@ -657,7 +657,7 @@ impl Driver {
             .members()
             .values()
             .map(|p| MemberView {
-                id: p.node.to_string(),
+                origin: p.node.to_string(),
                 name: p.name.clone(),
                 region: p.region.clone(),
                 lat: p.lat,

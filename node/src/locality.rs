@@ -32,8 +32,8 @@ impl RankBy {
 /// callers leave out members that are down or suspected.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Candidate {
-    /// Node id, hex.
-    pub id: String,
+    /// Its origin id (this life's), hex.
+    pub origin: String,
     /// Region name.
     pub region: String,
     /// Latitude in degrees.
@@ -99,7 +99,7 @@ impl Position {
 }
 
 /// Ranks candidates for a client at `from`, closest first. Ties (same
-/// distance, same RTT) are broken by the next measure, then by id, so every
+/// distance, same RTT) are broken by the next measure, then by origin id, so every
 /// node answers the same for the same view.
 pub fn rank(candidates: Vec<Candidate>, from: Position, by: RankBy) -> Vec<Ranked> {
     let mut ranked: Vec<Ranked> = candidates
@@ -117,7 +117,7 @@ pub fn rank(candidates: Vec<Candidate>, from: Position, by: RankBy) -> Vec<Ranke
             RankBy::Distance => by_distance.then(by_rtt),
             RankBy::Rtt => by_rtt.then(by_distance),
         };
-        first.then_with(|| a.candidate.id.cmp(&b.candidate.id))
+        first.then_with(|| a.candidate.origin.cmp(&b.candidate.origin))
     });
     ranked
 }
@@ -127,7 +127,14 @@ mod tests {
     use super::*;
 
     fn node(id: &str, lat: f64, lon: f64, rtt_ms: Option<u64>) -> Candidate {
-        Candidate { id: id.into(), region: id.into(), lat, lon, http: "127.0.0.1:1".parse().unwrap(), rtt_ms }
+        Candidate {
+            origin: id.into(),
+            region: id.into(),
+            lat,
+            lon,
+            http: "127.0.0.1:1".parse().unwrap(),
+            rtt_ms,
+        }
     }
 
     #[test]
@@ -139,7 +146,7 @@ mod tests {
         ];
         // A client in New York.
         let ranked = rank(nodes, Position { lat: 40.71, lon: -74.0 }, RankBy::Distance);
-        let order: Vec<_> = ranked.iter().map(|r| r.candidate.id.as_str()).collect();
+        let order: Vec<_> = ranked.iter().map(|r| r.candidate.origin.as_str()).collect();
         assert_eq!(order, ["virginia", "frankfurt", "sydney"]);
         // New York - Virginia is about 480 km.
         assert!((400.0..560.0).contains(&ranked[0].distance_km), "{}", ranked[0].distance_km);
@@ -153,7 +160,7 @@ mod tests {
             node("near-slow", 40.0, -74.0, Some(90)),
         ];
         let ranked = rank(nodes, Position { lat: 40.71, lon: -74.0 }, RankBy::Rtt);
-        let order: Vec<_> = ranked.iter().map(|r| r.candidate.id.as_str()).collect();
+        let order: Vec<_> = ranked.iter().map(|r| r.candidate.origin.as_str()).collect();
         assert_eq!(order, ["far-fast", "near-slow", "unmeasured"]);
     }
 

@@ -225,7 +225,7 @@ async fn a_hostile_peer_with_a_valid_certificate_cannot_hurt_the_victim() {
     })
     .await;
     let honest_before = c.member("honest").await.unwrap();
-    let honest_origin = NodeId(u64::from_str_radix(honest_before["id"].as_str().unwrap(), 16).unwrap());
+    let honest_origin = NodeId(u64::from_str_radix(honest_before["origin"].as_str().unwrap(), 16).unwrap());
     let victim_view = c.json(&c.victim, "/v1/cluster").await;
     let victim_origin = NodeId(u64::from_str_radix(victim_view["origin"].as_str().unwrap(), 16).unwrap());
 

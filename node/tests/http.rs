@@ -271,7 +271,7 @@ async fn metrics_and_node_info() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     let info: Value = c.get(node.url("/v1/node")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(info["id"], "000000000000002a");
+    assert_eq!(info["node_id"], "000000000000002a");
     assert_eq!(info["region"], "frankfurt");
     assert_eq!(info["lat"], 50.11);
     assert_eq!(info["entries"], 1);

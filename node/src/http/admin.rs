@@ -46,7 +46,7 @@ pub async fn node(State(state): State<NodeState>) -> Json<serde_json::Value> {
     state.store.run_pending_tasks();
     let c = &state.config;
     Json(json!({
-        "id": geocache_crdt::NodeId(c.node_id).to_string(),
+        "node_id": geocache_crdt::NodeId(c.node_id).to_string(),
         "origin": state.store.node().to_string(),
         "incarnation": state.incarnation,
         "clock_ms": state.store.clock().ms(),

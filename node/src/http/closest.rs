@@ -22,7 +22,7 @@ pub struct ClosestQuery {
 pub(super) fn candidates(state: &NodeState) -> Vec<Candidate> {
     let c = &state.config;
     let mut out = vec![Candidate {
-        id: state.store.node().to_string(),
+        origin: state.store.node().to_string(),
         region: c.region.clone(),
         lat: c.lat,
         lon: c.lon,
@@ -31,7 +31,7 @@ pub(super) fn candidates(state: &NodeState) -> Vec<Candidate> {
     }];
     if let Some(cluster) = &state.cluster {
         out.extend(cluster.members().into_iter().filter(|m| m.state == "up").map(|m| Candidate {
-            id: m.id,
+            origin: m.origin,
             region: m.region,
             lat: m.lat,
             lon: m.lon,
