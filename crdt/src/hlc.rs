@@ -12,8 +12,36 @@ const MS_MAX: u64 = (1 << 48) - 1;
 /// A hybrid logical clock reading: 48 bits of unix milliseconds and a 16-bit
 /// logical counter, packed in one `u64` so that comparing two readings is
 /// comparing two integers.
+///
+/// A reading from the wire past [`HLC_MS_CEILING`] does not decode: no
+/// clock issues one before the year 6429, and a forged one near `u64::MAX`
+/// would leave no room after it for the next write to its key. Every
+/// replica refuses the same bytes, so they still agree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
 pub struct Hlc(u64);
+
+/// The largest milliseconds a reading from a peer may carry: 2^47 ms after
+/// 1970, about the year 6429.
+pub const HLC_MS_CEILING: u64 = (1 << 47) - 1;
+
+impl From<Hlc> for u64 {
+    fn from(h: Hlc) -> u64 {
+        h.0
+    }
+}
+
+impl TryFrom<u64> for Hlc {
+    type Error = String;
+
+    fn try_from(packed: u64) -> Result<Hlc, String> {
+        let h = Hlc(packed);
+        if h.ms() > HLC_MS_CEILING {
+            return Err(format!("clock reading {h} is past the year 6429"));
+        }
+        Ok(h)
+    }
+}
 
 impl Hlc {
     /// The smallest reading.
@@ -183,6 +211,14 @@ mod tests {
         let err = clock.observe(Hlc::new(11_001, 0), 10_000).unwrap_err();
         assert_eq!(err.ahead_ms, 1_001);
         assert_eq!(clock.last(), before);
+    }
+
+    #[test]
+    fn readings_past_the_ceiling_do_not_decode() {
+        let ok = Hlc::new(HLC_MS_CEILING, 7);
+        assert_eq!(crate::codec::decode::<Hlc>(&crate::codec::encode(&ok).unwrap()).unwrap(), ok);
+        let forged = crate::codec::encode(&Hlc::from_u64(u64::MAX)).unwrap();
+        assert!(crate::codec::decode::<Hlc>(&forged).is_err());
     }
 
     #[test]

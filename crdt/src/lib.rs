@@ -44,7 +44,7 @@ mod version_vector;
 pub use codec::CodecError;
 pub use delta::{Delta, DeltaBody, DeltaError, DocChanges};
 pub use doc::{Doc, DocError};
-pub use hlc::{ClockSkewError, Hlc, HlcClock, DEFAULT_MAX_CLOCK_SKEW_MS};
+pub use hlc::{ClockSkewError, Hlc, HlcClock, DEFAULT_MAX_CLOCK_SKEW_MS, HLC_MS_CEILING};
 pub use key::Key;
 pub use node_id::NodeId;
 pub use register::{Register, RegisterMeta};

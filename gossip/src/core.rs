@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::durability::{self, ClusterShape, Durability};
-use crate::identities::{Identities, Link, Refusals};
+use crate::identities::{DatagramSender, Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use crate::peer::Peer;
 use crate::replica_store::ReplicaStore;
@@ -257,12 +257,16 @@ impl Core {
             tracing::debug!(peer = %link.name, "undecodable membership datagram");
             return;
         };
-        if !self.identities.accept_datagram(link, &src) {
-            tracing::debug!(
-                link = %link.name, addr = %link.addr, claims = %src.name, origin = %src.node,
-                "membership datagram in another node's name refused"
-            );
-            return;
+        match self.identities.accept_datagram(link, &src) {
+            DatagramSender::Refused => {
+                tracing::debug!(
+                    link = %link.name, addr = %link.addr, claims = %src.name, origin = %src.node,
+                    "membership datagram in another node's name refused"
+                );
+                return;
+            }
+            DatagramSender::Corrected => self.take_own_word(&src),
+            DatagramSender::Accepted => {}
         }
         if let Err(e) = self.membership.handle_data(bytes, self.now_ms) {
             tracing::debug!(error = %e, "membership datagram refused");
@@ -324,6 +328,15 @@ impl Core {
             kept.push((origin, wm));
         }
         kept
+    }
+
+    /// A member first known from a third party has spoken for itself with
+    /// other details: its own word replaces the hearsay.
+    fn take_own_word(&mut self, src: &Peer) {
+        let Some(member) = self.members.get_mut(&src.node) else { return };
+        let incarnation = member.incarnation.max(src.incarnation);
+        *member = Peer { incarnation, ..src.clone() };
+        self.replicator.peer_up(PeerInfo { node: src.node, region: src.region.clone(), addr: src.gossip });
     }
 
     /// The live member on `link`.

@@ -9,11 +9,13 @@
 //!
 //! - a datagram's sender must be the link's own name, region (when the
 //!   certificate carries one) and address;
-//! - an origin, once bound to a name and address, stays bound: an origin id
-//!   is one life of one node, so a later claim of it under another name or
-//!   address is an impersonation. A binding seen first from a third party
-//!   (gossip about another member) is tentative; the first datagram from
-//!   the origin itself confirms or replaces it;
+//! - an origin, once bound, stays bound to what that life said of itself
+//!   (name, region, position, gossip and HTTP addresses): an origin id is
+//!   one life of one node, so a later claim of it with any of these changed
+//!   is an impersonation (only the incarnation moves, on a rejoin). A
+//!   binding seen first from a third party (gossip about another member)
+//!   is tentative; the first datagram from the origin itself confirms or
+//!   replaces it;
 //! - a replication message is taken only from the link of the origin it
 //!   names;
 //! - members whose binding no datagram of their own has confirmed are not
@@ -80,10 +82,45 @@ pub const IDENTITY_COUNT_MAX: usize = 65_536;
 
 #[derive(Clone, Debug)]
 struct Bound {
+    /// What the life said of itself (or a third party, until confirmed);
+    /// for a binding made from a replication message, only the name and
+    /// address are known, and the first membership record fills the rest.
+    peer: Option<Peer>,
     name: String,
     gossip: SocketAddr,
-    /// Seen in a datagram of its own.
+    /// Seen on its own link.
     confirmed: bool,
+}
+
+impl Bound {
+    fn of(peer: &Peer, confirmed: bool) -> Bound {
+        Bound { peer: Some(peer.clone()), name: peer.name.clone(), gossip: peer.gossip, confirmed }
+    }
+
+    /// Whether `peer` is the same life as bound: every field but the
+    /// incarnation.
+    fn agrees_with(&self, peer: &Peer) -> bool {
+        let same_place = self.name == peer.name && self.gossip == peer.gossip;
+        same_place
+            && self.peer.as_ref().is_none_or(|b| {
+                b.region == peer.region
+                    && b.http == peer.http
+                    && b.lat.to_bits() == peer.lat.to_bits()
+                    && b.lon.to_bits() == peer.lon.to_bits()
+            })
+    }
+}
+
+/// What a datagram's sender did to the bindings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramSender {
+    /// Refused: it spoke in another node's name.
+    Refused,
+    /// Taken; the binding stands as it was, or is new.
+    Accepted,
+    /// Taken, and it replaced what a third party had said of it: members
+    /// built on that word must take the origin's own.
+    Corrected,
 }
 
 /// The bindings and the refusals.
@@ -114,40 +151,60 @@ impl Identities {
         self.refusals.foreign_messages += 1;
     }
 
-    /// A datagram on `link` whose sender is `src`: whether to take it.
-    pub fn accept_datagram(&mut self, link: &Link, src: &Peer) -> bool {
+    /// A datagram on `link` whose sender is `src`.
+    pub fn accept_datagram(&mut self, link: &Link, src: &Peer) -> DatagramSender {
         let region_ok = link.region.as_ref().is_none_or(|r| *r == src.region);
         if src.name != link.name || !region_ok || src.gossip != link.addr {
             self.refusals.impersonations += 1;
-            return false;
+            return DatagramSender::Refused;
+        }
+        if !self.bound.contains_key(&src.node) {
+            return if self.bind(src, true) { DatagramSender::Accepted } else { DatagramSender::Refused };
         }
         match self.bound.get_mut(&src.node) {
-            Some(b) if b.confirmed && (b.name != src.name || b.gossip != src.gossip) => {
+            Some(b) if b.confirmed && b.peer.is_some() && !b.agrees_with(src) => {
                 self.refusals.origin_conflicts += 1;
-                false
+                DatagramSender::Refused
+            }
+            Some(b) if b.confirmed && b.name != src.name => {
+                self.refusals.origin_conflicts += 1;
+                DatagramSender::Refused
             }
             Some(b) => {
                 // Its own datagram outranks what a third party said of it.
-                b.name = src.name.clone();
-                b.gossip = src.gossip;
-                b.confirmed = true;
-                true
+                let corrected = b.peer.is_some() && !b.agrees_with(src);
+                *b = Bound::of(src, true);
+                if corrected {
+                    DatagramSender::Corrected
+                } else {
+                    DatagramSender::Accepted
+                }
             }
-            None => self.bind(src, true),
+            None => DatagramSender::Refused,
         }
     }
 
     /// A member membership reports up (possibly on a third party's word):
     /// whether it agrees with what is bound.
     pub fn accept_member(&mut self, peer: &Peer) -> bool {
-        match self.bound.get(&peer.node) {
-            Some(b) if b.name != peer.name || b.gossip != peer.gossip => {
+        match self.bound.get_mut(&peer.node) {
+            Some(b) if !b.agrees_with(peer) => {
                 self.refusals.origin_conflicts += 1;
                 false
             }
-            Some(_) => true,
+            Some(b) => {
+                if b.peer.is_none() {
+                    b.peer = Some(peer.clone());
+                }
+                true
+            }
             None => self.bind(peer, false),
         }
+    }
+
+    /// What the origin itself said it is, once confirmed.
+    pub fn confirmed_peer(&self, node: NodeId) -> Option<&Peer> {
+        self.bound.get(&node).filter(|b| b.confirmed).and_then(|b| b.peer.as_ref())
     }
 
     /// A replication message on `link` that names origin `from`. An
@@ -158,9 +215,8 @@ impl Identities {
         let ok = match self.bound.get_mut(&from) {
             Some(b) if b.confirmed => b.name == link.name && b.gossip == link.addr,
             Some(b) => {
-                b.name = link.name.clone();
-                b.gossip = link.addr;
-                b.confirmed = true;
+                // A replication message proves name and address only.
+                *b = Bound { peer: None, name: link.name.clone(), gossip: link.addr, confirmed: true };
                 true
             }
             None => {
@@ -168,7 +224,7 @@ impl Identities {
                     self.refusals.identities_full += 1;
                     return false;
                 }
-                let bound = Bound { name: link.name.clone(), gossip: link.addr, confirmed: true };
+                let bound = Bound { peer: None, name: link.name.clone(), gossip: link.addr, confirmed: true };
                 self.bound.insert(from, bound);
                 true
             }
@@ -194,7 +250,7 @@ impl Identities {
             self.refusals.identities_full += 1;
             return false;
         }
-        self.bound.insert(peer.node, Bound { name: peer.name.clone(), gossip: peer.gossip, confirmed });
+        self.bound.insert(peer.node, Bound::of(peer, confirmed));
         true
     }
 }
@@ -221,21 +277,31 @@ mod tests {
         let mut ids = Identities::new();
         let a = peer(1, "a", 1);
         let link_a = Link::of(&a);
-        assert!(ids.accept_datagram(&link_a, &a));
+        assert_eq!(ids.accept_datagram(&link_a, &a), DatagramSender::Accepted);
         assert!(ids.is_confirmed(NodeId(1)));
         // b's link carrying a datagram that claims to be a.
         let b = peer(2, "b", 2);
-        assert!(!ids.accept_datagram(&Link::of(&b), &a));
+        assert_eq!(ids.accept_datagram(&Link::of(&b), &a), DatagramSender::Refused);
         // b claiming a's origin under its own name and address.
-        assert!(!ids.accept_datagram(&Link::of(&b), &peer(1, "b", 2)));
-        // A third party's word that a moved to b's address.
+        assert_eq!(ids.accept_datagram(&Link::of(&b), &peer(1, "b", 2)), DatagramSender::Refused);
+        // A third party's word that a moved to b's address, or serves HTTP
+        // somewhere else, or changed region.
         assert!(!ids.accept_member(&peer(1, "a", 2)));
+        let mut elsewhere = a.clone();
+        elsewhere.http = b.http;
+        assert!(!ids.accept_member(&elsewhere));
+        let mut moved = a.clone();
+        moved.region = "other".into();
+        assert!(!ids.accept_member(&moved));
+        let mut rejoined = a.clone();
+        rejoined.incarnation += 1;
+        assert!(ids.accept_member(&rejoined), "a rejoin changes only the incarnation");
         assert!(ids.accept_message(&link_a, NodeId(1)));
         assert!(!ids.accept_message(&Link::of(&b), NodeId(1)));
         assert!(ids.accept_message(&Link::of(&b), NodeId(9)), "a fresh origin binds to its link");
         assert!(!ids.accept_message(&link_a, NodeId(9)));
         let r = ids.refusals();
-        assert_eq!((r.impersonations, r.origin_conflicts, r.foreign_messages), (1, 2, 2));
+        assert_eq!((r.impersonations, r.origin_conflicts, r.foreign_messages), (1, 4, 2));
     }
 
     #[test]
@@ -245,7 +311,11 @@ mod tests {
         assert!(ids.accept_member(&peer(3, "c", 9)));
         assert!(!ids.is_confirmed(NodeId(3)));
         let c = peer(3, "c", 3);
-        assert!(ids.accept_datagram(&Link::of(&c), &c), "the origin itself replaces the forgery");
+        assert_eq!(
+            ids.accept_datagram(&Link::of(&c), &c),
+            DatagramSender::Corrected,
+            "the origin itself replaces the forgery"
+        );
         assert!(ids.is_confirmed(NodeId(3)));
         assert!(!ids.accept_member(&peer(3, "c", 9)));
     }

@@ -147,7 +147,9 @@ pub enum Event {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicatorStats {
     /// Deltas refused because their origin would be one more than
-    /// [`crate::watermarks::ORIGIN_COUNT_MAX`].
+    /// [`crate::watermarks::ORIGIN_COUNT_MAX`], or their sequence number is
+    /// past [`crate::core::SEQ_PLAUSIBLE_MAX`] (a watermark pushed there
+    /// would take every later write of the origin for a duplicate).
     pub origins_refused: u64,
     /// Deltas applied from peers.
     pub applied: u64,
@@ -517,7 +519,7 @@ impl Replicator {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
         }
-        if !self.applied.has_room_for(delta.origin) {
+        if !self.applied.has_room_for(delta.origin) || delta.seq > crate::core::SEQ_PLAUSIBLE_MAX {
             self.stats.origins_refused += 1;
             return Applied::Failed;
         }

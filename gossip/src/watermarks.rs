@@ -38,7 +38,7 @@ impl AppliedSet {
             return false;
         }
         self.above.insert(seq);
-        while self.above.remove(&(self.watermark + 1)) {
+        while self.watermark < u64::MAX && self.above.remove(&(self.watermark + 1)) {
             self.watermark += 1;
         }
         if self.above.len() > ABOVE_WATERMARK_MAX_COUNT {
@@ -47,7 +47,7 @@ impl AppliedSet {
                 self.watermark = lowest;
                 self.above.remove(&lowest);
                 self.jumped = true;
-                while self.above.remove(&(self.watermark + 1)) {
+                while self.watermark < u64::MAX && self.above.remove(&(self.watermark + 1)) {
                     self.watermark += 1;
                 }
             }
@@ -59,8 +59,9 @@ impl AppliedSet {
     pub fn raise_to(&mut self, seq: u64) {
         if seq > self.watermark {
             self.watermark = seq;
-            self.above = self.above.split_off(&(seq + 1));
-            while self.above.remove(&(self.watermark + 1)) {
+            self.above = self.above.split_off(&seq.saturating_add(1));
+            self.above.remove(&seq);
+            while self.watermark < u64::MAX && self.above.remove(&(self.watermark + 1)) {
                 self.watermark += 1;
             }
         }
@@ -130,6 +131,16 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seqs_at_the_end_of_the_range_do_not_overflow() {
+        let mut s = AppliedSet::default();
+        s.raise_to(u64::MAX - 1);
+        assert!(s.insert(u64::MAX));
+        assert_eq!(s.watermark(), u64::MAX);
+        s.raise_to(u64::MAX);
+        assert!(!s.insert(u64::MAX));
+    }
 
     #[test]
     fn origins_beyond_the_bound_find_no_room_but_known_ones_do() {

@@ -6,11 +6,14 @@
 //! (anti-entropy, a relay's resend, a full transfer) would be taken as
 //! new, and the replica would show that older value for good, or bring
 //! back a deleted key whose tombstone was reclaimed or evicted. A write to
-//! a key not held here is refused when its epoch is no newer than what its
+//! a key not held here is refused when its epoch is older than what its
 //! slot remembers. The epoch, not the stamp, because it is what the merge
 //! decides on: a document patch stamped later than a whole replacement but
 //! made on an older base loses to it, so it must not come back once the
-//! replacement expired (found by the simulator, large-values seed 50). Two keys sharing a slot only make such a refusal more
+//! replacement expired (found by the simulator, large-values seed 50).
+//! The same epoch is let in: a later patch of a document this node evicted
+//! is the document itself, come back (and a tombstone arriving again is
+//! still a tombstone). Two keys sharing a slot only make such a refusal more
 //! likely: a miss, never a stale value. Both the node's store and the
 //! simulator's keep one.
 
@@ -57,10 +60,10 @@ impl Forgotten {
         self.slot(packed_key).fetch_max(hlc, Ordering::Relaxed);
     }
 
-    /// Whether a write of epoch `hlc` to `packed_key`, not held, is no
-    /// newer than an entry removed from its slot: then it is refused.
+    /// Whether a write of epoch `hlc` to `packed_key`, not held, is older
+    /// than an entry removed from its slot: then it is refused.
     pub fn covers(&self, packed_key: &[u8], hlc: u64) -> bool {
-        hlc <= self.slot(packed_key).load(Ordering::Relaxed)
+        hlc < self.slot(packed_key).load(Ordering::Relaxed)
     }
 }
 
@@ -69,14 +72,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_removed_entry_refuses_writes_no_newer_than_it() {
+    fn a_removed_entry_refuses_writes_of_older_epochs() {
         let f = Forgotten::for_budget(1 << 20);
         assert!(!f.covers(b"k", 1), "nothing removed yet");
         f.remember(b"k", 100);
-        assert!(f.covers(b"k", 100) && f.covers(b"k", 50));
+        assert!(f.covers(b"k", 99) && f.covers(b"k", 50));
+        assert!(!f.covers(b"k", 100), "the same epoch (a later patch of the document) is taken");
         assert!(!f.covers(b"k", 101), "a newer write is taken");
         f.remember(b"k", 10);
-        assert!(f.covers(b"k", 100), "the slot keeps the newest");
+        assert!(f.covers(b"k", 99), "the slot keeps the newest");
         assert_eq!(Forgotten::size_bytes(1 << 20), 4_096 * 8);
     }
 }

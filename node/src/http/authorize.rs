@@ -16,8 +16,7 @@ use crate::auth::{Decision, Need, Scope};
 use crate::namespace::Namespace;
 use crate::state::NodeState;
 
-/// What a route needs, from its pattern and method: `None` for the
-/// probes, open to everyone.
+/// What a route needs, from its pattern and method (`Open`: the probes).
 enum RouteNeed {
     Open,
     Namespace(Scope),

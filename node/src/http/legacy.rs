@@ -268,6 +268,15 @@ async fn forward(
     headers: &HeaderMap,
     body: Option<Bytes>,
 ) -> Response {
+    // Nodes with TLS on their client ports would get the request (and the
+    // client's credential) in clear from this plain-HTTP client.
+    if state.config.tls.is_some() {
+        return LegacyError::invalid(
+            key,
+            "databaseHost forwarding is off on nodes that serve TLS: ask that node directly",
+        )
+        .into_response();
+    }
     let Ok(mut url) = reqwest::Url::parse(&format!("http://{to}/")) else {
         return LegacyError::invalid(key, "bad forward address").into_response();
     };

@@ -92,7 +92,7 @@ impl Cmd {
 }
 
 /// Whether the session may run `cmd`: the error Redis would answer if not.
-fn check_access(shared: &Shared, session: &Session, cmd: Cmd) -> Result<(), CommandError> {
+pub(super) fn check_access(shared: &Shared, session: &Session, cmd: Cmd) -> Result<(), CommandError> {
     let need = match cmd.need() {
         CommandNeed::Nothing => return Ok(()),
         CommandNeed::Connection => Need::Session(&session.namespace),

@@ -125,9 +125,9 @@ fn valid_name(name: &bytes::Bytes) -> Result<&bytes::Bytes, CommandError> {
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 only; 3 is
-/// `-NOPROTO`, so a client falls back to RESP2. `AUTH` is accepted and
-/// ignored: the port has no users (as Redis's default user without a
-/// password).
+/// `-NOPROTO`, so a client falls back to RESP2. `AUTH` authenticates as
+/// the `AUTH` command does; on a node without users it is ignored, as
+/// Redis's default user without a password takes any.
 pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut) -> Result<(), CommandError> {
     let mut i = 1;
     if cx.req.len() > 1 {
@@ -143,8 +143,10 @@ pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut)
     while i < cx.req.len() {
         let left = cx.req.len() - i - 1;
         if is(cx.arg(i), "AUTH") && left >= 2 {
-            authenticate(cx, session, cx.arg(i + 1), cx.arg(i + 2))?;
-            authenticated = true;
+            if cx.shared.state.config.access.is_on() {
+                authenticate(cx, session, cx.arg(i + 1), cx.arg(i + 2))?;
+                authenticated = true;
+            }
             i += 3;
         } else if is(cx.arg(i), "SETNAME") && left >= 1 {
             name = Some(valid_name(cx.arg(i + 1))?.clone());
@@ -153,11 +155,13 @@ pub(super) fn hello(cx: &Context<'_>, session: &mut Session, out: &mut BytesMut)
             return Err(CommandError::Syntax);
         }
     }
-    let access = &cx.shared.state.config.access;
-    let anonymous_may =
-        access.decide(None, crate::auth::Need::Session(&session.namespace)) == crate::auth::Decision::Allowed;
-    if !authenticated && session.user.is_none() && !anonymous_may {
-        return Err(CommandError::HelloNoAuth);
+    if !authenticated {
+        // What any connection command needs; Redis words the refusal
+        // differently for HELLO.
+        super::check_access(cx.shared, session, Cmd::Ping).map_err(|e| match e {
+            CommandError::NoAuth => CommandError::HelloNoAuth,
+            other => other,
+        })?;
     }
     if let Some(n) = name {
         session.name = Some(n).filter(|n| !n.is_empty());
