@@ -62,6 +62,7 @@ impl From<doc_bounds::Refusal> for DocError {
         DocError::Refused(match r {
             doc_bounds::Refusal::Compressed => "compressed, or a kind of chunk nodes do not send",
             doc_bounds::Refusal::Malformed => "not automerge chunks",
+            doc_bounds::Refusal::TooManyOps => "its runs declare more operations than its size allows",
         })
     }
 }
@@ -411,6 +412,29 @@ mod tests {
         assert!(matches!(Doc::load(&deep), Err(DocError::TooDeep)));
         let ten_thousand = nested(10_000).save_nocompress();
         assert!(matches!(Doc::load(&ten_thousand), Err(DocError::TooDeep)), "and no stack overflow");
+    }
+
+    /// A list of `n` elements, each `value(i)`.
+    fn list_of(n: usize, value: impl Fn(usize) -> ScalarValue) -> Vec<u8> {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        let list = tx.put_object(ROOT, "l", ObjType::List).unwrap();
+        for i in 0..n {
+            tx.insert(&list, i, value(i)).unwrap();
+        }
+        tx.commit();
+        doc.save_nocompress()
+    }
+
+    #[test]
+    fn runs_that_declare_more_operations_than_the_bytes_allow_are_refused() {
+        // 3,000 nulls run-length encode to a few bytes per column.
+        let nulls = list_of(3_000, |_| ScalarValue::Null);
+        assert!(nulls.len() < 3_000 / 8, "{} bytes", nulls.len());
+        assert!(matches!(Doc::load(&nulls), Err(DocError::Refused(_))));
+        // As many distinct numbers cost bytes each: an honest document.
+        let numbers = list_of(500, |i| ScalarValue::Uint(i as u64 * 1_000));
+        assert!(Doc::load(&numbers).is_ok());
     }
 
     #[test]

@@ -61,24 +61,37 @@ pub struct Refusals {
     /// Full-transfer watermarks refused: for this node's own origin, or
     /// beyond any plausible sequence number.
     pub watermark_claims: u64,
-    /// Origins not bound because [`IDENTITY_COUNT_MAX`] are.
+    /// Origins not bound because [`IDENTITY_COUNT_MAX`] are, or
+    /// [`ORIGINS_PER_NAME_MAX`] under that name.
     pub identities_full: u64,
 }
 
 impl Refusals {
+    /// Each count under the name metrics and `/v1/cluster` give it.
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+        [
+            ("impersonation", self.impersonations),
+            ("origin_conflict", self.origin_conflicts),
+            ("foreign_message", self.foreign_messages),
+            ("watermark_claim", self.watermark_claims),
+            ("identities_full", self.identities_full),
+        ]
+    }
+
     /// Every refusal.
     pub fn total(&self) -> u64 {
-        self.impersonations
-            + self.origin_conflicts
-            + self.foreign_messages
-            + self.watermark_claims
-            + self.identities_full
+        self.by_reason().iter().map(|(_, n)| n).sum()
     }
 }
 
 /// Most origins bound at once: members and recent lives, pruned with the
 /// origins themselves.
 pub const IDENTITY_COUNT_MAX: usize = 65_536;
+
+/// Most origins bound to one certificate name: every life a node can have
+/// within the origin retention (a restart a minute for an hour is 60), so
+/// one peer cannot fill the table with invented origins.
+pub const ORIGINS_PER_NAME_MAX: usize = 256;
 
 #[derive(Clone, Debug)]
 struct Bound {
@@ -220,7 +233,7 @@ impl Identities {
                 true
             }
             None => {
-                if self.bound.len() >= IDENTITY_COUNT_MAX {
+                if !self.has_room(&link.name) {
                     self.refusals.identities_full += 1;
                     return false;
                 }
@@ -245,8 +258,14 @@ impl Identities {
         self.bound.remove(&node);
     }
 
+    /// Room for one more origin, and for one more under `name`.
+    fn has_room(&self, name: &str) -> bool {
+        self.bound.len() < IDENTITY_COUNT_MAX
+            && self.bound.values().filter(|b| b.name == name).count() < ORIGINS_PER_NAME_MAX
+    }
+
     fn bind(&mut self, peer: &Peer, confirmed: bool) -> bool {
-        if self.bound.len() >= IDENTITY_COUNT_MAX {
+        if !self.has_room(&peer.name) {
             self.refusals.identities_full += 1;
             return false;
         }
@@ -302,6 +321,18 @@ mod tests {
         assert!(!ids.accept_message(&link_a, NodeId(9)));
         let r = ids.refusals();
         assert_eq!((r.impersonations, r.origin_conflicts, r.foreign_messages), (1, 4, 2));
+    }
+
+    #[test]
+    fn one_name_cannot_bind_origins_without_end() {
+        let mut ids = Identities::new();
+        let link = Link::of(&peer(1, "m", 1));
+        for i in 0..ORIGINS_PER_NAME_MAX as u64 {
+            assert!(ids.accept_message(&link, NodeId(1_000 + i)));
+        }
+        assert!(!ids.accept_message(&link, NodeId(1)));
+        assert_eq!(ids.refusals().identities_full, 1);
+        assert!(ids.accept_message(&Link::of(&peer(2, "other", 2)), NodeId(2)), "others still bind");
     }
 
     #[test]

@@ -626,14 +626,8 @@ impl Driver {
     fn count_refusals(&mut self) {
         let now = self.core.refusals().clone();
         let before = std::mem::replace(&mut self.refusals_counted, now.clone());
-        let reasons = [
-            ("impersonation", now.impersonations - before.impersonations),
-            ("origin_conflict", now.origin_conflicts - before.origin_conflicts),
-            ("foreign_message", now.foreign_messages - before.foreign_messages),
-            ("watermark_claim", now.watermark_claims - before.watermark_claims),
-            ("identities_full", now.identities_full - before.identities_full),
-        ];
-        for (reason, new) in reasons {
+        for ((reason, count), (_, counted)) in now.by_reason().into_iter().zip(before.by_reason()) {
+            let new = count - counted;
             if new > 0 {
                 self.metrics
                     .peer_refusals

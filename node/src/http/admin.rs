@@ -112,13 +112,12 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "transfers_abandoned": view.transfers.abandoned,
                     "transfer_stray_chunks": view.transfers.stray_chunks,
                 },
-                "refusals": {
-                    "impersonations": view.refusals.impersonations,
-                    "origin_conflicts": view.refusals.origin_conflicts,
-                    "foreign_messages": view.refusals.foreign_messages,
-                    "watermark_claims": view.refusals.watermark_claims,
-                    "identities_full": view.refusals.identities_full,
-                },
+                "refusals": view
+                    .refusals
+                    .by_reason()
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_string(), json!(n)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
             }))
         }
         None => Json(json!({
