@@ -143,10 +143,15 @@ impl Doc {
             return;
         }
         // Merging only fails on changes that do not decode, and both sides
-        // were validated when they were loaded or built here.
-        let mut other = (*other.inner).clone();
-        let _ = self.inner.merge(&mut other);
-        self.update_size_estimate();
+        // were validated when they were loaded or built here; a panic
+        // inside automerge (hostile input that passed its checks) leaves
+        // this document as it was.
+        let mut theirs = (*other.inner).clone();
+        let mut next = (*self.inner).clone();
+        if matches!(without_panic(|| next.merge(&mut theirs)), Ok(Ok(_))) {
+            *self.inner = next;
+            self.update_size_estimate();
+        }
     }
 
     /// The hashes of the newest changes, sorted.
@@ -176,7 +181,7 @@ impl Doc {
     pub fn apply_changes(&mut self, changes: &[u8]) -> Result<(), DocError> {
         doc_bounds::check_uncompressed(changes).map_err(DocError::from)?;
         let mut next = (*self.inner).clone();
-        next.load_incremental(changes).map_err(|e| DocError::Invalid(e.to_string()))?;
+        without_panic(|| next.load_incremental(changes))?.map_err(|e| DocError::Invalid(e.to_string()))?;
         let missing = next.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(DocError::MissingDependencies(missing.len()));
@@ -204,7 +209,8 @@ impl Doc {
     /// compressed, or whose tree nests deeper than [`PATCH_DEPTH_MAX`].
     pub fn load(bytes: &[u8]) -> Result<Doc, DocError> {
         doc_bounds::check_uncompressed(bytes).map_err(DocError::from)?;
-        let inner = Automerge::load(bytes).map_err(|e| DocError::Invalid(e.to_string()))?;
+        let inner =
+            without_panic(|| Automerge::load(bytes))?.map_err(|e| DocError::Invalid(e.to_string()))?;
         let missing = inner.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(DocError::MissingDependencies(missing.len()));
@@ -282,6 +288,14 @@ mod serde_bytes_buf {
             d.deserialize_byte_buf(V)
         }
     }
+}
+
+/// Runs automerge on a peer's bytes: a panic inside it (the fuzzer found
+/// `Automerge::load` unwrapping on a crafted document) is a refused
+/// document, not a node whose replication stops.
+fn without_panic<T>(f: impl FnOnce() -> T) -> Result<T, DocError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| DocError::Refused("automerge could not read it (it panicked)"))
 }
 
 fn actor_for(stamp: Stamp) -> ActorId {

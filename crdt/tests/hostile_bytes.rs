@@ -424,3 +424,22 @@ fn fuzz_seeds_are_valid_inputs() {
         );
     }
 }
+
+/// Inputs the fuzzer crashed on, kept as regression tests: each must be
+/// refused, not panic.
+#[test]
+fn fuzzer_crashes_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/regressions") {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("doc_load-") {
+            let loaded = std::panic::catch_unwind(|| Doc::load(&bytes).map(|d| d.to_json()));
+            assert!(loaded.is_ok(), "{name}: panicked");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1, "the crash inputs are in {}", dir.display());
+}
