@@ -637,6 +637,12 @@ impl Core {
                 "member refused: its origin is bound to another name or address");
             return;
         }
+        if !self.identities.is_confirmed(peer.node) {
+            // Known only from a third party: an announce to it brings its
+            // own answer, which confirms it (or not) within a round trip,
+            // rather than whenever SWIM's random probes get to it.
+            self.membership.join(&[peer.gossip], now);
+        }
         self.replicator.peer_up(PeerInfo { node: peer.node, region: peer.region.clone(), addr: peer.gossip });
         self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
         self.members.insert(peer.node, peer.clone());

@@ -49,6 +49,21 @@ async fn the_demo_replicates_across_regions() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // Locality answers from confirmed members only: wait until every node
+    // has heard each other one speak for itself.
+    for url in &urls {
+        loop {
+            let view: serde_json::Value =
+                c.get(format!("{url}/v1/cluster")).send().await.unwrap().json().await.unwrap();
+            let up =
+                view["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["state"] == "up").count());
+            if up == urls.len() - 1 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{url} sees {up} members up: {view}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     // The earlier client's locality: a client in Paris asking any node is
     // sent to a Frankfurt node's host, and reaches it on the same port.
     let frankfurt: Vec<&str> = urls[4..].iter().map(|u| host_of(u)).collect();
