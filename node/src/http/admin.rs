@@ -13,7 +13,7 @@ use super::{ApiError, NodeState};
 pub async fn healthz(State(state): State<NodeState>) -> Response {
     match state.replication_health.failure() {
         None => Json(json!({ "status": "ok" })).into_response(),
-        Some(why) => failed(why),
+        Some(_) => failed(),
     }
 }
 
@@ -21,14 +21,17 @@ pub async fn healthz(State(state): State<NodeState>) -> Response {
 pub async fn readyz(State(state): State<NodeState>) -> Response {
     match state.replication_health.failure() {
         None => Json(json!({ "status": "ready" })).into_response(),
-        Some(why) => failed(why),
+        Some(_) => failed(),
     }
 }
 
-fn failed(why: &str) -> Response {
+/// The probes are open to anyone, so they say what stopped, not the panic
+/// message (which is in the node's log).
+fn failed() -> Response {
+    let error = "replication stopped; the reason is in the node's log; restart the node";
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "failed", "error": why, "code": "replication_stopped" })),
+        Json(json!({ "status": "failed", "error": error, "code": "replication_stopped" })),
     )
         .into_response()
 }
