@@ -33,11 +33,21 @@ use tower::ServiceExt;
 /// The routes that write; anything else is not this target's business.
 const WRITE_ROUTES: [&str; 3] = ["/v1/kv/", "/v1/doc/", "/api/"];
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    init: {
+        // Peer documents are loaded under catch_unwind (crdt/src/doc.rs):
+        // a panic inside automerge is a refused document there, as in a
+        // node. libFuzzer's hook would abort on it first; the default hook
+        // lets it unwind, and a panic that escapes still aborts
+        // (libfuzzer-sys catches it around this target).
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
     let Some(input) = WriteInput::parse(data) else { return };
     let router = geocache_node::http::router(geocache_node::server::state(Config::default()));
     runtime().block_on(check_write(&router, input));
-});
+    }
+);
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

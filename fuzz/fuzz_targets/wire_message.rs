@@ -9,7 +9,16 @@ use geocache_crdt::codec;
 use geocache_gossip::wire::Message;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    init: {
+        // Peer documents are loaded under catch_unwind (crdt/src/doc.rs):
+        // a panic inside automerge is a refused document there, as in a
+        // node. libFuzzer's hook would abort on it first; the default hook
+        // lets it unwind, and a panic that escapes still aborts
+        // (libfuzzer-sys catches it around this target).
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
     let Ok(message) = codec::decode::<Message>(data) else { return };
     let encoded = codec::encode(&message).expect("a decoded message encodes");
     assert_eq!(
@@ -19,4 +28,5 @@ fuzz_target!(|data: &[u8]| {
     );
     let again = codec::decode::<Message>(&encoded).expect("a re-encoded message decodes");
     assert_eq!(again, message, "the message changed in a round trip");
-});
+    }
+);
