@@ -140,9 +140,7 @@ fn redis_cli(resp: &str, args: &[&str]) -> String {
 
 #[test]
 fn redis_cli_needs_auth_and_acts_in_the_users_namespace() {
-    let need = repo_root().join("scripts/need.sh");
-    let installed = Command::new(need).args(["redis-cli", "redis-tools"]).status().expect("run need.sh");
-    assert!(installed.success(), "redis-cli could not be installed");
+    common::need("redis-cli", "redis-tools");
     let config = config_file("auth-resp");
     let node = Node::start(&["--config", config.to_str().unwrap(), "--resp", "127.0.0.1:0"]);
     let resp = node.resp.as_deref().expect("resp address");
@@ -178,8 +176,7 @@ fn redis_cli_needs_auth_and_acts_in_the_users_namespace() {
 fn auth_without_users_is_an_error_as_in_redis() {
     let node = Node::start(&["--resp", "127.0.0.1:0"]);
     let resp = node.resp.as_deref().expect("resp address");
-    let need = repo_root().join("scripts/need.sh");
-    assert!(Command::new(need).args(["redis-cli", "redis-tools"]).status().unwrap().success());
+    common::need("redis-cli", "redis-tools");
     let answer = redis_cli(resp, &["AUTH", "whatever"]);
     assert!(answer.contains("without any password configured"), "{answer}");
     assert_eq!(redis_cli(resp, &["SET", "k", "v"]), "OK", "no users: open, as Redis without requirepass");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{temp_dir, Node};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 fn geocache(args: &[&str]) {
@@ -20,34 +20,27 @@ fn curl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn curl_with_the_cluster_ca_reaches_the_node_over_tls_and_plain_http_does_not() {
-    let need = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/need.sh");
-    assert!(Command::new(need).args(["curl", "curl"]).status().unwrap().success());
-    let dir = temp_dir("tls");
+/// A cluster CA and a certificate for node-1 reached at 127.0.0.1, made
+/// with the real CLI under a fresh `name` directory: (CA certificate,
+/// node certificate, node key).
+fn issue_tls_cert(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = temp_dir(name);
     let ca = dir.join("ca");
     let node_dir = dir.join("node");
     geocache(&["certs", "init", "--out", ca.to_str().unwrap()]);
-    geocache(&[
-        "certs",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--node",
-        "node-1",
-        "--region",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-        "--out",
-        node_dir.to_str().unwrap(),
-    ]);
-    let cert = node_dir.join("node.crt");
-    let key = node_dir.join("node.key");
+    let mut args =
+        vec!["certs", "issue", "--ca", ca.to_str().unwrap(), "--node", "node-1", "--host", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    args.extend(["--out", node_dir.to_str().unwrap()]);
+    geocache(&args);
+    (ca.join("ca.crt"), node_dir.join("node.crt"), node_dir.join("node.key"))
+}
+
+#[test]
+fn curl_with_the_cluster_ca_reaches_the_node_over_tls_and_plain_http_does_not() {
+    common::need("curl", "curl");
+    let (ca_cert, cert, key) = issue_tls_cert("tls", &["--region", "local", "--host", "localhost"]);
     let node = Node::start(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
-    let ca_cert = ca.join("ca.crt");
     let https = |path: &str| format!("https://{}{path}", node.addr);
 
     let (ok, out) = curl(&[
@@ -75,38 +68,17 @@ fn curl_with_the_cluster_ca_reaches_the_node_over_tls_and_plain_http_does_not() 
 
 #[test]
 fn redis_cli_with_tls_reaches_the_resp_port_pipelined_and_not() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(Command::new(root.join("scripts/need.sh"))
-        .args(["redis-cli", "redis-tools"])
-        .status()
-        .unwrap()
-        .success());
-    let dir = temp_dir("tls-resp");
-    let ca = dir.join("ca");
-    let node_dir = dir.join("node");
-    geocache(&["certs", "init", "--out", ca.to_str().unwrap()]);
-    geocache(&[
-        "certs",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--node",
-        "node-1",
-        "--host",
-        "127.0.0.1",
-        "--out",
-        node_dir.to_str().unwrap(),
-    ]);
+    common::need("redis-cli", "redis-tools");
+    let (cacert, cert, key) = issue_tls_cert("tls-resp", &[]);
     let node = Node::start(&[
         "--resp",
         "127.0.0.1:0",
         "--tls-cert",
-        node_dir.join("node.crt").to_str().unwrap(),
+        cert.to_str().unwrap(),
         "--tls-key",
-        node_dir.join("node.key").to_str().unwrap(),
+        key.to_str().unwrap(),
     ]);
     let (host, port) = node.resp.as_deref().unwrap().rsplit_once(':').unwrap();
-    let cacert = ca.join("ca.crt");
     let cli = |args: &[&str], stdin: Option<&str>| {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["--tls", "--cacert", cacert.to_str().unwrap(), "-h", host, "-p", port]).args(args);

@@ -144,3 +144,11 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// Makes sure `cmd` exists, installing Debian's `package` through the
+/// project's own `scripts/need.sh` when it does not.
+pub fn need(cmd: &str, package: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/need.sh");
+    let status = Command::new(script).args([cmd, package]).status().expect("run scripts/need.sh");
+    assert!(status.success(), "{package} could not be installed for {cmd}");
+}
