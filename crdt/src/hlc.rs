@@ -151,6 +151,14 @@ impl HlcClock {
         self.tick(now_ms)
     }
 
+    /// Takes back the last reading this node issued in a previous run of
+    /// the same life (from its data dir): later readings order after it
+    /// even if the wall clock went back meanwhile. Its own readings are
+    /// trusted, so no skew check.
+    pub fn resume(&mut self, floor: Hlc) {
+        self.last = self.last.max(floor);
+    }
+
     /// Takes a remote reading into account so that later local readings
     /// order after it.
     ///

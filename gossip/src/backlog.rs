@@ -150,6 +150,11 @@ impl Backlog {
         }
     }
 
+    /// Every delta held, origin by origin in node order, each in seq order.
+    pub fn all(&self) -> Vec<Arc<Delta>> {
+        self.by_origin.values().flat_map(|log| log.held.iter().map(|h| h.delta.clone())).collect()
+    }
+
     /// Origins with deltas held or evicted, in node order.
     pub fn origins(&self) -> Vec<NodeId> {
         self.by_origin.keys().copied().collect()

@@ -35,6 +35,7 @@ use crate::identities::{DatagramSender, Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use crate::peer::Peer;
 use crate::replica_store::ReplicaStore;
+use crate::resume::ResumeState;
 use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
 use crate::transfer::{Chunk, ChunkOutcome, TransferConfig, TransferReceiver, TransferSender, TransferStats};
 use crate::wire::Message;
@@ -103,6 +104,12 @@ pub enum CoreEvent {
         /// Whether this is the last event for the write.
         done: bool,
     },
+    /// The watermarks to persist now (every housekeeping period): with
+    /// the persisted backlog, what a restart resumes from (`resume.rs`).
+    Checkpoint {
+        /// Applied watermark per origin.
+        watermarks: Vec<(NodeId, u64)>,
+    },
     /// A full transfer arrived whole.
     TransferApplied {
         /// Its sender.
@@ -158,6 +165,9 @@ pub struct Core {
     next_housekeeping_ms: u64,
     /// When the transport last refused a transmit.
     refused_at_ms: Option<u64>,
+    /// The store is still loading from its data dir: no full transfer is
+    /// sent from it.
+    store_loading: bool,
     now_ms: u64,
 }
 
@@ -184,9 +194,28 @@ impl Core {
             drain: None,
             next_housekeeping_ms: now_ms + config.housekeeping_ms,
             refused_at_ms: None,
+            store_loading: false,
             now_ms,
             config,
         }
+    }
+
+    /// The core of node `me` restarted with its data: its replication
+    /// state taken back from `state` (`resume.rs`), announcing itself to
+    /// the seeds under its new incarnation.
+    /// Its store loads in the background meanwhile: call
+    /// [`Core::store_loaded`] when it is done.
+    pub fn resume(me: Peer, config: CoreConfig, state: &ResumeState, seed: u64, now_ms: u64) -> Core {
+        let mut core = Core::new(me, config, seed, now_ms);
+        core.replicator.resume(state, now_ms);
+        core.store_loading = true;
+        core
+    }
+
+    /// The store finished loading from the data dir: full transfers may be
+    /// sent from it again.
+    pub fn store_loaded(&mut self) {
+        self.store_loading = false;
     }
 
     /// Membership starts again under a new identity (a process that kept
@@ -355,7 +384,10 @@ impl Core {
         let now = self.now_ms;
         let answer = match message {
             Message::FullTransferRequest { from: asker, resume } => {
-                if self.members.contains_key(&asker) {
+                // A store still loading from its data dir would send a
+                // transfer that lacks what is not loaded yet, and the drop
+                // rule would delete it at the asker: it asks again later.
+                if self.members.contains_key(&asker) && !self.store_loading {
                     let watermarks = self.replicator.watermarks();
                     self.sender.request(asker, resume, watermarks, store, &mut self.transfer_stats, now);
                 }
@@ -410,6 +442,8 @@ impl Core {
         now_ms: u64,
     ) {
         self.advance(now_ms);
+        // `disk` is the node's own (its data dir); here it is `local`.
+        let level = if level == Durability::Disk { Durability::Local } else { level };
         let seq = delta.seq;
         self.replicator.local_write(delta, full, bytes, level >= Durability::Region, self.now_ms);
         if level > Durability::Local {
@@ -468,6 +502,7 @@ impl Core {
                 self.membership.join(&self.config.seeds, now);
             }
             self.prune(now);
+            self.events.push_back(CoreEvent::Checkpoint { watermarks: self.replicator.watermarks() });
         }
         self.probe_drain(now);
         self.settle();

@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Durability {
     /// Applied here (the default).
     Local,
+    /// Applied here and flushed to this node's disk (`--data-dir`). The
+    /// node decides it; the core never reports it, and `region` and `all`
+    /// include it on a node with a data dir.
+    Disk,
     /// Applied by another node of this region too.
     Region,
     /// Applied by a node in every region of the cluster.
@@ -24,10 +28,11 @@ pub enum Durability {
 }
 
 impl Durability {
-    /// Parses `local`, `region` or `all`.
+    /// Parses `local`, `disk`, `region` or `all`.
     pub fn parse(s: &str) -> Option<Durability> {
         match s.trim().to_ascii_lowercase().as_str() {
             "local" => Some(Durability::Local),
+            "disk" => Some(Durability::Disk),
             "region" => Some(Durability::Region),
             "all" => Some(Durability::All),
             _ => None,
@@ -38,6 +43,7 @@ impl Durability {
     pub fn as_str(self) -> &'static str {
         match self {
             Durability::Local => "local",
+            Durability::Disk => "disk",
             Durability::Region => "region",
             Durability::All => "all",
         }

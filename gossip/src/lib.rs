@@ -32,6 +32,7 @@ pub mod membership;
 pub mod peer;
 pub mod replica_store;
 pub mod replicator;
+pub mod resume;
 pub mod transfer;
 pub mod watermarks;
 pub mod wire;

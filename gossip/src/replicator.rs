@@ -237,6 +237,35 @@ impl Replicator {
         }
     }
 
+    /// Takes back what a restarted node persisted (`resume.rs`): the
+    /// watermarks of its checkpoint, raised by every delta of its
+    /// backlog, which is held again to answer anti-entropy; its own
+    /// origin's watermark is its last sequence number.
+    pub fn resume(&mut self, state: &crate::resume::ResumeState, now_ms: u64) {
+        for &(origin, seq) in &state.watermarks {
+            if seq <= crate::core::SEQ_PLAUSIBLE_MAX && (self.applied.has_room_for(origin)) {
+                self.applied.raise_to(origin, seq);
+            }
+        }
+        for delta in &state.backlog {
+            if delta.seq > crate::core::SEQ_PLAUSIBLE_MAX || !self.applied.has_room_for(delta.origin) {
+                continue;
+            }
+            self.applied.insert(delta.origin, delta.seq);
+            if self.applied.take_jumped(delta.origin) {
+                self.jumped.insert(delta.origin);
+            }
+            self.backlog.push(delta.clone(), delta_size_bytes(delta), now_ms);
+        }
+        self.applied.raise_to(self.me, state.own_seq);
+    }
+
+    /// The deltas the backlog holds, in push order per origin: what a
+    /// node's data dir holds of it (the simulator's model of the disk).
+    pub fn backlog_deltas(&self) -> Vec<Arc<Delta>> {
+        self.backlog.all()
+    }
+
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me

@@ -56,6 +56,9 @@ const LEAVE_GRACE: Duration = Duration::from_millis(200);
 
 /// What replication needs to start.
 pub struct ClusterOptions {
+    /// The replication state a node restarted with its data dir resumes
+    /// from (`geocache_gossip::resume`); `None` for a new life.
+    pub resume: Option<geocache_gossip::resume::ResumeState>,
     /// This node as the cluster sees it (`gossip` is the advertised address).
     pub me: Peer,
     /// The address the gossip endpoint binds.
@@ -164,6 +167,7 @@ enum Command {
         deadline: Duration,
         done: oneshot::Sender<DrainReport>,
     },
+    StoreLoaded,
 }
 
 /// A handle on the node's replication. Cheap to clone.
@@ -191,7 +195,10 @@ impl Cluster {
         let mut core_config = CoreConfig { seeds: options.seeds.clone(), ..CoreConfig::default() };
         core_config.replicator.backlog.bytes_max = options.backlog_bytes_max;
         core_config.replicator.backlog.age_ms_max = backlog_age_ms_max(options.tombstone_retention_ms);
-        let core = Core::new(options.me.clone(), core_config, seed, 0);
+        let core = match &options.resume {
+            Some(state) => Core::resume(options.me.clone(), core_config, state, seed, 0),
+            None => Core::new(options.me.clone(), core_config, seed, 0),
+        };
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (answers, answer_rx) = mpsc::channel(ANSWER_QUEUE_MAX);
         let view = Arc::new(RwLock::new(ClusterView::default()));
@@ -267,6 +274,11 @@ impl Cluster {
         };
         self.transport.close().await;
         report
+    }
+
+    /// The store finished loading from the data dir.
+    pub async fn store_loaded(&self) {
+        let _ = self.commands.send(Command::StoreLoaded).await;
     }
 
     /// Closes the gossip endpoint at once, without draining.
@@ -426,6 +438,7 @@ impl Driver {
                 }
                 self.core.local_write(delta, full, bytes, level, now);
             }
+            Command::StoreLoaded => self.core.store_loaded(),
             Command::Drain { deadline, done } => {
                 let until_ms = now.saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
                 tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining replication");
@@ -524,6 +537,11 @@ impl Driver {
                 }
                 CoreEvent::TransferApplied { from, dropped } => {
                     tracing::info!(peer = %from, dropped, "full transfer applied");
+                }
+                CoreEvent::Checkpoint { watermarks } => {
+                    if let Some(disk) = self.store.disk() {
+                        disk.checkpoint(&watermarks);
+                    }
                 }
             }
         }

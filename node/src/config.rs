@@ -184,6 +184,16 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Duration>,
+    /// Keep the store and this node's replication state here (fjall), so
+    /// a restart continues with its data; off by default.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: when the journal is flushed to the device:
+    /// `always` (before each ack), an interval, or `never` [default: 100ms].
+    #[arg(long, value_parser = |s: &str| s.parse::<crate::persistence::FsyncPolicy>())]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<crate::persistence::FsyncPolicy>,
     /// A certificate chain (PEM) for TLS on the HTTP port; with --tls-key.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +281,11 @@ pub struct Config {
     /// TLS on the HTTP port: certificate chain and key, PEM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsConfig>,
+    /// `--data-dir`: persistence, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `--fsync`.
+    pub fsync: crate::persistence::FsyncPolicy,
 }
 
 /// The certificate and key of the client ports' TLS.
@@ -384,6 +399,8 @@ impl ConfigLayer {
             header_timeout: over.header_timeout.or(self.header_timeout),
             resp_idle_timeout: over.resp_idle_timeout.or(self.resp_idle_timeout),
             drain_timeout: over.drain_timeout.or(self.drain_timeout),
+            data_dir: over.data_dir.or(self.data_dir),
+            fsync: over.fsync.or(self.fsync),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
             namespaces,
@@ -495,6 +512,10 @@ impl Config {
             .map_err(|e| invalid("config", format!("[[users]]: {e}")))?;
         let resp_namespace = Namespace::new(layer.resp_namespace.as_deref().unwrap_or("default"))
             .map_err(|e| invalid("resp-namespace", e.to_string()))?;
+        if layer.fsync.is_some() && layer.data_dir.is_none() {
+            return Err(invalid("fsync", "needs --data-dir (there is nothing to flush without one)"));
+        }
+        let fsync = layer.fsync.unwrap_or_default();
         let drain_timeout = layer.drain_timeout.unwrap_or(Duration::from_secs(10));
         if drain_timeout > Duration::from_secs(600) {
             return Err(invalid("drain-timeout", format!("must be at most 10m (got {drain_timeout:?})")));
@@ -577,6 +598,8 @@ impl Config {
             resp_idle_timeout: layer.resp_idle_timeout.unwrap_or(Duration::ZERO),
             drain_timeout,
             tls,
+            data_dir: layer.data_dir,
+            fsync,
         })
     }
 

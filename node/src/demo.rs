@@ -123,6 +123,7 @@ pub async fn start(
             let cluster = Cluster::start(
                 state.store.clone(),
                 ClusterOptions {
+                    resume: None,
                     me,
                     bind: gossip,
                     seeds,

@@ -56,6 +56,7 @@ pub mod locality;
 pub mod memory_bounds;
 pub mod metrics;
 pub mod namespace;
+pub mod persistence;
 pub mod replication_health;
 pub mod resp;
 pub mod server;

@@ -172,8 +172,36 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some(t) => Some(geocache_node::client_tls::acceptor(&t.tls_cert, &t.tls_key)?),
             None => None,
         };
-        let mut state = server::state(config);
+        let mut state = server::open(config)?;
         server::start_cluster(&mut state, http).await?;
+        if state.store.disk().is_some() {
+            // The node serves (probes answer, data requests get 503
+            // `loading`) while its entries load; a damaged data dir ends
+            // the process with the file named.
+            let loading = state.clone();
+            tokio::spawn(async move {
+                let loaded = tokio::task::spawn_blocking({
+                    let state = loading.clone();
+                    move || server::load_entries(&state)
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(_)) => {
+                        if let Some(cluster) = &loading.cluster {
+                            cluster.store_loaded().await;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("error: {e}");
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        eprintln!("error: loading the data dir panicked: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            });
+        }
         let c = &state.config;
         tracing::info!(node = %geocache_crdt::NodeId(c.node_id), region = %c.region, %http, "serving");
         let beyond_loopback = !http.ip().is_loopback() || c.resp.is_some_and(|r| !r.ip().is_loopback());
@@ -186,6 +214,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         // One signal stops both ports and drains replication; a second
         // exits at once.
         let cluster = state.cluster.clone();
+        let disk = state.store.disk().cloned();
         let drain_timeout = state.config.drain_timeout;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -226,6 +255,12 @@ fn serve(args: ServeArgs) -> Result<()> {
                 "replication closed"
             );
         }
+        if let Some(disk) = disk {
+            match disk.close() {
+                Ok(()) => tracing::info!(dir = %disk.dir().display(), "data dir flushed"),
+                Err(e) => tracing::error!(dir = %disk.dir().display(), error = %e, "flushing the data dir failed"),
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -233,7 +268,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 fn init_logs() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lsm_tree=warn,fjall=warn")))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -78,6 +78,7 @@ pub struct Metrics {
     pub replication_failures: Counter,
     entries: Gauge,
     bytes: Gauge,
+    disk_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -188,7 +189,23 @@ impl Metrics {
             replication_failures,
             entries,
             bytes,
+            disk_bytes: Gauge::default(),
         }
+    }
+
+    /// Registers the data dir's metrics: failed writes and its size.
+    pub fn register_disk(&mut self, disk: &crate::persistence::Disk) {
+        self.registry.register(
+            "geocache_disk_errors",
+            "Writes or flushes to the data dir that failed: the node then answers not ready",
+            disk.errors.clone(),
+        );
+        self.registry.register_with_unit(
+            "geocache_disk",
+            "Bytes the data dir takes on disk",
+            Unit::Bytes,
+            self.disk_bytes.clone(),
+        );
     }
 
     /// The counter of one RESP command, to keep and increment without a
@@ -201,6 +218,9 @@ impl Metrics {
     pub fn render(&self, store: &Store) -> String {
         self.entries.set(i64::try_from(store.entry_count()).unwrap_or(i64::MAX));
         self.bytes.set(i64::try_from(store.weighted_size_bytes()).unwrap_or(i64::MAX));
+        if let Some(disk) = store.disk() {
+            self.disk_bytes.set(i64::try_from(disk.disk_bytes()).unwrap_or(i64::MAX));
+        }
         let mut out = String::with_capacity(8 * 1024);
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -14,27 +14,41 @@ use crate::http::router;
 use crate::metrics::Metrics;
 use crate::replication_health::ReplicationHealth;
 use crate::state::{NodeParts, NodeState};
+use crate::persistence::{DataDirError, DataDirIdentity, Disk, DiskOptions, FORMAT_VERSION};
 use crate::store::{Store, StoreConfig};
+use geocache_gossip::certs::CertIdentity;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use geocache_crdt::NodeId;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::ClusterTls;
 use std::net::SocketAddr;
 
-/// Builds the shared state of a node from its config, on the system clock.
+/// Builds the shared state of a node from its config, on the system clock,
+/// with its store in memory only (`--data-dir` is opened by [`open`]).
 pub fn state(config: Config) -> NodeState {
     let incarnation = SystemClock.now_ms();
     let origin = origin_id(config.node_id, incarnation);
-    let store = Store::new(
-        StoreConfig {
-            node: origin,
-            max_memory_bytes: config.max_memory.as_u64(),
-            eviction: config.eviction,
-            tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
-            max_clock_skew_ms: config.max_clock_skew.as_millis() as u64,
-        },
-        Arc::new(SystemClock),
-    );
-    let metrics = Metrics::new(store.stats());
+    let store = Store::new(store_config(&config, origin), Arc::new(SystemClock));
+    parts(config, store, incarnation)
+}
+
+fn store_config(config: &Config, origin: NodeId) -> StoreConfig {
+    StoreConfig {
+        node: origin,
+        max_memory_bytes: config.max_memory.as_u64(),
+        eviction: config.eviction,
+        tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
+        max_clock_skew_ms: config.max_clock_skew.as_millis() as u64,
+    }
+}
+
+fn parts(config: Config, store: Store, incarnation: u64) -> NodeState {
+    let mut metrics = Metrics::new(store.stats());
+    if let Some(disk) = store.disk() {
+        metrics.register_disk(disk);
+    }
     let http = config.http;
     NodeState::new(NodeParts {
         store: Arc::new(store),
@@ -46,7 +60,80 @@ pub fn state(config: Config) -> NodeState {
         incarnation,
         http,
         forward: reqwest::Client::new(),
+        loading: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// Builds the shared state of a node from its config: with `--data-dir`,
+/// the data dir is opened and checked, and the store continues the life
+/// it holds (origin id, sequence, HLC floor); its entries are loaded by
+/// [`load_entries`], while the node serves.
+///
+/// # Errors
+///
+/// [`DataDirError`] naming the data dir and what is wrong with it.
+pub fn open(config: Config) -> Result<NodeState, DataDirError> {
+    let Some(dir) = config.data_dir.clone() else { return Ok(state(config)) };
+    let incarnation = SystemClock.now_ms();
+    let me = data_dir_identity(&config).map_err(|detail| DataDirError::Io { dir: dir.clone(), detail })?;
+    let options = DiskOptions {
+        fsync: config.fsync,
+        backlog_bytes_max: config.replication.as_ref().map_or(64 << 20, |r| r.backlog_bytes_max.as_u64()),
+        backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(config.tombstone_ttl.as_millis() as u64)),
+    };
+    let (disk, loaded) = Disk::open(&dir, &me, &options)?;
+    let origin = match loaded.origin {
+        Some(origin) => origin,
+        None => {
+            let origin = origin_id(config.node_id, incarnation);
+            disk.set_origin(origin, 0).map_err(|e| DataDirError::Io { dir: dir.clone(), detail: e.0 })?;
+            origin
+        }
+    };
+    if let Some(why) = loaded.new_life_reason {
+        tracing::warn!(dir = %dir.display(), %origin, "{why}: keeping the data, writing under a new origin id");
+    }
+    disk.start_flusher().map_err(|e| DataDirError::Io { dir: dir.clone(), detail: format!("starting the flusher: {e}") })?;
+    let store = Store::with_disk(store_config(&config, origin), Arc::new(SystemClock), disk, &loaded);
+    let state = parts(config, store, incarnation);
+    state.loading.store(true, Ordering::Release);
+    Ok(state)
+}
+
+/// Loads the data dir's entries into the store (a blocking walk of the
+/// whole keyspace; run it off the async threads), then marks the node
+/// ready.
+///
+/// # Errors
+///
+/// [`DataDirError::Corrupt`] naming what is damaged.
+pub fn load_entries(state: &NodeState) -> Result<u64, DataDirError> {
+    let Some(disk) = state.store.disk() else { return Ok(0) };
+    let started = Instant::now();
+    let store = &state.store;
+    let count = disk.load_entries(|packed, register| store.restore(packed, register))?;
+    store.run_pending_tasks();
+    state.loading.store(false, Ordering::Release);
+    tracing::info!(entries = count, held = store.entry_count(), ms = started.elapsed().as_millis() as u64, "data dir loaded");
+    Ok(count)
+}
+
+/// Whose the data dir must be: this cluster (its CA) and this node (the
+/// name in its certificate, or its node id when it does not replicate).
+fn data_dir_identity(config: &Config) -> Result<DataDirIdentity, String> {
+    let Some(r) = &config.replication else {
+        return Ok(DataDirIdentity {
+            format: FORMAT_VERSION,
+            cluster: "standalone".into(),
+            node: format!("{}", NodeId(config.node_id)),
+        });
+    };
+    let ca = std::fs::read_to_string(&r.ca).map_err(|e| format!("--ca {}: {e}", r.ca.display()))?;
+    let body: String = ca.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
+    let cluster = hex::encode(&Sha256::digest(body.as_bytes())[..16]);
+    let cert = std::fs::read_to_string(&r.cert).map_err(|e| format!("--cert {}: {e}", r.cert.display()))?;
+    let node = CertIdentity::of_pem(&cert).map_err(|e| format!("--cert {}: {e}", r.cert.display()))?.name;
+    Ok(DataDirIdentity { format: FORMAT_VERSION, cluster, node })
 }
 
 /// The id this life of the node writes and gossips under: the configured
@@ -88,9 +175,17 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
         http,
         incarnation: state.incarnation,
     };
+    let resume = match state.store.disk() {
+        Some(disk) => Some(
+            disk.resume_state(state.store.seq(), SystemClock.now_ms())
+                .map_err(|e| ClusterStartError::DataDir(e.to_string()))?,
+        ),
+        None => None,
+    };
     let cluster = Cluster::start(
         state.store.clone(),
         ClusterOptions {
+            resume,
             me,
             bind: replication.gossip,
             seeds: replication.seeds,
@@ -116,6 +211,9 @@ pub enum ClusterStartError {
     /// The gossip endpoint could not be bound.
     #[error("--gossip: {0}")]
     Transport(String),
+    /// The data dir's replication state could not be read.
+    #[error("{0}")]
+    DataDir(String),
 }
 
 /// Serves HTTP (over TLS with `tls`) on `listener` until `shutdown`

@@ -62,4 +62,7 @@ pub struct NodeParts {
     /// Sends requests of the earlier interface on to another node
     /// (`databaseHost`).
     pub forward: reqwest::Client,
+    /// Whether the data dir's entries are still being loaded: the node
+    /// serves meanwhile, and `/readyz` says not ready.
+    pub loading: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::config::EvictionKind;
 pub use crate::entry::{Entry, ValueRef};
 use crate::forgotten::Forgotten;
+use crate::persistence::{Disk, Loaded};
 use crate::store_key;
 pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
@@ -120,11 +121,32 @@ pub struct Store {
     node: NodeId,
     stats: StoreStats,
     forgotten: Arc<Forgotten>,
+    /// The data dir every change is written through to, if any.
+    disk: Option<Arc<Disk>>,
 }
 
 impl Store {
     /// An empty store reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
+        Store::build(config, clock, None)
+    }
+
+    /// A store that writes every change through to `disk` and continues
+    /// the life `loaded` from it (its sequence and HLC floor). Its
+    /// entries come back through [`Store::restore`].
+    pub fn with_disk(config: StoreConfig, clock: Arc<dyn Clock>, disk: Arc<Disk>, loaded: &Loaded) -> Store {
+        let store = Store::build(config, clock, Some(disk));
+        if loaded.origin.is_some() {
+            store.writer().resume(loaded.seq, loaded.hlc_floor);
+        } else {
+            // A new origin starts its sequence at 1, but its stamps still
+            // order after every one the data dir holds.
+            store.writer().resume(0, loaded.hlc_floor);
+        }
+        store
+    }
+
+    fn build(config: StoreConfig, clock: Arc<dyn Clock>, disk: Option<Arc<Disk>>) -> Store {
         let stats = StoreStats::default();
         let (evictions, expirations) = (stats.evictions.clone(), stats.expirations.clone());
         let policy = match config.eviction {
@@ -133,6 +155,7 @@ impl Store {
         };
         let forgotten = Arc::new(Forgotten::for_budget(config.max_memory_bytes));
         let remembered = forgotten.clone();
+        let mirror = disk.clone();
         // The forgotten table is part of the budget.
         let capacity = config.max_memory_bytes.saturating_sub(Forgotten::size_bytes(config.max_memory_bytes));
         let cache = Cache::builder()
@@ -149,6 +172,12 @@ impl Store {
                     RemovalCause::Explicit => 0,
                     RemovalCause::Replaced => return,
                 };
+                // moka holds the key's lock from the removal through this
+                // call, so a write of the same key, which inserts and then
+                // writes its disk record, cannot be undone here.
+                if let Some(disk) = &mirror {
+                    disk.remove(&key[..]);
+                }
                 remembered.remember(&key[..], entry.epoch().hlc.as_u64());
             })
             .build_with_hasher(KeyHasher::default());
@@ -161,7 +190,13 @@ impl Store {
             node: config.node,
             stats,
             forgotten,
+            disk,
         }
+    }
+
+    /// The data dir this store writes through to.
+    pub fn disk(&self) -> Option<&Arc<Disk>> {
+        self.disk.as_ref()
     }
 
     /// The node that originates this store's local writes.
@@ -235,6 +270,11 @@ impl Store {
         self.writer().clock()
     }
 
+    /// The last sequence number this origin used.
+    pub fn seq(&self) -> u64 {
+        self.writer().seq()
+    }
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding this lock cannot leave the clock or the
         // sequence in a state worse than "advanced", so poisoning is moot.
@@ -263,8 +303,14 @@ impl Store {
         let packed = store_key::pack(&write.key);
         let _update = self.stripe(&packed);
         let current = self.cache.get(&packed[..]);
-        let outcome = local_write(&self.writer, current.as_ref(), write, now)?;
+        let mut outcome = local_write(&self.writer, current.as_ref(), write, now)?;
         self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+        // After the insert and under the key's stripe: the disk holds each
+        // key's writes in the order memory does, and before the delta
+        // leaves this node.
+        if let Some(disk) = &self.disk {
+            outcome.disk_position = disk.write_local(&packed, &outcome.register, &outcome.whole_delta(), now);
+        }
         Ok(outcome)
     }
 
@@ -293,8 +339,19 @@ impl Store {
             // here: it is taken as applied, and not kept (`forgotten.rs`).
             let forgotten =
                 current.is_none() && self.forgotten.covers(&packed, delta.meta().epoch.hlc.as_u64());
-            if outcome.changed && !forgotten {
+            let kept = outcome.changed && !forgotten;
+            if kept {
                 self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+            }
+            if let Some(disk) = &self.disk {
+                // The backlog record always: the delta counts as applied.
+                let full = Delta {
+                    origin: delta.origin,
+                    seq: delta.seq,
+                    key: delta.key.clone(),
+                    body: geocache_crdt::DeltaBody::Register(outcome.register.clone()),
+                };
+                disk.write_applied(&packed, kept.then_some(&*outcome.register), &full, now);
             }
             outcome
         };
@@ -326,7 +383,29 @@ impl Store {
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if current.as_ref() != Some(&next) {
-            self.cache.insert(MapKey::from(&packed[..]), next);
+            self.cache.insert(MapKey::from(&packed[..]), next.clone());
+            if let Some(disk) = &self.disk {
+                disk.write_register(&packed, &next.register_arc());
+            }
+        }
+    }
+
+    /// Takes back a register loaded from the data dir, under its packed
+    /// key. Merged with what is held (a write may have come in while the
+    /// node was loading), and written back only when that changed it.
+    pub fn restore(&self, packed: &[u8], loaded: Register) {
+        let _update = self.stripe(packed);
+        match self.cache.get(packed) {
+            None => self.cache.insert(MapKey::from(packed), Entry::from_register(Arc::new(loaded))),
+            Some(current) => {
+                let merged = Entry::from_register(Arc::new(current.to_register().merged(&loaded)));
+                if merged != current {
+                    self.cache.insert(MapKey::from(packed), merged.clone());
+                    if let Some(disk) = &self.disk {
+                        disk.write_register(packed, &merged.register_arc());
+                    }
+                }
+            }
         }
     }
 

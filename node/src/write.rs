@@ -100,6 +100,9 @@ pub struct WriteOutcome {
     pub previous: Option<Entry>,
     /// What to send to the other replicas.
     pub delta: Delta,
+    /// Where the write is in the data dir's journal (for
+    /// `Disk::wait_durable`); 0 without a data dir.
+    pub disk_position: u64,
 }
 
 impl WriteOutcome {
@@ -150,6 +153,13 @@ impl Writer {
     /// A writer for `node` that has written nothing.
     pub fn new(node: NodeId, max_clock_skew_ms: u64, tombstone_ttl_ms: u64) -> Writer {
         Writer { node, hlc: HlcClock::new(max_clock_skew_ms), seq: 0, tombstone_ttl_ms }
+    }
+
+    /// Continues a life persisted in a data dir: its last sequence number
+    /// and the last stamp it issued.
+    pub fn resume(&mut self, seq: u64, hlc_floor: Hlc) {
+        self.seq = self.seq.max(seq);
+        self.hlc.resume(hlc_floor);
     }
 
     /// Observes a replicated stamp (see [`HlcClock::observe`]).
@@ -261,7 +271,7 @@ pub fn local_write(
     };
     let before = current.and_then(Entry::doc_register);
     let delta = Delta::for_write(node, seq, write.key, before, &register);
-    Ok(WriteOutcome { entry, register, previous: visible.cloned(), delta })
+    Ok(WriteOutcome { entry, register, previous: visible.cloned(), delta, disk_position: 0 })
 }
 
 /// A replicated write over `current`: the entry after it, whether it

@@ -35,6 +35,13 @@ pub enum WritePathError {
     /// would never leave this node, so none is taken until a restart.
     #[error("{0}; this node takes no writes until it is restarted")]
     ReplicationStopped(String),
+    /// `disk` was asked of a node without a data dir. Nothing was written.
+    #[error("durability disk needs a node with --data-dir; this node keeps its data in memory only")]
+    NoDataDir,
+    /// The data dir failed a write or a flush: the disk no longer mirrors
+    /// the store, so no write is acknowledged as durable.
+    #[error("the data dir failed ({0}); this node takes no writes until it is restarted")]
+    DiskFailed(String),
 }
 
 /// A TTL longer than its namespace allows. Nothing was written.
@@ -105,23 +112,49 @@ impl NodeState {
         if let Some(why) = self.replication_health.failure() {
             return Err(WritePathError::ReplicationStopped(why.to_string()));
         }
+        let disk = self.store.disk();
+        if level == Durability::Disk && disk.is_none() {
+            return Err(WritePathError::NoDataDir);
+        }
+        if let Some(why) = disk.and_then(|d| d.failure()) {
+            return Err(WritePathError::DiskFailed(why.to_string()));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
         let outcome = self.store.apply_local(write)?;
-        let Some(cluster) = &self.cluster else {
-            if level == Durability::Local {
-                return Ok(outcome);
+        // On a node with a data dir every level from `disk` up includes
+        // this node's disk; `--fsync always` makes every write wait for it.
+        let disk_wait = disk.filter(|d| level >= Durability::Disk || d.sync_every_write());
+        let replicated = if level == Durability::Disk { Durability::Local } else { level };
+        let progress = match &self.cluster {
+            Some(cluster) => cluster.replicate(&outcome, replicated).await,
+            None if replicated == Durability::Local => None,
+            None => {
+                return Err(WritePathError::DurabilityTimeout {
+                    wanted: level,
+                    reached: Durability::Local,
+                    why: "this node does not replicate (no --gossip)",
+                })
             }
-            return Err(WritePathError::DurabilityTimeout {
-                wanted: level,
-                reached: Durability::Local,
-                why: "this node does not replicate (no --gossip)",
-            });
         };
-        let Some(mut progress) = cluster.replicate(&outcome, level).await else { return Ok(outcome) };
-        let wait = progress.wait_for(|reached| *reached >= level);
-        if matches!(tokio::time::timeout(self.config.durability_timeout, wait).await, Ok(Ok(_))) {
+        if let Some(disk) = disk_wait {
+            match tokio::time::timeout_at(deadline, disk.wait_durable(outcome.disk_position)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(WritePathError::DiskFailed(e.0)),
+                Err(_) => {
+                    return Err(WritePathError::DurabilityTimeout {
+                        wanted: level.max(Durability::Disk),
+                        reached: Durability::Local,
+                        why: "the write is applied here; the disk did not flush it in time",
+                    })
+                }
+            }
+        }
+        let Some(mut progress) = progress else { return Ok(outcome) };
+        let wait = progress.wait_for(|reached| *reached >= replicated);
+        if matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(_))) {
             return Ok(outcome);
         }
-        let reached = *progress.borrow();
+        let reached = (*progress.borrow()).max(if disk_wait.is_some() { Durability::Disk } else { Durability::Local });
         Err(WritePathError::DurabilityTimeout {
             wanted: level,
             reached,

@@ -4,6 +4,7 @@
 
 use geocache_crdt::NodeId;
 use geocache_gossip::core::Core;
+use geocache_gossip::resume::ResumeState;
 use rand::RngExt;
 
 use crate::scenario::FaultKind;
@@ -71,7 +72,7 @@ impl World {
 
     /// Node `i` starts again: with `wipe`, a new life (a new origin id, an
     /// empty store, a new core); without, its store and replication state
-    /// kept (a process that persisted them) and only membership new.
+    /// restored as the node restores them from its data dir (`Core::resume`).
     fn restart(&mut self, i: usize, wipe: bool) {
         let region = self.nodes[i].region;
         let now = self.mono_ms();
@@ -89,11 +90,24 @@ impl World {
             let config = core_config(&self.scenario, region, &self.seeds);
             self.nodes[i].core = Core::new(me, config, seed, now);
         } else {
+            // What the node's data dir holds: the store (every write reached
+            // the disk before it left the node, so a killed process loses
+            // none), its last sequence number, the watermarks' last
+            // checkpoint and the backlog; everything else of the core
+            // (queues, relay state, waiters, members) dies with the process.
             // The start time is the incarnation, so the new identity wins
-            // over the previous life; the core forgets its members, which
-            // come back as membership finds them.
+            // over the previous life.
+            let old = &self.nodes[i].core;
+            let state = ResumeState {
+                own_seq: old.replicator().head(),
+                watermarks: self.nodes[i].checkpoint.clone(),
+                backlog: old.replicator().backlog_deltas(),
+            };
             let me = identity(&self.scenario, region, i, self.nodes[i].origin, now);
-            self.nodes[i].core.restart_membership(me, seed, now);
+            let config = core_config(&self.scenario, region, &self.seeds);
+            self.nodes[i].core = Core::resume(me, config, &state, seed, now);
+            // The simulated store is held whole: it has nothing to load.
+            self.nodes[i].core.store_loaded();
         }
         self.nodes[i].up = true;
         self.oracle.live_count += 1;

@@ -31,6 +31,9 @@ pub struct SimNode {
     pub timer_at_us: u64,
     /// Whether the network reaches it.
     pub isolated: bool,
+    /// The watermarks its core last checkpointed: what its data dir
+    /// holds of them (`geocache_gossip::resume`).
+    pub checkpoint: Vec<(NodeId, u64)>,
 }
 
 /// Node `i`'s gossip address.

@@ -125,11 +125,11 @@ impl World {
                 origin_region: region,
                 applied: 1,
                 durability: match durability {
-                    Durability::Local => 0,
+                    Durability::Local | Durability::Disk => 0,
                     Durability::Region => 1,
                     Durability::All => 2,
                 },
-                acked_at_level: durability == Durability::Local,
+                acked_at_level: durability <= Durability::Disk,
             },
         );
         let bytes = delta.key.size_bytes() + outcome.register.size_bytes();

@@ -216,6 +216,7 @@ impl World {
                 skew_ms: 0,
                 timer_at_us: u64::MAX,
                 isolated: false,
+                checkpoint: Vec::new(),
             });
         }
         let next_origin = nodes.len() as u64 + 1;
@@ -468,6 +469,7 @@ impl World {
                     }
                 }
                 CoreEvent::TransferApplied { .. } => self.tallies.transfers_applied += 1,
+                CoreEvent::Checkpoint { watermarks } => self.nodes[i].checkpoint = watermarks,
             }
         }
         self.arm_timer(i);

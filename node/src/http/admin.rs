@@ -18,11 +18,21 @@ pub async fn healthz(State(state): State<NodeState>) -> Response {
 }
 
 /// `GET /readyz`: the node serves requests; 503 once replication stopped.
+/// Not ready either while the data dir is loading, or once it failed.
 pub async fn readyz(State(state): State<NodeState>) -> Response {
-    match state.replication_health.failure() {
-        None => Json(json!({ "status": "ready" })).into_response(),
-        Some(_) => failed(),
+    if state.replication_health.failure().is_some() {
+        return failed();
     }
+    if state.store.disk().is_some_and(|d| d.failure().is_some()) {
+        let error = "the data dir failed a write; the reason is in the node's log; restart the node";
+        let body = json!({ "status": "failed", "error": error, "code": "disk_failed" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if state.loading.load(std::sync::atomic::Ordering::Acquire) {
+        let body = json!({ "status": "loading", "error": "loading the data dir", "code": "loading" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ready" })).into_response()
 }
 
 /// The probes are open to anyone, so they say what stopped, not the panic

@@ -4,7 +4,7 @@
 //!
 //! 401 when no credential was sent (or it matches no user) and anonymous
 //! clients may not do this; 403 when the credential does not reach this
-//! far. `/healthz` and `/readyz` stay open for probes.
+//! far. While the data dir loads, data requests get 503 `loading`. `/healthz` and `/readyz` stay open for probes.
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -43,12 +43,17 @@ pub async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    let need = route_need(matched.as_str(), request.method());
+    if matches!(need, RouteNeed::Namespace(_)) && state.loading.load(std::sync::atomic::Ordering::Acquire) {
+        let message = "the node is loading its data dir; retry shortly (GET /readyz says when it is ready)";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading", message).into_response();
+    }
     let access = &state.config.access;
     if !access.is_on() {
         return next.run(request).await;
     }
     let namespace;
-    let need = match route_need(matched.as_str(), request.method()) {
+    let need = match need {
         RouteNeed::Open => return next.run(request).await,
         RouteNeed::Admin => Need::Admin,
         RouteNeed::Any => Need::Any,

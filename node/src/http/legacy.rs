@@ -211,7 +211,7 @@ async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<
             rc: RC_CAS_MISMATCH,
             message: "cas mismatch: the value changed since that cas was read (or it is gone)".into(),
         },
-        stopped @ WritePathError::ReplicationStopped(_) => LegacyError {
+        stopped @ (WritePathError::ReplicationStopped(_) | WritePathError::DiskFailed(_)) => LegacyError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             key: key.to_owned(),
             rc: RC_INVALID,

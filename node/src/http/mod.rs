@@ -107,6 +107,8 @@ fn write_path_error(e: WritePathError) -> ApiError {
         stopped @ WritePathError::ReplicationStopped(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replication_stopped", stopped.to_string())
         }
+        e @ WritePathError::NoDataDir => ApiError::bad_request("no_data_dir", e.to_string()),
+        e @ WritePathError::DiskFailed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_failed", e.to_string()),
     }
 }
 

@@ -130,7 +130,7 @@ pub fn durability(headers: &HeaderMap) -> Result<Durability, ApiError> {
     match headers.get("geocache-durability") {
         None => Ok(Durability::Local),
         Some(v) => v.to_str().ok().and_then(Durability::parse).ok_or_else(|| {
-            ApiError::bad_request("bad_durability", "Geocache-Durability must be local, region or all")
+            ApiError::bad_request("bad_durability", "Geocache-Durability must be local, disk, region or all")
         }),
     }
 }

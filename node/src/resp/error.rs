@@ -128,6 +128,9 @@ pub enum CommandError {
     /// `EXPIRE` options that do not go together.
     #[error("ERR {0}")]
     ExpireOptions(&'static str),
+    /// The data dir is still being loaded, in Redis's words.
+    #[error("LOADING geocache is loading the dataset in memory")]
+    Loading,
     /// Auth is on and this connection has not authenticated.
     #[error("NOAUTH Authentication required.")]
     NoAuth,

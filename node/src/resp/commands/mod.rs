@@ -96,6 +96,10 @@ pub(super) fn check_access(shared: &Shared, session: &Session, cmd: Cmd) -> Resu
     let need = match cmd.need() {
         CommandNeed::Nothing => return Ok(()),
         CommandNeed::Connection => Need::Session(&session.namespace),
+        // Data waits for the data dir, as Redis answers while it loads.
+        CommandNeed::Scope(_) if shared.state.loading.load(std::sync::atomic::Ordering::Acquire) => {
+            return Err(CommandError::Loading)
+        }
         CommandNeed::Scope(scope) => Need::In(&session.namespace, scope),
     };
     match shared.state.config.access.decide(session.user.as_deref(), need) {
@@ -301,7 +305,9 @@ impl Context<'_> {
             Ok(outcome) => Ok(Ok(outcome)),
             Err(WritePathError::Refused(e)) => Ok(Err(e)),
             Err(e @ WritePathError::DurabilityTimeout { .. }) => Err(CommandError::NotDurable(e.to_string())),
-            Err(e @ WritePathError::ReplicationStopped(_)) => Err(CommandError::NotDurable(e.to_string())),
+            Err(e @ (WritePathError::ReplicationStopped(_) | WritePathError::DiskFailed(_) | WritePathError::NoDataDir)) => {
+                Err(CommandError::NotDurable(e.to_string()))
+            }
         }
     }
 
