@@ -35,8 +35,8 @@ use crate::identities::{DatagramSender, Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use crate::peer::Peer;
 use crate::replica_store::ReplicaStore;
-use crate::resume::ResumeState;
 use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
+use crate::resume::ResumeState;
 use crate::transfer::{Chunk, ChunkOutcome, TransferConfig, TransferReceiver, TransferSender, TransferStats};
 use crate::wire::Message;
 

@@ -258,7 +258,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         if let Some(disk) = disk {
             match disk.close() {
                 Ok(()) => tracing::info!(dir = %disk.dir().display(), "data dir flushed"),
-                Err(e) => tracing::error!(dir = %disk.dir().display(), error = %e, "flushing the data dir failed"),
+                Err(e) => {
+                    tracing::error!(dir = %disk.dir().display(), error = %e, "flushing the data dir failed")
+                }
             }
         }
         tracing::info!("stopped");
@@ -267,9 +269,15 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lsm_tree=warn,fjall=warn")))
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lsm_tree=warn,fjall=warn"));
+    let engine = geocache_node::persistence::EngineFileLayer;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(engine.with_filter(geocache_node::persistence::EngineFileLayer::filter()))
         .init();
 }
 

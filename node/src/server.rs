@@ -12,18 +12,18 @@ use crate::config::Config;
 use crate::http::listener::GuardedListener;
 use crate::http::router;
 use crate::metrics::Metrics;
+use crate::persistence::{DataDirError, DataDirIdentity, Disk, DiskOptions, FORMAT_VERSION};
 use crate::replication_health::ReplicationHealth;
 use crate::state::{NodeParts, NodeState};
-use crate::persistence::{DataDirError, DataDirIdentity, Disk, DiskOptions, FORMAT_VERSION};
 use crate::store::{Store, StoreConfig};
-use geocache_gossip::certs::CertIdentity;
-use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use geocache_crdt::NodeId;
+use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::ClusterTls;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Builds the shared state of a node from its config, on the system clock,
 /// with its store in memory only (`--data-dir` is opened by [`open`]).
@@ -79,7 +79,9 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
     let options = DiskOptions {
         fsync: config.fsync,
         backlog_bytes_max: config.replication.as_ref().map_or(64 << 20, |r| r.backlog_bytes_max.as_u64()),
-        backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(config.tombstone_ttl.as_millis() as u64)),
+        backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(
+            config.tombstone_ttl.as_millis() as u64,
+        )),
     };
     let (disk, loaded) = Disk::open(&dir, &me, &options)?;
     let origin = match loaded.origin {
@@ -93,7 +95,8 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
     if let Some(why) = loaded.new_life_reason {
         tracing::warn!(dir = %dir.display(), %origin, "{why}: keeping the data, writing under a new origin id");
     }
-    disk.start_flusher().map_err(|e| DataDirError::Io { dir: dir.clone(), detail: format!("starting the flusher: {e}") })?;
+    disk.start_flusher()
+        .map_err(|e| DataDirError::Io { dir: dir.clone(), detail: format!("starting the flusher: {e}") })?;
     let store = Store::with_disk(store_config(&config, origin), Arc::new(SystemClock), disk, &loaded);
     let state = parts(config, store, incarnation);
     state.loading.store(true, Ordering::Release);
@@ -114,7 +117,12 @@ pub fn load_entries(state: &NodeState) -> Result<u64, DataDirError> {
     let count = disk.load_entries(|packed, register| store.restore(packed, register))?;
     store.run_pending_tasks();
     state.loading.store(false, Ordering::Release);
-    tracing::info!(entries = count, held = store.entry_count(), ms = started.elapsed().as_millis() as u64, "data dir loaded");
+    tracing::info!(
+        entries = count,
+        held = store.entry_count(),
+        ms = started.elapsed().as_millis() as u64,
+        "data dir loaded"
+    );
     Ok(count)
 }
 
@@ -129,7 +137,8 @@ fn data_dir_identity(config: &Config) -> Result<DataDirIdentity, String> {
         });
     };
     let ca = std::fs::read_to_string(&r.ca).map_err(|e| format!("--ca {}: {e}", r.ca.display()))?;
-    let body: String = ca.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
+    let body: String =
+        ca.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
     let cluster = hex::encode(&Sha256::digest(body.as_bytes())[..16]);
     let cert = std::fs::read_to_string(&r.cert).map_err(|e| format!("--cert {}: {e}", r.cert.display()))?;
     let node = CertIdentity::of_pem(&cert).map_err(|e| format!("--cert {}: {e}", r.cert.display()))?.name;

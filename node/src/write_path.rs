@@ -154,7 +154,8 @@ impl NodeState {
         if matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(_))) {
             return Ok(outcome);
         }
-        let reached = (*progress.borrow()).max(if disk_wait.is_some() { Durability::Disk } else { Durability::Local });
+        let reached =
+            (*progress.borrow()).max(if disk_wait.is_some() { Durability::Disk } else { Durability::Local });
         Err(WritePathError::DurabilityTimeout {
             wanted: level,
             reached,

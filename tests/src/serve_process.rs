@@ -34,9 +34,21 @@ pub fn spawn_serve<S: AsRef<OsStr>>(
     log_var: &str,
     timeout: Duration,
 ) -> std::io::Result<ServeProcess> {
+    spawn_serve_at(bin, &format!("{http_ip}:0"), args, log_var, timeout)
+}
+
+/// As [`spawn_serve`], with the HTTP API on `http` (`ip:port`): a node
+/// restarted with its data dir comes back at the address it had.
+pub fn spawn_serve_at<S: AsRef<OsStr>>(
+    bin: &Path,
+    http: &str,
+    args: &[S],
+    log_var: &str,
+    timeout: Duration,
+) -> std::io::Result<ServeProcess> {
     let mut child = Command::new(bin)
         .arg("serve")
-        .args(["--http", &format!("{http_ip}:0")])
+        .args(["--http", http])
         .args(args)
         .env("RUST_LOG", std::env::var(log_var).unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())

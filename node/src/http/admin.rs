@@ -72,6 +72,12 @@ pub async fn node(State(state): State<NodeState>) -> Json<serde_json::Value> {
         "entries": state.store.entry_count(),
         "bytes": state.store.weighted_size_bytes(),
         "max_memory_bytes": c.max_memory.as_u64(),
+        "data_dir": state.store.disk().map(|d| json!({
+            "dir": d.dir().display().to_string(),
+            "fsync": d.policy().to_string(),
+            "disk_bytes": d.disk_bytes(),
+            "loading": state.loading.load(std::sync::atomic::Ordering::Acquire),
+        })),
     }))
 }
 

@@ -108,7 +108,9 @@ fn write_path_error(e: WritePathError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "replication_stopped", stopped.to_string())
         }
         e @ WritePathError::NoDataDir => ApiError::bad_request("no_data_dir", e.to_string()),
-        e @ WritePathError::DiskFailed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_failed", e.to_string()),
+        e @ WritePathError::DiskFailed(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_failed", e.to_string())
+        }
     }
 }
 

@@ -89,7 +89,11 @@ fn engine(dir: &Path, what: &str, e: fjall::Error) -> DataDirError {
             | fjall::Error::Storage(_)
     );
     if damaged {
-        DataDirError::Corrupt { dir: dir.to_path_buf(), file: what.to_string(), detail: format!("{e:?}") }
+        let file = match &e {
+            fjall::Error::InvalidVersion(_) => dir.join("fjall/version").display().to_string(),
+            _ => super::last_engine_file().unwrap_or_else(|| what.to_string()),
+        };
+        DataDirError::Corrupt { dir: dir.to_path_buf(), file, detail: format!("{e:?}") }
     } else {
         io(dir, format!("{what}: {e}"))
     }
@@ -102,11 +106,35 @@ impl Disk {
     ///
     /// [`DataDirError`]: another cluster's, another node's, a newer
     /// format, a damaged file (named), or IO.
-    pub fn open(dir: &Path, me: &DataDirIdentity, options: &DiskOptions) -> Result<(Arc<Disk>, Loaded), DataDirError> {
+    pub fn open(
+        dir: &Path,
+        me: &DataDirIdentity,
+        options: &DiskOptions,
+    ) -> Result<(Arc<Disk>, Loaded), DataDirError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let db = Database::builder(dir.join("fjall")).open().map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
+        let journals_before = journal_extents(&dir.join("fjall"));
+        let db = Database::builder(dir.join("fjall"))
+            .open()
+            .map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
+        // fjall cuts a journal at its first unreadable batch. Past the end
+        // of what was written a journal is zeros (fjall preallocates it);
+        // written bytes past the cut are a torn write or damage, and the
+        // writes in them are gone here.
+        let cut: Vec<String> = journal_sizes(&dir.join("fjall"))
+            .iter()
+            .filter_map(|(path, after)| {
+                let written = journals_before.iter().find(|(p, _)| p == path).map(|(_, w)| *w)?;
+                (*after < written).then(|| {
+                    format!("{} (cut at byte {after}; written up to byte {written})", path.display())
+                })
+            })
+            .collect();
+        if !cut.is_empty() {
+            tracing::warn!(files = ?cut, "the data dir's journal was cut where it could no longer be read (a torn write, or damage): the writes after that point are lost on this node, and its peers send them back");
+        }
         let open = |name: &str, options: KeyspaceCreateOptions| {
-            db.keyspace(name, || options).map_err(|e| engine(dir, &format!("keyspace {name} under fjall/"), e))
+            db.keyspace(name, || options)
+                .map_err(|e| engine(dir, &format!("keyspace {name} under fjall/"), e))
         };
         let life = open("life", KeyspaceCreateOptions::default())?;
         let entries = open("entries", KeyspaceCreateOptions::default())?;
@@ -126,11 +154,12 @@ impl Disk {
         let mut loaded = Loaded::default();
         match read(LIFE_IDENTITY)? {
             Some(bytes) => {
-                let found: DataDirIdentity = serde_json::from_slice(&bytes).map_err(|e| DataDirError::Corrupt {
-                    dir: dir.to_path_buf(),
-                    file: "keyspace life under fjall/ (identity)".into(),
-                    detail: e.to_string(),
-                })?;
+                let found: DataDirIdentity =
+                    serde_json::from_slice(&bytes).map_err(|e| DataDirError::Corrupt {
+                        dir: dir.to_path_buf(),
+                        file: "keyspace life under fjall/ (identity)".into(),
+                        detail: e.to_string(),
+                    })?;
                 found.check(me, dir)?;
             }
             None => {
@@ -146,7 +175,8 @@ impl Disk {
         }
         loaded.clean = read(LIFE_CLEAN)?.is_some_and(|v| v[..] == [1]);
         let boot_now = boot_id();
-        let same_boot = read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
+        let same_boot =
+            read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
         if let Some(bytes) = read(LIFE_ORIGIN)? {
             let [origin] = decode_u64s::<1>(&bytes, "origin").map_err(corrupt)?;
             // After a crash of the machine (not of the process), the journal
@@ -155,7 +185,10 @@ impl Disk {
             // taken for duplicates. Then the node keeps its data but writes
             // under a new origin.
             let tail_may_be_lost = !loaded.clean && !same_boot && options.fsync != FsyncPolicy::Always;
-            if tail_may_be_lost {
+            if !cut.is_empty() {
+                loaded.new_life_reason =
+                    Some("the journal was cut where it could no longer be read, losing writes");
+            } else if tail_may_be_lost {
                 loaded.new_life_reason = Some("the machine restarted since this node last ran, and its journal may have lost its last writes");
             } else {
                 loaded.origin = Some(NodeId(origin));
@@ -267,7 +300,13 @@ impl Disk {
 
     /// A replicated write applied here: the register if it changed what
     /// is held, and the delta for the backlog always (its seq is applied).
-    pub fn write_applied(&self, packed: &[u8], register: Option<&Register>, full: &Delta, wall_ms: u64) -> u64 {
+    pub fn write_applied(
+        &self,
+        packed: &[u8],
+        register: Option<&Register>,
+        full: &Delta,
+        wall_ms: u64,
+    ) -> u64 {
         let mut batch = self.db.batch();
         if let Some(register) = register {
             batch.insert(&self.entries, packed, encode_register(register));
@@ -306,7 +345,8 @@ impl Disk {
     pub fn load_entries(&self, mut each: impl FnMut(&[u8], Register)) -> Result<u64, DataDirError> {
         let mut count = 0;
         for guard in self.entries.iter() {
-            let (key, value) = guard.into_inner().map_err(|e| engine(&self.dir, "keyspace entries under fjall/", e))?;
+            let (key, value) =
+                guard.into_inner().map_err(|e| engine(&self.dir, "keyspace entries under fjall/", e))?;
             let register = decode_register(&value).map_err(|e| DataDirError::Corrupt {
                 dir: self.dir.clone(),
                 file: "keyspace entries under fjall/".into(),
@@ -330,14 +370,21 @@ impl Disk {
             file: file.to_string(),
             detail,
         };
-        let watermarks = match self.life.get(LIFE_CHECKPOINT).map_err(|e| engine(&self.dir, "keyspace life under fjall/", e))? {
-            Some(bytes) => decode_watermarks(&bytes).map_err(|e| corrupt("keyspace life under fjall/ (checkpoint)", e.0))?,
+        let watermarks = match self
+            .life
+            .get(LIFE_CHECKPOINT)
+            .map_err(|e| engine(&self.dir, "keyspace life under fjall/", e))?
+        {
+            Some(bytes) => decode_watermarks(&bytes)
+                .map_err(|e| corrupt("keyspace life under fjall/ (checkpoint)", e.0))?,
             None => Vec::new(),
         };
         let mut backlog = Vec::new();
         for guard in self.backlog.iter() {
-            let (_, value) = guard.into_inner().map_err(|e| engine(&self.dir, "keyspace backlog under fjall/", e))?;
-            let (delta, wall_ms) = decode_backlog(&value).map_err(|e| corrupt("keyspace backlog under fjall/", e.0))?;
+            let (_, value) =
+                guard.into_inner().map_err(|e| engine(&self.dir, "keyspace backlog under fjall/", e))?;
+            let (delta, wall_ms) =
+                decode_backlog(&value).map_err(|e| corrupt("keyspace backlog under fjall/", e.0))?;
             if now_wall_ms.saturating_sub(wall_ms) <= self.backlog_age_ms {
                 backlog.push(Arc::new(delta));
             }
@@ -406,7 +453,9 @@ impl Disk {
                         .unwrap_or_else(|e| e.into_inner());
                     *wanted = false;
                 }
-                if disk.policy != FsyncPolicy::Never || *disk.synced.borrow() < disk.written.load(Ordering::Acquire) {
+                if disk.policy != FsyncPolicy::Never
+                    || *disk.synced.borrow() < disk.written.load(Ordering::Acquire)
+                {
                     disk.sync();
                 }
             }
@@ -441,6 +490,44 @@ impl Disk {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain values, consistent after any panic.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How far each journal under `dir` was written: the end of its last
+/// non-zero byte (the rest is fjall's preallocation).
+fn journal_extents(dir: &Path) -> Vec<(PathBuf, u64)> {
+    journal_sizes(dir)
+        .into_iter()
+        .filter_map(|(path, _)| Some((path.clone(), written_extent(&path).ok()?)))
+        .collect()
+}
+
+fn written_extent(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 1 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let len = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..len])?;
+        if let Some(last) = buf[..len].iter().rposition(|&b| b != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The size of every journal file under `dir`.
+fn journal_sizes(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+        .collect()
 }
 
 /// This boot of the machine, so a restart can tell a killed process (the

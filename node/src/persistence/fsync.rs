@@ -42,7 +42,9 @@ impl FromStr for FsyncPolicy {
             "always" => Ok(FsyncPolicy::Always),
             "never" => Ok(FsyncPolicy::Never),
             other => match humantime::parse_duration(other) {
-                Ok(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(60) => Ok(FsyncPolicy::Every(d)),
+                Ok(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(60) => {
+                    Ok(FsyncPolicy::Every(d))
+                }
                 Ok(_) => Err(format!("{other:?}: an interval between 1ms and 60s")),
                 Err(_) => Err(format!("{other:?}: expected always, never or an interval such as 100ms")),
             },

@@ -85,7 +85,11 @@ impl DataDirIdentity {
             return Err(DataDirError::NewerFormat { dir, found: self.format, supported: FORMAT_VERSION });
         }
         if self.cluster != me.cluster {
-            return Err(DataDirError::OtherCluster { dir, found: self.cluster.clone(), expected: me.cluster.clone() });
+            return Err(DataDirError::OtherCluster {
+                dir,
+                found: self.cluster.clone(),
+                expected: me.cluster.clone(),
+            });
         }
         if self.node != me.node {
             return Err(DataDirError::OtherNode { dir, found: self.node.clone(), expected: me.node.clone() });

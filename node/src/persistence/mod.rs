@@ -21,10 +21,12 @@
 //! flushed to the device, which is what a power loss respects.
 
 mod disk;
+mod engine_files;
 mod fsync;
 mod identity;
 mod records;
 
 pub use disk::{Disk, DiskError, DiskOptions, Loaded};
+pub use engine_files::{last_engine_file, EngineFileLayer};
 pub use fsync::FsyncPolicy;
 pub use identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};

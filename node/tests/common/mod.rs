@@ -43,6 +43,25 @@ impl Node {
         }
     }
 
+    /// As [`Node::start`], with the HTTP API on `http` (`ip:port`).
+    pub fn start_on(http: &str, args: &[&str]) -> Node {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_geocache"));
+        let started = geocache_tests::serve_process::spawn_serve_at(
+            bin,
+            http,
+            args,
+            "GEOCACHE_TEST_LOG",
+            START_TIMEOUT,
+        )
+        .expect("geocache started and printed its address");
+        Node {
+            child: started.child,
+            base: format!("http://{}", started.http),
+            addr: started.http,
+            resp: started.resp,
+        }
+    }
+
     /// The process id, to read its memory.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -94,6 +113,11 @@ pub async fn resp_connect(addr: &str) -> redis::aio::MultiplexedConnection {
         .await
         .expect("connect in time")
         .expect("connect")
+}
+
+/// A free TCP port on `ip` (bound then released).
+pub fn free_tcp_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0")).expect("bind tcp").local_addr().expect("addr").port()
 }
 
 /// A free UDP port on `ip` (bound then released).

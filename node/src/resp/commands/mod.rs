@@ -305,9 +305,11 @@ impl Context<'_> {
             Ok(outcome) => Ok(Ok(outcome)),
             Err(WritePathError::Refused(e)) => Ok(Err(e)),
             Err(e @ WritePathError::DurabilityTimeout { .. }) => Err(CommandError::NotDurable(e.to_string())),
-            Err(e @ (WritePathError::ReplicationStopped(_) | WritePathError::DiskFailed(_) | WritePathError::NoDataDir)) => {
-                Err(CommandError::NotDurable(e.to_string()))
-            }
+            Err(
+                e @ (WritePathError::ReplicationStopped(_)
+                | WritePathError::DiskFailed(_)
+                | WritePathError::NoDataDir),
+            ) => Err(CommandError::NotDurable(e.to_string())),
         }
     }
 
