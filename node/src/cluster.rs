@@ -393,6 +393,12 @@ impl Driver {
                     break;
                 }
             }
+            // A delta or ack leaves only once its write reached the OS: a
+            // node killed now comes back with every sequence number a peer
+            // may hold.
+            if let Some(disk) = self.store.disk().cloned() {
+                disk.wait_os().await;
+            }
             self.pump();
             if self.drain_finished() {
                 break;

@@ -61,6 +61,7 @@ fn parts(config: Config, store: Store, incarnation: u64) -> NodeState {
         http,
         forward: reqwest::Client::new(),
         loading: Arc::new(AtomicBool::new(false)),
+        resume: None,
     })
 }
 
@@ -95,11 +96,10 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
     if let Some(why) = loaded.new_life_reason {
         tracing::warn!(dir = %dir.display(), %origin, "{why}: keeping the data, writing under a new origin id");
     }
-    disk.start_flusher()
-        .map_err(|e| DataDirError::Io { dir: dir.clone(), detail: format!("starting the flusher: {e}") })?;
     let store = Store::with_disk(store_config(&config, origin), Arc::new(SystemClock), disk, &loaded);
-    let state = parts(config, store, incarnation);
+    let mut state = parts(config, store, incarnation);
     state.loading.store(true, Ordering::Release);
+    state.resume = Some(loaded.resume);
     Ok(state)
 }
 
@@ -165,6 +165,7 @@ pub fn origin_id(node_id: u64, incarnation: u64) -> NodeId {
 /// [`ClusterStartError`] naming what failed (certificates, the endpoint).
 pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<(), ClusterStartError> {
     let Some(replication) = state.config.replication.clone() else { return Ok(()) };
+    let resume = state.resume.take();
     let tls = ClusterTls::from_files(&replication.ca, &replication.cert, &replication.key)
         .map_err(|e| ClusterStartError::Tls(e.to_string()))?;
     let c = &state.config;
@@ -184,13 +185,6 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
         http,
         incarnation: state.incarnation,
     };
-    let resume = match state.store.disk() {
-        Some(disk) => Some(
-            disk.resume_state(state.store.seq(), SystemClock.now_ms())
-                .map_err(|e| ClusterStartError::DataDir(e.to_string()))?,
-        ),
-        None => None,
-    };
     let cluster = Cluster::start(
         state.store.clone(),
         ClusterOptions {
@@ -200,7 +194,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
             seeds: replication.seeds,
             tls,
             backlog_bytes_max: usize::try_from(replication.backlog_bytes_max.as_u64()).unwrap_or(usize::MAX),
-            tombstone_retention_ms: c.tombstone_ttl.as_millis() as u64,
+            tombstone_retention_ms: state.config.tombstone_ttl.as_millis() as u64,
             metrics: state.metrics.clone(),
             health: state.replication_health.clone(),
         },

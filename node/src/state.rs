@@ -65,4 +65,7 @@ pub struct NodeParts {
     /// Whether the data dir's entries are still being loaded: the node
     /// serves meanwhile, and `/readyz` says not ready.
     pub loading: Arc<std::sync::atomic::AtomicBool>,
+    /// The replication state read from the data dir, until replication
+    /// starts from it.
+    pub resume: Option<geocache_gossip::resume::ResumeState>,
 }

@@ -59,6 +59,10 @@ async fn track(State(state): State<NodeState>, request: Request, next: Next) -> 
     // The kind is known before the request moves on: no copy of the path.
     let kind = kind_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     let response = next.run(request).await;
+    // What this request wrote reaches the OS before its answer leaves.
+    if let Some(disk) = state.store.disk() {
+        disk.wait_os().await;
+    }
     let status = response.status();
     state.metrics.ops.get_or_create(&OpLabels { kind, status: status.as_u16() }).inc();
     state

@@ -6,13 +6,13 @@ use geocache_crdt::{Delta, Hlc, NodeId, Register};
 use geocache_gossip::resume::ResumeState;
 use prometheus_client::metrics::counter::Counter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::watch;
 
 use super::fsync::FsyncPolicy;
 use super::identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};
+use super::journal_writer::{Item, JournalWriter, Space, Spaces};
 use super::records::{self, *};
 
 /// A write to the data dir failed: the disk no longer mirrors the store.
@@ -33,6 +33,9 @@ pub struct Loaded {
     pub clean: bool,
     /// Why the node starts a new life despite its data, if it does.
     pub new_life_reason: Option<&'static str>,
+    /// The replication state to resume from (`geocache_gossip::resume`):
+    /// its `own_seq` is this life's (0 for a new one).
+    pub resume: ResumeState,
 }
 
 /// How the data dir is set up.
@@ -52,21 +55,11 @@ pub struct Disk {
     dir: PathBuf,
     db: Database,
     entries: Keyspace,
-    backlog: Keyspace,
     life: Keyspace,
     policy: FsyncPolicy,
-    backlog_age_ms: u64,
     next_backlog: AtomicU64,
-    /// The highest sequence number written, so the record only rises.
-    seq_written: Mutex<u64>,
-    /// Writes committed (to the OS), each one a position.
-    written: AtomicU64,
-    /// The last position flushed to the device.
-    synced: watch::Sender<u64>,
-    sync_wanted: Mutex<bool>,
-    sync_wake: Condvar,
-    closing: AtomicBool,
-    failure: OnceLock<String>,
+    journal: Arc<JournalWriter>,
+    failure: Arc<OnceLock<String>>,
     /// Failed writes and flushes.
     pub errors: Counter,
 }
@@ -113,7 +106,11 @@ impl Disk {
     ) -> Result<(Arc<Disk>, Loaded), DataDirError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let journals_before = journal_extents(&dir.join("fjall"));
+        // Commits fill fjall's journal buffer; `flush_to_os` hands it to the
+        // OS (one `write` for every commit since) before replies or deltas
+        // leave, so a killed process loses nothing it acknowledged.
         let db = Database::builder(dir.join("fjall"))
+            .manual_journal_persist(true)
             .open()
             .map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
         // fjall cuts a journal at its first unreadable batch. Past the end
@@ -177,8 +174,10 @@ impl Disk {
         let boot_now = boot_id();
         let same_boot =
             read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
+        let mut previous_origin = None;
         if let Some(bytes) = read(LIFE_ORIGIN)? {
             let [origin] = decode_u64s::<1>(&bytes, "origin").map_err(corrupt)?;
+            previous_origin = Some(NodeId(origin));
             // After a crash of the machine (not of the process), the journal
             // may have lost its last writes, and with them sequence numbers
             // that peers already hold: reusing them would have those writes
@@ -201,28 +200,66 @@ impl Disk {
             }
             None => 0,
         };
+        let checkpoint = match read(LIFE_CHECKPOINT)? {
+            Some(bytes) => decode_watermarks(&bytes).map_err(|e| DataDirError::Corrupt {
+                dir: dir.to_path_buf(),
+                file: "keyspace life under fjall/ (checkpoint)".into(),
+                detail: e.0,
+            })?,
+            None => Vec::new(),
+        };
+        let backlog_age_ms = options.backlog_age.as_millis() as u64;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut deltas = Vec::new();
+        for guard in backlog.iter() {
+            let (_, value) = guard.into_inner().map_err(|e| engine(dir, &backlog_file(&backlog), e))?;
+            let (delta, wall_ms) = decode_backlog(&value).map_err(|e| DataDirError::Corrupt {
+                dir: dir.to_path_buf(),
+                file: backlog_file(&backlog),
+                detail: e.0,
+            })?;
+            // The sequence and clock of this node's own writes, however old.
+            if Some(delta.origin) == previous_origin {
+                loaded.seq = loaded.seq.max(delta.seq);
+                if let geocache_crdt::DeltaBody::Register(r) = &delta.body {
+                    loaded.hlc_floor = loaded.hlc_floor.max(r.meta.stamp.hlc);
+                }
+            }
+            if now_ms.saturating_sub(wall_ms) <= backlog_age_ms {
+                deltas.push(Arc::new(delta));
+            }
+        }
+        let own_seq = if loaded.origin.is_some() { loaded.seq } else { 0 };
+        loaded.resume = ResumeState { own_seq, watermarks: checkpoint, backlog: deltas };
         if let Some(boot) = &boot_now {
             life.insert(LIFE_BOOT, boot.as_bytes()).map_err(|e| io(dir, e))?;
         }
         life.insert(LIFE_CLEAN, [0u8]).map_err(|e| io(dir, e))?;
         db.persist(PersistMode::SyncAll).map_err(|e| io(dir, e))?;
+        let failure = Arc::new(OnceLock::new());
+        let errors = Counter::default();
+        let spaces =
+            Spaces { db: db.clone(), entries: entries.clone(), backlog: backlog.clone(), life: life.clone() };
+        let on_failure = {
+            let (failure, errors, dir) = (failure.clone(), errors.clone(), dir.to_path_buf());
+            move |why: String| {
+                note_failure(&failure, &errors, &dir, why);
+            }
+        };
+        let journal = JournalWriter::start(spaces, options.fsync, failure.clone(), on_failure)
+            .map_err(|e| io(dir, format!("starting the journal writer: {e}")))?;
         let disk = Arc::new(Disk {
             dir: dir.to_path_buf(),
             db,
             entries,
-            backlog,
             life,
             policy: options.fsync,
-            backlog_age_ms: options.backlog_age.as_millis() as u64,
             next_backlog: AtomicU64::new(next_backlog),
-            seq_written: Mutex::new(loaded.seq),
-            written: AtomicU64::new(0),
-            synced: watch::Sender::new(0),
-            sync_wanted: Mutex::new(false),
-            sync_wake: Condvar::new(),
-            closing: AtomicBool::new(false),
-            failure: OnceLock::new(),
-            errors: Counter::default(),
+            journal,
+            failure,
+            errors,
         });
         Ok((disk, loaded))
     }
@@ -237,7 +274,6 @@ impl Disk {
         batch.insert(&self.life, LIFE_ORIGIN, encode_u64s(&[origin.0]));
         if seq == 0 {
             batch.insert(&self.life, LIFE_SEQ, encode_u64s(&[0, 0]));
-            *lock(&self.seq_written) = 0;
         }
         batch.commit().map_err(|e| self.failed(e))?;
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.failed(e))
@@ -259,43 +295,35 @@ impl Disk {
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> DiskError {
-        self.errors.inc();
-        let why = e.to_string();
-        if self.failure.set(why.clone()).is_ok() {
-            tracing::error!(dir = %self.dir.display(), error = %why, "writing to the data dir failed");
-        }
-        DiskError(why)
+        DiskError(note_failure(&self.failure, &self.errors, &self.dir, e.to_string()))
     }
 
-    fn commit(&self, batch: fjall::OwnedWriteBatch) -> u64 {
-        match batch.commit() {
-            Ok(()) => self.written.fetch_add(1, Ordering::AcqRel) + 1,
-            Err(e) => {
-                self.failed(e);
-                0
-            }
-        }
-    }
-
-    fn backlog_record(&self, batch: &mut fjall::OwnedWriteBatch, full: &Delta, wall_ms: u64) {
+    fn backlog_item(&self, full: &Delta, wall_ms: u64) -> Item {
         let position = self.next_backlog.fetch_add(1, Ordering::Relaxed);
-        batch.insert(&self.backlog, backlog_key(position), encode_backlog(full, wall_ms));
+        Item {
+            space: Space::Backlog,
+            key: Box::new(backlog_key(position)),
+            value: Some(encode_backlog(full, wall_ms)),
+        }
+    }
+
+    fn entry_item(packed: &[u8], register: &Register) -> Item {
+        Item { space: Space::Entries, key: packed.into(), value: Some(encode_register(register)) }
     }
 
     /// A local write: the register, the delta for the backlog and the
-    /// origin's sequence number, in one atomic batch. Returns its position
+    /// origin's sequence number, committed together. Returns its position
     /// (for [`Disk::wait_durable`]).
     pub fn write_local(&self, packed: &[u8], register: &Register, full: &Delta, wall_ms: u64) -> u64 {
-        let mut batch = self.db.batch();
-        batch.insert(&self.entries, packed, encode_register(register));
-        self.backlog_record(&mut batch, full, wall_ms);
-        let mut seq_written = lock(&self.seq_written);
-        if full.seq > *seq_written {
-            *seq_written = full.seq;
-            batch.insert(&self.life, LIFE_SEQ, encode_u64s(&[full.seq, register.meta.stamp.hlc.as_u64()]));
-        }
-        // Under the lock: the sequence record is written in rising order.
-        self.commit(batch)
+        // Two writes queued at once may leave the lower sequence number in
+        // this record; the backlog record of the higher one is there too,
+        // and a restart takes the highest of both.
+        let seq = Item {
+            space: Space::Life,
+            key: LIFE_SEQ.into(),
+            value: Some(encode_u64s(&[full.seq, register.meta.stamp.hlc.as_u64()])),
+        };
+        self.journal.submit(vec![Disk::entry_item(packed, register), self.backlog_item(full, wall_ms), seq])
     }
 
     /// A replicated write applied here: the register if it changed what
@@ -307,33 +335,39 @@ impl Disk {
         full: &Delta,
         wall_ms: u64,
     ) -> u64 {
-        let mut batch = self.db.batch();
+        let mut items = Vec::with_capacity(2);
         if let Some(register) = register {
-            batch.insert(&self.entries, packed, encode_register(register));
+            items.push(Disk::entry_item(packed, register));
         }
-        self.backlog_record(&mut batch, full, wall_ms);
-        self.commit(batch)
+        items.push(self.backlog_item(full, wall_ms));
+        self.journal.submit(items)
     }
 
     /// A register merged from a full transfer or loaded and changed.
     pub fn write_register(&self, packed: &[u8], register: &Register) -> u64 {
-        let mut batch = self.db.batch();
-        batch.insert(&self.entries, packed, encode_register(register));
-        self.commit(batch)
+        self.journal.submit(vec![Disk::entry_item(packed, register)])
     }
 
     /// An entry left memory (evicted, expired, dropped): it leaves disk.
     pub fn remove(&self, packed: &[u8]) {
-        if let Err(e) = self.entries.remove(packed) {
-            self.failed(e);
-        }
+        self.journal.submit(vec![Item { space: Space::Entries, key: packed.into(), value: None }]);
     }
 
     /// The watermarks' checkpoint (`geocache_gossip::resume`).
     pub fn checkpoint(&self, watermarks: &[(NodeId, u64)]) {
-        if let Err(e) = self.life.insert(LIFE_CHECKPOINT, encode_watermarks(watermarks)) {
-            self.failed(e);
-        }
+        let item = Item {
+            space: Space::Life,
+            key: LIFE_CHECKPOINT.into(),
+            value: Some(encode_watermarks(watermarks)),
+        };
+        self.journal.submit(vec![item]);
+    }
+
+    /// Resolves once every write queued so far reached the OS: awaited
+    /// before a reply or a delta leaves, so a killed process loses nothing
+    /// acknowledged.
+    pub async fn wait_os(&self) {
+        self.journal.wait_os(self.journal.enqueued()).await;
     }
 
     /// Every register held, in key order, handed to `each` with its packed
@@ -344,12 +378,13 @@ impl Disk {
     /// [`DataDirError::Corrupt`].
     pub fn load_entries(&self, mut each: impl FnMut(&[u8], Register)) -> Result<u64, DataDirError> {
         let mut count = 0;
+        let tables =
+            format!("a table of keyspace entries in {}", self.entries.path().join("tables").display());
         for guard in self.entries.iter() {
-            let (key, value) =
-                guard.into_inner().map_err(|e| engine(&self.dir, "keyspace entries under fjall/", e))?;
+            let (key, value) = guard.into_inner().map_err(|e| engine(&self.dir, &tables, e))?;
             let register = decode_register(&value).map_err(|e| DataDirError::Corrupt {
                 dir: self.dir.clone(),
-                file: "keyspace entries under fjall/".into(),
+                file: tables.clone(),
                 detail: e.0,
             })?;
             each(&key, register);
@@ -358,109 +393,24 @@ impl Disk {
         Ok(count)
     }
 
-    /// The replication state to resume from: `own_seq` as loaded, the
-    /// checkpoint, and the backlog deltas younger than the backlog's age.
-    ///
-    /// # Errors
-    ///
-    /// [`DataDirError::Corrupt`].
-    pub fn resume_state(&self, own_seq: u64, now_wall_ms: u64) -> Result<ResumeState, DataDirError> {
-        let corrupt = |file: &str, detail: String| DataDirError::Corrupt {
-            dir: self.dir.clone(),
-            file: file.to_string(),
-            detail,
-        };
-        let watermarks = match self
-            .life
-            .get(LIFE_CHECKPOINT)
-            .map_err(|e| engine(&self.dir, "keyspace life under fjall/", e))?
-        {
-            Some(bytes) => decode_watermarks(&bytes)
-                .map_err(|e| corrupt("keyspace life under fjall/ (checkpoint)", e.0))?,
-            None => Vec::new(),
-        };
-        let mut backlog = Vec::new();
-        for guard in self.backlog.iter() {
-            let (_, value) =
-                guard.into_inner().map_err(|e| engine(&self.dir, "keyspace backlog under fjall/", e))?;
-            let (delta, wall_ms) =
-                decode_backlog(&value).map_err(|e| corrupt("keyspace backlog under fjall/", e.0))?;
-            if now_wall_ms.saturating_sub(wall_ms) <= self.backlog_age_ms {
-                backlog.push(Arc::new(delta));
-            }
-        }
-        Ok(ResumeState { own_seq, watermarks, backlog })
-    }
-
     /// Bytes the data dir takes on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
     }
 
-    /// Resolves once the write at `position` is on the device (asks for a
-    /// flush now rather than at the next interval).
+    /// Resolves once the write at `position` is on the device (flushed now
+    /// rather than at the next interval).
+    ///
+    /// # Errors
+    ///
+    /// [`DiskError`] when the data dir failed meanwhile.
     pub async fn wait_durable(&self, position: u64) -> Result<(), DiskError> {
-        if *self.synced.borrow() >= position {
-            return Ok(());
+        self.journal.wait_synced(position).await;
+        match self.failure() {
+            Some(why) => Err(DiskError(why.to_string())),
+            None if self.journal.is_synced(position) => Ok(()),
+            None => Err(DiskError("the data dir was closed".into())),
         }
-        self.request_sync();
-        let mut rx = self.synced.subscribe();
-        let reached = rx.wait_for(|s| *s >= position).await.map(|_| ());
-        match (reached, self.failure()) {
-            (_, Some(why)) => Err(DiskError(why.to_string())),
-            (Ok(()), None) => Ok(()),
-            (Err(_), None) => Err(DiskError("the data dir was closed".into())),
-        }
-    }
-
-    fn request_sync(&self) {
-        *lock(&self.sync_wanted) = true;
-        self.sync_wake.notify_one();
-    }
-
-    fn sync(&self) {
-        let target = self.written.load(Ordering::Acquire);
-        if target <= *self.synced.borrow() {
-            return;
-        }
-        match self.db.persist(PersistMode::SyncData) {
-            Ok(()) => {
-                self.synced.send_replace(target);
-            }
-            Err(e) => {
-                self.failed(e);
-                // Wake the waiters: they read the failure.
-                self.synced.send_modify(|_| {});
-            }
-        }
-    }
-
-    /// Starts the flusher thread: every interval (`--fsync`), and at once
-    /// when a write waits for `disk`.
-    pub fn start_flusher(self: &Arc<Self>) -> std::io::Result<()> {
-        let disk = self.clone();
-        std::thread::Builder::new().name("geocache-fsync".into()).spawn(move || {
-            let interval = match disk.policy {
-                FsyncPolicy::Every(d) => d,
-                FsyncPolicy::Always | FsyncPolicy::Never => Duration::from_secs(3_600),
-            };
-            while !disk.closing.load(Ordering::Acquire) {
-                {
-                    let wanted = lock(&disk.sync_wanted);
-                    let (mut wanted, _) = disk
-                        .sync_wake
-                        .wait_timeout_while(wanted, interval, |w| !*w)
-                        .unwrap_or_else(|e| e.into_inner());
-                    *wanted = false;
-                }
-                if disk.policy != FsyncPolicy::Never
-                    || *disk.synced.borrow() < disk.written.load(Ordering::Acquire)
-                {
-                    disk.sync();
-                }
-            }
-        })?;
-        Ok(())
     }
 
     /// Whether every write must wait for the device before its ack.
@@ -468,17 +418,15 @@ impl Disk {
         self.policy == FsyncPolicy::Always
     }
 
-    /// Flushes everything to the device and records a clean stop: the
-    /// last step of a graceful shutdown.
+    /// Writes what is queued, flushes everything to the device and records
+    /// a clean stop: the last step of a graceful shutdown.
     ///
     /// # Errors
     ///
     /// [`DiskError`].
     pub fn close(&self) -> Result<(), DiskError> {
-        self.closing.store(true, Ordering::Release);
-        self.request_sync();
+        self.journal.stop();
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.failed(e))?;
-        self.synced.send_replace(self.written.load(Ordering::Acquire));
         if self.failure().is_none() {
             self.life.insert(LIFE_CLEAN, [1u8]).map_err(|e| self.failed(e))?;
             self.db.persist(PersistMode::SyncAll).map_err(|e| self.failed(e))?;
@@ -487,9 +435,14 @@ impl Disk {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain values, consistent after any panic.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Records a failure of the data dir (the first one is kept and logged),
+/// counts it, and returns it.
+fn note_failure(failure: &OnceLock<String>, errors: &Counter, dir: &Path, why: String) -> String {
+    errors.inc();
+    if failure.set(why.clone()).is_ok() {
+        tracing::error!(dir = %dir.display(), error = %why, "writing to the data dir failed");
+    }
+    why
 }
 
 /// How far each journal under `dir` was written: the end of its last
@@ -518,6 +471,11 @@ fn written_extent(path: &Path) -> std::io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// The backlog keyspace's tables, for an error that names them.
+fn backlog_file(backlog: &Keyspace) -> String {
+    format!("a table of keyspace backlog in {}", backlog.path().join("tables").display())
 }
 
 /// The size of every journal file under `dir`.

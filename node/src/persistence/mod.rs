@@ -24,6 +24,7 @@ mod disk;
 mod engine_files;
 mod fsync;
 mod identity;
+mod journal_writer;
 mod records;
 
 pub use disk::{Disk, DiskError, DiskOptions, Loaded};

@@ -73,11 +73,11 @@ pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch:
                 Ok(Some(req)) => {
                     let flow = commands::execute(shared, &mut session, &req, &mut write).await;
                     if flow == Flow::Close {
-                        let _ = write.write_to(&mut stream).await;
+                        let _ = send(shared, &mut write, &mut stream).await;
                         return End::Client;
                     }
                     if write.queued_bytes() >= WRITE_FLUSH_BYTES {
-                        if let Err(e) = write.write_to(&mut stream).await {
+                        if let Err(e) = send(shared, &mut write, &mut stream).await {
                             return End::Io(e);
                         }
                     }
@@ -85,13 +85,13 @@ pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch:
                 Ok(None) => break,
                 Err(e) => {
                     reply::error(&mut write, &e.to_string());
-                    let _ = write.write_to(&mut stream).await;
+                    let _ = send(shared, &mut write, &mut stream).await;
                     close_after_error(&mut stream).await;
                     return End::Protocol;
                 }
             }
         }
-        if let Err(e) = write.write_to(&mut stream).await {
+        if let Err(e) = send(shared, &mut write, &mut stream).await {
             return End::Io(e);
         }
         // TLS may hold decrypted input the socket no longer signals: take
@@ -138,7 +138,7 @@ pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch:
                                 humantime::format_duration(config.header_timeout)
                             );
                             reply::error(&mut write, &why);
-                            let _ = write.write_to(&mut stream).await;
+                            let _ = send(shared, &mut write, &mut stream).await;
                         }
                         return End::Timeout;
                     }
@@ -161,6 +161,15 @@ pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch:
             Err(e) => return End::Io(e),
         }
     }
+}
+
+/// Sends the replies queued, once what their commands wrote reached the OS
+/// (a node killed after it answered still has it).
+async fn send(shared: &Shared, write: &mut Replies, stream: &mut ClientStream) -> std::io::Result<()> {
+    if let Some(disk) = shared.state.store.disk() {
+        disk.wait_os().await;
+    }
+    write.write_to(stream).await
 }
 
 /// After a protocol error: send FIN after the error reply, then read and
