@@ -264,17 +264,16 @@ impl Disk {
         Ok((disk, loaded))
     }
 
-    /// Records the origin id this life writes under.
+    /// Records the new origin id this life writes under: its sequence
+    /// starts again, its clock does not go below `hlc_floor`.
     ///
     /// # Errors
     ///
     /// [`DiskError`].
-    pub fn set_origin(&self, origin: NodeId, seq: u64) -> Result<(), DiskError> {
+    pub fn set_origin(&self, origin: NodeId, hlc_floor: Hlc) -> Result<(), DiskError> {
         let mut batch = self.db.batch();
         batch.insert(&self.life, LIFE_ORIGIN, encode_u64s(&[origin.0]));
-        if seq == 0 {
-            batch.insert(&self.life, LIFE_SEQ, encode_u64s(&[0, 0]));
-        }
+        batch.insert(&self.life, LIFE_SEQ, encode_u64s(&[0, hlc_floor.as_u64()]));
         batch.commit().map_err(|e| self.failed(e))?;
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.failed(e))
     }
@@ -315,15 +314,11 @@ impl Disk {
     /// origin's sequence number, committed together. Returns its position
     /// (for [`Disk::wait_durable`]).
     pub fn write_local(&self, packed: &[u8], register: &Register, full: &Delta, wall_ms: u64) -> u64 {
-        // Two writes queued at once may leave the lower sequence number in
-        // this record; the backlog record of the higher one is there too,
-        // and a restart takes the highest of both.
-        let seq = Item {
-            space: Space::Life,
-            key: LIFE_SEQ.into(),
-            value: Some(encode_u64s(&[full.seq, register.meta.stamp.hlc.as_u64()])),
-        };
-        self.journal.submit(vec![Disk::entry_item(packed, register), self.backlog_item(full, wall_ms), seq])
+        self.journal.submit_local(
+            vec![Disk::entry_item(packed, register), self.backlog_item(full, wall_ms)],
+            full.seq,
+            register.meta.stamp.hlc.as_u64(),
+        )
     }
 
     /// A replicated write applied here: the register if it changed what
