@@ -52,6 +52,14 @@ pub fn terms(config: &Config) -> Vec<Term> {
         },
         Term { what: "process", how: "binary, runtime, allocator".into(), bytes: PROCESS_BASE_BYTES },
     ];
+    if config.data_dir.is_some() {
+        use crate::persistence::{CACHE_BYTES, WRITE_BUFFER_BYTES};
+        out.push(Term {
+            what: "data dir",
+            how: "--data-dir: fjall's block cache and write buffers".into(),
+            bytes: CACHE_BYTES + WRITE_BUFFER_BYTES,
+        });
+    }
     if let Some(replication) = &config.replication {
         out.push(Term {
             what: "replication backlog",

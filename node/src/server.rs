@@ -89,7 +89,8 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
         Some(origin) => origin,
         None => {
             let origin = origin_id(config.node_id, incarnation);
-            disk.set_origin(origin, loaded.hlc_floor).map_err(|e| DataDirError::Io { dir: dir.clone(), detail: e.0 })?;
+            disk.set_origin(origin, loaded.hlc_floor)
+                .map_err(|e| DataDirError::Io { dir: dir.clone(), detail: e.0 })?;
             origin
         }
     };

@@ -464,3 +464,44 @@ async fn a_damaged_or_foreign_data_dir_is_refused_with_the_file_named() {
     assert!(said.contains(&journal.display().to_string()) && said.contains("cut"), "{said}");
     assert_ne!(before["origin"], after["origin"], "a new origin after the cut: {before} {after}");
 }
+
+#[tokio::test]
+async fn disk_durability_over_http_and_waitaof_over_resp() {
+    let dir = temp_dir("persist-levels");
+    let data = dir.join("data");
+    let with =
+        Node::start(&["--data-dir", data.to_str().unwrap(), "--resp", "127.0.0.1:0", "--fsync", "never"]);
+    let without = Node::start(&["--resp", "127.0.0.1:0"]);
+    let c = client();
+    wait_ready_at(&c, &with.addr).await;
+    let r =
+        c.put(with.url("/v1/kv/p/d")).header("geocache-durability", "disk").body("v").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "flushed at once, even with --fsync never");
+    let r = c
+        .put(without.url("/v1/kv/p/d"))
+        .header("geocache-durability", "disk")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "no_data_dir", "{body}");
+    assert_eq!(
+        c.get(without.url("/v1/kv/p/d")).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "nothing written"
+    );
+
+    let mut conn = common::resp_connect(with.resp.as_deref().unwrap()).await;
+    let _: () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
+    let reached: Vec<i64> =
+        redis::cmd("WAITAOF").arg(1).arg(0).arg(5_000).query_async(&mut conn).await.unwrap();
+    assert_eq!(reached, vec![1, 0], "the SET is on the device");
+    let mut plain = common::resp_connect(without.resp.as_deref().unwrap()).await;
+    let refused: redis::RedisResult<Vec<i64>> =
+        redis::cmd("WAITAOF").arg(1).arg(0).arg(0).query_async(&mut plain).await;
+    assert!(refused.unwrap_err().to_string().contains("--data-dir"));
+    let none: Vec<i64> = redis::cmd("WAITAOF").arg(0).arg(0).arg(0).query_async(&mut plain).await.unwrap();
+    assert_eq!(none, vec![0, 0]);
+}

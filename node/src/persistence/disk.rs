@@ -15,6 +15,17 @@ use super::identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};
 use super::journal_writer::{Item, JournalWriter, Space, Spaces};
 use super::records::{self, *};
 
+/// fjall's block cache: the data dir is read at start-up only, so small.
+pub const CACHE_BYTES: u64 = 8 << 20;
+/// fjall's memtables at most: the active ones (16 + 16 + 1 MiB) and the
+/// sealed ones waiting for their flush, which the journal limit bounds
+/// (past it fjall makes writes wait for flushes).
+pub const WRITE_BUFFER_BYTES: u64 = ((16 + 16 + 1) << 20) + JOURNAL_BYTES_MAX;
+/// One memtable of `entries` or `backlog`.
+const MEMTABLE_BYTES: u64 = 16 << 20;
+/// Journals kept at most before fjall flushes the memtables they cover.
+const JOURNAL_BYTES_MAX: u64 = 64 << 20;
+
 /// A write to the data dir failed: the disk no longer mirrors the store.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("writing to the data dir failed: {0}")]
@@ -111,6 +122,8 @@ impl Disk {
         // leave, so a killed process loses nothing it acknowledged.
         let db = Database::builder(dir.join("fjall"))
             .manual_journal_persist(true)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
         // fjall cuts a journal at its first unreadable batch. Past the end
@@ -133,15 +146,20 @@ impl Disk {
             db.keyspace(name, || options)
                 .map_err(|e| engine(dir, &format!("keyspace {name} under fjall/"), e))
         };
-        let life = open("life", KeyspaceCreateOptions::default())?;
-        let entries = open("entries", KeyspaceCreateOptions::default())?;
+        let life = open("life", KeyspaceCreateOptions::default().max_memtable_size(1 << 20))?;
+        let entries = open("entries", KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
         // Positions only grow, so the oldest tables are the oldest deltas:
         // FIFO drops them past twice the in-memory bounds.
         let fifo = fjall::compaction::Fifo::new(
             options.backlog_bytes_max.saturating_mul(2).max(8 << 20),
             Some(options.backlog_age.as_secs().saturating_mul(2).max(60)),
         );
-        let backlog = open("backlog", KeyspaceCreateOptions::default().compaction_strategy(Arc::new(fifo)))?;
+        let backlog = open(
+            "backlog",
+            KeyspaceCreateOptions::default()
+                .compaction_strategy(Arc::new(fifo))
+                .max_memtable_size(MEMTABLE_BYTES),
+        )?;
         let read = |key: &[u8]| life.get(key).map_err(|e| engine(dir, "keyspace life under fjall/", e));
         let corrupt = |e: records::RecordError| DataDirError::Corrupt {
             dir: dir.to_path_buf(),
@@ -356,6 +374,11 @@ impl Disk {
             value: Some(encode_watermarks(watermarks)),
         };
         self.journal.submit(vec![item]);
+    }
+
+    /// The position of the last write queued.
+    pub fn queued(&self) -> u64 {
+        self.journal.enqueued()
     }
 
     /// Resolves once every write queued so far reached the OS: awaited

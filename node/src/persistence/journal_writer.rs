@@ -120,7 +120,8 @@ impl JournalWriter {
             on_failure: Box::new(on_failure),
         });
         let state = writer.clone();
-        let handle = std::thread::Builder::new().name("geocache-fsync".into()).spawn(move || state.background())?;
+        let handle =
+            std::thread::Builder::new().name("geocache-fsync".into()).spawn(move || state.background())?;
         *lock(&writer.thread) = Some(handle);
         Ok(writer)
     }
@@ -157,6 +158,12 @@ impl JournalWriter {
     /// Resolves once everything up to `position` was handed to the OS,
     /// leading the commit if no one else does.
     pub async fn wait_os(&self, position: u64) {
+        if *self.os_flushed.borrow() >= position {
+            return;
+        }
+        // Let the other connections ready on this thread queue their
+        // writes first: one commit and one `write` then cover them all.
+        tokio::task::yield_now().await;
         if *self.os_flushed.borrow() >= position {
             return;
         }

@@ -27,7 +27,7 @@ mod identity;
 mod journal_writer;
 mod records;
 
-pub use disk::{Disk, DiskError, DiskOptions, Loaded};
+pub use disk::{Disk, DiskError, DiskOptions, Loaded, CACHE_BYTES, WRITE_BUFFER_BYTES};
 pub use engine_files::{last_engine_file, EngineFileLayer};
 pub use fsync::FsyncPolicy;
 pub use identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};

@@ -1,6 +1,7 @@
 //! The command table: names, arity, dispatch, and what commands share
 //! (keys in the namespace, writes that replicate, compare-and-set loops).
 
+mod durability;
 mod keys;
 mod server;
 mod strings;
@@ -84,9 +85,14 @@ impl Cmd {
             | Cmd::Decr
             | Cmd::Incrby
             | Cmd::Decrby => CommandNeed::Scope(Scope::Write),
-            Cmd::Ping | Cmd::Echo | Cmd::Info | Cmd::Command | Cmd::Select | Cmd::Client | Cmd::Config => {
-                CommandNeed::Connection
-            }
+            Cmd::Ping
+            | Cmd::Echo
+            | Cmd::Info
+            | Cmd::Command
+            | Cmd::Select
+            | Cmd::Client
+            | Cmd::Config
+            | Cmd::Waitaof => CommandNeed::Connection,
         }
     }
 }
@@ -178,6 +184,7 @@ commands! {
     Hello "hello" -1,
     Quit "quit" -1,
     Auth "auth" -2,
+    Waitaof "waitaof" 4,
 }
 
 /// Runs one request and appends its reply to `out`.
@@ -233,6 +240,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out:
         Cmd::Config => server::config(&cx, out),
         Cmd::Hello => server::hello(&cx, session, out),
         Cmd::Auth => server::auth(&cx, session, out),
+        Cmd::Waitaof => durability::waitaof(&cx, out).await,
         Cmd::Quit => {
             reply::ok(out);
             return Flow::Close;

@@ -56,7 +56,9 @@ pub(super) fn command(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comman
 
 /// `CONFIG GET parameter [...]`: the two `redis-benchmark` reads at start
 /// (`save`, `appendonly`), with the values that are true here (no
-/// snapshots, no append-only file); every other parameter is absent.
+/// snapshots; `appendonly` is whether the node has a data dir, which logs
+/// every write as an append-only file does); every other parameter is
+/// absent.
 pub(super) fn config(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
     if !is(cx.arg(1), "GET") {
         return Err(unknown_sub("CONFIG", cx.arg(1)));
@@ -69,7 +71,11 @@ pub(super) fn config(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Command
         let value: &[u8] = if is(name, "save") {
             b""
         } else if is(name, "appendonly") {
-            b"no"
+            if cx.shared.state.store.disk().is_some() {
+                b"yes"
+            } else {
+                b"no"
+            }
         } else {
             continue;
         };
