@@ -284,8 +284,9 @@ pub struct Config {
     /// `--data-dir`: persistence, when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<std::path::PathBuf>,
-    /// `--fsync`.
-    pub fsync: crate::persistence::FsyncPolicy,
+    /// `--fsync`, with a data dir only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<crate::persistence::FsyncPolicy>,
 }
 
 /// The certificate and key of the client ports' TLS.
@@ -515,7 +516,7 @@ impl Config {
         if layer.fsync.is_some() && layer.data_dir.is_none() {
             return Err(invalid("fsync", "needs --data-dir (there is nothing to flush without one)"));
         }
-        let fsync = layer.fsync.unwrap_or_default();
+        let fsync = layer.data_dir.as_ref().map(|_| layer.fsync.unwrap_or_default());
         let drain_timeout = layer.drain_timeout.unwrap_or(Duration::from_secs(10));
         if drain_timeout > Duration::from_secs(600) {
             return Err(invalid("drain-timeout", format!("must be at most 10m (got {drain_timeout:?})")));

@@ -78,7 +78,7 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
     let incarnation = SystemClock.now_ms();
     let me = data_dir_identity(&config).map_err(|detail| DataDirError::Io { dir: dir.clone(), detail })?;
     let options = DiskOptions {
-        fsync: config.fsync,
+        fsync: config.fsync.unwrap_or_default(),
         backlog_bytes_max: config.replication.as_ref().map_or(64 << 20, |r| r.backlog_bytes_max.as_u64()),
         backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(
             config.tombstone_ttl.as_millis() as u64,

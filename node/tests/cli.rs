@@ -61,3 +61,22 @@ fn bad_input_names_the_flag() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn print_config_with_a_data_dir_is_a_valid_config_too() {
+    let dir = std::env::temp_dir().join(format!("geocache-cli-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let out =
+        geocache(&["serve", "--data-dir", data.to_str().unwrap(), "--fsync", "always", "--print-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("fsync = \"always\"") && printed.contains("data_dir = "), "{printed}");
+    assert!(printed.contains("data dir"), "the memory worst case counts the data dir: {printed}");
+    let again = dir.join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let out = geocache(&["serve", "--config", again.to_str().unwrap(), "--print-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), printed);
+    assert!(!data.exists(), "--print-config opens nothing");
+}
