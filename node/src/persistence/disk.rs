@@ -14,6 +14,7 @@ use super::fsync::FsyncPolicy;
 use super::identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};
 use super::journal_writer::{Item, JournalWriter, Space, Spaces};
 use super::records::{self, *};
+use super::tail_loss;
 
 /// fjall's block cache: the data dir is read at start-up only, so small.
 pub const CACHE_BYTES: u64 = 8 << 20;
@@ -116,7 +117,7 @@ impl Disk {
         options: &DiskOptions,
     ) -> Result<(Arc<Disk>, Loaded), DataDirError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let journals_before = journal_extents(&dir.join("fjall"));
+        let journals_before = tail_loss::journal_extents(&dir.join("fjall"));
         // Commits fill fjall's journal buffer; `flush_to_os` hands it to the
         // OS (one `write` for every commit since) before replies or deltas
         // leave, so a killed process loses nothing it acknowledged.
@@ -126,19 +127,7 @@ impl Disk {
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
-        // fjall cuts a journal at its first unreadable batch. Past the end
-        // of what was written a journal is zeros (fjall preallocates it);
-        // written bytes past the cut are a torn write or damage, and the
-        // writes in them are gone here.
-        let cut: Vec<String> = journal_sizes(&dir.join("fjall"))
-            .iter()
-            .filter_map(|(path, after)| {
-                let written = journals_before.iter().find(|(p, _)| p == path).map(|(_, w)| *w)?;
-                (*after < written).then(|| {
-                    format!("{} (cut at byte {after}; written up to byte {written})", path.display())
-                })
-            })
-            .collect();
+        let cut = tail_loss::journal_cuts(&journals_before, &dir.join("fjall"));
         if !cut.is_empty() {
             tracing::warn!(files = ?cut, "the data dir's journal was cut where it could no longer be read (a torn write, or damage): the writes after that point are lost on this node, and its peers send them back");
         }
@@ -189,7 +178,7 @@ impl Disk {
             loaded.hlc_floor = Hlc::from_u64(hlc);
         }
         loaded.clean = read(LIFE_CLEAN)?.is_some_and(|v| v[..] == [1]);
-        let boot_now = boot_id();
+        let boot_now = tail_loss::boot_id();
         let same_boot =
             read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
         let mut previous_origin = None;
@@ -463,51 +452,7 @@ fn note_failure(failure: &OnceLock<String>, errors: &Counter, dir: &Path, why: S
     why
 }
 
-/// How far each journal under `dir` was written: the end of its last
-/// non-zero byte (the rest is fjall's preallocation).
-fn journal_extents(dir: &Path) -> Vec<(PathBuf, u64)> {
-    journal_sizes(dir)
-        .into_iter()
-        .filter_map(|(path, _)| Some((path.clone(), written_extent(&path).ok()?)))
-        .collect()
-}
-
-fn written_extent(path: &Path) -> std::io::Result<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    const CHUNK: u64 = 1 << 20;
-    let mut file = std::fs::File::open(path)?;
-    let mut end = file.metadata()?.len();
-    let mut buf = vec![0u8; CHUNK as usize];
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        let len = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf[..len])?;
-        if let Some(last) = buf[..len].iter().rposition(|&b| b != 0) {
-            return Ok(start + last as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
 /// The backlog keyspace's tables, for an error that names them.
 fn backlog_file(backlog: &Keyspace) -> String {
     format!("a table of keyspace backlog in {}", backlog.path().join("tables").display())
-}
-
-/// The size of every journal file under `dir`.
-fn journal_sizes(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
-        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
-        .collect()
-}
-
-/// This boot of the machine, so a restart can tell a killed process (the
-/// OS still holds what it wrote) from a machine that went down.
-fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
 }

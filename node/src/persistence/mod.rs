@@ -26,6 +26,7 @@ mod fsync;
 mod identity;
 mod journal_writer;
 mod records;
+mod tail_loss;
 
 pub use disk::{Disk, DiskError, DiskOptions, Loaded, CACHE_BYTES, WRITE_BUFFER_BYTES};
 pub use engine_files::{last_engine_file, EngineFileLayer};
