@@ -504,4 +504,19 @@ async fn disk_durability_over_http_and_waitaof_over_resp() {
     assert!(refused.unwrap_err().to_string().contains("--data-dir"));
     let none: Vec<i64> = redis::cmd("WAITAOF").arg(0).arg(0).arg(0).query_async(&mut plain).await.unwrap();
     assert_eq!(none, vec![0, 0]);
+
+    // `--fsync always`: every write waits for the device, and concurrent
+    // ones share its flushes (none times out).
+    let always = Node::start(&["--data-dir", dir.join("always").to_str().unwrap(), "--fsync", "always"]);
+    wait_ready_at(&c, &always.addr).await;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (c, url) = (c.clone(), always.url(&format!("/v1/kv/p/a{i}")));
+        writes.spawn(async move { c.put(url).body("v").send().await.unwrap().status() });
+    }
+    while let Some(status) = writes.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::CREATED);
+    }
+    let node = json(&c, &always.url("/v1/node")).await;
+    assert_eq!(node["data_dir"]["fsync"], "always", "{node}");
 }
