@@ -203,6 +203,7 @@ impl Core {
     /// The core of node `me` restarted with its data: its replication
     /// state taken back from `state` (`resume.rs`), announcing itself to
     /// the seeds under its new incarnation.
+    ///
     /// Its store loads in the background meanwhile: call
     /// [`Core::store_loaded`] when it is done.
     pub fn resume(me: Peer, config: CoreConfig, state: &ResumeState, seed: u64, now_ms: u64) -> Core {
@@ -216,21 +217,6 @@ impl Core {
     /// sent from it again.
     pub fn store_loaded(&mut self) {
         self.store_loading = false;
-    }
-
-    /// Membership starts again under a new identity (a process that kept
-    /// its data and replication state restarted): every member is
-    /// forgotten until membership finds it again.
-    pub fn restart_membership(&mut self, me: Peer, seed: u64, now_ms: u64) {
-        self.advance(now_ms);
-        let now = self.now_ms;
-        self.membership = Membership::new(me, INITIAL_CLUSTER_SIZE, seed, now);
-        self.membership.join(&self.config.seeds, now);
-        let members: Vec<Peer> = self.members.values().cloned().collect();
-        for peer in members {
-            self.member_down(peer, now);
-        }
-        self.settle();
     }
 
     /// This node's origin id (this life's).

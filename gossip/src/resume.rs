@@ -28,10 +28,3 @@ pub struct ResumeState {
     /// The persisted backlog, oldest first.
     pub backlog: Vec<Arc<Delta>>,
 }
-
-impl ResumeState {
-    /// Whether there is nothing to resume (a data dir's first start).
-    pub fn is_empty(&self) -> bool {
-        self.own_seq == 0 && self.watermarks.is_empty() && self.backlog.is_empty()
-    }
-}

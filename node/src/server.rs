@@ -17,6 +17,7 @@ use crate::replication_health::ReplicationHealth;
 use crate::state::{NodeParts, NodeState};
 use crate::store::{Store, StoreConfig};
 use geocache_crdt::NodeId;
+use geocache_gossip::backlog::BacklogLimits;
 use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::ClusterTls;
@@ -79,7 +80,10 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
     let me = data_dir_identity(&config).map_err(|detail| DataDirError::Io { dir: dir.clone(), detail })?;
     let options = DiskOptions {
         fsync: config.fsync.unwrap_or_default(),
-        backlog_bytes_max: config.replication.as_ref().map_or(64 << 20, |r| r.backlog_bytes_max.as_u64()),
+        backlog_bytes_max: config
+            .replication
+            .as_ref()
+            .map_or(BacklogLimits::default().bytes_max as u64, |r| r.backlog_bytes_max.as_u64()),
         backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(
             config.tombstone_ttl.as_millis() as u64,
         )),
@@ -215,9 +219,6 @@ pub enum ClusterStartError {
     /// The gossip endpoint could not be bound.
     #[error("--gossip: {0}")]
     Transport(String),
-    /// The data dir's replication state could not be read.
-    #[error("{0}")]
-    DataDir(String),
 }
 
 /// Serves HTTP (over TLS with `tls`) on `listener` until `shutdown`

@@ -136,13 +136,9 @@ impl Store {
     /// entries come back through [`Store::restore`].
     pub fn with_disk(config: StoreConfig, clock: Arc<dyn Clock>, disk: Arc<Disk>, loaded: &Loaded) -> Store {
         let store = Store::build(config, clock, Some(disk));
-        if loaded.origin.is_some() {
-            store.writer().resume(loaded.seq, loaded.hlc_floor);
-        } else {
-            // A new origin starts its sequence at 1, but its stamps still
-            // order after every one the data dir holds.
-            store.writer().resume(0, loaded.hlc_floor);
-        }
+        // A new origin's sequence is 0 there, but its stamps still order
+        // after every one the data dir holds.
+        store.writer().resume(loaded.resume.own_seq, loaded.hlc_floor);
         store
     }
 

@@ -1,5 +1,6 @@
-//! The data dir: fjall's keyspaces, the writes the store makes through
-//! them, the flusher that `--fsync` drives, and the load at start-up.
+//! The data dir: fjall's keyspaces, what a restart finds in them, the
+//! writes the store queues for them (committed by `journal_writer.rs`),
+//! and the load at start-up.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use geocache_crdt::{Delta, Hlc, NodeId, Register};
@@ -37,12 +38,8 @@ pub struct DiskError(pub String);
 pub struct Loaded {
     /// The origin id to continue under; `None` for a new life.
     pub origin: Option<NodeId>,
-    /// Its last sequence number and HLC floor.
-    pub seq: u64,
     /// The HLC floor: no stamp this node issues again is below it.
     pub hlc_floor: Hlc,
-    /// Whether the previous run stopped cleanly (flushed everything).
-    pub clean: bool,
     /// Why the node starts a new life despite its data, if it does.
     pub new_life_reason: Option<&'static str>,
     /// The replication state to resume from (`geocache_gossip::resume`):
@@ -118,8 +115,8 @@ impl Disk {
     ) -> Result<(Arc<Disk>, Loaded), DataDirError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let journals_before = tail_loss::journal_extents(&dir.join("fjall"));
-        // Commits fill fjall's journal buffer; `flush_to_os` hands it to the
-        // OS (one `write` for every commit since) before replies or deltas
+        // Commits fill fjall's journal buffer; `wait_os` hands it to the OS
+        // (one `write` for every commit since) before replies or deltas
         // leave, so a killed process loses nothing it acknowledged.
         let db = Database::builder(dir.join("fjall"))
             .manual_journal_persist(true)
@@ -150,20 +147,12 @@ impl Disk {
                 .max_memtable_size(MEMTABLE_BYTES),
         )?;
         let read = |key: &[u8]| life.get(key).map_err(|e| engine(dir, "keyspace life under fjall/", e));
-        let corrupt = |e: records::RecordError| DataDirError::Corrupt {
-            dir: dir.to_path_buf(),
-            file: "keyspace life under fjall/".into(),
-            detail: e.0,
-        };
+        let corrupt_life = |e: records::RecordError| corrupt(dir, "keyspace life under fjall/", e.0);
         let mut loaded = Loaded::default();
         match read(LIFE_IDENTITY)? {
             Some(bytes) => {
-                let found: DataDirIdentity =
-                    serde_json::from_slice(&bytes).map_err(|e| DataDirError::Corrupt {
-                        dir: dir.to_path_buf(),
-                        file: "keyspace life under fjall/ (identity)".into(),
-                        detail: e.to_string(),
-                    })?;
+                let found: DataDirIdentity = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(dir, "keyspace life under fjall/ (identity)", e.to_string()))?;
                 found.check(me, dir)?;
             }
             None => {
@@ -172,25 +161,28 @@ impl Disk {
                 life.insert(LIFE_IDENTITY, bytes).map_err(|e| io(dir, e))?;
             }
         }
+        // The last sequence number: the highest of its record and of this
+        // node's own deltas in the backlog (below).
+        let mut seq = 0;
         if let Some(bytes) = read(LIFE_SEQ)? {
-            let [seq, hlc] = decode_u64s::<2>(&bytes, "sequence").map_err(corrupt)?;
-            loaded.seq = seq;
+            let [recorded, hlc] = decode_u64s::<2>(&bytes, "sequence").map_err(corrupt_life)?;
+            seq = recorded;
             loaded.hlc_floor = Hlc::from_u64(hlc);
         }
-        loaded.clean = read(LIFE_CLEAN)?.is_some_and(|v| v[..] == [1]);
+        let clean = read(LIFE_CLEAN)?.is_some_and(|v| v[..] == [1]);
         let boot_now = tail_loss::boot_id();
         let same_boot =
             read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
         let mut previous_origin = None;
         if let Some(bytes) = read(LIFE_ORIGIN)? {
-            let [origin] = decode_u64s::<1>(&bytes, "origin").map_err(corrupt)?;
+            let [origin] = decode_u64s::<1>(&bytes, "origin").map_err(corrupt_life)?;
             previous_origin = Some(NodeId(origin));
             // After a crash of the machine (not of the process), the journal
             // may have lost its last writes, and with them sequence numbers
             // that peers already hold: reusing them would have those writes
             // taken for duplicates. Then the node keeps its data but writes
             // under a new origin.
-            let tail_may_be_lost = !loaded.clean && !same_boot && options.fsync != FsyncPolicy::Always;
+            let tail_may_be_lost = !clean && !same_boot && options.fsync != FsyncPolicy::Always;
             if !cut.is_empty() {
                 loaded.new_life_reason =
                     Some("the journal was cut where it could no longer be read, losing writes");
@@ -208,11 +200,8 @@ impl Disk {
             None => 0,
         };
         let checkpoint = match read(LIFE_CHECKPOINT)? {
-            Some(bytes) => decode_watermarks(&bytes).map_err(|e| DataDirError::Corrupt {
-                dir: dir.to_path_buf(),
-                file: "keyspace life under fjall/ (checkpoint)".into(),
-                detail: e.0,
-            })?,
+            Some(bytes) => decode_watermarks(&bytes)
+                .map_err(|e| corrupt(dir, "keyspace life under fjall/ (checkpoint)", e.0))?,
             None => Vec::new(),
         };
         let backlog_age_ms = options.backlog_age.as_millis() as u64;
@@ -220,16 +209,13 @@ impl Disk {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut deltas = Vec::new();
+        let backlog_tables = tables_of("backlog", &backlog);
         for guard in backlog.iter() {
-            let (_, value) = guard.into_inner().map_err(|e| engine(dir, &backlog_file(&backlog), e))?;
-            let (delta, wall_ms) = decode_backlog(&value).map_err(|e| DataDirError::Corrupt {
-                dir: dir.to_path_buf(),
-                file: backlog_file(&backlog),
-                detail: e.0,
-            })?;
+            let (_, value) = guard.into_inner().map_err(|e| engine(dir, &backlog_tables, e))?;
+            let (delta, wall_ms) = decode_backlog(&value).map_err(|e| corrupt(dir, &backlog_tables, e.0))?;
             // The sequence and clock of this node's own writes, however old.
             if Some(delta.origin) == previous_origin {
-                loaded.seq = loaded.seq.max(delta.seq);
+                seq = seq.max(delta.seq);
                 if let geocache_crdt::DeltaBody::Register(r) = &delta.body {
                     loaded.hlc_floor = loaded.hlc_floor.max(r.meta.stamp.hlc);
                 }
@@ -238,7 +224,7 @@ impl Disk {
                 deltas.push(Arc::new(delta));
             }
         }
-        let own_seq = if loaded.origin.is_some() { loaded.seq } else { 0 };
+        let own_seq = if loaded.origin.is_some() { seq } else { 0 };
         loaded.resume = ResumeState { own_seq, watermarks: checkpoint, backlog: deltas };
         if let Some(boot) = &boot_now {
             life.insert(LIFE_BOOT, boot.as_bytes()).map_err(|e| io(dir, e))?;
@@ -385,15 +371,10 @@ impl Disk {
     /// [`DataDirError::Corrupt`].
     pub fn load_entries(&self, mut each: impl FnMut(&[u8], Register)) -> Result<u64, DataDirError> {
         let mut count = 0;
-        let tables =
-            format!("a table of keyspace entries in {}", self.entries.path().join("tables").display());
+        let tables = tables_of("entries", &self.entries);
         for guard in self.entries.iter() {
             let (key, value) = guard.into_inner().map_err(|e| engine(&self.dir, &tables, e))?;
-            let register = decode_register(&value).map_err(|e| DataDirError::Corrupt {
-                dir: self.dir.clone(),
-                file: tables.clone(),
-                detail: e.0,
-            })?;
+            let register = decode_register(&value).map_err(|e| corrupt(&self.dir, &tables, e.0))?;
             each(&key, register);
             count += 1;
         }
@@ -452,7 +433,11 @@ fn note_failure(failure: &OnceLock<String>, errors: &Counter, dir: &Path, why: S
     why
 }
 
-/// The backlog keyspace's tables, for an error that names them.
-fn backlog_file(backlog: &Keyspace) -> String {
-    format!("a table of keyspace backlog in {}", backlog.path().join("tables").display())
+/// A keyspace's tables, for an error that names them.
+fn tables_of(name: &str, keyspace: &Keyspace) -> String {
+    format!("a table of keyspace {name} in {}", keyspace.path().join("tables").display())
+}
+
+fn corrupt(dir: &Path, file: &str, detail: String) -> DataDirError {
+    DataDirError::Corrupt { dir: dir.to_path_buf(), file: file.to_string(), detail }
 }

@@ -15,10 +15,11 @@
 //!   watermarks' last checkpoint, the boot it last ran in and whether it
 //!   stopped cleanly.
 //!
-//! Every write reaches the operating system (fjall's journal, one `write`
-//! per write) before it is acknowledged or leaves the node, so a process
-//! that is killed loses nothing; `--fsync` decides when the journal is
-//! flushed to the device, which is what a power loss respects.
+//! Every write reaches the operating system (fjall's journal, committed in
+//! groups by `journal_writer.rs`) before it is acknowledged or leaves the
+//! node, so a process that is killed loses nothing; `--fsync` decides when
+//! the journal is flushed to the device, which is what a power loss
+//! respects.
 
 mod disk;
 mod engine_files;
