@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_udp_port, make_certs, temp_dir, Node};
+use common::{free_udp_port, make_numbered_certs, temp_dir, Node};
 use geocache_node::client::{Client, PutOptions};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -21,9 +21,7 @@ const SAO_PAULO: Spec = ("127.0.0.73", "sao-paulo", -23.55, -46.63);
 /// Starts one node per spec; the first is every other's seed.
 fn cluster(name: &str, specs: &[Spec]) -> Vec<Node> {
     let dir = temp_dir(name);
-    let names: Vec<String> = (0..specs.len()).map(|i| format!("node-{i}")).collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let certs = make_certs(&dir, &name_refs);
+    let certs = make_numbered_certs(&dir, specs.len());
     let mut seed: Option<String> = None;
     let mut nodes = Vec::new();
     for (i, (ip, region, lat, lon)) in specs.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_tcp_port, free_udp_port, make_certs, temp_dir, Node};
+use common::{free_tcp_port, free_udp_port, make_numbered_certs, temp_dir, Node};
 use reqwest::{Client, StatusCode};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,9 +41,7 @@ impl Member {
 /// Nodes `(ip, region)`, each with its own data dir under `dir`; the first
 /// is every other's seed. Not started.
 fn members(dir: &Path, specs: &[(&str, &str)], extra: &[&str]) -> Vec<Member> {
-    let names: Vec<String> = (0..specs.len()).map(|i| format!("node-{i}")).collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let certs = make_certs(dir, &name_refs);
+    let certs = make_numbered_certs(dir, specs.len());
     let mut seed: Option<String> = None;
     specs
         .iter()

@@ -31,16 +31,7 @@ impl Node {
     /// As [`Node::start`], with the HTTP API on `ip` (a loopback address
     /// standing for a host).
     pub fn start_at(ip: &str, args: &[&str]) -> Node {
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_geocache"));
-        let started =
-            geocache_tests::serve_process::spawn_serve(bin, ip, args, "GEOCACHE_TEST_LOG", START_TIMEOUT)
-                .expect("geocache started and printed its address");
-        Node {
-            child: started.child,
-            base: format!("http://{}", started.http),
-            addr: started.http,
-            resp: started.resp,
-        }
+        Node::start_on(&format!("{ip}:0"), args)
     }
 
     /// As [`Node::start`], with the HTTP API on `http` (`ip:port`).
@@ -159,6 +150,14 @@ pub fn make_certs(dir: &std::path::Path, names: &[&str]) -> Vec<Vec<String>> {
             ]
         })
         .collect()
+}
+
+/// Certificates for `count` nodes named `node-0`, `node-1`, ... (see
+/// [`make_certs`]).
+pub fn make_numbered_certs(dir: &std::path::Path, count: usize) -> Vec<Vec<String>> {
+    let names: Vec<String> = (0..count).map(|i| format!("node-{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    make_certs(dir, &name_refs)
 }
 
 /// A fresh temporary directory for one test.
