@@ -87,6 +87,7 @@ pub fn open(config: Config) -> Result<NodeState, DataDirError> {
         backlog_age: Duration::from_millis(crate::cluster::backlog_age_ms_max(
             config.tombstone_ttl.as_millis() as u64,
         )),
+        dirty_keys_bytes_max: crate::persistence::DirtyKeys::BYTES_MAX,
     };
     let (disk, loaded) = Disk::open(&dir, &me, &options)?;
     let origin = match loaded.origin {
@@ -119,8 +120,14 @@ pub fn load_entries(state: &NodeState) -> Result<u64, DataDirError> {
     let Some(disk) = state.store.disk() else { return Ok(0) };
     let started = Instant::now();
     let store = &state.store;
-    let count = disk.load_entries(|packed, register| store.restore(packed, register))?;
+    let mut count = disk.load_entries(|packed, register| store.restore(packed, register))?;
+    count += disk.replay_journal(|packed, register| store.replay(packed, register))?;
     store.run_pending_tasks();
+    let held: std::sync::Weak<dyn crate::persistence::HeldEntries> = Arc::downgrade(&state.store) as _;
+    disk.start_checkpoints(held).map_err(|e| DataDirError::Io {
+        dir: disk.dir().to_path_buf(),
+        detail: format!("starting checkpoints: {e}"),
+    })?;
     state.loading.store(false, Ordering::Release);
     tracing::info!(
         entries = count,

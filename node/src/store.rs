@@ -172,7 +172,7 @@ impl Store {
                 // call, so a write of the same key, which inserts and then
                 // writes its disk record, cannot be undone here.
                 if let Some(disk) = &mirror {
-                    disk.remove(&key[..]);
+                    disk.mark_changed(&key[..]);
                 }
                 remembered.remember(&key[..], entry.epoch().hlc.as_u64());
             })
@@ -305,7 +305,7 @@ impl Store {
         // key's writes in the order memory does, and before the delta
         // leaves this node.
         if let Some(disk) = &self.disk {
-            outcome.disk_position = disk.write_local(&packed, &outcome.register, &outcome.whole_delta(), now);
+            outcome.disk_position = disk.write_local(&packed, &outcome.whole_delta(), now);
         }
         Ok(outcome)
     }
@@ -347,7 +347,7 @@ impl Store {
                     key: delta.key.clone(),
                     body: geocache_crdt::DeltaBody::Register(outcome.register.clone()),
                 };
-                disk.write_applied(&packed, kept.then_some(&*outcome.register), &full, now);
+                disk.write_applied(&packed, kept, &full, now);
             }
             outcome
         };
@@ -386,22 +386,37 @@ impl Store {
         }
     }
 
-    /// Takes back a register loaded from the data dir, under its packed
-    /// key. Merged with what is held (a write may have come in while the
-    /// node was loading), and written back only when that changed it.
+    /// Takes back a register of the data dir's last checkpoint, under its
+    /// packed key. Merged with what is held (a write may have come in
+    /// while the node was loading).
     pub fn restore(&self, packed: &[u8], loaded: Register) {
+        self.take_back(packed, loaded, false);
+    }
+
+    /// Takes back a register the journal holds after the last checkpoint:
+    /// the next checkpoint writes it.
+    pub fn replay(&self, packed: &[u8], journaled: Register) {
+        self.take_back(packed, journaled, true);
+    }
+
+    fn take_back(&self, packed: &[u8], register: Register, uncheckpointed: bool) {
         let _update = self.stripe(packed);
-        match self.cache.get(packed) {
-            None => self.cache.insert(MapKey::from(packed), Entry::from_register(Arc::new(loaded))),
-            Some(current) => {
-                let merged = Entry::from_register(Arc::new(current.to_register().merged(&loaded)));
-                if merged != current {
-                    self.cache.insert(MapKey::from(packed), merged.clone());
-                    if let Some(disk) = &self.disk {
-                        disk.write_register(packed, &merged.register_arc());
-                    }
-                }
+        let changed = match self.cache.get(packed) {
+            None => {
+                self.cache.insert(MapKey::from(packed), Entry::from_register(Arc::new(register)));
+                uncheckpointed
             }
+            Some(current) => {
+                let merged = Entry::from_register(Arc::new(current.to_register().merged(&register)));
+                let changed = merged != current;
+                if changed {
+                    self.cache.insert(MapKey::from(packed), merged);
+                }
+                changed || uncheckpointed
+            }
+        };
+        if let (true, Some(disk)) = (changed, &self.disk) {
+            disk.mark_changed(packed);
         }
     }
 
@@ -414,6 +429,21 @@ impl Store {
         let _update = self.stripe(&packed);
         if self.cache.get(&packed[..]).is_some_and(|e| e.dot() == dot) {
             self.cache.invalidate(&packed[..]);
+        }
+    }
+}
+
+impl crate::persistence::HeldEntries for Store {
+    fn held(&self, packed: &[u8]) -> Option<Register> {
+        // Under the stripe: a write visible here has queued its journal
+        // record (it queues under the same lock, after its insert).
+        let _update = self.stripe(packed);
+        self.cache.get(packed).map(|entry| entry.to_register())
+    }
+
+    fn for_each_key(&self, each: &mut dyn FnMut(&[u8])) {
+        for (key, _) in self.cache.iter() {
+            each(&key[..]);
         }
     }
 }

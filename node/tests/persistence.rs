@@ -436,9 +436,11 @@ async fn a_damaged_or_foreign_data_dir_is_refused_with_the_file_named() {
     // Killed, so its journal keeps what it wrote (a clean stop would have
     // flushed the journal into tables).
     node.kill();
-    let journal = files_under(&copy).into_iter().find(|p| p.extension().is_some_and(|e| e == "jnl")).unwrap();
-    let bytes = std::fs::read(&journal).unwrap();
-    let written = bytes.iter().rposition(|&b| b != 0).expect("the journal holds the last life's writes");
+    let journal = files_under(&copy.join("journal"))
+        .into_iter()
+        .rfind(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .expect("the journal holds the last life's writes");
+    let written = std::fs::metadata(&journal).unwrap().len() as usize;
     garble_at(&journal, written / 2);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_geocache"))
         .args(["serve", "--http", &http, "--data-dir", copy.to_str().unwrap()])

@@ -1,32 +1,39 @@
-//! The data dir: fjall's keyspaces, what a restart finds in them, the
-//! writes the store queues for them (committed by `journal_writer.rs`),
-//! and the load at start-up.
+//! The data dir: the journal every change is appended to (`journal.rs`,
+//! written by `journal_writer.rs`), fjall's `entries` that checkpoints of
+//! the store keep (`checkpoint.rs`), fjall's `life`, and what a restart
+//! finds in them.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use geocache_crdt::{Delta, Hlc, NodeId, Register};
+use geocache_crdt::{codec, Delta, DeltaBody, Hlc, NodeId, Register};
 use geocache_gossip::resume::ResumeState;
 use prometheus_client::metrics::counter::Counter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::dirty_keys::DirtyKeys;
 use super::fsync::FsyncPolicy;
 use super::identity::{DataDirError, DataDirIdentity, FORMAT_VERSION};
-use super::journal_writer::{Item, JournalWriter, Space, Spaces};
+use super::journal::{self, Kind};
+use super::journal_writer::{JournalWriter, Recovered, QUEUE_BYTES_MAX};
 use super::records::{self, *};
 use super::tail_loss;
 
 /// fjall's block cache: the data dir is read at start-up only, so small.
 pub const CACHE_BYTES: u64 = 8 << 20;
-/// fjall's memtables at most: the active ones (16 + 16 + 1 MiB) and the
-/// sealed ones waiting for their flush, which the journal limit bounds
-/// (past it fjall makes writes wait for flushes).
-pub const WRITE_BUFFER_BYTES: u64 = ((16 + 16 + 1) << 20) + JOURNAL_BYTES_MAX;
-/// One memtable of `entries` or `backlog`.
+/// What writing the data dir holds in memory at most: fjall's memtables
+/// (the active ones, 16 + 1 MiB, and the sealed ones waiting for their
+/// flush, which fjall's journal limit bounds), the journal's queue and
+/// its spare buffer (1 + 2 times the queue's bound), and the dirty keys.
+pub const WRITE_BUFFER_BYTES: u64 =
+    ((16 + 1) << 20) + FJALL_JOURNAL_BYTES_MAX + 3 * QUEUE_BYTES_MAX as u64 + DirtyKeys::BYTES_MAX as u64;
+/// One memtable of `entries`.
 const MEMTABLE_BYTES: u64 = 16 << 20;
-/// Journals kept at most before fjall flushes the memtables they cover.
-const JOURNAL_BYTES_MAX: u64 = 64 << 20;
+/// fjall's journals kept at most before it flushes the memtables they
+/// cover (only checkpoints write them).
+const FJALL_JOURNAL_BYTES_MAX: u64 = 64 << 20;
 
 /// A write to the data dir failed: the disk no longer mirrors the store.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -52,22 +59,39 @@ pub struct Loaded {
 pub struct DiskOptions {
     /// `--fsync`.
     pub fsync: FsyncPolicy,
-    /// The in-memory backlog's bounds: the disk keeps at least as much.
+    /// The in-memory backlog's bounds: the journal keeps at least as much.
     pub backlog_bytes_max: u64,
     /// The backlog's age bound.
     pub backlog_age: Duration,
+    /// The dirty keys' memory bound; past it a checkpoint walks the whole
+    /// store ([`DirtyKeys::BYTES_MAX`] unless a test wants the walk).
+    pub dirty_keys_bytes_max: usize,
+}
+
+/// The store as a checkpoint reads it.
+pub trait HeldEntries: Send + Sync {
+    /// The register held under `packed`, read so that every change the
+    /// store made to it before is already queued in the journal.
+    fn held(&self, packed: &[u8]) -> Option<Register>;
+    /// Every packed key held.
+    fn for_each_key(&self, each: &mut dyn FnMut(&[u8]));
 }
 
 /// The node's data dir. Shared by the store (which writes through it),
 /// replication (checkpoints) and the write path (waits for durability).
 pub struct Disk {
-    dir: PathBuf,
-    db: Database,
-    entries: Keyspace,
-    life: Keyspace,
+    pub(super) dir: PathBuf,
+    pub(super) db: Database,
+    pub(super) entries: Keyspace,
+    pub(super) life: Keyspace,
     policy: FsyncPolicy,
-    next_backlog: AtomicU64,
-    journal: Arc<JournalWriter>,
+    pub(super) journal: Arc<JournalWriter>,
+    /// The journal position `entries` holds every change up to.
+    pub(super) entries_upto: AtomicU64,
+    pub(super) keep_bytes: u64,
+    pub(super) keep_age: Duration,
+    checkpoints: Mutex<Option<JoinHandle<()>>>,
+    pub(super) stopping: AtomicBool,
     failure: Arc<OnceLock<String>>,
     /// Failed writes and flushes.
     pub errors: Counter,
@@ -101,6 +125,113 @@ fn engine(dir: &Path, what: &str, e: fjall::Error) -> DataDirError {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What reading the journal at start-up found.
+struct JournalScan {
+    segments: Vec<journal::Segment>,
+    /// Where the last segment was cut (a torn write, or damage at its end).
+    cut: Option<String>,
+    /// The highest sequence number and stamp of `origin`'s deltas.
+    own: (u64, Hlc),
+    watermarks: Option<Vec<u8>>,
+    backlog: Vec<Arc<Delta>>,
+}
+
+/// Reads every segment of the journal: the deltas young enough for the
+/// backlog, the last watermarks, and `origin`'s sequence. A record that
+/// does not check at the end of the last segment is cut off; anywhere
+/// else the data dir is refused with the segment named.
+fn scan_journal(
+    dir: &Path,
+    origin: Option<NodeId>,
+    backlog_age: Duration,
+) -> Result<JournalScan, DataDirError> {
+    let journal_dir = journal::dir_of(dir);
+    std::fs::create_dir_all(&journal_dir).map_err(|e| io(dir, e))?;
+    let files = journal::list(&journal_dir).map_err(|e| io(dir, e))?;
+    let oldest_kept = now_ms().saturating_sub(backlog_age.as_millis() as u64);
+    let mut scan = JournalScan {
+        segments: Vec::new(),
+        cut: None,
+        own: (0, Hlc::ZERO),
+        watermarks: None,
+        backlog: Vec::new(),
+    };
+    // Segments after the last one holding records are empty (opened by a
+    // start that wrote nothing): the last one holding records is where a
+    // torn write can be.
+    let sizes: Vec<u64> = files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
+    let last_written = sizes.iter().rposition(|&len| len > 0);
+    for (i, (first, path)) in files.into_iter().enumerate() {
+        if scan.cut.is_some() {
+            // Empty, and named after positions the cut took back.
+            std::fs::remove_file(&path).map_err(|e| io(dir, format!("{}: {e}", path.display())))?;
+            continue;
+        }
+        let damaged = |detail: String| DataDirError::Corrupt {
+            dir: dir.to_path_buf(),
+            file: path.display().to_string(),
+            detail,
+        };
+        if let Some(previous) = scan.segments.last() {
+            if previous.last() + 1 != first {
+                return Err(damaged(format!(
+                    "the journal jumps from position {} to {first}: a segment is missing",
+                    previous.last()
+                )));
+            }
+        }
+        let read = journal::read(&path, first, |record| {
+            match record.kind {
+                Kind::DeltaHeld | Kind::DeltaNotHeld => {
+                    let delta: Delta = codec::decode(record.payload).map_err(|e| format!("a delta: {e}"))?;
+                    if Some(delta.origin) == origin {
+                        scan.own.0 = scan.own.0.max(delta.seq);
+                        if let DeltaBody::Register(r) = &delta.body {
+                            scan.own.1 = scan.own.1.max(r.meta.stamp.hlc);
+                        }
+                    }
+                    if record.wall_ms >= oldest_kept {
+                        scan.backlog.push(Arc::new(delta));
+                    }
+                }
+                Kind::Watermarks => {
+                    decode_watermarks(record.payload).map_err(|e| e.0)?;
+                    scan.watermarks = Some(record.payload.to_vec());
+                }
+                Kind::Register => {}
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            journal::ReadError::Io(detail) => io(dir, format!("{}: {detail}", path.display())),
+            journal::ReadError::Record { at, detail } => {
+                damaged(format!("the record at byte {at}: {detail}"))
+            }
+        })?;
+        if let Some(trailing) = read.trailing {
+            let at = read.segment.bytes;
+            if Some(i) != last_written {
+                return Err(damaged(format!(
+                    "the record at byte {at} does not check ({trailing} bytes to the end)"
+                )));
+            }
+            // The end of the last segment: a write torn by a crash.
+            let cut = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(at).and_then(|()| f.sync_all()));
+            cut.map_err(|e| io(dir, format!("cutting {}: {e}", path.display())))?;
+            scan.cut = Some(format!("{} (cut at byte {at}; {trailing} bytes did not check)", path.display()));
+        }
+        scan.segments.push(read.segment);
+    }
+    Ok(scan)
+}
+
 impl Disk {
     /// Opens (or creates) the data dir at `dir` for node `me`.
     ///
@@ -114,19 +245,16 @@ impl Disk {
         options: &DiskOptions,
     ) -> Result<(Arc<Disk>, Loaded), DataDirError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let journals_before = tail_loss::journal_extents(&dir.join("fjall"));
-        // Commits fill fjall's journal buffer; `wait_os` hands it to the OS
-        // (one `write` for every commit since) before replies or deltas
-        // leave, so a killed process loses nothing it acknowledged.
+        let fjall_journals = tail_loss::journal_extents(&dir.join("fjall"));
         let db = Database::builder(dir.join("fjall"))
             .manual_journal_persist(true)
             .cache_size(CACHE_BYTES)
-            .max_journaling_size(JOURNAL_BYTES_MAX)
+            .max_journaling_size(FJALL_JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| engine(dir, "the journal or a table under fjall/", e))?;
-        let cut = tail_loss::journal_cuts(&journals_before, &dir.join("fjall"));
-        if !cut.is_empty() {
-            tracing::warn!(files = ?cut, "the data dir's journal was cut where it could no longer be read (a torn write, or damage): the writes after that point are lost on this node, and its peers send them back");
+        let fjall_cut = tail_loss::journal_cuts(&fjall_journals, &dir.join("fjall"));
+        if !fjall_cut.is_empty() {
+            tracing::warn!(files = ?fjall_cut, "fjall's journal was cut where it could no longer be read (damage): what it held since the last checkpoint of entries is lost on this node, and its peers send it back");
         }
         let open = |name: &str, options: KeyspaceCreateOptions| {
             db.keyspace(name, || options)
@@ -134,18 +262,6 @@ impl Disk {
         };
         let life = open("life", KeyspaceCreateOptions::default().max_memtable_size(1 << 20))?;
         let entries = open("entries", KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
-        // Positions only grow, so the oldest tables are the oldest deltas:
-        // FIFO drops them past twice the in-memory bounds.
-        let fifo = fjall::compaction::Fifo::new(
-            options.backlog_bytes_max.saturating_mul(2).max(8 << 20),
-            Some(options.backlog_age.as_secs().saturating_mul(2).max(60)),
-        );
-        let backlog = open(
-            "backlog",
-            KeyspaceCreateOptions::default()
-                .compaction_strategy(Arc::new(fifo))
-                .max_memtable_size(MEMTABLE_BYTES),
-        )?;
         let read = |key: &[u8]| life.get(key).map_err(|e| engine(dir, "keyspace life under fjall/", e));
         let corrupt_life = |e: records::RecordError| corrupt(dir, "keyspace life under fjall/", e.0);
         let mut loaded = Loaded::default();
@@ -161,71 +277,59 @@ impl Disk {
                 life.insert(LIFE_IDENTITY, bytes).map_err(|e| io(dir, e))?;
             }
         }
-        // The last sequence number: the highest of its record and of this
-        // node's own deltas in the backlog (below).
+        // The last sequence number: the highest of the one the last
+        // checkpoint recorded and of this node's own deltas in the journal.
         let mut seq = 0;
         if let Some(bytes) = read(LIFE_SEQ)? {
             let [recorded, hlc] = decode_u64s::<2>(&bytes, "sequence").map_err(corrupt_life)?;
             seq = recorded;
             loaded.hlc_floor = Hlc::from_u64(hlc);
         }
+        let entries_upto = match read(LIFE_ENTRIES_UPTO)? {
+            Some(bytes) => decode_u64s::<1>(&bytes, "checkpoint position").map_err(corrupt_life)?[0],
+            None => 0,
+        };
         let clean = read(LIFE_CLEAN)?.is_some_and(|v| v[..] == [1]);
         let boot_now = tail_loss::boot_id();
         let same_boot =
             read(LIFE_BOOT)?.is_some_and(|b| Some(&b[..]) == boot_now.as_deref().map(str::as_bytes));
-        let mut previous_origin = None;
-        if let Some(bytes) = read(LIFE_ORIGIN)? {
-            let [origin] = decode_u64s::<1>(&bytes, "origin").map_err(corrupt_life)?;
-            previous_origin = Some(NodeId(origin));
+        let previous_origin = match read(LIFE_ORIGIN)? {
+            Some(bytes) => Some(NodeId(decode_u64s::<1>(&bytes, "origin").map_err(corrupt_life)?[0])),
+            None => None,
+        };
+        let scan = scan_journal(dir, previous_origin, options.backlog_age)?;
+        if let Some(cut) = &scan.cut {
+            tracing::warn!(file = %cut, "the data dir's journal was cut where it could no longer be read (a torn write, or damage): the writes after that point are lost on this node, and its peers send them back");
+        }
+        seq = seq.max(scan.own.0);
+        loaded.hlc_floor = loaded.hlc_floor.max(scan.own.1);
+        if let Some(origin) = previous_origin {
             // After a crash of the machine (not of the process), the journal
             // may have lost its last writes, and with them sequence numbers
             // that peers already hold: reusing them would have those writes
             // taken for duplicates. Then the node keeps its data but writes
             // under a new origin.
             let tail_may_be_lost = !clean && !same_boot && options.fsync != FsyncPolicy::Always;
-            if !cut.is_empty() {
+            if scan.cut.is_some() || !fjall_cut.is_empty() {
                 loaded.new_life_reason =
                     Some("the journal was cut where it could no longer be read, losing writes");
             } else if tail_may_be_lost {
                 loaded.new_life_reason = Some("the machine restarted since this node last ran, and its journal may have lost its last writes");
             } else {
-                loaded.origin = Some(NodeId(origin));
+                loaded.origin = Some(origin);
             }
         }
-        let next_backlog = match backlog.last_key_value() {
-            Some(guard) => {
-                let key = guard.key().map_err(|e| engine(dir, "keyspace backlog under fjall/", e))?;
-                backlog_position(&key).unwrap_or(0) + 1
-            }
-            None => 0,
+        let watermarks = match &scan.watermarks {
+            Some(bytes) => Some(bytes.clone()),
+            None => read(LIFE_CHECKPOINT)?.map(|b| b.to_vec()),
         };
-        let checkpoint = match read(LIFE_CHECKPOINT)? {
-            Some(bytes) => decode_watermarks(&bytes)
+        let checkpoint = match &watermarks {
+            Some(bytes) => decode_watermarks(bytes)
                 .map_err(|e| corrupt(dir, "keyspace life under fjall/ (checkpoint)", e.0))?,
             None => Vec::new(),
         };
-        let backlog_age_ms = options.backlog_age.as_millis() as u64;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut deltas = Vec::new();
-        let backlog_tables = tables_of("backlog", &backlog);
-        for guard in backlog.iter() {
-            let (_, value) = guard.into_inner().map_err(|e| engine(dir, &backlog_tables, e))?;
-            let (delta, wall_ms) = decode_backlog(&value).map_err(|e| corrupt(dir, &backlog_tables, e.0))?;
-            // The sequence and clock of this node's own writes, however old.
-            if Some(delta.origin) == previous_origin {
-                seq = seq.max(delta.seq);
-                if let geocache_crdt::DeltaBody::Register(r) = &delta.body {
-                    loaded.hlc_floor = loaded.hlc_floor.max(r.meta.stamp.hlc);
-                }
-            }
-            if now_ms.saturating_sub(wall_ms) <= backlog_age_ms {
-                deltas.push(Arc::new(delta));
-            }
-        }
         let own_seq = if loaded.origin.is_some() { seq } else { 0 };
-        loaded.resume = ResumeState { own_seq, watermarks: checkpoint, backlog: deltas };
+        loaded.resume = ResumeState { own_seq, watermarks: checkpoint, backlog: scan.backlog };
         if let Some(boot) = &boot_now {
             life.insert(LIFE_BOOT, boot.as_bytes()).map_err(|e| io(dir, e))?;
         }
@@ -233,24 +337,42 @@ impl Disk {
         db.persist(PersistMode::SyncAll).map_err(|e| io(dir, e))?;
         let failure = Arc::new(OnceLock::new());
         let errors = Counter::default();
-        let spaces =
-            Spaces { db: db.clone(), entries: entries.clone(), backlog: backlog.clone(), life: life.clone() };
         let on_failure = {
             let (failure, errors, dir) = (failure.clone(), errors.clone(), dir.to_path_buf());
             move |why: String| {
                 note_failure(&failure, &errors, &dir, why);
             }
         };
-        let journal = JournalWriter::start(spaces, options.fsync, failure.clone(), on_failure)
-            .map_err(|e| io(dir, format!("starting the journal writer: {e}")))?;
+        let last = scan.segments.last().map_or(0, |s| s.last());
+        let recovered = Recovered {
+            segments: scan.segments,
+            // Past what a checkpoint covered too: its records may not all
+            // have reached the journal before a crash.
+            next: last.max(entries_upto) + 1,
+            seq_high: (own_seq, loaded.hlc_floor.as_u64()),
+            watermarks,
+            dirty_keys_bytes_max: options.dirty_keys_bytes_max,
+        };
+        let journal = JournalWriter::start(
+            &journal::dir_of(dir),
+            recovered,
+            options.fsync,
+            failure.clone(),
+            on_failure,
+        )
+        .map_err(|e| io(dir, format!("starting the journal writer: {e}")))?;
         let disk = Arc::new(Disk {
             dir: dir.to_path_buf(),
             db,
             entries,
             life,
             policy: options.fsync,
-            next_backlog: AtomicU64::new(next_backlog),
             journal,
+            entries_upto: AtomicU64::new(entries_upto),
+            keep_bytes: options.backlog_bytes_max.saturating_mul(2),
+            keep_age: options.backlog_age.saturating_mul(2),
+            checkpoints: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             failure,
             errors,
         });
@@ -286,69 +408,58 @@ impl Disk {
         self.failure.get().map(String::as_str)
     }
 
-    fn failed(&self, e: impl std::fmt::Display) -> DiskError {
+    pub(super) fn failed(&self, e: impl std::fmt::Display) -> DiskError {
         DiskError(note_failure(&self.failure, &self.errors, &self.dir, e.to_string()))
     }
 
-    fn backlog_item(&self, full: &Delta, wall_ms: u64) -> Item {
-        let position = self.next_backlog.fetch_add(1, Ordering::Relaxed);
-        Item {
-            space: Space::Backlog,
-            key: Box::new(backlog_key(position)),
-            value: Some(encode_backlog(full, wall_ms)),
-        }
+    fn delta_record(kind: Kind, full: &Delta, wall_ms: u64) -> Vec<u8> {
+        journal::encode(kind, wall_ms, |out| {
+            let _ = codec::encode_into(full, out);
+        })
     }
 
-    fn entry_item(packed: &[u8], register: &Register) -> Item {
-        Item { space: Space::Entries, key: packed.into(), value: Some(encode_register(register)) }
+    /// A local write, as the delta whole (the register it left): returns
+    /// its position (for [`Disk::wait_durable`]).
+    pub fn write_local(&self, packed: &[u8], full: &Delta, wall_ms: u64) -> u64 {
+        let hlc = match &full.body {
+            DeltaBody::Register(r) => r.meta.stamp.hlc.as_u64(),
+            _ => 0,
+        };
+        let record = Disk::delta_record(Kind::DeltaHeld, full, wall_ms);
+        self.journal.append(&record, Some(packed), Some((full.seq, hlc)))
     }
 
-    /// A local write: the register, the delta for the backlog and the
-    /// origin's sequence number, committed together. Returns its position
-    /// (for [`Disk::wait_durable`]).
-    pub fn write_local(&self, packed: &[u8], register: &Register, full: &Delta, wall_ms: u64) -> u64 {
-        self.journal.submit_local(
-            vec![Disk::entry_item(packed, register), self.backlog_item(full, wall_ms)],
-            full.seq,
-            register.meta.stamp.hlc.as_u64(),
-        )
+    /// A replicated write applied here, as the delta whole: `kept` when
+    /// the store holds its register (the backlog keeps it either way: its
+    /// sequence number is applied).
+    pub fn write_applied(&self, packed: &[u8], kept: bool, full: &Delta, wall_ms: u64) -> u64 {
+        let kind = if kept { Kind::DeltaHeld } else { Kind::DeltaNotHeld };
+        let record = Disk::delta_record(kind, full, wall_ms);
+        self.journal.append(&record, kept.then_some(packed), None)
     }
 
-    /// A replicated write applied here: the register if it changed what
-    /// is held, and the delta for the backlog always (its seq is applied).
-    pub fn write_applied(
-        &self,
-        packed: &[u8],
-        register: Option<&Register>,
-        full: &Delta,
-        wall_ms: u64,
-    ) -> u64 {
-        let mut items = Vec::with_capacity(2);
-        if let Some(register) = register {
-            items.push(Disk::entry_item(packed, register));
-        }
-        items.push(self.backlog_item(full, wall_ms));
-        self.journal.submit(items)
-    }
-
-    /// A register merged from a full transfer or loaded and changed.
+    /// A register merged from a full transfer.
     pub fn write_register(&self, packed: &[u8], register: &Register) -> u64 {
-        self.journal.submit(vec![Disk::entry_item(packed, register)])
+        let record = journal::encode(Kind::Register, now_ms(), |out| {
+            out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+            out.extend_from_slice(packed);
+            let _ = codec::encode_into(register, out);
+        });
+        self.journal.append(&record, Some(packed), None)
     }
 
-    /// An entry left memory (evicted, expired, dropped): it leaves disk.
-    pub fn remove(&self, packed: &[u8]) {
-        self.journal.submit(vec![Item { space: Space::Entries, key: packed.into(), value: None }]);
+    /// The entry of `packed` changed without a record of its own (it left
+    /// memory, or a load merged it): the next checkpoint writes what the
+    /// store holds for it.
+    pub fn mark_changed(&self, packed: &[u8]) {
+        self.journal.mark_dirty(packed);
     }
 
     /// The watermarks' checkpoint (`geocache_gossip::resume`).
     pub fn checkpoint(&self, watermarks: &[(NodeId, u64)]) {
-        let item = Item {
-            space: Space::Life,
-            key: LIFE_CHECKPOINT.into(),
-            value: Some(encode_watermarks(watermarks)),
-        };
-        self.journal.submit(vec![item]);
+        let encoded = encode_watermarks(watermarks);
+        let record = journal::encode(Kind::Watermarks, now_ms(), |out| out.extend_from_slice(&encoded));
+        self.journal.append_watermarks(&record, encoded);
     }
 
     /// The position of the last write queued.
@@ -363,8 +474,9 @@ impl Disk {
         self.journal.wait_os(self.journal.enqueued()).await;
     }
 
-    /// Every register held, in key order, handed to `each` with its packed
-    /// key. A damaged record stops the load with the keyspace named.
+    /// Every register the last checkpoint of `entries` holds, in key order,
+    /// handed to `each` with its packed key. A damaged record stops the
+    /// load with the keyspace named.
     ///
     /// # Errors
     ///
@@ -381,9 +493,64 @@ impl Disk {
         Ok(count)
     }
 
+    /// Every register the journal holds after the last checkpoint of
+    /// `entries`, in the order written, handed to `each` with its packed
+    /// key: with [`Disk::load_entries`] first, what the store held.
+    ///
+    /// # Errors
+    ///
+    /// [`DataDirError::Corrupt`] naming the segment.
+    pub fn replay_journal(&self, mut each: impl FnMut(&[u8], Register)) -> Result<u64, DataDirError> {
+        let upto = self.entries_upto.load(Ordering::Acquire);
+        let mut count = 0;
+        for segment in self.journal.segments_after(upto) {
+            let read = journal::read(&segment.path, segment.first, |record| {
+                if record.position <= upto || record.position > segment.last() {
+                    return Ok(());
+                }
+                match record.kind {
+                    Kind::DeltaHeld => {
+                        let delta: Delta =
+                            codec::decode(record.payload).map_err(|e| format!("a delta: {e}"))?;
+                        if let DeltaBody::Register(r) = delta.body {
+                            each(&crate::store_key::pack(&delta.key), Arc::unwrap_or_clone(r));
+                            count += 1;
+                        }
+                    }
+                    Kind::Register => {
+                        let (len, rest) =
+                            record.payload.split_at_checked(4).ok_or("a register record too short")?;
+                        let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+                        let (packed, register) =
+                            rest.split_at_checked(len).ok_or("a register record too short")?;
+                        let register: Register =
+                            codec::decode(register).map_err(|e| format!("a register: {e}"))?;
+                        each(packed, register);
+                        count += 1;
+                    }
+                    Kind::DeltaNotHeld | Kind::Watermarks => {}
+                }
+                Ok(())
+            });
+            let damaged = |detail: String| DataDirError::Corrupt {
+                dir: self.dir.clone(),
+                file: segment.path.display().to_string(),
+                detail,
+            };
+            match read {
+                Ok(_) => {}
+                Err(journal::ReadError::Io(detail)) => return Err(io(&self.dir, detail)),
+                Err(journal::ReadError::Record { at, detail }) => {
+                    return Err(damaged(format!("the record at byte {at}: {detail}")))
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// Bytes the data dir takes on disk.
     pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.db.disk_space().unwrap_or(0) + self.journal.bytes()
     }
 
     /// Resolves once the write at `position` is on the device (flushed now
@@ -406,13 +573,41 @@ impl Disk {
         self.policy == FsyncPolicy::Always
     }
 
-    /// Writes what is queued, flushes everything to the device and records
+    /// Starts the thread that checkpoints `entries` from `held` (when the
+    /// journal grew by [`super::journal_writer::CHECKPOINT_JOURNAL_BYTES`],
+    /// the dirty keys reach their bound, or every
+    /// [`super::checkpoint::CHECKPOINT_INTERVAL`]); once the store is
+    /// loaded, never before (a checkpoint removes what the store lacks).
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    pub fn start_checkpoints(
+        self: &Arc<Self>,
+        held: std::sync::Weak<dyn HeldEntries>,
+    ) -> std::io::Result<()> {
+        let disk = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("geocache-checkpoint".into())
+            .spawn(move || disk.run_checkpoints(&held))?;
+        *self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Checkpoints `entries` one last time (once the store is loaded),
+    /// writes what is queued, flushes everything to the device and records
     /// a clean stop: the last step of a graceful shutdown.
     ///
     /// # Errors
     ///
     /// [`DiskError`].
     pub fn close(&self) -> Result<(), DiskError> {
+        self.stopping.store(true, Ordering::Release);
+        self.journal.stop_checkpoints();
+        let handle = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
         self.journal.stop();
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.failed(e))?;
         if self.failure().is_none() {
@@ -434,10 +629,10 @@ fn note_failure(failure: &OnceLock<String>, errors: &Counter, dir: &Path, why: S
 }
 
 /// A keyspace's tables, for an error that names them.
-fn tables_of(name: &str, keyspace: &Keyspace) -> String {
+pub(super) fn tables_of(name: &str, keyspace: &Keyspace) -> String {
     format!("a table of keyspace {name} in {}", keyspace.path().join("tables").display())
 }
 
-fn corrupt(dir: &Path, file: &str, detail: String) -> DataDirError {
+pub(super) fn corrupt(dir: &Path, file: &str, detail: String) -> DataDirError {
     DataDirError::Corrupt { dir: dir.to_path_buf(), file: file.to_string(), detail }
 }

@@ -1,119 +1,163 @@
-//! Writing the data dir: group commit, led by whoever waits.
+//! Writing the journal: group commit, led by whoever waits.
 //!
-//! Every write of the store is queued here, in the order the store made it
-//! (it queues under the key's stripe lock, so one key's writes stay in
-//! order). Whoever then waits for its write to reach the OS (a reply or a
-//! delta about to leave) takes the lead if no one has it: it commits
-//! everything queued as one fjall batch and hands it to the OS with one
-//! `write`; the others wait for it. Two earlier designs measured worse on
-//! this 2-core box: each writer committing its own batch queued on fjall's
-//! journal lock (17 % of the node's time in futex waits at 50 clients),
-//! and one writer thread added a thread hop to every reply (p50 +0.4 ms,
-//! `redis-benchmark -c 50`).
+//! Every change of the store is queued here as an encoded record, in the
+//! order the store made it (it queues under the key's stripe lock, so one
+//! key's changes stay in order). Whoever then waits for its write to reach
+//! the OS (a reply or a delta about to leave) takes the lead if no one has
+//! it: it hands everything queued to the OS with one `write` on the
+//! journal's current segment; the others wait for it. One writer thread
+//! measured worse on this 2-core box (a thread hop on every reply, p50
+//! +0.4 ms at `redis-benchmark -c 50`).
 //!
 //! A background thread flushes to the device: every `--fsync` interval,
 //! and at once when a write waits for `disk` (or for every write with
-//! `always`); it also commits what no one waits for (evictions,
+//! `always`); it also writes what no one waits for (evictions, watermark
 //! checkpoints) at the latest each interval.
 //!
-//! Positions number the queued operations in queue order, so "handled
-//! position p" means every operation queued before it too.
+//! The queue also keeps what the next checkpoint of `entries` needs (the
+//! dirty keys, the highest own sequence number, the last watermarks), so
+//! that a checkpoint can take them atomically with the position they hold
+//! up to.
 
-use fjall::{Database, Keyspace, PersistMode};
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
+use super::dirty_keys::DirtyKeys;
 use super::fsync::FsyncPolicy;
-use super::records::{encode_u64s, LIFE_SEQ};
+use super::journal::{segment_path, Segment, SEGMENT_BYTES};
 
-/// Operations queued at most; past this the writer that queues leads a
-/// commit itself before it queues (backpressure from a slow disk).
-const QUEUE_COUNT_MAX: usize = 16_384;
-/// Operations in one commit at most.
-const BATCH_COUNT_MAX: usize = 4_096;
-/// How often the background thread commits and flushes stragglers when
+/// Bytes queued at most; past this the writer that queues leads a write
+/// itself before it queues (backpressure from a slow disk).
+pub(super) const QUEUE_BYTES_MAX: usize = 4 << 20;
+/// How often the background thread writes and flushes stragglers when
 /// `--fsync` sets no interval.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
+/// Journal bytes after which a checkpoint of `entries` is due.
+pub(super) const CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
 
-/// Which keyspace an item goes to.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Space {
-    Entries,
-    Backlog,
-    Life,
+/// Where the journal stood when it was opened.
+pub(super) struct Recovered {
+    /// The segments on disk, oldest first.
+    pub segments: Vec<Segment>,
+    /// The position the next record takes.
+    pub next: u64,
+    /// This life's highest own sequence number and HLC so far.
+    pub seq_high: (u64, u64),
+    /// The last watermarks recorded, encoded for `life`.
+    pub watermarks: Option<Vec<u8>>,
+    pub dirty_keys_bytes_max: usize,
 }
 
-/// One key written (`Some` value) or removed (`None`).
-pub(super) struct Item {
-    pub space: Space,
-    pub key: Box<[u8]>,
-    pub value: Option<Vec<u8>>,
+/// What a checkpoint of `entries` starts from.
+pub(super) struct Taken {
+    pub dirty: DirtyKeys,
+    /// Every record up to this position is on the OS, and the store held
+    /// its change before the checkpoint reads the store.
+    pub upto: u64,
+    pub watermarks: Option<Vec<u8>>,
 }
 
-struct Op {
-    position: u64,
-    items: Vec<Item>,
-    /// The origin's sequence number and stamp, for a local write.
-    seq: Option<(u64, u64)>,
+struct Queue {
+    buf: Vec<u8>,
+    next: u64,
+    dirty: DirtyKeys,
+    seq_high: (u64, u64),
+    watermarks: Option<Vec<u8>>,
+    since_checkpoint: u64,
 }
 
-/// The keyspaces written.
-#[derive(Clone)]
-pub(super) struct Spaces {
-    pub db: Database,
-    pub entries: Keyspace,
-    pub backlog: Keyspace,
-    pub life: Keyspace,
-}
-
-/// What only the leader touches.
 struct Lead {
-    /// The highest sequence number and stamp written, as the record says.
-    seq_high: Option<(u64, u64)>,
+    file: Arc<File>,
+    first: u64,
+    bytes: u64,
+    spare: Vec<u8>,
+}
+
+/// The files the background thread flushes: the current segment and the
+/// ones closed since its last flush.
+struct Unsynced {
+    current: Arc<File>,
+    closed: Vec<Arc<File>>,
+    created: bool,
 }
 
 type FailureHook = Box<dyn Fn(String) + Send + Sync>;
 
-/// The queue, the lead, and what has been handed to the OS and the device.
 pub(super) struct JournalWriter {
-    spaces: Spaces,
+    dir: PathBuf,
     policy: FsyncPolicy,
-    queue: Mutex<VecDeque<Op>>,
+    queue: Mutex<Queue>,
     enqueued: AtomicU64,
     lead: Mutex<Lead>,
+    unsynced: Mutex<Unsynced>,
+    segments: Mutex<VecDeque<Segment>>,
     os_flushed: watch::Sender<u64>,
     synced: watch::Sender<u64>,
     sync_target: AtomicU64,
     wake: (Mutex<bool>, Condvar),
+    checkpoint_due: (Mutex<bool>, Condvar),
     stopping: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     failure: Arc<OnceLock<String>>,
     on_failure: FailureHook,
 }
 
+fn create_segment(dir: &Path, first: u64) -> std::io::Result<Arc<File>> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(segment_path(dir, first))?;
+    Ok(Arc::new(file))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 impl JournalWriter {
-    /// Starts the background thread. `on_failure` is called for each
-    /// failed commit or flush, with the error.
+    /// Starts writing the journal in `dir` after what `recovered` found,
+    /// in a new segment.
     pub fn start(
-        spaces: Spaces,
+        dir: &Path,
+        recovered: Recovered,
         policy: FsyncPolicy,
         failure: Arc<OnceLock<String>>,
         on_failure: impl Fn(String) + Send + Sync + 'static,
     ) -> std::io::Result<Arc<JournalWriter>> {
+        let first = recovered.next;
+        let file = create_segment(dir, first)?;
+        let mut segments: VecDeque<Segment> = recovered.segments.into();
+        segments.push_back(Segment {
+            path: segment_path(dir, first),
+            first,
+            count: 0,
+            bytes: 0,
+            last_wall_ms: 0,
+        });
         let writer = Arc::new(JournalWriter {
-            spaces,
+            dir: dir.to_path_buf(),
             policy,
-            queue: Mutex::new(VecDeque::new()),
-            enqueued: AtomicU64::new(0),
-            lead: Mutex::new(Lead { seq_high: None }),
-            os_flushed: watch::Sender::new(0),
-            synced: watch::Sender::new(0),
+            queue: Mutex::new(Queue {
+                buf: Vec::new(),
+                next: first,
+                dirty: DirtyKeys::with_bound(recovered.dirty_keys_bytes_max),
+                seq_high: recovered.seq_high,
+                watermarks: recovered.watermarks,
+                since_checkpoint: 0,
+            }),
+            enqueued: AtomicU64::new(first - 1),
+            lead: Mutex::new(Lead { file: file.clone(), first, bytes: 0, spare: Vec::new() }),
+            unsynced: Mutex::new(Unsynced { current: file, closed: Vec::new(), created: true }),
+            segments: Mutex::new(segments),
+            os_flushed: watch::Sender::new(first - 1),
+            synced: watch::Sender::new(first - 1),
             sync_target: AtomicU64::new(0),
             wake: (Mutex::new(false), Condvar::new()),
+            checkpoint_due: (Mutex::new(false), Condvar::new()),
             stopping: AtomicBool::new(false),
             thread: Mutex::new(None),
             failure,
@@ -126,43 +170,73 @@ impl JournalWriter {
         Ok(writer)
     }
 
-    fn push(&self, items: Vec<Item>, seq: Option<(u64, u64)>) -> u64 {
-        if lock(&self.queue).len() >= QUEUE_COUNT_MAX {
-            self.commit_queued(&mut lock(&self.lead));
+    /// Queues `record`, which changes the entry of `dirty` (if any) and,
+    /// for a local write, uses `local` (sequence number, HLC). Returns its
+    /// position.
+    pub fn append(&self, record: &[u8], dirty: Option<&[u8]>, local: Option<(u64, u64)>) -> u64 {
+        let mut queue = self.queue_with_room();
+        self.push(&mut queue, record, dirty, local)
+    }
+
+    /// Queues a watermarks record, and keeps `encoded` for the next
+    /// checkpoint of `entries`.
+    pub fn append_watermarks(&self, record: &[u8], encoded: Vec<u8>) -> u64 {
+        let mut queue = self.queue_with_room();
+        queue.watermarks = Some(encoded);
+        self.push(&mut queue, record, None, None)
+    }
+
+    /// Notes that the entry of `packed` left memory: the next checkpoint
+    /// removes it from `entries`.
+    pub fn mark_dirty(&self, packed: &[u8]) {
+        if lock(&self.queue).dirty.insert(packed) {
+            self.want_checkpoint();
         }
-        // One lock for numbering and queueing, so positions follow queue
-        // order.
-        let mut queue = lock(&self.queue);
-        let position = self.enqueued.fetch_add(1, Ordering::AcqRel) + 1;
-        queue.push_back(Op { position, items, seq });
+    }
+
+    fn queue_with_room(&self) -> std::sync::MutexGuard<'_, Queue> {
+        let queue = lock(&self.queue);
+        if queue.buf.len() < QUEUE_BYTES_MAX {
+            return queue;
+        }
+        drop(queue);
+        self.write_queued(&mut lock(&self.lead));
+        lock(&self.queue)
+    }
+
+    fn push(&self, queue: &mut Queue, record: &[u8], dirty: Option<&[u8]>, local: Option<(u64, u64)>) -> u64 {
+        queue.buf.extend_from_slice(record);
+        let position = queue.next;
+        queue.next += 1;
+        let mut due = false;
+        if let Some(packed) = dirty {
+            due |= queue.dirty.insert(packed);
+        }
+        if let Some((seq, hlc)) = local {
+            queue.seq_high = (queue.seq_high.0.max(seq), queue.seq_high.1.max(hlc));
+        }
+        let before = queue.since_checkpoint;
+        queue.since_checkpoint += record.len() as u64;
+        due |= before < CHECKPOINT_JOURNAL_BYTES && queue.since_checkpoint >= CHECKPOINT_JOURNAL_BYTES;
+        self.enqueued.store(position, Ordering::Release);
+        if due {
+            self.want_checkpoint();
+        }
         position
     }
 
-    /// Queues `items`; returns their position.
-    pub fn submit(&self, items: Vec<Item>) -> u64 {
-        self.push(items, None)
-    }
-
-    /// Queues a local write's `items` with its sequence number and stamp:
-    /// the highest of these is written once per commit, so the record only
-    /// rises and costs one item per batch, not per write.
-    pub fn submit_local(&self, items: Vec<Item>, seq: u64, hlc: u64) -> u64 {
-        self.push(items, Some((seq, hlc)))
-    }
-
-    /// The last position queued.
+    /// The position of the last record queued.
     pub fn enqueued(&self) -> u64 {
         self.enqueued.load(Ordering::Acquire)
     }
 
-    /// Resolves once everything up to `position` was handed to the OS,
-    /// leading the commit if no one else does.
+    /// Resolves once every record up to `position` reached the OS. Yields
+    /// once first, so that the other writers of this round of the runtime
+    /// queue theirs, then leads a write if no one does.
     pub async fn wait_os(&self, position: u64) {
         if *self.os_flushed.borrow() >= position {
             return;
         }
-        // Let the other connections ready on this thread queue their
-        // writes first: one commit and one `write` then cover them all.
         tokio::task::yield_now().await;
         if *self.os_flushed.borrow() >= position {
             return;
@@ -175,23 +249,24 @@ impl JournalWriter {
         let _ = rx.wait_for(|p| *p >= position || self.failure.get().is_some()).await;
     }
 
-    /// Commits what is queued unless someone already leads; then looks
-    /// again, since an operation queued while the lead was being given up
-    /// would otherwise wait for the background thread.
+    /// Writes what is queued, as long as records come in, unless another
+    /// thread leads (then its write covers what this one waits for, or the
+    /// next one does).
     fn lead_if_free(&self) {
         loop {
             match self.lead.try_lock() {
-                Ok(mut lead) => self.commit_queued(&mut lead),
-                Err(std::sync::TryLockError::Poisoned(e)) => self.commit_queued(&mut e.into_inner()),
+                Ok(mut lead) => self.write_queued(&mut lead),
+                Err(std::sync::TryLockError::Poisoned(e)) => self.write_queued(&mut e.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => return,
             }
-            if lock(&self.queue).is_empty() {
+            if lock(&self.queue).buf.is_empty() {
                 return;
             }
         }
     }
 
-    /// Resolves once everything up to `position` is on the device.
+    /// Resolves once the record at `position` is on the device (asking
+    /// the background thread to flush now).
     pub async fn wait_synced(&self, position: u64) {
         if *self.synced.borrow() >= position {
             return;
@@ -202,7 +277,6 @@ impl JournalWriter {
         let _ = rx.wait_for(|p| *p >= position || self.failure.get().is_some()).await;
     }
 
-    /// Whether everything up to `position` is on the device.
     pub fn is_synced(&self, position: u64) -> bool {
         *self.synced.borrow() >= position
     }
@@ -212,76 +286,206 @@ impl JournalWriter {
         self.wake.1.notify_one();
     }
 
-    /// Commits what is queued, flushes it to the device and stops the
-    /// background thread.
+    fn want_checkpoint(&self) {
+        *lock(&self.checkpoint_due.0) = true;
+        self.checkpoint_due.1.notify_one();
+    }
+
+    /// Waits until a checkpoint of `entries` is due (journal bytes, the
+    /// dirty set's bound, or a stop) or `timeout` passed; returns whether
+    /// it was asked for.
+    pub fn wait_checkpoint_due(&self, timeout: Duration) -> bool {
+        let due = lock(&self.checkpoint_due.0);
+        let (mut due, _) = self
+            .checkpoint_due
+            .1
+            .wait_timeout_while(due, timeout, |d| !*d)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *due, false)
+    }
+
+    /// Wakes the checkpoint thread for its last checkpoint.
+    pub fn stop_checkpoints(&self) {
+        self.want_checkpoint();
+    }
+
+    /// Writes everything queued, then takes what a checkpoint of `entries`
+    /// starts from: the dirty keys, and the position they cover.
+    pub fn take_for_checkpoint(&self) -> Taken {
+        let mut lead = lock(&self.lead);
+        self.write_queued(&mut lead);
+        let mut queue = lock(&self.queue);
+        // Whatever came in meanwhile is written under the queue's lock, so
+        // that the position taken is on the OS.
+        if !queue.buf.is_empty() {
+            let records = std::mem::take(&mut queue.buf);
+            let last = queue.next - 1;
+            self.write_out(&mut lead, &records, last);
+        }
+        queue.since_checkpoint = 0;
+        let fresh = DirtyKeys::with_bound(queue.dirty.bound());
+        Taken {
+            dirty: std::mem::replace(&mut queue.dirty, fresh),
+            upto: queue.next - 1,
+            watermarks: queue.watermarks.clone(),
+        }
+    }
+
+    /// This life's highest own sequence number and HLC, once every record
+    /// queued is on the device: what a checkpoint records as used.
+    pub fn seq_high_synced(&self) -> (u64, u64) {
+        let seq_high = {
+            let mut lead = lock(&self.lead);
+            self.write_queued(&mut lead);
+            lock(&self.queue).seq_high
+        };
+        self.sync();
+        seq_high
+    }
+
+    /// Deletes the segments a checkpoint at `upto` no longer needs, keeping
+    /// the newest `keep_bytes` and what is younger than `keep_age`: the
+    /// backlog a restart gives back to peers.
+    pub fn retire(&self, upto: u64, keep_bytes: u64, keep_age: Duration) {
+        let now = wall_ms();
+        let mut segments = lock(&self.segments);
+        let mut newer_bytes: u64 = segments.iter().skip(1).map(|s| s.bytes).sum();
+        while segments.len() > 1 {
+            let oldest = &segments[0];
+            let old = now.saturating_sub(oldest.last_wall_ms) > keep_age.as_millis() as u64;
+            if oldest.last() > upto || (!old && newer_bytes < keep_bytes) {
+                break;
+            }
+            if let Err(e) = std::fs::remove_file(&oldest.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %oldest.path.display(), error = %e, "removing a journal segment failed");
+                    break;
+                }
+            }
+            segments.pop_front();
+            newer_bytes = newer_bytes.saturating_sub(segments.front().map_or(0, |s| s.bytes));
+        }
+    }
+
+    /// Bytes the journal's segments hold.
+    pub fn bytes(&self) -> u64 {
+        lock(&self.segments).iter().map(|s| s.bytes).sum()
+    }
+
+    /// The segments whose records come after `position`, for a replay.
+    pub fn segments_after(&self, position: u64) -> Vec<Segment> {
+        lock(&self.segments).iter().filter(|s| s.count > 0 && s.last() > position).cloned().collect()
+    }
+
+    /// Stops the background thread, writes what is queued and flushes it
+    /// to the device.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake_background();
         if let Some(handle) = lock(&self.thread).take() {
             let _ = handle.join();
         }
-        self.commit_queued(&mut lock(&self.lead));
+        self.write_queued(&mut lock(&self.lead));
         self.sync();
     }
 
-    /// Commits everything queued, batch by batch, and hands it to the OS.
-    fn commit_queued(&self, lead: &mut Lead) {
+    /// Writes everything queued to the OS, one `write` per round.
+    fn write_queued(&self, lead: &mut Lead) {
         loop {
-            let ops: Vec<Op> = {
+            let mut records = std::mem::take(&mut lead.spare);
+            let last = {
                 let mut queue = lock(&self.queue);
-                let n = queue.len().min(BATCH_COUNT_MAX);
-                queue.drain(..n).collect()
+                if queue.buf.is_empty() {
+                    lead.spare = records;
+                    return;
+                }
+                std::mem::swap(&mut records, &mut queue.buf);
+                queue.next - 1
             };
-            let Some(last) = ops.last().map(|op| op.position) else { return };
-            let mut batch = self.spaces.db.batch();
-            let mut seq_moved = false;
-            for op in ops {
-                if let Some((seq, hlc)) = op.seq {
-                    let (high, high_hlc) = lead.seq_high.unwrap_or_default();
-                    lead.seq_high = Some((high.max(seq), high_hlc.max(hlc)));
-                    seq_moved = true;
-                }
-                for item in op.items {
-                    let space = match item.space {
-                        Space::Entries => &self.spaces.entries,
-                        Space::Backlog => &self.spaces.backlog,
-                        Space::Life => &self.spaces.life,
-                    };
-                    match item.value {
-                        Some(value) => batch.insert(space, &item.key[..], value),
-                        None => batch.remove(space, &item.key[..]),
-                    }
-                }
+            self.write_out(lead, &records, last);
+            records.clear();
+            // A large value must not keep its buffer forever.
+            if records.capacity() <= QUEUE_BYTES_MAX * 2 {
+                lead.spare = records;
             }
-            if let (true, Some((seq, hlc))) = (seq_moved, lead.seq_high) {
-                batch.insert(&self.spaces.life, LIFE_SEQ, encode_u64s(&[seq, hlc]));
-            }
-            if let Err(e) = batch.commit() {
-                (self.on_failure)(e.to_string());
-            }
-            if let Err(e) = self.spaces.db.persist(PersistMode::Buffer) {
-                (self.on_failure)(e.to_string());
-            }
-            // Published after a failure too (the disk reports it): waiters
-            // must not hang on it.
-            self.os_flushed.send_if_modified(|p| std::mem::replace(p, (*p).max(last)) < last);
         }
     }
 
-    /// Flushes what was handed to the OS to the device. Without the lead:
-    /// an fsync takes milliseconds, and writers keep committing meanwhile.
+    /// Appends `records` (the ones up to `last`) to the current segment,
+    /// and closes it once it is full.
+    fn write_out(&self, lead: &mut Lead, records: &[u8], last: u64) {
+        if let Err(e) = (&*lead.file).write_all(records) {
+            (self.on_failure)(format!("writing {}: {e}", segment_path(&self.dir, lead.first).display()));
+            return;
+        }
+        lead.bytes += records.len() as u64;
+        {
+            let mut segments = lock(&self.segments);
+            if let Some(current) = segments.back_mut() {
+                current.count = last + 1 - current.first;
+                current.bytes = lead.bytes;
+                current.last_wall_ms = wall_ms();
+            }
+        }
+        self.os_flushed.send_if_modified(|p| std::mem::replace(p, (*p).max(last)) < last);
+        if lead.bytes >= SEGMENT_BYTES {
+            let first = last + 1;
+            match create_segment(&self.dir, first) {
+                Ok(file) => {
+                    {
+                        let mut unsynced = lock(&self.unsynced);
+                        let closed = std::mem::replace(&mut unsynced.current, file.clone());
+                        unsynced.closed.push(closed);
+                        unsynced.created = true;
+                    }
+                    lock(&self.segments).push_back(Segment {
+                        path: segment_path(&self.dir, first),
+                        first,
+                        count: 0,
+                        bytes: 0,
+                        last_wall_ms: 0,
+                    });
+                    *lead = Lead { file, first, bytes: 0, spare: std::mem::take(&mut lead.spare) };
+                }
+                Err(e) => {
+                    (self.on_failure)(format!("creating a journal segment in {}: {e}", self.dir.display()))
+                }
+            }
+        }
+    }
+
+    /// Flushes what reached the OS to the device: the segments closed
+    /// since the last flush, the current one, and the directory when it
+    /// gained a segment.
     fn sync(&self) {
         let handled = *self.os_flushed.borrow();
         if *self.synced.borrow() >= handled {
             return;
         }
-        if let Err(e) = self.spaces.db.persist(PersistMode::SyncData) {
-            (self.on_failure)(e.to_string());
+        let (files, created) = {
+            let mut unsynced = lock(&self.unsynced);
+            let mut files = std::mem::take(&mut unsynced.closed);
+            files.push(unsynced.current.clone());
+            (files, std::mem::replace(&mut unsynced.created, false))
+        };
+        for file in files {
+            if let Err(e) = file.sync_data() {
+                (self.on_failure)(format!(
+                    "flushing the journal in {} to the device: {e}",
+                    self.dir.display()
+                ));
+                return;
+            }
+        }
+        if created {
+            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                (self.on_failure)(format!("flushing the directory {}: {e}", self.dir.display()));
+                return;
+            }
         }
         self.synced.send_if_modified(|p| std::mem::replace(p, (*p).max(handled)) < handled);
     }
 
-    /// The background thread: stragglers and the device.
     fn background(&self) {
         let interval = match self.policy {
             FsyncPolicy::Every(d) => d,
@@ -297,9 +501,7 @@ impl JournalWriter {
                     .unwrap_or_else(|e| e.into_inner());
                 std::mem::replace(&mut *wanted, false)
             };
-            // Blocking here, not `lead_if_free`: a straggler must not wait
-            // for the next interval because a writer leads right now.
-            self.commit_queued(&mut lock(&self.lead));
+            self.write_queued(&mut lock(&self.lead));
             let asked = self.sync_target.load(Ordering::Acquire) > *self.synced.borrow();
             let due = !woken && matches!(self.policy, FsyncPolicy::Every(_));
             if asked || due || self.policy == FsyncPolicy::Always {
@@ -310,6 +512,5 @@ impl JournalWriter {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain values, consistent after any panic.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,7 +1,7 @@
 //! How each record is laid out on disk. Every value starts with its own
 //! format byte, so a later format can be read next to this one.
 
-use geocache_crdt::{codec, Delta, NodeId, Register};
+use geocache_crdt::{codec, NodeId, Register};
 
 /// The format byte of every record this build writes.
 const RECORD_V1: u8 = 1;
@@ -13,6 +13,8 @@ pub const LIFE_SEQ: &[u8] = b"seq";
 pub const LIFE_CHECKPOINT: &[u8] = b"checkpoint";
 pub const LIFE_BOOT: &[u8] = b"boot";
 pub const LIFE_CLEAN: &[u8] = b"clean";
+/// The journal position the last checkpoint of `entries` covers.
+pub const LIFE_ENTRIES_UPTO: &[u8] = b"entries_upto";
 
 /// A record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -33,27 +35,6 @@ pub fn decode_register(bytes: &[u8]) -> Result<Register, RecordError> {
         Some((&RECORD_V1, rest)) => codec::decode(rest).map_err(|e| RecordError(format!("register: {e}"))),
         Some((v, _)) => Err(RecordError(format!("register record of unknown format {v}"))),
         None => Err(RecordError("empty register record".into())),
-    }
-}
-
-pub fn encode_backlog(delta: &Delta, wall_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.push(RECORD_V1);
-    out.extend_from_slice(&wall_ms.to_le_bytes());
-    let _ = codec::encode_into(delta, &mut out);
-    out
-}
-
-pub fn decode_backlog(bytes: &[u8]) -> Result<(Delta, u64), RecordError> {
-    match bytes.split_first() {
-        Some((&RECORD_V1, rest)) if rest.len() >= 8 => {
-            let wall_ms = u64::from_le_bytes(rest[..8].try_into().unwrap_or_default());
-            let delta = codec::decode(&rest[8..]).map_err(|e| RecordError(format!("backlog delta: {e}")))?;
-            Ok((delta, wall_ms))
-        }
-        Some((&RECORD_V1, _)) => Err(RecordError("backlog record too short".into())),
-        Some((v, _)) => Err(RecordError(format!("backlog record of unknown format {v}"))),
-        None => Err(RecordError("empty backlog record".into())),
     }
 }
 
@@ -89,14 +70,4 @@ pub fn decode_watermarks(bytes: &[u8]) -> Result<Vec<(NodeId, u64)>, RecordError
         Some((&RECORD_V1, rest)) => codec::decode(rest).map_err(|e| RecordError(format!("checkpoint: {e}"))),
         _ => Err(RecordError("checkpoint record of unknown format".into())),
     }
-}
-
-/// The backlog's key: the position, big-endian so keys sort as written
-/// (the FIFO compaction drops the oldest tables first).
-pub fn backlog_key(position: u64) -> [u8; 8] {
-    position.to_be_bytes()
-}
-
-pub fn backlog_position(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
 }
