@@ -87,6 +87,23 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), Co
     postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
+/// Decodes the leading fields of a message (a struct's first fields, as
+/// a tuple of their types), ignoring the rest: what a reader that needs
+/// only a header pays, rather than the whole message.
+///
+/// # Errors
+///
+/// A [`CodecError`] when `bytes` does not start with such fields in a
+/// supported envelope.
+pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    let (fields, _) = postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok(fields)
+}
+
 /// Decodes one message that fills `bytes` exactly.
 ///
 /// # Errors

@@ -120,8 +120,9 @@ pub fn load_entries(state: &NodeState) -> Result<u64, DataDirError> {
     let Some(disk) = state.store.disk() else { return Ok(0) };
     let started = Instant::now();
     let store = &state.store;
-    let mut count = disk.load_entries(|packed, register| store.restore(packed, register))?;
-    count += disk.replay_journal(|packed, register| store.replay(packed, register))?;
+    let count = disk.load_entries(|packed, register| store.restore(packed, register))?;
+    let checkpointed_ms = started.elapsed().as_millis() as u64;
+    let replayed = disk.replay_journal(|packed, register| store.replay(packed, register));
     store.run_pending_tasks();
     let held: std::sync::Weak<dyn crate::persistence::HeldEntries> = Arc::downgrade(&state.store) as _;
     disk.start_checkpoints(held).map_err(|e| DataDirError::Io {
@@ -131,6 +132,8 @@ pub fn load_entries(state: &NodeState) -> Result<u64, DataDirError> {
     state.loading.store(false, Ordering::Release);
     tracing::info!(
         entries = count,
+        checkpointed_ms,
+        replayed,
         held = store.entry_count(),
         ms = started.elapsed().as_millis() as u64,
         "data dir loaded"

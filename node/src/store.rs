@@ -172,7 +172,7 @@ impl Store {
                 // call, so a write of the same key, which inserts and then
                 // writes its disk record, cannot be undone here.
                 if let Some(disk) = &mirror {
-                    disk.mark_changed(&key[..]);
+                    disk.mark_changed(&key[..], None);
                 }
                 remembered.remember(&key[..], entry.epoch().hlc.as_u64());
             })
@@ -381,7 +381,7 @@ impl Store {
         if current.as_ref() != Some(&next) {
             self.cache.insert(MapKey::from(&packed[..]), next.clone());
             if let Some(disk) = &self.disk {
-                disk.write_register(&packed, &next.register_arc());
+                disk.write_register(&packed, next.register_arc());
             }
         }
     }
@@ -390,33 +390,30 @@ impl Store {
     /// packed key. Merged with what is held (a write may have come in
     /// while the node was loading).
     pub fn restore(&self, packed: &[u8], loaded: Register) {
-        self.take_back(packed, loaded, false);
+        self.take_back(packed, Arc::new(loaded), false);
     }
 
     /// Takes back a register the journal holds after the last checkpoint:
     /// the next checkpoint writes it.
-    pub fn replay(&self, packed: &[u8], journaled: Register) {
+    pub fn replay(&self, packed: &[u8], journaled: Arc<Register>) {
         self.take_back(packed, journaled, true);
     }
 
-    fn take_back(&self, packed: &[u8], register: Register, uncheckpointed: bool) {
+    fn take_back(&self, packed: &[u8], register: Arc<Register>, uncheckpointed: bool) {
         let _update = self.stripe(packed);
-        let changed = match self.cache.get(packed) {
-            None => {
-                self.cache.insert(MapKey::from(packed), Entry::from_register(Arc::new(register)));
-                uncheckpointed
-            }
+        let (held, changed) = match self.cache.get(packed) {
+            None => (register, false),
             Some(current) => {
                 let merged = Entry::from_register(Arc::new(current.to_register().merged(&register)));
-                let changed = merged != current;
-                if changed {
-                    self.cache.insert(MapKey::from(packed), merged);
+                if merged == current {
+                    return;
                 }
-                changed || uncheckpointed
+                (merged.register_arc(), true)
             }
         };
-        if let (true, Some(disk)) = (changed, &self.disk) {
-            disk.mark_changed(packed);
+        self.cache.insert(MapKey::from(packed), Entry::from_register(held.clone()));
+        if let (true, Some(disk)) = (changed || uncheckpointed, &self.disk) {
+            disk.mark_changed(packed, Some(held));
         }
     }
 
@@ -434,17 +431,18 @@ impl Store {
 }
 
 impl crate::persistence::HeldEntries for Store {
-    fn held(&self, packed: &[u8]) -> Option<Register> {
-        // Under the stripe: a write visible here has queued its journal
-        // record (it queues under the same lock, after its insert).
-        let _update = self.stripe(packed);
-        self.cache.get(packed).map(|entry| entry.to_register())
+    fn for_each_held(&self, each: &mut dyn FnMut(&[u8], &Register)) {
+        for (key, entry) in self.cache.iter() {
+            // Under the stripe: the write that made this entry has queued
+            // its journal record (it queues under the same lock, after its
+            // insert).
+            drop(self.stripe(&key[..]));
+            each(&key[..], &entry.register_arc());
+        }
     }
 
-    fn for_each_key(&self, each: &mut dyn FnMut(&[u8])) {
-        for (key, _) in self.cache.iter() {
-            each(&key[..]);
-        }
+    fn holds(&self, packed: &[u8]) -> bool {
+        self.cache.contains_key(packed)
     }
 }
 

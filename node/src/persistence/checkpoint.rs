@@ -21,7 +21,7 @@ use super::records::*;
 /// A checkpoint at least this often while anything changed.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// Keys written to fjall in one batch.
-const BATCH_KEYS: usize = 4_096;
+const BATCH_KEYS: u64 = 4_096;
 
 impl Disk {
     /// Brings `entries` up to `held` (see the module's doc).
@@ -38,43 +38,11 @@ impl Disk {
             return Ok(());
         }
         let started = Instant::now();
-        let mut batch = self.db.batch();
-        let mut in_batch = 0;
-        let mut written = 0u64;
-        let mut result = Ok(());
-        let mut write = |packed: &[u8], batch: &mut fjall::OwnedWriteBatch| {
-            match held.held(packed) {
-                Some(register) => batch.insert(&self.entries, packed, encode_register(&register)),
-                None => batch.remove(&self.entries, packed),
-            }
-            in_batch += 1;
-            written += 1;
-            if in_batch == BATCH_KEYS {
-                let full = std::mem::replace(batch, self.db.batch());
-                if let Err(e) = full.commit() {
-                    result = Err(self.failed(e));
-                }
-                in_batch = 0;
-            }
-        };
-        if taken.dirty.overflowed() {
-            // The dirty set lost track: every key held, and every key on
-            // disk that is no longer held.
-            held.for_each_key(&mut |packed| write(packed, &mut batch));
-            for guard in self.entries.iter() {
-                match guard.key() {
-                    Ok(key) if held.held(&key).is_none() => write(&key, &mut batch),
-                    Ok(_) => {}
-                    Err(e) => return Err(self.failed(e)),
-                }
-            }
+        let written = if taken.dirty.overflowed() {
+            self.walk_store(held)?
         } else {
-            for packed in taken.dirty.keys() {
-                write(packed, &mut batch);
-            }
-        }
-        result?;
-        batch.commit().map_err(|e| self.failed(e))?;
+            self.ingest(taken.dirty.sorted())?
+        };
         // Every sequence number a state written above may carry is in the
         // journal, on the device, before the checkpoint says it is used.
         let (seq, hlc) = self.journal.seq_high_synced();
@@ -95,6 +63,58 @@ impl Disk {
             "checkpoint of entries"
         );
         Ok(())
+    }
+
+    /// Writes what the store holds for each dirty key (or removes it), in
+    /// key order straight into new tables (fjall's ingestion): no memtable,
+    /// no fjall journal, a fraction of a batch's cost per key.
+    fn ingest(&self, sorted: Vec<(&[u8], Option<&geocache_crdt::Register>)>) -> Result<u64, DiskError> {
+        if sorted.is_empty() {
+            return Ok(0);
+        }
+        let mut ingestion = self.entries.start_ingestion().map_err(|e| self.failed(e))?;
+        for (packed, held) in &sorted {
+            let wrote = match held {
+                Some(register) => ingestion.write(*packed, encode_register(register)),
+                None => ingestion.write_tombstone(*packed),
+            };
+            wrote.map_err(|e| self.failed(e))?;
+        }
+        ingestion.finish().map_err(|e| self.failed(e))?;
+        Ok(sorted.len() as u64)
+    }
+
+    /// The dirty keys lost track: writes every entry held, and removes
+    /// every key on disk that is no longer held, in batches.
+    fn walk_store(&self, held: &dyn HeldEntries) -> Result<u64, DiskError> {
+        let mut batch = self.db.batch();
+        let mut written = 0u64;
+        let mut failed = None;
+        let mut commit_every = |batch: &mut fjall::OwnedWriteBatch, written: u64| {
+            if written % BATCH_KEYS == 0 {
+                if let Err(e) = std::mem::replace(batch, self.db.batch()).commit() {
+                    failed.get_or_insert(e);
+                }
+            }
+        };
+        held.for_each_held(&mut |packed, register| {
+            batch.insert(&self.entries, packed, encode_register(register));
+            written += 1;
+            commit_every(&mut batch, written);
+        });
+        for guard in self.entries.iter() {
+            let key = guard.key().map_err(|e| self.failed(e))?;
+            if !held.holds(&key) {
+                batch.remove(&self.entries, key);
+                written += 1;
+                commit_every(&mut batch, written);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(self.failed(e));
+        }
+        batch.commit().map_err(|e| self.failed(e))?;
+        Ok(written)
     }
 
     /// The checkpoint thread's loop: until the disk closes (one last

@@ -68,13 +68,13 @@ pub struct DiskOptions {
     pub dirty_keys_bytes_max: usize,
 }
 
-/// The store as a checkpoint reads it.
+/// The store as a checkpoint reads it when its dirty keys overflowed.
 pub trait HeldEntries: Send + Sync {
-    /// The register held under `packed`, read so that every change the
-    /// store made to it before is already queued in the journal.
-    fn held(&self, packed: &[u8]) -> Option<Register>;
-    /// Every packed key held.
-    fn for_each_key(&self, each: &mut dyn FnMut(&[u8]));
+    /// Every entry held, with its packed key; each handed over once every
+    /// change the store made to it is queued in the journal.
+    fn for_each_held(&self, each: &mut dyn FnMut(&[u8], &Register));
+    /// Whether an entry is held under `packed` (without counting as a use).
+    fn holds(&self, packed: &[u8]) -> bool;
 }
 
 /// The node's data dir. Shared by the store (which writes through it),
@@ -91,6 +91,9 @@ pub struct Disk {
     pub(super) keep_bytes: u64,
     pub(super) keep_age: Duration,
     checkpoints: Mutex<Option<JoinHandle<()>>>,
+    /// What the journal holds after the last checkpoint, until the load
+    /// takes it.
+    replay: Mutex<Vec<(Box<[u8]>, Arc<Register>)>>,
     pub(super) stopping: AtomicBool,
     failure: Arc<OnceLock<String>>,
     /// Failed writes and flushes.
@@ -138,33 +141,55 @@ struct JournalScan {
     own: (u64, Hlc),
     watermarks: Option<Vec<u8>>,
     backlog: Vec<Arc<Delta>>,
+    /// The registers after the last checkpoint of `entries`, in the order
+    /// written, by packed key: what a load replays.
+    replay: Vec<(Box<[u8]>, Arc<Register>)>,
 }
 
-/// Reads every segment of the journal: the deltas young enough for the
-/// backlog, the last watermarks, and `origin`'s sequence. A record that
-/// does not check at the end of the last segment is cut off; anywhere
-/// else the data dir is refused with the segment named.
-fn scan_journal(
-    dir: &Path,
+/// Which records the scan decodes whole.
+struct ScanBounds {
+    /// This life's origin, whose sequence the scan finds.
     origin: Option<NodeId>,
+    /// The position the last checkpoint of `entries` covers.
+    entries_upto: u64,
+    /// The backlog a restart gives back: deltas younger than this...
     backlog_age: Duration,
-) -> Result<JournalScan, DataDirError> {
+    /// ...in the newest segments holding this many bytes.
+    backlog_bytes: u64,
+}
+
+/// Reads every segment of the journal: the deltas young and recent enough
+/// for the backlog, the registers after the last checkpoint, the last
+/// watermarks, and `origin`'s sequence (older records are read no further
+/// than their origin and sequence number). A record that does not check at
+/// the end of the last written segment is cut off; anywhere else the data
+/// dir is refused with the segment named.
+fn scan_journal(dir: &Path, bounds: &ScanBounds) -> Result<JournalScan, DataDirError> {
     let journal_dir = journal::dir_of(dir);
     std::fs::create_dir_all(&journal_dir).map_err(|e| io(dir, e))?;
     let files = journal::list(&journal_dir).map_err(|e| io(dir, e))?;
-    let oldest_kept = now_ms().saturating_sub(backlog_age.as_millis() as u64);
+    let oldest_kept = now_ms().saturating_sub(bounds.backlog_age.as_millis() as u64);
     let mut scan = JournalScan {
         segments: Vec::new(),
         cut: None,
         own: (0, Hlc::ZERO),
         watermarks: None,
         backlog: Vec::new(),
+        replay: Vec::new(),
     };
+    let sizes: Vec<u64> = files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
     // Segments after the last one holding records are empty (opened by a
     // start that wrote nothing): the last one holding records is where a
     // torn write can be.
-    let sizes: Vec<u64> = files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
     let last_written = sizes.iter().rposition(|&len| len > 0);
+    let mut newer = 0u64;
+    let backlog_from = sizes
+        .iter()
+        .rposition(|&len| {
+            newer += len;
+            newer >= bounds.backlog_bytes
+        })
+        .unwrap_or(0);
     for (i, (first, path)) in files.into_iter().enumerate() {
         if scan.cut.is_some() {
             // Empty, and named after positions the cut took back.
@@ -185,24 +210,48 @@ fn scan_journal(
             }
         }
         let read = journal::read(&path, first, |record| {
+            let after_checkpoint = record.position > bounds.entries_upto;
+            let for_backlog = i >= backlog_from && record.wall_ms >= oldest_kept;
             match record.kind {
+                Kind::DeltaHeld | Kind::DeltaNotHeld if !after_checkpoint && !for_backlog => {
+                    // The checkpoint's own record covers its stamp.
+                    let (origin, seq): (NodeId, u64) =
+                        codec::decode_leading(record.payload).map_err(|e| format!("a delta: {e}"))?;
+                    if Some(origin) == bounds.origin {
+                        scan.own.0 = scan.own.0.max(seq);
+                    }
+                }
                 Kind::DeltaHeld | Kind::DeltaNotHeld => {
                     let delta: Delta = codec::decode(record.payload).map_err(|e| format!("a delta: {e}"))?;
-                    if Some(delta.origin) == origin {
+                    if Some(delta.origin) == bounds.origin {
                         scan.own.0 = scan.own.0.max(delta.seq);
                         if let DeltaBody::Register(r) = &delta.body {
                             scan.own.1 = scan.own.1.max(r.meta.stamp.hlc);
                         }
                     }
-                    if record.wall_ms >= oldest_kept {
+                    if let (true, Kind::DeltaHeld, DeltaBody::Register(r)) =
+                        (after_checkpoint, record.kind, &delta.body)
+                    {
+                        scan.replay.push((crate::store_key::pack(&delta.key)[..].into(), r.clone()));
+                    }
+                    if for_backlog {
                         scan.backlog.push(Arc::new(delta));
                     }
                 }
+                Kind::Register if after_checkpoint => {
+                    let short = || "a register record too short".to_string();
+                    let (len, rest) = record.payload.split_at_checked(4).ok_or_else(short)?;
+                    let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+                    let (packed, register) = rest.split_at_checked(len).ok_or_else(short)?;
+                    let register: Register =
+                        codec::decode(register).map_err(|e| format!("a register: {e}"))?;
+                    scan.replay.push((packed.into(), Arc::new(register)));
+                }
+                Kind::Register => {}
                 Kind::Watermarks => {
                     decode_watermarks(record.payload).map_err(|e| e.0)?;
                     scan.watermarks = Some(record.payload.to_vec());
                 }
-                Kind::Register => {}
             }
             Ok(())
         })
@@ -297,7 +346,21 @@ impl Disk {
             Some(bytes) => Some(NodeId(decode_u64s::<1>(&bytes, "origin").map_err(corrupt_life)?[0])),
             None => None,
         };
-        let scan = scan_journal(dir, previous_origin, options.backlog_age)?;
+        let scanned = std::time::Instant::now();
+        let bounds = ScanBounds {
+            origin: previous_origin,
+            entries_upto,
+            backlog_age: options.backlog_age,
+            backlog_bytes: options.backlog_bytes_max,
+        };
+        let mut scan = scan_journal(dir, &bounds)?;
+        tracing::info!(
+            segments = scan.segments.len(),
+            backlog = scan.backlog.len(),
+            replay = scan.replay.len(),
+            ms = scanned.elapsed().as_millis() as u64,
+            "journal read"
+        );
         if let Some(cut) = &scan.cut {
             tracing::warn!(file = %cut, "the data dir's journal was cut where it could no longer be read (a torn write, or damage): the writes after that point are lost on this node, and its peers send them back");
         }
@@ -372,6 +435,7 @@ impl Disk {
             keep_bytes: options.backlog_bytes_max.saturating_mul(2),
             keep_age: options.backlog_age.saturating_mul(2),
             checkpoints: Mutex::new(None),
+            replay: Mutex::new(std::mem::take(&mut scan.replay)),
             stopping: AtomicBool::new(false),
             failure,
             errors,
@@ -421,12 +485,14 @@ impl Disk {
     /// A local write, as the delta whole (the register it left): returns
     /// its position (for [`Disk::wait_durable`]).
     pub fn write_local(&self, packed: &[u8], full: &Delta, wall_ms: u64) -> u64 {
-        let hlc = match &full.body {
-            DeltaBody::Register(r) => r.meta.stamp.hlc.as_u64(),
-            _ => 0,
-        };
         let record = Disk::delta_record(Kind::DeltaHeld, full, wall_ms);
-        self.journal.append(&record, Some(packed), Some((full.seq, hlc)))
+        // A whole delta always carries its register.
+        let held = match &full.body {
+            DeltaBody::Register(held) => Some(held.clone()),
+            _ => None,
+        };
+        let hlc = held.as_ref().map_or(0, |h| h.meta.stamp.hlc.as_u64());
+        self.journal.append(&record, held.map(|h| (packed, h)), Some((full.seq, hlc)))
     }
 
     /// A replicated write applied here, as the delta whole: `kept` when
@@ -435,24 +501,28 @@ impl Disk {
     pub fn write_applied(&self, packed: &[u8], kept: bool, full: &Delta, wall_ms: u64) -> u64 {
         let kind = if kept { Kind::DeltaHeld } else { Kind::DeltaNotHeld };
         let record = Disk::delta_record(kind, full, wall_ms);
-        self.journal.append(&record, kept.then_some(packed), None)
+        let dirty = match (&full.body, kept) {
+            (DeltaBody::Register(held), true) => Some((packed, held.clone())),
+            _ => None,
+        };
+        self.journal.append(&record, dirty, None)
     }
 
-    /// A register merged from a full transfer.
-    pub fn write_register(&self, packed: &[u8], register: &Register) -> u64 {
+    /// A register merged from a full transfer: the store holds `held`.
+    pub fn write_register(&self, packed: &[u8], held: Arc<Register>) -> u64 {
         let record = journal::encode(Kind::Register, now_ms(), |out| {
             out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
             out.extend_from_slice(packed);
-            let _ = codec::encode_into(register, out);
+            let _ = codec::encode_into(&*held, out);
         });
-        self.journal.append(&record, Some(packed), None)
+        self.journal.append(&record, Some((packed, held)), None)
     }
 
-    /// The entry of `packed` changed without a record of its own (it left
-    /// memory, or a load merged it): the next checkpoint writes what the
-    /// store holds for it.
-    pub fn mark_changed(&self, packed: &[u8]) {
-        self.journal.mark_dirty(packed);
+    /// The store now holds `held` under `packed` (`None`: the entry left
+    /// memory) without a record of its own (an eviction, a load's merge):
+    /// the next checkpoint writes it.
+    pub fn mark_changed(&self, packed: &[u8], held: Option<Arc<Register>>) {
+        self.journal.mark_dirty(packed, held);
     }
 
     /// The watermarks' checkpoint (`geocache_gossip::resume`).
@@ -494,58 +564,16 @@ impl Disk {
     }
 
     /// Every register the journal holds after the last checkpoint of
-    /// `entries`, in the order written, handed to `each` with its packed
-    /// key: with [`Disk::load_entries`] first, what the store held.
-    ///
-    /// # Errors
-    ///
-    /// [`DataDirError::Corrupt`] naming the segment.
-    pub fn replay_journal(&self, mut each: impl FnMut(&[u8], Register)) -> Result<u64, DataDirError> {
-        let upto = self.entries_upto.load(Ordering::Acquire);
-        let mut count = 0;
-        for segment in self.journal.segments_after(upto) {
-            let read = journal::read(&segment.path, segment.first, |record| {
-                if record.position <= upto || record.position > segment.last() {
-                    return Ok(());
-                }
-                match record.kind {
-                    Kind::DeltaHeld => {
-                        let delta: Delta =
-                            codec::decode(record.payload).map_err(|e| format!("a delta: {e}"))?;
-                        if let DeltaBody::Register(r) = delta.body {
-                            each(&crate::store_key::pack(&delta.key), Arc::unwrap_or_clone(r));
-                            count += 1;
-                        }
-                    }
-                    Kind::Register => {
-                        let (len, rest) =
-                            record.payload.split_at_checked(4).ok_or("a register record too short")?;
-                        let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-                        let (packed, register) =
-                            rest.split_at_checked(len).ok_or("a register record too short")?;
-                        let register: Register =
-                            codec::decode(register).map_err(|e| format!("a register: {e}"))?;
-                        each(packed, register);
-                        count += 1;
-                    }
-                    Kind::DeltaNotHeld | Kind::Watermarks => {}
-                }
-                Ok(())
-            });
-            let damaged = |detail: String| DataDirError::Corrupt {
-                dir: self.dir.clone(),
-                file: segment.path.display().to_string(),
-                detail,
-            };
-            match read {
-                Ok(_) => {}
-                Err(journal::ReadError::Io(detail)) => return Err(io(&self.dir, detail)),
-                Err(journal::ReadError::Record { at, detail }) => {
-                    return Err(damaged(format!("the record at byte {at}: {detail}")))
-                }
-            }
+    /// `entries` (read when the data dir was opened), in the order
+    /// written, handed to `each` with its packed key: with
+    /// [`Disk::load_entries`] first, what the store held.
+    pub fn replay_journal(&self, mut each: impl FnMut(&[u8], Arc<Register>)) -> u64 {
+        let replay = std::mem::take(&mut *self.replay.lock().unwrap_or_else(|e| e.into_inner()));
+        let count = replay.len() as u64;
+        for (packed, register) in replay {
+            each(&packed, register);
         }
-        Ok(count)
+        count
     }
 
     /// Bytes the data dir takes on disk.

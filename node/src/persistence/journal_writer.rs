@@ -29,6 +29,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
+use geocache_crdt::Register;
+
 use super::dirty_keys::DirtyKeys;
 use super::fsync::FsyncPolicy;
 use super::journal::{segment_path, Segment, SEGMENT_BYTES};
@@ -40,7 +42,11 @@ pub(super) const QUEUE_BYTES_MAX: usize = 4 << 20;
 /// `--fsync` sets no interval.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 /// Journal bytes after which a checkpoint of `entries` is due.
-pub(super) const CHECKPOINT_JOURNAL_BYTES: u64 = 64 << 20;
+pub(super) const CHECKPOINT_JOURNAL_BYTES: u64 = 32 << 20;
+
+/// A key whose entry a record changes, and the register the store holds
+/// for it after the change.
+pub(super) type Dirty<'a> = (&'a [u8], Arc<Register>);
 
 /// Where the journal stood when it was opened.
 pub(super) struct Recovered {
@@ -170,10 +176,11 @@ impl JournalWriter {
         Ok(writer)
     }
 
-    /// Queues `record`, which changes the entry of `dirty` (if any) and,
+    /// Queues `record`, after which the store holds `dirty`'s register (if
+    /// any) under its key, and,
     /// for a local write, uses `local` (sequence number, HLC). Returns its
     /// position.
-    pub fn append(&self, record: &[u8], dirty: Option<&[u8]>, local: Option<(u64, u64)>) -> u64 {
+    pub fn append(&self, record: &[u8], dirty: Option<Dirty<'_>>, local: Option<(u64, u64)>) -> u64 {
         let mut queue = self.queue_with_room();
         self.push(&mut queue, record, dirty, local)
     }
@@ -186,10 +193,11 @@ impl JournalWriter {
         self.push(&mut queue, record, None, None)
     }
 
-    /// Notes that the entry of `packed` left memory: the next checkpoint
-    /// removes it from `entries`.
-    pub fn mark_dirty(&self, packed: &[u8]) {
-        if lock(&self.queue).dirty.insert(packed) {
+    /// Notes that the store now holds `held` under `packed` (`None`: the
+    /// entry left memory) without a record of its own: the next checkpoint
+    /// writes it.
+    pub fn mark_dirty(&self, packed: &[u8], held: Option<Arc<Register>>) {
+        if lock(&self.queue).dirty.insert(packed, held) {
             self.want_checkpoint();
         }
     }
@@ -204,13 +212,19 @@ impl JournalWriter {
         lock(&self.queue)
     }
 
-    fn push(&self, queue: &mut Queue, record: &[u8], dirty: Option<&[u8]>, local: Option<(u64, u64)>) -> u64 {
+    fn push(
+        &self,
+        queue: &mut Queue,
+        record: &[u8],
+        dirty: Option<Dirty<'_>>,
+        local: Option<(u64, u64)>,
+    ) -> u64 {
         queue.buf.extend_from_slice(record);
         let position = queue.next;
         queue.next += 1;
         let mut due = false;
-        if let Some(packed) = dirty {
-            due |= queue.dirty.insert(packed);
+        if let Some((packed, held)) = dirty {
+            due |= queue.dirty.insert(packed, Some(held));
         }
         if let Some((seq, hlc)) = local {
             queue.seq_high = (queue.seq_high.0.max(seq), queue.seq_high.1.max(hlc));
@@ -370,11 +384,6 @@ impl JournalWriter {
     /// Bytes the journal's segments hold.
     pub fn bytes(&self) -> u64 {
         lock(&self.segments).iter().map(|s| s.bytes).sum()
-    }
-
-    /// The segments whose records come after `position`, for a replay.
-    pub fn segments_after(&self, position: u64) -> Vec<Segment> {
-        lock(&self.segments).iter().filter(|s| s.count > 0 && s.last() > position).cloned().collect()
     }
 
     /// Stops the background thread, writes what is queued and flushes it
