@@ -111,11 +111,7 @@ async fn the_disk_holds_what_memory_holds_and_a_reopened_dir_gives_it_back() {
     };
     let (store, disk) = open(&dir, 2 << 20);
     disk.load_entries(|k, r| store.restore(k, r)).unwrap();
-    assert_eq!(
-        disk.replay_journal(|k, r| store.replay(k, r)),
-        4,
-        "the journal after the checkpoint"
-    );
+    assert_eq!(disk.replay_journal(|k, r| store.replay(k, r)), 4, "the journal after the checkpoint");
     store.run_pending_tasks();
     let restored: BTreeMap<Vec<u8>, geocache_crdt::Register> = store
         .registers()

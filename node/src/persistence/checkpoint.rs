@@ -91,7 +91,7 @@ impl Disk {
         let mut written = 0u64;
         let mut failed = None;
         let mut commit_every = |batch: &mut fjall::OwnedWriteBatch, written: u64| {
-            if written % BATCH_KEYS == 0 {
+            if written.is_multiple_of(BATCH_KEYS) {
                 if let Err(e) = std::mem::replace(batch, self.db.batch()).commit() {
                     failed.get_or_insert(e);
                 }

@@ -93,7 +93,7 @@ pub struct Disk {
     checkpoints: Mutex<Option<JoinHandle<()>>>,
     /// What the journal holds after the last checkpoint, until the load
     /// takes it.
-    replay: Mutex<Vec<(Box<[u8]>, Arc<Register>)>>,
+    replay: Mutex<Vec<Replayed>>,
     pub(super) stopping: AtomicBool,
     failure: Arc<OnceLock<String>>,
     /// Failed writes and flushes.
@@ -143,8 +143,11 @@ struct JournalScan {
     backlog: Vec<Arc<Delta>>,
     /// The registers after the last checkpoint of `entries`, in the order
     /// written, by packed key: what a load replays.
-    replay: Vec<(Box<[u8]>, Arc<Register>)>,
+    replay: Vec<Replayed>,
 }
+
+/// A register the journal holds after the last checkpoint, by packed key.
+type Replayed = (Box<[u8]>, Arc<Register>);
 
 /// Which records the scan decodes whole.
 struct ScanBounds {
