@@ -411,6 +411,13 @@ impl Core {
                 }
                 None
             }
+            Message::Repair { registers, .. } => {
+                for (key, register) in &registers {
+                    store.merge(key, register, false);
+                }
+                self.replicator.repairs_merged(registers.len());
+                None
+            }
             message => self.replicator.handle_message(from, message, now, &mut |d: &Delta| store.apply(d)),
         };
         self.settle();
@@ -462,8 +469,10 @@ impl Core {
             Message::Deltas { .. } | Message::Acks { .. } | Message::SyncHint { .. } => {
                 self.replicator.frame_refused(transmit.to)
             }
-            // A lost request is asked again by its own timer.
-            Message::SyncRequest { .. }
+            // A lost request is asked again by its own timer; a lost repair
+            // waits for the key's next write.
+            Message::Repair { .. }
+            | Message::SyncRequest { .. }
             | Message::SyncResponse { .. }
             | Message::FullTransferRequest { .. } => {}
         }

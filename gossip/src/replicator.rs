@@ -21,7 +21,7 @@
 //! fills gaps from the backlog; when the backlog no longer reaches back, it
 //! reports the origins that need a full transfer.
 
-use geocache_crdt::{Delta, NodeId, Register};
+use geocache_crdt::{Delta, DeltaBody, Key, NodeId, Register};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,6 +96,10 @@ struct PeerState {
     /// Deltas to send for the receiver to relay in its region.
     relay: VecDeque<Arc<Delta>>,
     acks: Vec<(NodeId, u64)>,
+    /// Registers this node holds that beat writes of the peer it had not
+    /// seen ([`Message::Repair`]), and their bytes (at most a frame's).
+    repairs: Vec<(Key, Arc<Register>)>,
+    repair_bytes: usize,
     /// Deltas for it were dropped (its queue was full, or the transport
     /// refused a frame): tell it to sync with this node now.
     dropped: bool,
@@ -169,6 +173,14 @@ pub struct ReplicatorStats {
     pub sync_truncated: u64,
     /// Writes resent through another relay.
     pub relay_resends: u64,
+    /// Registers sent back to a writer whose write lost here to one it had
+    /// not seen ([`Message::Repair`]).
+    pub repairs_sent: u64,
+    /// Registers merged from [`Message::Repair`]s: writes of this node
+    /// that had lost elsewhere.
+    pub repairs_merged: u64,
+    /// Repairs not sent: the peer's were at a frame's bytes already.
+    pub repairs_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -303,6 +315,8 @@ impl Replicator {
                         plain_ack: false,
                         relay: VecDeque::new(),
                         acks: Vec::new(),
+                        repairs: Vec::new(),
+                        repair_bytes: 0,
                         dropped: false,
                     },
                 );
@@ -454,9 +468,22 @@ impl Replicator {
             Message::Deltas { relay, ack, deltas, .. } => {
                 let mut acks = Vec::with_capacity(deltas.len());
                 let mut fresh = Vec::new();
+                let mut repairs = Vec::new();
                 for delta in deltas {
                     match self.apply_one(&delta, now_ms, apply) {
-                        Applied::New => {
+                        Applied::New(held) => {
+                            // Straight from its writer, and lost here to a
+                            // register the writer had not seen: the writer
+                            // would keep its own write for good, since its
+                            // watermarks say it has the winner's.
+                            if let (true, DeltaBody::Register(written)) = (delta.origin == from, &delta.body)
+                            {
+                                let lost = held.meta.stamp != written.meta.stamp
+                                    && !written.meta.vv.dominates(&held.meta.vv);
+                                if lost {
+                                    repairs.push((delta.key.clone(), held));
+                                }
+                            }
                             acks.push((delta.origin, delta.seq));
                             fresh.push(delta);
                         }
@@ -484,6 +511,20 @@ impl Replicator {
                         peer.acks.extend(acks);
                         self.ready.insert(from);
                     }
+                }
+                if let (false, Some(peer)) = (repairs.is_empty(), self.peers.get_mut(&from)) {
+                    for (key, register) in repairs {
+                        let bytes = key.size_bytes() + register.size_bytes();
+                        if peer.repair_bytes + bytes > self.config.frame_delta_bytes_max {
+                            // The key's next write brings it up again.
+                            self.stats.repairs_dropped += 1;
+                            continue;
+                        }
+                        peer.repair_bytes += bytes;
+                        peer.repairs.push((key, register));
+                        self.stats.repairs_sent += 1;
+                    }
+                    self.ready.insert(from);
                 }
                 None
             }
@@ -520,7 +561,9 @@ impl Replicator {
                 None
             }
             // Full transfers are the core's (`transfer.rs`).
-            Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => None,
+            Message::FullTransferRequest { .. }
+            | Message::FullTransferChunk { .. }
+            | Message::Repair { .. } => None,
             Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark } => {
                 for delta in deltas {
                     self.apply_one(&delta, now_ms, apply);
@@ -536,6 +579,11 @@ impl Replicator {
                 None
             }
         }
+    }
+
+    /// Counts registers merged from a [`Message::Repair`].
+    pub fn repairs_merged(&mut self, count: usize) {
+        self.stats.repairs_merged += count as u64;
     }
 
     fn apply_one(
@@ -570,11 +618,11 @@ impl Replicator {
                 origin: delta.origin,
                 seq: delta.seq,
                 key: delta.key.clone(),
-                body: geocache_crdt::DeltaBody::Register(register),
+                body: geocache_crdt::DeltaBody::Register(register.clone()),
             }),
         };
         self.backlog.push(full, bytes, now_ms);
-        Applied::New
+        Applied::New(register)
     }
 
     fn answer_sync(&self, from: NodeId, theirs: &[(NodeId, u64)]) -> Message {
@@ -800,6 +848,9 @@ impl Replicator {
                 |q: &VecDeque<Arc<Delta>>| q.front().is_some_and(|d| delta_size_bytes(d) <= bytes_budget);
             let message = if !peer.acks.is_empty() {
                 Message::Acks { from: self.me, applied: std::mem::take(&mut peer.acks) }
+            } else if !peer.repairs.is_empty() && peer.repair_bytes <= bytes_budget {
+                peer.repair_bytes = 0;
+                Message::Repair { from: self.me, registers: std::mem::take(&mut peer.repairs) }
             } else if peer.dropped {
                 peer.dropped = false;
                 self.stats.sync_hints += 1;
@@ -820,7 +871,7 @@ impl Replicator {
                     peer.plain_ack = false;
                 }
                 Message::Deltas { from: self.me, relay: false, ack, deltas }
-            } else if peer.relay.is_empty() && peer.plain.is_empty() {
+            } else if peer.relay.is_empty() && peer.plain.is_empty() && peer.repairs.is_empty() {
                 self.ready.pop_first();
                 continue;
             } else {
@@ -828,7 +879,8 @@ impl Replicator {
                 self.budget_blocked = true;
                 return None;
             };
-            if peer.acks.is_empty() && peer.relay.is_empty() && peer.plain.is_empty() && !peer.dropped {
+            let idle = peer.acks.is_empty() && peer.repairs.is_empty() && !peer.dropped;
+            if idle && peer.relay.is_empty() && peer.plain.is_empty() {
                 self.ready.remove(&to);
             }
             return Some(Transmit { to, addr, wan, message, request: false });
@@ -875,7 +927,8 @@ fn batch_len(queue: &VecDeque<Arc<Delta>>, count_max: usize, bytes_max: usize) -
 }
 
 enum Applied {
-    New,
+    /// Applied: the register held after it.
+    New(Arc<Register>),
     Duplicate,
     Failed,
 }

@@ -88,6 +88,16 @@ pub enum Message {
         /// its snapshot (in the last chunk; empty before).
         end_watermarks: Vec<(NodeId, u64)>,
     },
+    /// Registers the sender holds that win over a write the receiver sent
+    /// it without having seen them (the write lost the last-writer-wins
+    /// merge there, so the receiver alone would keep it): the receiver
+    /// merges them. Sent on the first hop only, bounded in bytes.
+    Repair {
+        /// The sender.
+        from: NodeId,
+        /// The registers, each as the sender holds it.
+        registers: Vec<(Key, Arc<Register>)>,
+    },
 }
 
 /// Where a receiver wants a full transfer to go on from.
@@ -109,7 +119,8 @@ impl Message {
             | Message::SyncRequest { from, .. }
             | Message::SyncHint { from }
             | Message::FullTransferRequest { from, .. }
-            | Message::FullTransferChunk { from, .. } => Some(*from),
+            | Message::FullTransferChunk { from, .. }
+            | Message::Repair { from, .. } => Some(*from),
             Message::SyncResponse { .. } => None,
         }
     }
@@ -121,6 +132,7 @@ impl Message {
             Message::Acks { .. } => "acks",
             Message::SyncRequest { .. } | Message::SyncResponse { .. } | Message::SyncHint { .. } => "sync",
             Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
+            Message::Repair { .. } => "repair",
         }
     }
 }

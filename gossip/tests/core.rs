@@ -376,3 +376,29 @@ fn the_drop_rule_on_a_partial_transfer_would_delete_live_keys() {
     let missing = a.keys().filter(|k| !b.contains_key(*k)).count();
     assert!(missing > 0, "the broken drop rule deleted keys node 0 still holds");
 }
+
+/// A write made without the newer register a peer holds (here node 1
+/// took it from a transfer; node 0 missed it) loses at the peer but would
+/// win at its writer for good, since node 0's watermarks say it has the
+/// newer write: the peer sends its register back and both converge.
+#[test]
+fn a_write_that_lost_to_a_register_its_writer_had_not_seen_is_repaired_at_the_writer() {
+    let mut h = Harness::new(2, |_| {});
+    h.formed();
+    let k = key("k");
+    let ahead = Arc::new(Register::replace(
+        Value::Bytes(Bytes::from_static(b"newer")),
+        Stamp::new(Hlc::new(h.now_ms + 30_000, 0), NodeId(99)),
+        VersionVector::from_entries(vec![(NodeId(99), 1)]).unwrap(),
+        Dot { origin: NodeId(99), seq: 7 },
+        None,
+    ));
+    h.nodes[1].store.map.insert(k.clone(), ahead.clone());
+    h.write(0, "k", 10);
+    h.run_until(h.now_ms + 1_000);
+    let at = |h: &Harness, i: usize| h.nodes[i].store.map.get(&k).map(|r| (r.meta.stamp, r.value.clone()));
+    assert_eq!(at(&h, 1).map(|(s, _)| s), Some(ahead.meta.stamp), "the newer register won at node 1");
+    assert_eq!(at(&h, 0), at(&h, 1), "and node 0 took it back");
+    assert_eq!(h.nodes[1].core.replicator().stats().repairs_sent, 1);
+    assert_eq!(h.nodes[0].core.replicator().stats().repairs_merged, 1);
+}
