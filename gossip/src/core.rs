@@ -284,6 +284,9 @@ impl Core {
             DatagramSender::Accepted => {}
         }
         if let Err(e) = self.membership.handle_data(bytes, self.now_ms) {
+            if matches!(e, crate::membership::MembershipError::Full { .. }) {
+                self.identities.refuse_members_full();
+            }
             tracing::debug!(error = %e, "membership datagram refused");
         }
         self.settle();

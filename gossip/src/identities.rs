@@ -64,17 +64,21 @@ pub struct Refusals {
     /// Origins not bound because [`IDENTITY_COUNT_MAX`] are, or
     /// [`ORIGINS_PER_NAME_MAX`] under that name.
     pub identities_full: u64,
+    /// Membership datagrams naming members past
+    /// [`crate::membership::MEMBER_COUNT_MAX`].
+    pub members_full: u64,
 }
 
 impl Refusals {
     /// Each count under the name metrics and `/v1/cluster` give it.
-    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
         [
             ("impersonation", self.impersonations),
             ("origin_conflict", self.origin_conflicts),
             ("foreign_message", self.foreign_messages),
             ("watermark_claim", self.watermark_claims),
             ("identities_full", self.identities_full),
+            ("members_full", self.members_full),
         ]
     }
 
@@ -152,6 +156,12 @@ impl Identities {
     /// The refusals so far.
     pub fn refusals(&self) -> &Refusals {
         &self.refusals
+    }
+
+    /// Counts a membership datagram refused for the member list's bound
+    /// (membership judges those).
+    pub fn refuse_members_full(&mut self) {
+        self.refusals.members_full += 1;
     }
 
     /// Counts a refused watermark claim (the core judges those).

@@ -35,6 +35,16 @@ pub const MEMBERSHIP_PACKET_BYTES_MAX: usize = 1_100;
 /// (the member list itself stays right: it is foca's).
 const EVENT_COUNT_MAX: usize = 4_096;
 
+/// Members (alive, suspect or down; this node aside) a node tracks at
+/// most: a peer cannot make it track more by naming made-up members in its
+/// gossip. Four times the 1,000 nodes the project plans for.
+pub const MEMBER_COUNT_MAX: usize = 4_096;
+
+/// The most members one datagram can name (an encoded member takes more
+/// than 16 bytes): below the bound by more than this, no datagram can cross
+/// it, and none is looked at twice.
+const MEMBERS_PER_DATAGRAM_MAX: usize = MEMBERSHIP_PACKET_BYTES_MAX / 16;
+
 /// A membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEvent {
@@ -46,8 +56,21 @@ pub enum MembershipEvent {
 
 /// Input membership could not use. Doesn't affect membership's state.
 #[derive(Debug, Error)]
-#[error("membership: {0}")]
-pub struct MembershipError(String);
+pub enum MembershipError {
+    /// foca refused the datagram.
+    #[error("membership: {0}")]
+    Refused(String),
+    /// The datagram names members that would take the list past its bound.
+    #[error("membership: the member list is full ({tracked} of {bound}); a datagram naming {new} new members was refused")]
+    Full {
+        /// Members tracked.
+        tracked: usize,
+        /// The bound ([`MEMBER_COUNT_MAX`]).
+        bound: usize,
+        /// Members the datagram named that are not tracked.
+        new: usize,
+    },
+}
 
 /// Encodes foca's messages with the project codec.
 struct WireCodec;
@@ -98,6 +121,8 @@ pub struct Membership {
     /// The cluster size foca's config is sized for (transmissions per
     /// update, suspicion time); grows with the members seen.
     sized_for: u32,
+    /// Members tracked at most ([`MEMBER_COUNT_MAX`]).
+    member_count_max: usize,
 }
 
 /// How fast failures are detected: foca's LAN settings (probe every
@@ -133,7 +158,15 @@ impl Membership {
             now_ms,
             events: VecDeque::new(),
             sized_for,
+            member_count_max: MEMBER_COUNT_MAX,
         }
+    }
+
+    /// The same, tracking at most `bound` members rather than
+    /// [`MEMBER_COUNT_MAX`] (tests reach the bound with a few nodes).
+    pub fn with_member_bound(mut self, bound: usize) -> Membership {
+        self.member_count_max = bound;
+        self
     }
 
     /// This node's current identity.
@@ -160,10 +193,42 @@ impl Membership {
     /// [`MembershipError`] for data foca refuses; nothing changed.
     pub fn handle_data(&mut self, data: &[u8], now_ms: u64) -> Result<(), MembershipError> {
         self.advance(now_ms);
-        let result =
-            self.foca.handle_data(data, &mut self.runtime).map_err(|e| MembershipError(e.to_string()));
+        let tracked = self.foca.iter_membership_state().count();
+        if tracked + MEMBERS_PER_DATAGRAM_MAX >= self.member_count_max {
+            let new = self.untracked_in(data)?;
+            if tracked + new > self.member_count_max {
+                return Err(MembershipError::Full { tracked, bound: self.member_count_max, new });
+            }
+        }
+        let result = self
+            .foca
+            .handle_data(data, &mut self.runtime)
+            .map_err(|e| MembershipError::Refused(e.to_string()));
         self.collect();
         result
+    }
+
+    /// How many members a datagram names (its sender and its updates)
+    /// that are not tracked here, read as foca lays it out: the header,
+    /// then a big-endian u16 count and the members.
+    fn untracked_in(&self, data: &[u8]) -> Result<usize, MembershipError> {
+        let refused = |e: CodecError| MembershipError::Refused(e.to_string());
+        let (header, mut rest): (Header<Peer>, &[u8]) = codec::decode_prefix(data).map_err(refused)?;
+        let mut named = vec![header.src.gossip];
+        if rest.len() >= 2 && header.message != foca::Message::Broadcast {
+            let count = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+            for _ in 0..count {
+                let (member, after): (Member<Peer>, &[u8]) = codec::decode_prefix(rest).map_err(refused)?;
+                named.push(member.id().gossip);
+                rest = after;
+            }
+        }
+        let tracked: std::collections::HashSet<SocketAddr> =
+            self.foca.iter_membership_state().map(|m| m.id().gossip).collect();
+        named.sort_unstable();
+        named.dedup();
+        Ok(named.iter().filter(|addr| !tracked.contains(addr)).count())
     }
 
     /// The sender a datagram names in its header, without feeding it to

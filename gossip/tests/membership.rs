@@ -2,7 +2,7 @@
 //! network; joins through seeds, failures detected, restarts rejoin.
 
 use geocache_crdt::NodeId;
-use geocache_gossip::membership::{Membership, MembershipEvent};
+use geocache_gossip::membership::{Membership, MembershipError, MembershipEvent};
 use geocache_gossip::peer::Peer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ struct Net {
     nodes: BTreeMap<SocketAddr, Membership>,
     now_ms: u64,
     down: Vec<SocketAddr>,
+    /// Datagrams refused for a member list at its bound.
+    refused_full: usize,
 }
 
 impl Net {
@@ -48,7 +50,11 @@ impl Net {
                             continue;
                         }
                         if let Some(n) = self.nodes.get_mut(&to) {
-                            n.handle_data(&data, self.now_ms).unwrap();
+                            match n.handle_data(&data, self.now_ms) {
+                                Ok(()) => {}
+                                Err(MembershipError::Full { .. }) => self.refused_full += 1,
+                                Err(e) => panic!("{e}"),
+                            }
                         }
                     }
                 }
@@ -78,7 +84,7 @@ fn net_sized(count: u8, initial_size: u32) -> Net {
     for m in nodes.values_mut() {
         m.join(&[seed], 0);
     }
-    Net { nodes, now_ms: 0, down: Vec::new() }
+    Net { nodes, now_ms: 0, down: Vec::new(), refused_full: 0 }
 }
 
 #[test]
@@ -159,4 +165,17 @@ fn garbage_is_refused_without_harm() {
     assert!(a.handle_data(&[], 2_000).is_err());
     n.step(4_000);
     assert_eq!(n.members(0).len(), 1);
+}
+
+#[test]
+fn a_member_list_at_its_bound_refuses_datagrams_naming_new_members() {
+    let mut n = net(8);
+    let seed = peer(0, 0).gossip;
+    let bounded = n.nodes.remove(&seed).unwrap().with_member_bound(3);
+    n.nodes.insert(seed, bounded);
+    n.step(10_000);
+    let tracked = n.members(0).len();
+    assert!(tracked <= 3, "the seed tracks {tracked} members, past its bound of 3");
+    assert!(n.refused_full > 0, "datagrams naming more were refused");
+    assert!(n.members(1).len() >= 3, "the others still form: {:?}", n.members(1));
 }

@@ -657,7 +657,7 @@ impl Driver {
                     .peer_refusals
                     .get_or_create(&crate::metrics::ReasonLabels { reason })
                     .inc_by(new);
-                tracing::warn!(reason, count = new, "peer input refused: it spoke in another node's name");
+                tracing::warn!(reason, count = new, "peer input refused (docs/SECURITY.md)");
             }
         }
     }
