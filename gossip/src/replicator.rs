@@ -105,6 +105,12 @@ struct PeerState {
     dropped: bool,
 }
 
+/// How much newer than a write a register it had not seen must be stamped
+/// for this node to send it back ([`Message::Repair`]): closer than this,
+/// the two writes were most likely concurrent, and each writer gets the
+/// other's by replication.
+pub const REPAIR_STAMP_GAP_MS: u64 = 300;
+
 /// Something to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -478,7 +484,14 @@ impl Replicator {
                             // watermarks say it has the winner's.
                             if let (true, DeltaBody::Register(written)) = (delta.origin == from, &delta.body)
                             {
+                                // A winner stamped within a second of the
+                                // write is most likely a concurrent write
+                                // still on its way to the writer, which
+                                // replication brings anyway.
+                                let gap_ms =
+                                    held.meta.stamp.hlc.ms().saturating_sub(written.meta.stamp.hlc.ms());
                                 let lost = held.meta.stamp != written.meta.stamp
+                                    && gap_ms > REPAIR_STAMP_GAP_MS
                                     && !written.meta.vv.dominates(&held.meta.vv);
                                 if lost {
                                     repairs.push((delta.key.clone(), held));

@@ -381,14 +381,15 @@ fn the_drop_rule_on_a_partial_transfer_would_delete_live_keys() {
 /// took it from a transfer; node 0 missed it) loses at the peer but would
 /// win at its writer for good, since node 0's watermarks say it has the
 /// newer write: the peer sends its register back and both converge.
-#[test]
-fn a_write_that_lost_to_a_register_its_writer_had_not_seen_is_repaired_at_the_writer() {
+/// Node 1 holds a register of a third node stamped `ahead_ms` after the
+/// moment node 0 then writes the same key; returns the harness after.
+fn lost_write(ahead_ms: u64) -> (Harness, Arc<Register>) {
     let mut h = Harness::new(2, |_| {});
     h.formed();
     let k = key("k");
     let ahead = Arc::new(Register::replace(
         Value::Bytes(Bytes::from_static(b"newer")),
-        Stamp::new(Hlc::new(h.now_ms + 30_000, 0), NodeId(99)),
+        Stamp::new(Hlc::new(h.now_ms + 1 + ahead_ms, 0), NodeId(99)),
         VersionVector::from_entries(vec![(NodeId(99), 1)]).unwrap(),
         Dot { origin: NodeId(99), seq: 7 },
         None,
@@ -396,9 +397,24 @@ fn a_write_that_lost_to_a_register_its_writer_had_not_seen_is_repaired_at_the_wr
     h.nodes[1].store.map.insert(k.clone(), ahead.clone());
     h.write(0, "k", 10);
     h.run_until(h.now_ms + 1_000);
+    (h, ahead)
+}
+
+#[test]
+fn a_write_that_lost_to_a_register_its_writer_had_not_seen_is_repaired_at_the_writer() {
+    let (h, ahead) = lost_write(30_000);
+    let k = key("k");
     let at = |h: &Harness, i: usize| h.nodes[i].store.map.get(&k).map(|r| (r.meta.stamp, r.value.clone()));
     assert_eq!(at(&h, 1).map(|(s, _)| s), Some(ahead.meta.stamp), "the newer register won at node 1");
     assert_eq!(at(&h, 0), at(&h, 1), "and node 0 took it back");
     assert_eq!(h.nodes[1].core.replicator().stats().repairs_sent, 1);
     assert_eq!(h.nodes[0].core.replicator().stats().repairs_merged, 1);
+}
+
+/// A winner stamped just after the write is most likely a concurrent write
+/// on its way to the writer: no repair (replication brings it).
+#[test]
+fn a_write_that_lost_to_a_nearly_concurrent_one_is_not_repaired() {
+    let (h, _) = lost_write(geocache_gossip::replicator::REPAIR_STAMP_GAP_MS / 2);
+    assert_eq!(h.nodes[1].core.replicator().stats().repairs_sent, 0);
 }

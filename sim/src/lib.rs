@@ -30,6 +30,7 @@ mod faults;
 pub mod html;
 pub mod key_space;
 pub mod links;
+pub mod message_kinds;
 pub mod network;
 pub mod oracle;
 pub mod report;

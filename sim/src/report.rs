@@ -74,6 +74,8 @@ pub struct Report {
     pub transfers_applied: u64,
     /// Frames refused at a sender (its queue toward a slow node full).
     pub refused_frames: u64,
+    /// Replication messages and bytes per client write, by kind.
+    pub messages_by_kind: Vec<crate::message_kinds::KindRow>,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
@@ -133,6 +135,7 @@ impl Report {
             member_downs: t.member_downs,
             transfers_applied: t.transfers_applied,
             refused_frames: t.refused_frames,
+            messages_by_kind: t.kinds.per_write(writes),
             lag,
             checks,
         }
@@ -178,6 +181,17 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summe
             self.transfers_applied,
             self.refused_frames
         ));
+        out.push_str(&format!(
+            "{:<14} {:>12} {:>12} {:>12} {:>12}   (per write)\n",
+            "kind", "WAN msgs", "WAN B", "LAN msgs", "LAN B"
+        ));
+        for k in &self.messages_by_kind {
+            out.push_str(&format!(
+                "{:<14} {:>12.3} {:>12.1} {:>12.3} {:>12.1}\n",
+                k.kind, k.wan_messages, k.wan_bytes, k.lan_messages, k.lan_bytes
+            ));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
             "from", "to", "delay ms", "p50 ms", "p99 ms", "max ms", "p50/d"

@@ -115,6 +115,8 @@ pub struct Tallies {
     pub lan_messages: u64,
     /// Bytes inside regions.
     pub lan_bytes: u64,
+    /// The messages above by kind.
+    pub kinds: crate::message_kinds::MessageKinds,
     /// Membership datagrams sent (not in the message counts above).
     pub membership_messages: u64,
     /// Membership bytes between regions.
@@ -492,7 +494,8 @@ impl World {
 
     fn send_raw(&mut self, from: usize, to: usize, message: Message, request: bool) -> bool {
         let bytes = codec::encoded_len(&message).unwrap_or(0) as u64;
-        let hop = self.hop(from, to, bytes, message.kind());
+        let kind = message.kind();
+        let hop = self.hop(from, to, bytes, kind);
         match self.links.send(&hop, &self.scenario.network, &mut self.rng, self.now_us) {
             Fate::Refused => return false,
             Fate::Lost => {}
@@ -500,7 +503,9 @@ impl World {
                 self.schedule(delay, EventKind::Deliver(Box::new(Delivery { from, to, message, request })))
             }
         }
-        if self.nodes[from].region == self.nodes[to].region {
+        let wan = self.nodes[from].region != self.nodes[to].region;
+        self.tallies.kinds.count(kind, wan, bytes);
+        if !wan {
             self.tallies.lan_messages += 1;
             self.tallies.lan_bytes += bytes;
         } else {
