@@ -330,7 +330,7 @@ impl Store {
         let outcome = {
             let _update = self.stripe(&packed);
             let current = self.cache.get(&packed[..]);
-            let outcome = remote_write(current.as_ref(), delta, now, skew)?;
+            let outcome = remote_write(self.node, current.as_ref(), delta, now, skew)?;
             // Not held, and no newer than an entry of its slot removed
             // here: it is taken as applied, and not kept (`forgotten.rs`).
             let forgotten =

@@ -129,7 +129,9 @@ pub struct RemoteOutcome {
     pub register: Arc<Register>,
     /// Whether the register changed.
     pub changed: bool,
-    /// Whether the write was concurrent with the value held here.
+    /// Whether the write was concurrent with this node's own write held
+    /// here, and lost to it (or merged under its stamp): each pair of
+    /// concurrent writes counts once, at the node whose write won.
     pub conflict: bool,
     /// A clock skew error, if the write's stamp was too far ahead.
     pub skew: Option<ClockSkewError>,
@@ -285,6 +287,7 @@ pub fn local_write(
 ///
 /// [`DeltaError`] when the delta cannot be applied here.
 pub fn remote_write(
+    me: NodeId,
     current: Option<&Entry>,
     delta: &Delta,
     now: u64,
@@ -297,7 +300,12 @@ pub fn remote_write(
         Some(vv) => (incoming.vv.dominates(vv), vv.dominates(&incoming.vv)),
         None => (true, false),
     };
-    let conflict = current.is_some_and(|c| c.is_visible_at(now)) && !theirs_cover && !ours_cover;
+    // Concurrent with this node's own write, which wins if its stamp is
+    // the later one (a document merges under the later stamp too).
+    let conflict = current
+        .is_some_and(|c| c.is_visible_at(now) && c.dot().origin == me && c.stamp() > incoming.stamp)
+        && !theirs_cover
+        && !ours_cover;
     let unchanged = |c: &Entry, register: Arc<Register>| RemoteOutcome {
         entry: c.clone(),
         register,

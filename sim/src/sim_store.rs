@@ -63,6 +63,8 @@ pub struct SimStore {
     /// How long deletes and expired values are kept (the writer's).
     retention_ms: u64,
     writer: Mutex<Writer>,
+    /// The origin it writes as.
+    origin: NodeId,
     broken_merge: bool,
     /// What it removed, as the node's store remembers it.
     forgotten: Forgotten,
@@ -92,6 +94,7 @@ impl SimStore {
             reclaim_floor_ms: u64::MAX,
             retention_ms: TOMBSTONE_TTL_MS,
             writer: Mutex::new(Writer::new(origin, 60_000, TOMBSTONE_TTL_MS)),
+            origin,
             broken_merge,
             counts: StoreCounts::default(),
         }
@@ -253,7 +256,7 @@ impl SimStore {
                 return Ok(RemoteOutcome { entry, register, changed: false, conflict: false, skew });
             }
         }
-        let outcome = remote_write(current.as_ref(), delta, now_ms, skew)?;
+        let outcome = remote_write(self.origin, current.as_ref(), delta, now_ms, skew)?;
         if outcome.conflict {
             self.counts.conflicts += 1;
         }
