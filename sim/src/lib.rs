@@ -37,6 +37,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim_node;
 pub mod sim_store;
+pub mod tallies;
 mod workload;
 pub mod world;
 

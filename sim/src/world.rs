@@ -28,6 +28,8 @@ use crate::scenario::Scenario;
 use crate::sim_node::{addr, core_config, identity, node_name, SimAccess, SimNode};
 use crate::sim_store::SimStore;
 
+pub use crate::tallies::Tallies;
+
 /// The longest the cluster may take to form before the workload starts
 /// anyway, virtual ms.
 const FORMATION_MS_MAX: u64 = 30_000;
@@ -92,50 +94,6 @@ impl Ord for Scheduled {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.at_us, self.seq).cmp(&(other.at_us, other.seq))
     }
-}
-
-/// Totals a run produces; the report is made from them.
-#[derive(Default)]
-pub struct Tallies {
-    /// Client reads.
-    pub reads: u64,
-    /// Client writes accepted.
-    pub writes: u64,
-    /// CAS writes refused (the value changed in between).
-    pub cas_refused: u64,
-    /// Client operations with no live node in their region.
-    pub unavailable: u64,
-    /// Reads older than the newest write acked anywhere at that instant.
-    pub stale_reads: u64,
-    /// Messages and bytes between regions.
-    pub wan_messages: u64,
-    /// Bytes between regions.
-    pub wan_bytes: u64,
-    /// Messages inside regions.
-    pub lan_messages: u64,
-    /// Bytes inside regions.
-    pub lan_bytes: u64,
-    /// The messages above by kind.
-    pub kinds: crate::message_kinds::MessageKinds,
-    /// Membership datagrams sent (not in the message counts above).
-    pub membership_messages: u64,
-    /// Membership bytes between regions.
-    pub membership_wan_bytes: u64,
-    /// Membership bytes inside regions.
-    pub membership_lan_bytes: u64,
-    /// Members reported up, summed over nodes.
-    pub member_ups: u64,
-    /// Members reported down (and forgotten), summed over nodes.
-    pub member_downs: u64,
-    /// Read-your-writes violations.
-    pub ryw_violations: u64,
-    /// Frames refused at a sender (a full queue toward a slow node).
-    pub refused_frames: u64,
-    /// Full transfers that arrived whole.
-    pub transfers_applied: u64,
-    /// Keys a transfer's drop rule removed while the sender still held
-    /// the very write removed (see `FinalState::live_keys_dropped`).
-    pub live_keys_dropped: Vec<String>,
 }
 
 /// A finished or running simulation.
