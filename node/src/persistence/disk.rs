@@ -80,7 +80,7 @@ pub trait HeldEntries: Send + Sync {
 /// The node's data dir. Shared by the store (which writes through it),
 /// replication (checkpoints) and the write path (waits for durability).
 pub struct Disk {
-    pub(super) dir: PathBuf,
+    dir: PathBuf,
     pub(super) db: Database,
     pub(super) entries: Keyspace,
     pub(super) life: Keyspace,
@@ -660,10 +660,10 @@ fn note_failure(failure: &OnceLock<String>, errors: &Counter, dir: &Path, why: S
 }
 
 /// A keyspace's tables, for an error that names them.
-pub(super) fn tables_of(name: &str, keyspace: &Keyspace) -> String {
+fn tables_of(name: &str, keyspace: &Keyspace) -> String {
     format!("a table of keyspace {name} in {}", keyspace.path().join("tables").display())
 }
 
-pub(super) fn corrupt(dir: &Path, file: &str, detail: String) -> DataDirError {
+fn corrupt(dir: &Path, file: &str, detail: String) -> DataDirError {
     DataDirError::Corrupt { dir: dir.to_path_buf(), file: file.to_string(), detail }
 }

@@ -107,8 +107,11 @@ pub(super) struct JournalWriter {
     os_flushed: watch::Sender<u64>,
     synced: watch::Sender<u64>,
     sync_target: AtomicU64,
-    wake: (Mutex<bool>, Condvar),
-    checkpoint_due: (Mutex<bool>, Condvar),
+    /// Wakes the background thread: a write waits for the device, or a
+    /// stop.
+    wake: Wakeup,
+    /// Wakes the checkpoint thread.
+    checkpoint_due: Wakeup,
     stopping: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     failure: Arc<OnceLock<String>>,
@@ -162,8 +165,8 @@ impl JournalWriter {
             os_flushed: watch::Sender::new(first - 1),
             synced: watch::Sender::new(first - 1),
             sync_target: AtomicU64::new(0),
-            wake: (Mutex::new(false), Condvar::new()),
-            checkpoint_due: (Mutex::new(false), Condvar::new()),
+            wake: Wakeup::default(),
+            checkpoint_due: Wakeup::default(),
             stopping: AtomicBool::new(false),
             thread: Mutex::new(None),
             failure,
@@ -296,26 +299,18 @@ impl JournalWriter {
     }
 
     fn wake_background(&self) {
-        *lock(&self.wake.0) = true;
-        self.wake.1.notify_one();
+        self.wake.notify();
     }
 
     fn want_checkpoint(&self) {
-        *lock(&self.checkpoint_due.0) = true;
-        self.checkpoint_due.1.notify_one();
+        self.checkpoint_due.notify();
     }
 
     /// Waits until a checkpoint of `entries` is due (journal bytes, the
     /// dirty set's bound, or a stop) or `timeout` passed; returns whether
     /// it was asked for.
     pub fn wait_checkpoint_due(&self, timeout: Duration) -> bool {
-        let due = lock(&self.checkpoint_due.0);
-        let (mut due, _) = self
-            .checkpoint_due
-            .1
-            .wait_timeout_while(due, timeout, |d| !*d)
-            .unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *due, false)
+        self.checkpoint_due.wait(timeout)
     }
 
     /// Wakes the checkpoint thread for its last checkpoint.
@@ -501,15 +496,7 @@ impl JournalWriter {
             FsyncPolicy::Always | FsyncPolicy::Never => IDLE_FLUSH,
         };
         while !self.stopping.load(Ordering::Acquire) {
-            let woken = {
-                let wanted = lock(&self.wake.0);
-                let (mut wanted, _) = self
-                    .wake
-                    .1
-                    .wait_timeout_while(wanted, interval, |w| !*w)
-                    .unwrap_or_else(|e| e.into_inner());
-                std::mem::replace(&mut *wanted, false)
-            };
+            let woken = self.wake.wait(interval);
             self.write_queued(&mut lock(&self.lead));
             let asked = self.sync_target.load(Ordering::Acquire) > *self.synced.borrow();
             let due = !woken && matches!(self.policy, FsyncPolicy::Every(_));
@@ -517,6 +504,29 @@ impl JournalWriter {
                 self.sync();
             }
         }
+    }
+}
+
+/// A flag a thread sleeps on until another sets it, or a timeout.
+#[derive(Default)]
+struct Wakeup {
+    asked: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Wakeup {
+    fn notify(&self) {
+        *lock(&self.asked) = true;
+        self.changed.notify_one();
+    }
+
+    /// Sleeps until notified or `timeout`; returns whether it was notified
+    /// (and takes the notice).
+    fn wait(&self, timeout: Duration) -> bool {
+        let asked = lock(&self.asked);
+        let (mut asked, _) =
+            self.changed.wait_timeout_while(asked, timeout, |a| !*a).unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *asked, false)
     }
 }
 
