@@ -37,6 +37,16 @@ impl MessageKinds {
         }
     }
 
+    /// Every kind together.
+    pub fn total(&self) -> KindTally {
+        self.by_kind.values().fold(KindTally::default(), |sum, t| KindTally {
+            wan_messages: sum.wan_messages + t.wan_messages,
+            wan_bytes: sum.wan_bytes + t.wan_bytes,
+            lan_messages: sum.lan_messages + t.lan_messages,
+            lan_bytes: sum.lan_bytes + t.lan_bytes,
+        })
+    }
+
     /// The figures per client write, one row per kind.
     pub fn per_write(&self, writes: f64) -> Vec<KindRow> {
         let per = |n: u64| (n as f64 / writes * 1000.0).round() / 1000.0;

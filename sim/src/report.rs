@@ -91,6 +91,7 @@ impl Report {
     pub fn new(world: &World, checks: Vec<Check>) -> Report {
         let t = &world.tallies;
         let c = world.store_counts();
+        let sent = t.kinds.total();
         let writes = t.writes.max(1) as f64;
         let nodes: usize = world.scenario.regions.iter().map(|r| r.nodes).sum();
         let node_s = (nodes as f64 * world.virtual_s()).max(1e-9);
@@ -126,9 +127,9 @@ impl Report {
             hit_ratio: round3(c.hits as f64 / (c.hits + c.misses).max(1) as f64),
             conflicts: c.conflicts,
             evictions: c.evictions,
-            wan_bytes_per_write: round3(t.wan_bytes as f64 / writes),
-            lan_bytes_per_write: round3(t.lan_bytes as f64 / writes),
-            messages_per_write: round3((t.wan_messages + t.lan_messages) as f64 / writes),
+            wan_bytes_per_write: round3(sent.wan_bytes as f64 / writes),
+            lan_bytes_per_write: round3(sent.lan_bytes as f64 / writes),
+            messages_per_write: round3((sent.wan_messages + sent.lan_messages) as f64 / writes),
             membership_wan_bytes_per_node_s: round3(t.membership_wan_bytes as f64 / node_s),
             membership_lan_bytes_per_node_s: round3(t.membership_lan_bytes as f64 / node_s),
             member_ups: t.member_ups,

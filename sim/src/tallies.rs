@@ -14,15 +14,8 @@ pub struct Tallies {
     pub unavailable: u64,
     /// Reads older than the newest write acked anywhere at that instant.
     pub stale_reads: u64,
-    /// Messages and bytes between regions.
-    pub wan_messages: u64,
-    /// Bytes between regions.
-    pub wan_bytes: u64,
-    /// Messages inside regions.
-    pub lan_messages: u64,
-    /// Bytes inside regions.
-    pub lan_bytes: u64,
-    /// The messages above by kind.
+    /// Replication messages and their bytes, by kind, inside and between
+    /// regions.
     pub kinds: crate::message_kinds::MessageKinds,
     /// Membership datagrams sent (not in the message counts above).
     pub membership_messages: u64,

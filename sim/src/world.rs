@@ -463,13 +463,6 @@ impl World {
         }
         let wan = self.nodes[from].region != self.nodes[to].region;
         self.tallies.kinds.count(kind, wan, bytes);
-        if !wan {
-            self.tallies.lan_messages += 1;
-            self.tallies.lan_bytes += bytes;
-        } else {
-            self.tallies.wan_messages += 1;
-            self.tallies.wan_bytes += bytes;
-        }
         true
     }
 
