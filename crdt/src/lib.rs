@@ -50,4 +50,4 @@ pub use node_id::NodeId;
 pub use register::{Register, RegisterMeta};
 pub use stamp::{Dot, Stamp};
 pub use value::Value;
-pub use version_vector::{EtagError, VersionVector, CAS_TOKEN_MAX};
+pub use version_vector::{EtagError, VersionVector, CAS_TOKEN_MAX, WRITERS_KEPT};

@@ -8,6 +8,19 @@ use thiserror::Error;
 /// untrusted input can make us allocate.
 pub const ENTRIES_MAX_COUNT: usize = 4_096;
 
+/// The most writers a vector keeps: past this, the entries with the
+/// lowest counters go (ties: the lowest node id). A key written by every
+/// node of a 200-node cluster would otherwise carry 200 entries in every
+/// copy and every delta (3.2 KB; issue 15). Keeping the highest is a
+/// deterministic function of the joined entries, so join stays a
+/// semilattice and replicas still converge; what it costs is that a vector
+/// may not dominate an older one whose writer it dropped, so such writes
+/// look concurrent (counted as conflicts, merged by stamp as always),
+/// never the other way round. Counters are the writer's clock at its
+/// write ([`advance`](VersionVector::advance)), so the entries kept are
+/// the most recent writers, the newest write always among them.
+pub const WRITERS_KEPT: usize = 8;
+
 const ETAG_PREFIX: &str = "1-";
 /// A vector's entries, sorted by node id.
 type Entries = smallvec::SmallVec<[(NodeId, u64); 2]>;
@@ -76,16 +89,42 @@ impl VersionVector {
 
     /// Counts one more write by `node` and returns its new counter.
     pub fn increment(&mut self, node: NodeId) -> u64 {
+        let next = self.get(node).saturating_add(1);
+        self.set(node, next);
+        next
+    }
+
+    /// Records a write by `node` at its clock reading `clock` (an
+    /// `Hlc::as_u64`): the counter becomes `clock`, or one more than the
+    /// highest counter held if that is larger, so it rises with every write
+    /// and the write is always among the [`WRITERS_KEPT`] entries kept.
+    /// Returns the new counter. Counters that are times make the entries
+    /// kept the most recent writers.
+    pub fn advance(&mut self, node: NodeId, clock: u64) -> u64 {
+        let highest = self.entries.iter().map(|&(_, c)| c).max().unwrap_or(0);
+        let next = clock.max(highest.saturating_add(1));
+        self.set(node, next);
+        next
+    }
+
+    fn set(&mut self, node: NodeId, counter: u64) {
         match self.entries.binary_search_by_key(&node, |(n, _)| *n) {
-            Ok(i) => {
-                self.entries[i].1 += 1;
-                self.entries[i].1
-            }
-            Err(i) => {
-                self.entries.insert(i, (node, 1));
-                1
-            }
+            Ok(i) => self.entries[i].1 = counter,
+            Err(i) => self.entries.insert(i, (node, counter)),
         }
+        self.prune();
+    }
+
+    /// Keeps the [`WRITERS_KEPT`] entries with the highest
+    /// `(counter, node)`, in node order.
+    fn prune(&mut self) {
+        if self.entries.len() <= WRITERS_KEPT {
+            return;
+        }
+        let mut ranked: Vec<(u64, NodeId)> = self.entries.iter().map(|&(n, c)| (c, n)).collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let lowest_kept = ranked[WRITERS_KEPT - 1];
+        self.entries.retain(|&mut (n, c)| (c, n) >= lowest_kept);
     }
 
     /// The least vector that dominates both.
@@ -120,7 +159,9 @@ impl VersionVector {
                 (None, None) => break,
             }
         }
-        VersionVector { entries }
+        let mut joined = VersionVector { entries };
+        joined.prune();
+        joined
     }
 
     /// Whether `self` has seen every write `other` has seen (`self >= other`).

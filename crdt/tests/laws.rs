@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use geocache_crdt::{
-    codec, Delta, DeltaError, Doc, Dot, HlcClock, Key, NodeId, Register, Value, VersionVector,
+    codec, Delta, DeltaError, Doc, Dot, HlcClock, Key, NodeId, Register, Value, VersionVector, WRITERS_KEPT,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -92,7 +92,7 @@ fn run(ops: &[Op]) -> History {
                 let floor = before.as_ref().map(|b| b.meta.stamp.hlc).unwrap_or_default();
                 let stamp = geocache_crdt::Stamp::new(r.clock.tick_after(floor, r.now_ms), r.id);
                 let mut vv = before.as_ref().map(|b| b.meta.vv.clone()).unwrap_or_default();
-                vv.increment(r.id);
+                vv.advance(r.id, stamp.hlc.as_u64());
                 r.seq += 1;
                 let dot = Dot { origin: r.id, seq: r.seq };
                 let after = match *op {
@@ -195,6 +195,18 @@ fn apply_all(deltas: &[(Delta, Register)]) -> Option<Register> {
         });
     }
     current
+}
+
+/// Vectors of up to 24 writers, three times what a vector keeps, each
+/// counter a clock reading as `advance` records it.
+fn wide_vv_strategy() -> impl Strategy<Value = VersionVector> {
+    proptest::collection::vec((0..24u64, 1..1_000u64), 0..40).prop_map(|writes| {
+        let mut vv = VersionVector::new();
+        for (node, clock) in writes {
+            vv.advance(NodeId(node), clock);
+        }
+        vv
+    })
 }
 
 fn vv_strategy() -> impl Strategy<Value = VersionVector> {
@@ -309,6 +321,24 @@ proptest! {
         if c.dominates(&a) && c.dominates(&b) {
             prop_assert!(c.dominates(&ab));
         }
+    }
+
+    #[test]
+    fn vv_join_of_wide_vectors_stays_a_bounded_semilattice(
+        a in wide_vv_strategy(), b in wide_vv_strategy(), c in wide_vv_strategy(), node in 0..30u64, clock: u16,
+    ) {
+        let ab = a.join(&b);
+        prop_assert!(ab.entries().len() <= WRITERS_KEPT);
+        prop_assert_eq!(&ab, &b.join(&a));
+        prop_assert_eq!(ab.join(&c), a.join(&b.join(&c)));
+        prop_assert_eq!(&ab.join(&ab), &ab);
+        prop_assert_eq!(&a.join(&VersionVector::new()), &a);
+        // A write is always in the vector it makes, and the vector moves.
+        let mut written = ab.clone();
+        let counter = written.advance(NodeId(node), u64::from(clock));
+        prop_assert_eq!(written.get(NodeId(node)), counter);
+        prop_assert!(counter > ab.get(NodeId(node)));
+        prop_assert_ne!(written.cas_token(), ab.cas_token());
     }
 
     #[test]

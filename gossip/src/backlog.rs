@@ -128,24 +128,32 @@ impl Backlog {
         }
     }
 
-    /// The deltas of `origin` after `after_seq`, when the backlog holds the
-    /// very next one (`after_seq + 1`) or knows of nothing after it; `None`
-    /// when it cannot answer from memory (evicted, or never held).
-    pub fn since(&self, origin: NodeId, after_seq: u64) -> Option<Vec<Arc<Delta>>> {
-        if self.by_origin.get(&origin).is_some_and(|log| log.evicted_through > after_seq) {
+    /// The deltas of `origin` after `after_seq` received by
+    /// `received_by_ms`, in seq order up to the first received later, when
+    /// the backlog holds the very next one (`after_seq + 1`) or knows of
+    /// nothing after it; `None` when it cannot answer from memory
+    /// (evicted, or never held).
+    pub fn since(&self, origin: NodeId, after_seq: u64, received_by_ms: u64) -> Option<Vec<Arc<Delta>>> {
+        let Some(log) = self.by_origin.get(&origin) else { return Some(Vec::new()) };
+        if log.evicted_through > after_seq {
             return None;
         }
-        let held = self.held_after(origin, after_seq);
-        match held.first() {
+        match log.held.get(log.after(after_seq)) {
             Some(first) if first.seq != after_seq + 1 => None,
-            _ => Some(held),
+            _ => Some(self.held_after(origin, after_seq, received_by_ms)),
         }
     }
 
-    /// Whatever the backlog holds of `origin` after `after_seq`.
-    pub fn held_after(&self, origin: NodeId, after_seq: u64) -> Vec<Arc<Delta>> {
+    /// Whatever the backlog holds of `origin` after `after_seq`, in seq
+    /// order up to the first delta received after `received_by_ms`.
+    pub fn held_after(&self, origin: NodeId, after_seq: u64, received_by_ms: u64) -> Vec<Arc<Delta>> {
         match self.by_origin.get(&origin) {
-            Some(log) => log.held.range(log.after(after_seq)..).map(|h| h.delta.clone()).collect(),
+            Some(log) => log
+                .held
+                .range(log.after(after_seq)..)
+                .take_while(|h| h.at_ms <= received_by_ms)
+                .map(|h| h.delta.clone())
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -194,13 +202,17 @@ mod tests {
             b.push(delta(1, seq), 100, 0);
         }
         assert_eq!(b.len(), 3, "seq 1 evicted by bytes, the duplicate 2 dropped");
-        assert_eq!(b.since(NodeId(1), 0), None, "seq 1 was evicted");
-        assert_eq!(seqs(&b.since(NodeId(1), 1).unwrap()), vec![2, 3, 4]);
-        assert_eq!(seqs(&b.since(NodeId(1), 4).unwrap()), Vec::<u64>::new());
-        assert_eq!(b.since(NodeId(2), 0).map(|v| v.len()), Some(0), "an unknown origin has nothing");
+        assert_eq!(b.since(NodeId(1), 0, u64::MAX), None, "seq 1 was evicted");
+        assert_eq!(seqs(&b.since(NodeId(1), 1, u64::MAX).unwrap()), vec![2, 3, 4]);
+        assert_eq!(seqs(&b.since(NodeId(1), 4, u64::MAX).unwrap()), Vec::<u64>::new());
+        assert_eq!(
+            b.since(NodeId(2), 0, u64::MAX).map(|v| v.len()),
+            Some(0),
+            "an unknown origin has nothing"
+        );
         b.evict(2_000);
         assert!(b.is_empty() && b.bytes() == 0);
-        assert_eq!(b.since(NodeId(1), 3), None);
+        assert_eq!(b.since(NodeId(1), 3, u64::MAX), None);
         assert_eq!(b.origins(), vec![NodeId(1)]);
     }
 
@@ -208,7 +220,7 @@ mod tests {
     fn a_gap_means_it_cannot_answer() {
         let mut b = Backlog::new(BacklogLimits::default());
         b.push(delta(1, 5), 10, 0);
-        assert_eq!(b.since(NodeId(1), 3), None, "seq 4 was never held");
-        assert_eq!(seqs(&b.held_after(NodeId(1), 3)), vec![5]);
+        assert_eq!(b.since(NodeId(1), 3, u64::MAX), None, "seq 4 was never held");
+        assert_eq!(seqs(&b.held_after(NodeId(1), 3, u64::MAX)), vec![5]);
     }
 }

@@ -51,6 +51,17 @@ pub struct ReplicatorConfig {
     pub sync_delta_bytes_max: usize,
     /// How often to run anti-entropy with one peer.
     pub sync_interval_ms: u64,
+    /// One round in this many asks a peer of another region; the others
+    /// ask a peer of this node's own region (LAN). Peers of one region
+    /// receive the same writes, so most gaps are filled inside it; the
+    /// WAN rounds fill what the whole region missed (a partition).
+    pub sync_wan_every_rounds: u32,
+    /// An anti-entropy answer leaves out deltas the answering node
+    /// received less than this ago: they are most likely still on their
+    /// way to the requester by the push path, and sending them again
+    /// doubled the WAN bytes of a busy cluster. Unless the answering
+    /// node told the requester it dropped deltas for it (`SyncHint`).
+    pub sync_grace_ms: u64,
     /// How long a relay has to ack before the write goes through another.
     pub relay_ack_timeout_ms: u64,
     /// Own writes whose acks are tracked (for durability); the oldest are
@@ -68,6 +79,8 @@ impl Default for ReplicatorConfig {
             sync_delta_count_max: 4_096,
             sync_delta_bytes_max: 4 << 20,
             sync_interval_ms: 1_000,
+            sync_wan_every_rounds: 4,
+            sync_grace_ms: 1_000,
             relay_ack_timeout_ms: 2_000,
             tracked_write_count_max: 65_536,
         }
@@ -103,6 +116,9 @@ struct PeerState {
     /// Deltas for it were dropped (its queue was full, or the transport
     /// refused a frame): tell it to sync with this node now.
     dropped: bool,
+    /// This node told it so: its next sync request is answered without
+    /// the grace, since what it lacks is the newest.
+    hinted: bool,
 }
 
 /// How much newer than a write a register it had not seen must be stamped
@@ -217,7 +233,12 @@ pub struct Replicator {
     /// Own writes: who acked them, with the region each was in then.
     acked_by: BTreeMap<u64, BTreeMap<NodeId, String>>,
     next_sync_ms: u64,
-    sync_cursor: Option<NodeId>,
+    /// The last peer asked, in this region and in others (round robin).
+    sync_cursor_lan: Option<NodeId>,
+    sync_cursor_wan: Option<NodeId>,
+    /// Anti-entropy rounds so far: every `sync_wan_every_rounds`th goes
+    /// to another region.
+    sync_rounds: u64,
     /// Each peer's own last write, as its last sync request said.
     heads: BTreeMap<NodeId, u64>,
     /// Origins whose watermark jumped over a gap, not yet repaired.
@@ -245,7 +266,9 @@ impl Replicator {
             ready: BTreeSet::new(),
             acked_by: BTreeMap::new(),
             next_sync_ms,
-            sync_cursor: None,
+            sync_cursor_lan: None,
+            sync_cursor_wan: None,
+            sync_rounds: 0,
             heads: BTreeMap::new(),
             jumped: BTreeSet::new(),
             requests: VecDeque::new(),
@@ -324,6 +347,7 @@ impl Replicator {
                         repairs: Vec::new(),
                         repair_bytes: 0,
                         dropped: false,
+                        hinted: false,
                     },
                 );
             }
@@ -565,7 +589,7 @@ impl Replicator {
                 if let Some(&(_, head)) = watermarks.iter().find(|(n, _)| *n == from) {
                     self.heads.insert(from, head);
                 }
-                Some(self.answer_sync(from, &watermarks))
+                Some(self.answer_sync(from, &watermarks, now_ms))
             }
             Message::SyncHint { .. } => {
                 // It dropped deltas for us: ask it now rather than wait
@@ -638,7 +662,9 @@ impl Replicator {
         Applied::New(register)
     }
 
-    fn answer_sync(&self, from: NodeId, theirs: &[(NodeId, u64)]) -> Message {
+    fn answer_sync(&mut self, from: NodeId, theirs: &[(NodeId, u64)], now_ms: u64) -> Message {
+        let hinted = self.peers.get_mut(&from).is_some_and(|p| std::mem::take(&mut p.hinted));
+        let received_by_ms = if hinted { now_ms } else { now_ms.saturating_sub(self.config.sync_grace_ms) };
         let theirs: BTreeMap<NodeId, u64> = theirs.iter().copied().collect();
         let mut origins: BTreeSet<NodeId> = self.applied.summary().into_iter().map(|(n, _)| n).collect();
         origins.extend(self.backlog.origins());
@@ -648,13 +674,13 @@ impl Replicator {
         let mut truncated = false;
         for origin in origins {
             let their_wm = theirs.get(&origin).copied().unwrap_or(0);
-            let mine = match self.backlog.since(origin, their_wm) {
+            let mine = match self.backlog.since(origin, their_wm, received_by_ms) {
                 Some(list) => list,
                 None if self.applied.watermark(origin) > their_wm => {
                     beyond_backlog.push(origin);
                     continue;
                 }
-                None => self.backlog.held_after(origin, their_wm),
+                None => self.backlog.held_after(origin, their_wm, received_by_ms),
             };
             for d in mine {
                 let size = delta_size_bytes(&d);
@@ -772,7 +798,7 @@ impl Replicator {
     /// backlog (a draining node filling what a peer lacks).
     /// `relay` asks a peer of another region to pass them on in its own.
     pub fn push_own_since(&mut self, peer: NodeId, after_seq: u64, relay: bool) {
-        let own = self.backlog.held_after(self.me, after_seq);
+        let own = self.backlog.held_after(self.me, after_seq, u64::MAX);
         for delta in own {
             self.enqueue(peer, delta, relay, relay);
         }
@@ -811,15 +837,33 @@ impl Replicator {
         self.heads.remove(&origin);
     }
 
-    /// Round robin over live peers in id order.
+    /// The next peer to ask: round robin in id order over the peers of
+    /// this node's region, and every `sync_wan_every_rounds`th round over
+    /// those of other regions (either set, when the other is empty).
     fn next_sync_peer(&mut self) -> Option<NodeId> {
-        let next = match self.sync_cursor {
-            Some(c) => self.peers.range(NodeId(c.0.saturating_add(1))..).next().map(|(n, _)| *n),
-            None => None,
+        self.sync_rounds += 1;
+        let every = u64::from(self.config.sync_wan_every_rounds.max(1));
+        let wan_round = self.sync_rounds.is_multiple_of(every);
+        self.next_sync_peer_in(wan_round).or_else(|| self.next_sync_peer_in(!wan_round))
+    }
+
+    fn next_sync_peer_in(&mut self, wan: bool) -> Option<NodeId> {
+        let region = &self.region;
+        let in_set = |p: &PeerState| (p.info.region != *region) == wan;
+        let cursor = if wan { self.sync_cursor_wan } else { self.sync_cursor_lan };
+        let after = cursor.map_or(NodeId(0), |c| NodeId(c.0.saturating_add(1)));
+        let next = self
+            .peers
+            .range(after..)
+            .find(|(_, p)| in_set(p))
+            .or_else(|| self.peers.iter().find(|(_, p)| in_set(p)))
+            .map(|(n, _)| *n)?;
+        if wan {
+            self.sync_cursor_wan = Some(next);
+        } else {
+            self.sync_cursor_lan = Some(next);
         }
-        .or_else(|| self.peers.keys().next().copied());
-        self.sync_cursor = next;
-        next
+        Some(next)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
@@ -866,6 +910,7 @@ impl Replicator {
                 Message::Repair { from: self.me, registers: std::mem::take(&mut peer.repairs) }
             } else if peer.dropped {
                 peer.dropped = false;
+                peer.hinted = true;
                 self.stats.sync_hints += 1;
                 Message::SyncHint { from: self.me }
             } else if !peer.relay.is_empty() && fits(&peer.relay) {

@@ -42,6 +42,10 @@ struct Cluster {
     cut: BTreeSet<(String, String)>,
     wan_delta_messages: u64,
     events: Vec<(usize, Event)>,
+    /// `(from, to, wan)` of every sync request sent.
+    sync_requests: Vec<(usize, usize, bool)>,
+    /// Deltas carried by sync answers.
+    sync_answer_deltas: usize,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -75,6 +79,8 @@ impl Cluster {
             cut: BTreeSet::new(),
             wan_delta_messages: 0,
             events: Vec::new(),
+            sync_requests: Vec::new(),
+            sync_answer_deltas: 0,
         };
         for i in 0..c.nodes.len() {
             for j in 0..c.nodes.len() {
@@ -132,6 +138,11 @@ impl Cluster {
         let to = (t.to.0 - 1) as usize;
         if t.wan && matches!(t.message, Message::Deltas { .. }) {
             self.wan_delta_messages += 1;
+        }
+        match &t.message {
+            Message::SyncRequest { .. } => self.sync_requests.push((from, to, t.wan)),
+            Message::SyncResponse { deltas, .. } => self.sync_answer_deltas += deltas.len(),
+            _ => {}
         }
         let Some(latency) = self.latency(from, to).filter(|_| self.nodes[to].up) else { return };
         self.order += 1;
@@ -283,6 +294,46 @@ fn partition_then_heal_converges_through_anti_entropy() {
     c.run_until(c.now_ms + 10_000);
     c.assert_converged();
     assert!(c.value(4, "west19").is_some() && c.value(0, "east19").is_some());
+}
+
+#[test]
+fn anti_entropy_asks_its_own_region_and_another_every_fourth_round() {
+    let mut c =
+        Cluster::new(&[("montreal", 2), ("sao-paulo", 2), ("frankfurt", 2)], ReplicatorConfig::default());
+    let interval = ReplicatorConfig::default().sync_interval_ms;
+    c.run_until(8 * interval + interval / 2);
+    let asked: Vec<(usize, bool)> =
+        c.sync_requests.iter().filter(|(from, ..)| *from == 0).map(|&(_, to, wan)| (to, wan)).collect();
+    assert_eq!(asked.len(), 8, "one request a round: {asked:?}");
+    assert_eq!(
+        asked.iter().filter(|(_, wan)| *wan).count(),
+        2,
+        "every fourth round crosses a region: {asked:?}"
+    );
+    assert!(
+        asked.iter().filter(|(_, wan)| !wan).all(|&(to, _)| to == 1),
+        "the others ask its region: {asked:?}"
+    );
+    let remote: Vec<usize> = asked.iter().filter(|(_, wan)| *wan).map(|&(to, _)| to).collect();
+    assert_ne!(remote[0], remote[1], "round robin over the other regions' nodes: {remote:?}");
+}
+
+#[test]
+fn a_sync_answer_leaves_out_what_is_still_on_its_way() {
+    // A steady stream of writes: at every round some are in flight.
+    let stream = |config: ReplicatorConfig| {
+        let mut c = Cluster::new(&[("montreal", 2), ("frankfurt", 2)], config);
+        for n in 0..500 {
+            c.write(n % 4, &format!("k{n}"), "v");
+            c.run_until(c.now_ms + 10);
+        }
+        c.run_until(c.now_ms + 3_000);
+        c.assert_converged();
+        c.sync_answer_deltas
+    };
+    assert_eq!(stream(ReplicatorConfig::default()), 0, "nothing was lost, so nothing is sent twice");
+    let without_grace = stream(ReplicatorConfig { sync_grace_ms: 0, ..ReplicatorConfig::default() });
+    assert!(without_grace > 0, "without the grace, answers repeat deltas in flight");
 }
 
 #[test]

@@ -218,7 +218,7 @@ pub fn local_write(
     };
     let stamp = Stamp::new(hlc, node);
     let mut vv = current.map(Entry::vv).unwrap_or_default();
-    vv.increment(node);
+    vv.advance(node, hlc.as_u64());
     let expires_at_ms = match write.ttl {
         Ttl::Never => None,
         Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
@@ -336,6 +336,15 @@ pub fn remote_write(
     if let (Some(c), Some(held)) = (current, &held) {
         if **held == next {
             return Ok(unchanged(c, held.clone()));
+        }
+    }
+    // The merge gave back the register that arrived (its vector dropped
+    // only entries the held one had, past `WRITERS_KEPT`): share it, as
+    // the fast path does, rather than keep a copy.
+    if let DeltaBody::Register(incoming) = &delta.body {
+        if **incoming == next {
+            let entry = Entry::from_register(incoming.clone());
+            return Ok(RemoteOutcome { entry, register: incoming.clone(), changed: true, conflict, skew });
         }
     }
     let register = Arc::new(next);
