@@ -647,10 +647,13 @@ impl Replicator {
             self.jumped.insert(delta.origin);
         }
         self.stats.applied += 1;
-        let bytes = delta.key.size_bytes() + register.size_bytes();
+        // A whole register is kept as it arrived, even when it merged into
+        // something else here: forwarding it later is as good (a receiver
+        // merges it into what it holds), and the one delta every node
+        // received is then shared, not copied per node. Document changes
+        // need their base, so the register they made is kept instead.
         let full = match &delta.body {
-            // The register held is the one that arrived: keep the delta itself.
-            geocache_crdt::DeltaBody::Register(r) if Arc::ptr_eq(r, &register) => delta.clone(),
+            geocache_crdt::DeltaBody::Register(_) => delta.clone(),
             _ => Arc::new(Delta {
                 origin: delta.origin,
                 seq: delta.seq,
@@ -658,6 +661,7 @@ impl Replicator {
                 body: geocache_crdt::DeltaBody::Register(register.clone()),
             }),
         };
+        let bytes = delta_size_bytes(&full);
         self.backlog.push(full, bytes, now_ms);
         Applied::New(register)
     }

@@ -337,7 +337,7 @@ impl Store {
                 current.is_none() && self.forgotten.covers(&packed, delta.meta().epoch.hlc.as_u64());
             let kept = outcome.changed && !forgotten;
             if kept {
-                self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+                self.cache.insert(MapKey::from(&packed[..]), Entry::from_register(outcome.register.clone()));
             }
             if let Some(disk) = &self.disk {
                 // The backlog record always: the delta counts as applied.

@@ -122,12 +122,11 @@ impl WriteOutcome {
 /// What a replicated write did.
 #[derive(Clone, Debug)]
 pub struct RemoteOutcome {
-    /// The entry after the write.
-    pub entry: Entry,
     /// The register after the write: the delta's own when it replaced the
-    /// entry whole (so the backlog can keep the delta as it arrived).
+    /// entry whole (so the backlog can keep the delta as it arrived). The
+    /// store packs it into an [`Entry`] only when it keeps it.
     pub register: Arc<Register>,
-    /// Whether the register changed.
+    /// Whether the register changed (the store then keeps `register`).
     pub changed: bool,
     /// Whether the write was concurrent with this node's own write held
     /// here, and lost to it (or merged under its stamp): each pair of
@@ -306,13 +305,7 @@ pub fn remote_write(
         .is_some_and(|c| c.is_visible_at(now) && c.dot().origin == me && c.stamp() > incoming.stamp)
         && !theirs_cover
         && !ours_cover;
-    let unchanged = |c: &Entry, register: Arc<Register>| RemoteOutcome {
-        entry: c.clone(),
-        register,
-        changed: false,
-        conflict,
-        skew,
-    };
+    let unchanged = |register: Arc<Register>| RemoteOutcome { register, changed: false, conflict, skew };
     // Fast paths, equal to the merge but without building a merged
     // register: a whole register that replaces the current one and has
     // seen all it has, or one the current entry already supersedes.
@@ -322,20 +315,19 @@ pub fn remote_write(
             Some(c) => incoming.meta.epoch > c.epoch() && theirs_cover,
         };
         if replaces {
-            let entry = Entry::from_register(incoming.clone());
-            return Ok(RemoteOutcome { entry, register: incoming.clone(), changed: true, conflict, skew });
+            return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
         }
         // The backlog keeps the delta as it came: forwarding it later is
         // as good as forwarding the entry, which supersedes it anyway.
-        if let Some(c) = current.filter(|c| c.epoch() > incoming.meta.epoch && ours_cover) {
-            return Ok(unchanged(c, incoming.clone()));
+        if current.is_some_and(|c| c.epoch() > incoming.meta.epoch && ours_cover) {
+            return Ok(unchanged(incoming.clone()));
         }
     }
     let held = current.map(Entry::register_arc);
     let next = delta.apply_to(held.as_deref())?;
-    if let (Some(c), Some(held)) = (current, &held) {
+    if let Some(held) = &held {
         if **held == next {
-            return Ok(unchanged(c, held.clone()));
+            return Ok(unchanged(held.clone()));
         }
     }
     // The merge gave back the register that arrived (its vector dropped
@@ -343,18 +335,10 @@ pub fn remote_write(
     // the fast path does, rather than keep a copy.
     if let DeltaBody::Register(incoming) = &delta.body {
         if **incoming == next {
-            let entry = Entry::from_register(incoming.clone());
-            return Ok(RemoteOutcome { entry, register: incoming.clone(), changed: true, conflict, skew });
+            return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
         }
     }
-    let register = Arc::new(next);
-    Ok(RemoteOutcome {
-        entry: Entry::from_register(register.clone()),
-        register,
-        changed: true,
-        conflict,
-        skew,
-    })
+    Ok(RemoteOutcome { register: Arc::new(next), changed: true, conflict, skew })
 }
 
 /// When an entry may be forgotten: a tombstone at its own expiry (the

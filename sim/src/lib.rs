@@ -33,6 +33,7 @@ pub mod links;
 pub mod message_kinds;
 pub mod network;
 pub mod oracle;
+pub mod pack_cache;
 pub mod report;
 pub mod scenario;
 pub mod sim_node;

@@ -95,11 +95,13 @@ pub struct SimAccess<'a> {
     pub now_us: u64,
     /// Keys the drop rule removed, with the dot removed.
     pub dropped: Vec<(Key, Dot)>,
+    /// Packed entries shared by every node.
+    pub packs: &'a mut crate::pack_cache::PackCache,
 }
 
 impl ReplicaStore for SimAccess<'_> {
     fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
-        let outcome = self.store.apply_remote(delta, self.now_ms).ok()?;
+        let outcome = self.store.apply_remote(delta, self.now_ms, self.packs).ok()?;
         self.oracle.applied(delta.origin, delta.seq, self.region, self.now_us);
         Some(outcome.register)
     }

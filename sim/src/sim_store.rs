@@ -13,6 +13,7 @@ use geocache_node::write::{
 use std::sync::{Arc, Mutex};
 
 use crate::key_space::{KeyIndex, KeySpace};
+use crate::pack_cache::PackCache;
 
 /// Counters of one store.
 #[derive(Clone, Copy, Debug, Default)]
@@ -241,7 +242,12 @@ impl SimStore {
     /// # Errors
     ///
     /// [`DeltaError`]; nothing changed.
-    pub fn apply_remote(&mut self, delta: &Delta, now_ms: u64) -> Result<RemoteOutcome, DeltaError> {
+    pub fn apply_remote(
+        &mut self,
+        delta: &Delta,
+        now_ms: u64,
+        packs: &mut PackCache,
+    ) -> Result<RemoteOutcome, DeltaError> {
         let skew = self
             .writer
             .lock()
@@ -253,7 +259,7 @@ impl SimStore {
         if self.broken_merge {
             if let Some(entry) = current {
                 let register = entry.register_arc();
-                return Ok(RemoteOutcome { entry, register, changed: false, conflict: false, skew });
+                return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
             }
         }
         let outcome = remote_write(self.origin, current.as_ref(), delta, now_ms, skew)?;
@@ -263,7 +269,7 @@ impl SimStore {
         let forgotten = current.is_none()
             && self.forgotten.covers(&store_key::pack(&delta.key), delta.meta().epoch.hlc.as_u64());
         if outcome.changed && !forgotten {
-            self.put_at(at, delta.key.clone(), outcome.entry.clone());
+            self.put_at(at, delta.key.clone(), packs.entry(&outcome.register));
         }
         Ok(outcome)
     }

@@ -118,6 +118,8 @@ pub struct World {
     /// Every key of the workload, made once (one shared namespace).
     pub(crate) keys: Arc<KeySpace>,
     pub(crate) oracle: Oracle,
+    /// Packed entries shared by every node's store (`pack_cache.rs`).
+    packs: crate::pack_cache::PackCache,
     /// Keys sent in the full transfer under way from one node to another
     /// (since its chunk 0).
     transfer_keys: BTreeMap<(usize, usize), TransferSent>,
@@ -209,6 +211,7 @@ impl World {
             keys,
             zipf_cdf: weights,
             oracle,
+            packs: crate::pack_cache::PackCache::default(),
             transfer_keys: BTreeMap::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
@@ -379,6 +382,7 @@ impl World {
             region: node.region,
             now_us: self.now_us,
             dropped: Vec::new(),
+            packs: &mut self.packs,
         };
         (&mut node.core, access)
     }
