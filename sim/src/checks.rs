@@ -4,11 +4,10 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use geocache_crdt::Key;
+
 use crate::oracle::visible_value;
 use crate::world::World;
-
-/// What one node shows for a key: node, visible value, register summary.
-type HeldView = (usize, Option<Vec<u8>>, String);
 
 /// One checker's verdict.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -26,36 +25,34 @@ pub fn run(world: &World) -> Vec<Check> {
     let state = world.final_state();
     let now = state.now_ms();
     let expected = state.expected();
-    let held = state.held();
-
     // Convergence: every live node holding a key shows the same value, and
     // it is the value of every surviving write folded (so no replica holds
-    // a value another has superseded, and no delete is undone).
-    let mut diverged = Vec::new();
-    let mut resurrected = Vec::new();
-    let mut by_key: BTreeMap<_, Vec<HeldView>> = BTreeMap::new();
-    for (node, key, register) in &held {
-        by_key.entry((*key).clone()).or_default().push((
-            *node,
-            visible_value(register, now),
-            describe(register),
-        ));
-    }
-    for (key, views) in &by_key {
-        let want_register = expected.get(key);
-        let want = want_register.and_then(|r| visible_value(r, now));
-        for (node, got, held) in views {
-            if *got != want {
-                let wanted = want_register.map(describe).unwrap_or_else(|| "nothing".into());
-                let case = format!("{key} at node {node} holds {held}, expected {wanted}");
-                if want.is_none() {
-                    resurrected.push(case);
-                } else {
-                    diverged.push(case);
-                }
-            }
+    // a value another has superseded, and no delete is undone). Streamed
+    // node by node: only a replica that differs is described.
+    let want_by_key: BTreeMap<&Key, Option<Vec<u8>>> =
+        expected.iter().map(|(k, r)| (k, visible_value(r, now))).collect();
+    let mut diverged_at = Vec::new();
+    let mut resurrected_at = Vec::new();
+    for (node, key, register) in state.held() {
+        let want = want_by_key.get(key).cloned().flatten();
+        if visible_value(&register, now) == want {
+            continue;
+        }
+        let wanted = expected.get(key).map(describe).unwrap_or_else(|| "nothing".into());
+        let case = format!("{key} at node {node} holds {}, expected {wanted}", describe(&register));
+        if want.is_none() {
+            resurrected_at.push((key.clone(), node, case));
+        } else {
+            diverged_at.push((key.clone(), node, case));
         }
     }
+    // In key order, then node order, as a reader compares them.
+    let in_key_order = |mut cases: Vec<(Key, usize, String)>| -> Vec<String> {
+        cases.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        cases.into_iter().map(|(_, _, case)| case).collect()
+    };
+    let diverged = in_key_order(diverged_at);
+    let resurrected = in_key_order(resurrected_at);
     let lost = state.lost_acked_writes();
     let ryw = state.ryw_violations();
     let gaps: Vec<String> = state

@@ -101,13 +101,14 @@ pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
 }
 
 impl FinalState<'_> {
-    /// Live nodes' registers: (node index, key, register).
-    pub fn held(&self) -> Vec<(usize, &Key, Arc<Register>)> {
+    /// Live nodes' registers: (node index, key, register), node by node
+    /// in key order. An iterator: 200 nodes' stores unpacked at once took
+    /// more memory than the whole run.
+    pub fn held(&self) -> impl Iterator<Item = (usize, &Key, Arc<Register>)> + '_ {
         let w = self.world;
         (0..w.nodes.len())
             .filter(|&i| w.nodes[i].up)
-            .flat_map(|i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r.register_arc())))
-            .collect()
+            .flat_map(move |i| w.nodes[i].store.registers().map(move |(k, r)| (i, k, r.register_arc())))
     }
 
     /// The virtual time now, ms.

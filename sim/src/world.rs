@@ -120,6 +120,8 @@ pub struct World {
     pub(crate) oracle: Oracle,
     /// Packed entries shared by every node's store (`pack_cache.rs`).
     packs: crate::pack_cache::PackCache,
+    /// Each node's link, by index ([`World::node_links`]).
+    links_of: Arc<[Link]>,
     /// Keys sent in the full transfer under way from one node to another
     /// (since its chunk 0).
     transfer_keys: BTreeMap<(usize, usize), TransferSent>,
@@ -197,6 +199,7 @@ impl World {
         let node_count = nodes.len();
         let mut oracle = Oracle::new(w.keys, scenario.regions.len());
         oracle.live_count = node_count as u32;
+        let links_of = World::node_links(&scenario, &nodes);
         let mut world = World {
             rng,
             seed,
@@ -212,6 +215,7 @@ impl World {
             zipf_cdf: weights,
             oracle,
             packs: crate::pack_cache::PackCache::default(),
+            links_of,
             transfer_keys: BTreeMap::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
@@ -344,8 +348,8 @@ impl World {
                 let Datagram { from, to, bytes } = *d;
                 if self.nodes[to].up {
                     let now = self.mono_ms();
-                    let link = self.link(from);
-                    self.nodes[to].core.handle_datagram(&link, &bytes, now);
+                    let links = self.links_of.clone();
+                    self.nodes[to].core.handle_datagram(&links[from], &bytes, now);
                     self.flush(to);
                 }
             }
@@ -499,22 +503,30 @@ impl World {
         }
     }
 
-    /// What a real transport would prove of node `i`: its certificate's
-    /// name and region, and its address.
-    fn link(&self, i: usize) -> Link {
-        let region = &self.scenario.regions[self.nodes[i].region].name;
-        Link { name: node_name(i), region: Some(region.clone()), addr: addr(i) }
+    /// What a real transport would prove of each node: its certificate's
+    /// name and region, and its address. Made once: a message is delivered
+    /// hundreds of thousands of times a second.
+    fn node_links(scenario: &Scenario, nodes: &[SimNode]) -> Arc<[Link]> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Link {
+                name: node_name(i),
+                region: Some(scenario.regions[n.region].name.clone()),
+                addr: addr(i),
+            })
+            .collect()
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, request: bool) {
         if !self.nodes[to].up || !self.nodes[from].up {
             return;
         }
-        let link = self.link(from);
+        let links = self.links_of.clone();
         let chunk = matches!(message, Message::FullTransferChunk { .. });
         let now = self.mono_ms();
         let (core, mut access) = self.core_and_store(to);
-        let answer = core.handle_message(&link, message, &mut access, now);
+        let answer = core.handle_message(&links[from], message, &mut access, now);
         let dropped = access.dropped;
         if chunk {
             self.check_drops(from, to, dropped);
