@@ -103,6 +103,13 @@ impl Cluster {
     }
 
     fn write(&mut self, i: usize, key: &str, value: &str) -> u64 {
+        self.write_unflushed(i, key, value);
+        self.flush(i);
+        node_seq(&self.nodes[i])
+    }
+
+    /// A write queued for the peers but not sent yet (a burst).
+    fn write_unflushed(&mut self, i: usize, key: &str, value: &str) {
         let node = &mut self.nodes[i];
         node.seq += 1;
         let k = Key::new("t", Bytes::copy_from_slice(key.as_bytes()));
@@ -121,8 +128,6 @@ impl Cluster {
         let delta = Arc::new(Delta::for_write(id(i), node.seq, k.clone(), current.as_deref(), &reg));
         node.store.insert(k, reg);
         node.replicator.local_write(delta.clone(), delta, 100, true, self.now_ms);
-        self.flush(i);
-        node_seq(&self.nodes[i])
     }
 
     fn flush(&mut self, i: usize) {
@@ -334,6 +339,25 @@ fn a_sync_answer_leaves_out_what_is_still_on_its_way() {
     assert_eq!(stream(ReplicatorConfig::default()), 0, "nothing was lost, so nothing is sent twice");
     let without_grace = stream(ReplicatorConfig { sync_grace_ms: 0, ..ReplicatorConfig::default() });
     assert!(without_grace > 0, "without the grace, answers repeat deltas in flight");
+}
+
+#[test]
+fn after_a_sync_hint_the_answer_holds_even_the_newest_deltas() {
+    let config = ReplicatorConfig { peer_queue_count_max: 2, ..ReplicatorConfig::default() };
+    let mut c = Cluster::new(&[("montreal", 2)], config);
+    c.run_until(5_000 + 500);
+    for n in 0..10 {
+        c.write_unflushed(0, &format!("k{n}"), "v");
+    }
+    c.flush(0);
+    // Well inside the grace and before the next round: only the hint's
+    // answer can bring the rest.
+    c.run_until(c.now_ms + 50);
+    assert_eq!((0..10).filter(|n| c.value(1, &format!("k{n}")).is_some()).count(), 10);
+    assert!(
+        c.nodes[0].replicator.stats().dropped > 0 && c.sync_answer_deltas > 0,
+        "dropped, then sent on request"
+    );
 }
 
 #[test]
