@@ -28,7 +28,9 @@ type Entries = smallvec::SmallVec<[(NodeId, u64); 2]>;
 /// JavaScript number holds exactly.
 pub const CAS_TOKEN_MAX: u64 = (1 << 53) - 1;
 
-/// Per-node write counters: which writes a register has seen.
+/// Per-node counters, each the writer's clock at its last write of the
+/// key: which writes a register has seen, the [`WRITERS_KEPT`] most recent
+/// writers of it.
 ///
 /// Kept as a small vector sorted by node id with no zero counters, so that
 /// equal vectors have equal encodings (the ETag depends on it).

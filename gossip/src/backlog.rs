@@ -43,6 +43,12 @@ impl OriginLog {
             _ => self.held.partition_point(|h| h.seq <= seq),
         }
     }
+
+    /// The deltas from index `at` on, up to the first received after
+    /// `received_by_ms`.
+    fn received_from(&self, at: usize, received_by_ms: u64) -> Vec<Arc<Delta>> {
+        self.held.range(at..).take_while(|h| h.at_ms <= received_by_ms).map(|h| h.delta.clone()).collect()
+    }
 }
 
 /// Recent deltas by origin and sequence, evicted oldest first by bytes and
@@ -138,9 +144,10 @@ impl Backlog {
         if log.evicted_through > after_seq {
             return None;
         }
-        match log.held.get(log.after(after_seq)) {
+        let at = log.after(after_seq);
+        match log.held.get(at) {
             Some(first) if first.seq != after_seq + 1 => None,
-            _ => Some(self.held_after(origin, after_seq, received_by_ms)),
+            _ => Some(log.received_from(at, received_by_ms)),
         }
     }
 
@@ -148,12 +155,7 @@ impl Backlog {
     /// order up to the first delta received after `received_by_ms`.
     pub fn held_after(&self, origin: NodeId, after_seq: u64, received_by_ms: u64) -> Vec<Arc<Delta>> {
         match self.by_origin.get(&origin) {
-            Some(log) => log
-                .held
-                .range(log.after(after_seq)..)
-                .take_while(|h| h.at_ms <= received_by_ms)
-                .map(|h| h.delta.clone())
-                .collect(),
+            Some(log) => log.received_from(log.after(after_seq), received_by_ms),
             None => Vec::new(),
         }
     }

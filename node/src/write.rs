@@ -306,6 +306,7 @@ pub fn remote_write(
         && !theirs_cover
         && !ours_cover;
     let unchanged = |register: Arc<Register>| RemoteOutcome { register, changed: false, conflict, skew };
+    let changed_to = |register: Arc<Register>| RemoteOutcome { register, changed: true, conflict, skew };
     // Fast paths, equal to the merge but without building a merged
     // register: a whole register that replaces the current one and has
     // seen all it has, or one the current entry already supersedes.
@@ -315,7 +316,7 @@ pub fn remote_write(
             Some(c) => incoming.meta.epoch > c.epoch() && theirs_cover,
         };
         if replaces {
-            return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
+            return Ok(changed_to(incoming.clone()));
         }
         // The backlog keeps the delta as it came: forwarding it later is
         // as good as forwarding the entry, which supersedes it anyway.
@@ -335,10 +336,10 @@ pub fn remote_write(
     // the fast path does, rather than keep a copy.
     if let DeltaBody::Register(incoming) = &delta.body {
         if **incoming == next {
-            return Ok(RemoteOutcome { register: incoming.clone(), changed: true, conflict, skew });
+            return Ok(changed_to(incoming.clone()));
         }
     }
-    Ok(RemoteOutcome { register: Arc::new(next), changed: true, conflict, skew })
+    Ok(changed_to(Arc::new(next)))
 }
 
 /// When an entry may be forgotten: a tombstone at its own expiry (the

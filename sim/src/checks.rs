@@ -34,8 +34,8 @@ pub fn run(world: &World) -> Vec<Check> {
     let mut diverged_at = Vec::new();
     let mut resurrected_at = Vec::new();
     for (node, key, register) in state.held() {
-        let want = want_by_key.get(key).cloned().flatten();
-        if visible_value(&register, now) == want {
+        let want = want_by_key.get(key).and_then(Option::as_deref);
+        if visible_value(&register, now).as_deref() == want {
             continue;
         }
         let wanted = expected.get(key).map(describe).unwrap_or_else(|| "nothing".into());
