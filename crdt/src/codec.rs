@@ -18,8 +18,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-/// The envelope version this build writes and reads.
-pub const WIRE_VERSION: u8 = 3;
+/// The envelope version this build writes and reads between nodes.
+/// Version 4 added the node's kind (full or sidecar) to its membership
+/// identity and the fill messages.
+pub const WIRE_VERSION: u8 = 4;
+
+/// The envelope version of what a node keeps in its data dir (registers,
+/// deltas, watermarks). Apart from [`WIRE_VERSION`]: a change to the
+/// messages between nodes must not make a data dir unreadable, and these
+/// types did not change in version 4.
+pub const STORED_VERSION: u8 = 3;
 
 /// A message could not be encoded or decoded. Nothing was changed.
 #[derive(Debug, Error)]
@@ -28,7 +36,7 @@ pub enum CodecError {
     #[error("empty message")]
     Empty,
     /// The envelope names a version this build does not read.
-    #[error("unsupported wire version {0} (this build reads {WIRE_VERSION})")]
+    #[error("unsupported wire version {0} (this build reads {WIRE_VERSION}, and {STORED_VERSION} from its data dir)")]
     UnsupportedVersion(u8),
     /// The body is not a valid encoding of the expected type.
     #[error("malformed message: {0}")]
@@ -56,7 +64,24 @@ pub fn encode<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, CodecError>
 ///
 /// As [`encode`]; `out` may then hold a partial message after its old end.
 pub fn encode_into<T: Serialize + ?Sized>(message: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    out.push(WIRE_VERSION);
+    encode_versioned(WIRE_VERSION, message, out)
+}
+
+/// As [`encode_into`], in the data dir's envelope ([`STORED_VERSION`]).
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encode_stored_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    encode_versioned(STORED_VERSION, value, out)
+}
+
+fn encode_versioned<T: Serialize + ?Sized>(
+    version: u8,
+    message: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    out.push(version);
     let body = std::mem::take(out);
     *out = postcard::to_extend(message, body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     Ok(())
@@ -96,8 +121,21 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), Co
 /// A [`CodecError`] when `bytes` does not start with such fields in a
 /// supported envelope.
 pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_leading_versioned(WIRE_VERSION, bytes)
+}
+
+/// As [`decode_leading`], from the data dir's envelope.
+///
+/// # Errors
+///
+/// As [`decode_leading`].
+pub fn decode_stored_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_leading_versioned(STORED_VERSION, bytes)
+}
+
+fn decode_leading_versioned<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != WIRE_VERSION {
+    if version != expected {
         return Err(CodecError::UnsupportedVersion(version));
     }
     let (fields, _) = postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
@@ -111,8 +149,21 @@ pub fn decode_leading<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError
 /// A [`CodecError`] for anything that is not a message of type `T` in a
 /// supported envelope.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_versioned(WIRE_VERSION, bytes)
+}
+
+/// As [`decode`], from the data dir's envelope ([`STORED_VERSION`]).
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_versioned(STORED_VERSION, bytes)
+}
+
+fn decode_versioned<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != WIRE_VERSION {
+    if version != expected {
         return Err(CodecError::UnsupportedVersion(version));
     }
     let (message, rest) =

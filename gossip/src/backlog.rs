@@ -160,6 +160,17 @@ impl Backlog {
         }
     }
 
+    /// Everything held of `origin` after `after_seq`, or `None` when some
+    /// delta after it was evicted (a gap of this node's own is no delta
+    /// it applied, so it does not count).
+    pub fn reaching_after(&self, origin: NodeId, after_seq: u64) -> Option<Vec<Arc<Delta>>> {
+        match self.by_origin.get(&origin) {
+            Some(log) if log.evicted_through > after_seq => None,
+            Some(log) => Some(log.received_from(log.after(after_seq), u64::MAX)),
+            None => Some(Vec::new()),
+        }
+    }
+
     /// Every delta held, origin by origin in node order, each in seq order.
     pub fn all(&self) -> Vec<Arc<Delta>> {
         self.by_origin.values().flat_map(|log| log.held.iter().map(|h| h.delta.clone())).collect()

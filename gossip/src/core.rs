@@ -25,15 +25,16 @@
 //! so a simulated run replays from its seed.
 
 use bytes::Bytes;
-use geocache_crdt::{Delta, NodeId};
+use geocache_crdt::{Delta, Key, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::durability::{self, ClusterShape, Durability};
+use crate::fill::{FillStart, FillStats, Fills, SidecarStore};
 use crate::identities::{DatagramSender, Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
-use crate::peer::Peer;
+use crate::peer::{NodeKind, Peer};
 use crate::replica_store::ReplicaStore;
 use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
 use crate::resume::ResumeState;
@@ -70,6 +71,8 @@ pub struct CoreConfig {
     pub durability_waiter_count_max: usize,
     /// How often a draining node asks its targets how far they are.
     pub drain_probe_ms: u64,
+    /// How long a sidecar's fill waits for its answer before it is a miss.
+    pub fill_timeout_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +85,7 @@ impl Default for CoreConfig {
             origin_retention_ms: 60 * 60_000,
             durability_waiter_count_max: 65_536,
             drain_probe_ms: 250,
+            fill_timeout_ms: 200,
         }
     }
 }
@@ -109,6 +113,14 @@ pub enum CoreEvent {
     Checkpoint {
         /// Applied watermark per origin.
         watermarks: Vec<(NodeId, u64)>,
+    },
+    /// A fill of `key` ended (`fill.rs`): `found` when the store now holds
+    /// what a full node of the region held; otherwise it is a miss.
+    Filled {
+        /// The key.
+        key: Key,
+        /// Whether a register was merged.
+        found: bool,
     },
     /// A full transfer arrived whole.
     TransferApplied {
@@ -147,6 +159,8 @@ pub struct Core {
     config: CoreConfig,
     me: NodeId,
     region: String,
+    kind: NodeKind,
+    fills: Fills,
     membership: Membership,
     replicator: Replicator,
     sender: TransferSender,
@@ -180,6 +194,8 @@ impl Core {
         Core {
             me: me.node,
             region: me.region,
+            kind: me.kind,
+            fills: Fills::default(),
             membership,
             replicator,
             sender: TransferSender::new(config.transfer.clone()),
@@ -253,6 +269,53 @@ impl Core {
     /// Full-transfer counters.
     pub fn transfer_stats(&self) -> &TransferStats {
         &self.transfer_stats
+    }
+
+    /// Fill counters.
+    pub fn fill_stats(&self) -> &FillStats {
+        &self.fills.stats
+    }
+
+    /// A sidecar's client missed `key`: asks a full node of the region for
+    /// it (the one with the lowest round trip). A
+    /// [`CoreEvent::Filled`] follows when this returns
+    /// [`FillStart::Asked`] or [`FillStart::Joined`]; otherwise it is a
+    /// miss now.
+    pub fn fill(&mut self, key: Key, now_ms: u64) -> FillStart {
+        self.advance(now_ms);
+        if self.kind == NodeKind::Full {
+            return FillStart::NotSidecar;
+        }
+        if self.fills.is_pending(&key) {
+            return FillStart::Joined;
+        }
+        if !self.fills.has_room() {
+            self.fills.stats.refused_busy += 1;
+            return FillStart::Busy;
+        }
+        let rtts: BTreeMap<NodeId, Option<u64>> =
+            self.replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
+        let target = self
+            .members
+            .values()
+            .filter(|p| p.region == self.region && p.kind == NodeKind::Full)
+            .filter(|p| self.identities.is_confirmed(p.node))
+            .min_by_key(|p| (rtts.get(&p.node).copied().flatten().unwrap_or(u64::MAX), p.node))
+            .map(|p| (p.node, p.gossip));
+        let Some((to, addr)) = target else {
+            self.fills.stats.no_full_node += 1;
+            return FillStart::NoFullNode;
+        };
+        let seen = self.replicator.highest_applied();
+        self.fills.begin(key.clone(), to, self.now_ms + self.config.fill_timeout_ms);
+        self.outbox.push_back(Transmit {
+            to,
+            addr,
+            wan: false,
+            message: Message::FillRequest { from: self.me, key, seen },
+            request: false,
+        });
+        FillStart::Asked
     }
 
     /// Origins remembered (live or gone, not yet pruned).
@@ -354,7 +417,12 @@ impl Core {
         let Some(member) = self.members.get_mut(&src.node) else { return };
         let incarnation = member.incarnation.max(src.incarnation);
         *member = Peer { incarnation, ..src.clone() };
-        self.replicator.peer_up(PeerInfo { node: src.node, region: src.region.clone(), addr: src.gossip });
+        self.replicator.peer_up(PeerInfo {
+            node: src.node,
+            region: src.region.clone(),
+            addr: src.gossip,
+            full: src.kind == NodeKind::Full,
+        });
     }
 
     /// The live member on `link`.
@@ -371,12 +439,33 @@ impl Core {
     ) -> Option<Message> {
         self.advance(now_ms);
         let now = self.now_ms;
+        let message = match message {
+            Message::FillRequest { from: asker, key, seen } => {
+                self.answer_fill(asker, key, &seen, store);
+                self.settle();
+                return None;
+            }
+            Message::FillAnswer { key, register, full, lacking, .. } => {
+                self.fill_answered(from, key, register, full.then_some(lacking), store);
+                return None;
+            }
+            message => message,
+        };
+        let mut sidecar_store;
+        let store: &mut dyn ReplicaStore = if self.kind == NodeKind::Sidecar {
+            sidecar_store = SidecarStore { inner: store, fills: &self.fills };
+            &mut sidecar_store
+        } else {
+            store
+        };
         let answer = match message {
             Message::FullTransferRequest { from: asker, resume } => {
                 // A store still loading from its data dir would send a
                 // transfer that lacks what is not loaded yet, and the drop
                 // rule would delete it at the asker: it asks again later.
-                if self.members.contains_key(&asker) && !self.store_loading {
+                // A sidecar sends none: the drop rule would delete at the
+                // asker every key the sidecar applied and did not store.
+                if self.members.contains_key(&asker) && !self.store_loading && self.kind == NodeKind::Full {
                     let watermarks = self.replicator.watermarks();
                     self.sender.request(asker, resume, watermarks, store, &mut self.transfer_stats, now);
                 }
@@ -425,6 +514,90 @@ impl Core {
         };
         self.settle();
         answer
+    }
+
+    /// A sidecar's fill of `key`, answered at once: the register held,
+    /// and the origins of `seen` not applied that far here.
+    fn answer_fill(&mut self, asker: NodeId, key: Key, seen: &[(NodeId, u64)], store: &mut dyn ReplicaStore) {
+        let Some(peer) = self.members.get(&asker) else { return };
+        let full = self.kind == NodeKind::Full;
+        let lacking: Vec<(NodeId, u64)> = seen
+            .iter()
+            .filter(|&&(origin, seq)| !self.replicator.has_applied_through(origin, seq))
+            .map(|&(origin, _)| (origin, self.replicator.watermark(origin)))
+            .collect();
+        let register = if full { store.register(&key) } else { None };
+        self.fills.stats.answered += 1;
+        self.outbox.push_back(Transmit {
+            to: asker,
+            addr: peer.gossip,
+            wan: peer.region != self.region,
+            message: Message::FillAnswer { from: self.me, key, register, full, lacking },
+            request: false,
+        });
+    }
+
+    /// A full node's answer to this node's fill (`lacking: None` from a
+    /// sidecar, which vouches for nothing).
+    fn fill_answered(
+        &mut self,
+        from: NodeId,
+        key: Key,
+        register: Option<std::sync::Arc<geocache_crdt::Register>>,
+        lacking: Option<Vec<(NodeId, u64)>>,
+        store: &mut dyn ReplicaStore,
+    ) {
+        if !self.fills.answered(&key, from) {
+            return;
+        }
+        // What this node applied of the key and the full node did not: its
+        // own backlog holds every delta it applied, stored or not.
+        let mut catch_up = Vec::new();
+        let complete = match &lacking {
+            None => false,
+            Some(lacking) => {
+                lacking.iter().all(|&(origin, after)| match self.replicator.backlog_after(origin, after) {
+                    Some(deltas) => {
+                        let mut whole = true;
+                        for d in deltas.into_iter().filter(|d| d.key == key) {
+                            match &d.body {
+                                geocache_crdt::DeltaBody::Register(r) => catch_up.push(r.clone()),
+                                geocache_crdt::DeltaBody::DocChanges(_) => whole = false,
+                            }
+                        }
+                        whole
+                    }
+                    None => false,
+                })
+            }
+        };
+        let found = if complete {
+            if !catch_up.is_empty() {
+                self.fills.stats.completed_from_backlog += 1;
+            }
+            let mut merged = register.map(|r| (*r).clone());
+            for r in &catch_up {
+                match merged.as_mut() {
+                    Some(m) => m.merge(r),
+                    None => merged = Some((**r).clone()),
+                }
+            }
+            match merged {
+                Some(register) => {
+                    self.fills.stats.found += 1;
+                    store.merge(&key, &register, false);
+                    true
+                }
+                None => {
+                    self.fills.stats.absent += 1;
+                    false
+                }
+            }
+        } else {
+            self.fills.stats.behind += 1;
+            false
+        };
+        self.events.push_back(CoreEvent::Filled { key, found });
     }
 
     /// A write accepted here, to replicate; `level` is how far it must go
@@ -477,7 +650,9 @@ impl Core {
             Message::Repair { .. }
             | Message::SyncRequest { .. }
             | Message::SyncResponse { .. }
-            | Message::FullTransferRequest { .. } => {}
+            | Message::FullTransferRequest { .. }
+            | Message::FillRequest { .. }
+            | Message::FillAnswer { .. } => {}
         }
     }
 
@@ -502,6 +677,9 @@ impl Core {
             self.prune(now);
             self.events.push_back(CoreEvent::Checkpoint { watermarks: self.replicator.watermarks() });
         }
+        for key in self.fills.expire(now) {
+            self.events.push_back(CoreEvent::Filled { key, found: false });
+        }
         self.probe_drain(now);
         self.settle();
     }
@@ -517,6 +695,9 @@ impl Core {
         }
         if let Some(d) = &self.drain {
             at = at.min(d.next_probe_ms);
+        }
+        if let Some(t) = self.fills.poll_timeout() {
+            at = at.min(t);
         }
         if self.replicator.is_budget_blocked() || self.sender.has_pending() || self.refused_at_ms.is_some() {
             at = at.min(self.now_ms + BLOCKED_RETRY_MS);
@@ -644,8 +825,11 @@ impl Core {
                 Event::Acked { seq } => self.check_waiter(seq),
                 Event::FullTransferNeeded { peer, .. } => {
                     // One transfer at a time: another needed meanwhile is
-                    // found again by the next anti-entropy round.
-                    if !self.receiver.is_receiving() {
+                    // found again by the next anti-entropy round. Never
+                    // from a sidecar, which sends none: a full node's
+                    // answer brings the same need again.
+                    let full = self.members.get(&peer).is_some_and(|p| p.kind == NodeKind::Full);
+                    if full && !self.receiver.is_receiving() {
                         self.receiver.expect(peer, now);
                         self.ask_transfer(peer, None);
                     }
@@ -676,7 +860,12 @@ impl Core {
             // rather than whenever SWIM's random probes get to it.
             self.membership.join(&[peer.gossip], now);
         }
-        self.replicator.peer_up(PeerInfo { node: peer.node, region: peer.region.clone(), addr: peer.gossip });
+        self.replicator.peer_up(PeerInfo {
+            node: peer.node,
+            region: peer.region.clone(),
+            addr: peer.gossip,
+            full: peer.kind == NodeKind::Full,
+        });
         self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
         self.members.insert(peer.node, peer.clone());
         self.events.push_back(CoreEvent::MemberUp(peer));
@@ -693,6 +882,9 @@ impl Core {
             return;
         }
         self.replicator.peer_down(peer.node, now);
+        for key in self.fills.peer_down(peer.node) {
+            self.events.push_back(CoreEvent::Filled { key, found: false });
+        }
         self.sender.peer_down(peer.node);
         self.receiver.peer_down(peer.node);
         if let Some(seen) = self.seen.get_mut(&peer.node) {

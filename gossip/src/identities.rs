@@ -298,6 +298,7 @@ mod tests {
             gossip: SocketAddr::from(([127, 0, 0, 1], port)),
             http: SocketAddr::from(([127, 0, 0, 1], port)),
             incarnation: 1,
+            kind: Default::default(),
         }
     }
 

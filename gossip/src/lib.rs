@@ -27,6 +27,7 @@ pub mod quic;
 pub mod backlog;
 pub mod core;
 pub mod durability;
+pub mod fill;
 pub mod identities;
 pub mod membership;
 pub mod peer;

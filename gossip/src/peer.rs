@@ -30,6 +30,32 @@ pub struct Peer {
     /// one when it must rejoin after being declared down. A restarted node
     /// has a larger one and so wins over its old identity.
     pub incarnation: u64,
+    /// Whether it holds everything or only what its own clients use.
+    pub kind: NodeKind,
+}
+
+/// What a node stores of the cluster's data (docs/ARCHITECTURE.md, "Full
+/// nodes and sidecars").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Every key: it answers other nodes' fills, and a region needs one.
+    #[default]
+    Full,
+    /// Only keys its own clients read or wrote recently: a remote write
+    /// of any other key is recorded as applied and not stored, and a miss
+    /// fills from a full node of its region.
+    Sidecar,
+}
+
+impl NodeKind {
+    /// The name in config, flags and `/v1/cluster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Full => "full",
+            NodeKind::Sidecar => "sidecar",
+        }
+    }
 }
 
 // Coordinates are finite by construction (validated config), so equality
@@ -49,6 +75,7 @@ impl Peer {
             gossip,
             http: gossip,
             incarnation: 0,
+            kind: NodeKind::Full,
         }
     }
 }

@@ -5,11 +5,31 @@
 use geocache_crdt::{Delta, Dot, Key, Register};
 use std::sync::Arc;
 
+/// What became of a delta from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Merged: the register the store holds after it.
+    Stored(Arc<Register>),
+    /// Taken as applied without being stored: a sidecar does not hold the
+    /// key (`fill.rs`), and holds no older version of it either.
+    NotStored,
+    /// It cannot be applied here (its document base is missing).
+    Unappliable,
+}
+
 /// A store the core replicates into and out of.
 pub trait ReplicaStore {
-    /// Merges a delta from a peer; the register after it, or `None` when
-    /// it cannot be applied (its document base is missing here).
-    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>>;
+    /// Merges a delta from a peer.
+    fn apply(&mut self, delta: &Delta) -> ApplyOutcome;
+
+    /// Whether `key` is held (tombstones included), without counting as a
+    /// use of it: what a sidecar asks before it stores a remote write.
+    fn holds(&mut self, key: &Key) -> bool;
+
+    /// A sidecar took `delta` as applied without storing it (its key is
+    /// not held): nothing to do for a store, which never saw it, but an
+    /// observer (the simulator's oracle) counts it as arrived.
+    fn not_stored(&mut self, _delta: &Delta) {}
 
     /// Merges a register from a full transfer. When `forgotten_if_absent`
     /// and the key is not held here, the register is not taken: this node

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::backlog::{Backlog, BacklogLimits};
+use crate::replica_store::ApplyOutcome;
 use crate::watermarks::Watermarks;
 use crate::wire::Message;
 
@@ -96,6 +97,10 @@ pub struct PeerInfo {
     pub region: String,
     /// Its gossip address.
     pub addr: SocketAddr,
+    /// Whether it is a full node: relays are full nodes where a region
+    /// has one up, since a sidecar cannot rebuild a document change for a
+    /// key it does not hold.
+    pub full: bool,
 }
 
 #[derive(Debug)]
@@ -138,8 +143,8 @@ pub struct Transmit {
     pub wan: bool,
     /// What to send.
     pub message: Message,
-    /// How: on the peer's ordered stream, or as a request that expects a
-    /// [`Message::SyncResponse`].
+    /// How: on the peer's ordered stream, or as a request that expects an
+    /// answer ([`Message::SyncResponse`], [`Message::FillAnswer`]).
     pub request: bool,
 }
 
@@ -203,6 +208,9 @@ pub struct ReplicatorStats {
     pub repairs_merged: u64,
     /// Repairs not sent: the peer's were at a frame's bytes already.
     pub repairs_dropped: u64,
+    /// Deltas applied without being stored: a sidecar that does not hold
+    /// the key.
+    pub not_stored: u64,
 }
 
 #[derive(Debug)]
@@ -447,7 +455,7 @@ impl Replicator {
         self.peers
             .values()
             .filter(|p| p.info.region == region && !except.contains(&p.info.node))
-            .min_by_key(|p| (p.rtt_ms.unwrap_or(u64::MAX), p.info.node))
+            .min_by_key(|p| (!p.info.full, p.rtt_ms.unwrap_or(u64::MAX), p.info.node))
             .map(|p| p.info.node)
     }
 
@@ -492,7 +500,7 @@ impl Replicator {
         from: NodeId,
         message: Message,
         now_ms: u64,
-        apply: &mut dyn FnMut(&Delta) -> Option<Arc<Register>>,
+        apply: &mut dyn FnMut(&Delta) -> ApplyOutcome,
     ) -> Option<Message> {
         match message {
             Message::Deltas { relay, ack, deltas, .. } => {
@@ -506,7 +514,8 @@ impl Replicator {
                             // register the writer had not seen: the writer
                             // would keep its own write for good, since its
                             // watermarks say it has the winner's.
-                            if let (true, DeltaBody::Register(written)) = (delta.origin == from, &delta.body)
+                            if let (true, DeltaBody::Register(written), Some(held)) =
+                                (delta.origin == from, &delta.body, held)
                             {
                                 // A winner stamped within a second of the
                                 // write is most likely a concurrent write
@@ -600,7 +609,9 @@ impl Replicator {
             // Full transfers are the core's (`transfer.rs`).
             Message::FullTransferRequest { .. }
             | Message::FullTransferChunk { .. }
-            | Message::Repair { .. } => None,
+            | Message::Repair { .. }
+            | Message::FillRequest { .. }
+            | Message::FillAnswer { .. } => None,
             Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark } => {
                 for delta in deltas {
                     self.apply_one(&delta, now_ms, apply);
@@ -627,7 +638,7 @@ impl Replicator {
         &mut self,
         delta: &Arc<Delta>,
         now_ms: u64,
-        apply: &mut dyn FnMut(&Delta) -> Option<Arc<Register>>,
+        apply: &mut dyn FnMut(&Delta) -> ApplyOutcome,
     ) -> Applied {
         if self.applied.contains(delta.origin, delta.seq) {
             self.stats.duplicates += 1;
@@ -637,9 +648,16 @@ impl Replicator {
             self.stats.origins_refused += 1;
             return Applied::Failed;
         }
-        let Some(register) = apply(delta) else {
-            self.stats.unappliable += 1;
-            return Applied::Failed;
+        let register = match apply(delta) {
+            ApplyOutcome::Stored(register) => Some(register),
+            ApplyOutcome::NotStored => {
+                self.stats.not_stored += 1;
+                None
+            }
+            ApplyOutcome::Unappliable => {
+                self.stats.unappliable += 1;
+                return Applied::Failed;
+            }
         };
         self.applied.insert(delta.origin, delta.seq);
         if self.applied.take_jumped(delta.origin) {
@@ -651,15 +669,18 @@ impl Replicator {
         // something else here: forwarding it later is as good (a receiver
         // merges it into what it holds), and the one delta every node
         // received is then shared, not copied per node. Document changes
-        // need their base, so the register they made is kept instead.
-        let full = match &delta.body {
-            geocache_crdt::DeltaBody::Register(_) => delta.clone(),
-            _ => Arc::new(Delta {
+        // need their base, so the register they made is kept instead (a
+        // sidecar that did not store the key keeps the changes: a peer
+        // holding the base applies them, and one without it asks a full
+        // node, whose backlog has the register).
+        let full = match (&delta.body, &register) {
+            (geocache_crdt::DeltaBody::DocChanges(_), Some(register)) => Arc::new(Delta {
                 origin: delta.origin,
                 seq: delta.seq,
                 key: delta.key.clone(),
                 body: geocache_crdt::DeltaBody::Register(register.clone()),
             }),
+            _ => delta.clone(),
         };
         let bytes = delta_size_bytes(&full);
         self.backlog.push(full, bytes, now_ms);
@@ -834,6 +855,30 @@ impl Replicator {
         self.applied.contains(origin, seq)
     }
 
+    /// The contiguous watermark of `origin` here.
+    pub fn watermark(&self, origin: NodeId) -> u64 {
+        self.applied.watermark(origin)
+    }
+
+    /// Every delta of `origin` after `after_seq` this node applied, from
+    /// the backlog; `None` when the backlog lacks one (evicted, or raised
+    /// past by a full transfer).
+    pub fn backlog_after(&self, origin: NodeId, after_seq: u64) -> Option<Vec<Arc<Delta>>> {
+        let held = self.backlog.reaching_after(origin, after_seq)?;
+        (held.len() as u64 == self.applied.count_after(origin, after_seq)).then_some(held)
+    }
+
+    /// Whether every write of `origin` up to `seq` is applied here.
+    pub fn has_applied_through(&self, origin: NodeId, seq: u64) -> bool {
+        seq == 0 || self.applied.watermark(origin) >= seq
+    }
+
+    /// The highest write applied here of each origin, gaps or not: what a
+    /// full node must have applied to answer this node's fill.
+    pub fn highest_applied(&self) -> Vec<(NodeId, u64)> {
+        self.applied.highest()
+    }
+
     /// Forgets what is kept per origin for `origin`: no member has been it
     /// for longer than the retention.
     pub fn forget_origin(&mut self, origin: NodeId) {
@@ -989,8 +1034,9 @@ fn batch_len(queue: &VecDeque<Arc<Delta>>, count_max: usize, bytes_max: usize) -
 }
 
 enum Applied {
-    /// Applied: the register held after it.
-    New(Arc<Register>),
+    /// Applied: the register held after it, `None` when not stored here (a
+    /// sidecar without the key).
+    New(Option<Arc<Register>>),
     Duplicate,
     Failed,
 }

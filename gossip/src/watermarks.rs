@@ -67,6 +67,16 @@ impl AppliedSet {
         }
     }
 
+    /// How many seqs above `after` are applied.
+    pub fn count_after(&self, after: u64) -> u64 {
+        self.watermark.saturating_sub(after) + self.above.range(after.saturating_add(1)..).count() as u64
+    }
+
+    /// The highest applied seq.
+    pub fn highest(&self) -> u64 {
+        self.above.last().copied().unwrap_or(self.watermark)
+    }
+
     /// Seqs missing between the watermark and the highest applied one.
     pub fn has_gaps(&self) -> bool {
         !self.above.is_empty()
@@ -120,6 +130,16 @@ impl Watermarks {
     /// Every origin's watermark, in node order.
     pub fn summary(&self) -> Vec<(NodeId, u64)> {
         self.origins.iter().map(|(n, s)| (*n, s.watermark())).collect()
+    }
+
+    /// How many of `origin`'s seqs above `after` are applied.
+    pub fn count_after(&self, origin: NodeId, after: u64) -> u64 {
+        self.origins.get(&origin).map_or(0, |s| s.count_after(after))
+    }
+
+    /// Every origin's highest applied seq, in node order.
+    pub fn highest(&self) -> Vec<(NodeId, u64)> {
+        self.origins.iter().map(|(n, s)| (*n, s.highest())).collect()
     }
 
     /// Raises `origin`'s watermark to at least `seq`.

@@ -98,6 +98,35 @@ pub enum Message {
         /// The registers, each as the sender holds it.
         registers: Vec<(Key, Arc<Register>)>,
     },
+    /// A sidecar missed `key`: asks a full node of its region for it, on
+    /// the ordered stream.
+    FillRequest {
+        /// The sender.
+        from: NodeId,
+        /// The key.
+        key: Key,
+        /// The highest write of each origin the sender has applied, stored
+        /// or not: the answer is only taken from a node that has applied
+        /// all of them, so a sidecar never takes a value older than one it
+        /// has seen.
+        seen: Vec<(NodeId, u64)>,
+    },
+    /// The answer to a [`Message::FillRequest`], on the ordered stream.
+    FillAnswer {
+        /// The sender.
+        from: NodeId,
+        /// The key asked for.
+        key: Key,
+        /// The register held, tombstones included; `None` when none is.
+        register: Option<Arc<Register>>,
+        /// Whether the sender is a full node: a sidecar vouches for no key,
+        /// and its answer is a miss.
+        full: bool,
+        /// Origins of the request's `seen` the sender has not applied
+        /// through, with its watermark of each: the asker merges what its
+        /// own backlog holds of the key after it, or misses.
+        lacking: Vec<(NodeId, u64)>,
+    },
 }
 
 /// Where a receiver wants a full transfer to go on from.
@@ -120,7 +149,9 @@ impl Message {
             | Message::SyncHint { from }
             | Message::FullTransferRequest { from, .. }
             | Message::FullTransferChunk { from, .. }
-            | Message::Repair { from, .. } => Some(*from),
+            | Message::Repair { from, .. }
+            | Message::FillRequest { from, .. }
+            | Message::FillAnswer { from, .. } => Some(*from),
             Message::SyncResponse { .. } => None,
         }
     }
@@ -133,6 +164,7 @@ impl Message {
             Message::SyncRequest { .. } | Message::SyncResponse { .. } | Message::SyncHint { .. } => "sync",
             Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
             Message::Repair { .. } => "repair",
+            Message::FillRequest { .. } | Message::FillAnswer { .. } => "fill",
         }
     }
 }

@@ -9,7 +9,7 @@ use geocache_gossip::core::{Core, CoreConfig};
 use geocache_gossip::durability::Durability;
 use geocache_gossip::identities::Link;
 use geocache_gossip::peer::Peer;
-use geocache_gossip::replica_store::ReplicaStore;
+use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
 use geocache_gossip::wire::Message;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -26,11 +26,16 @@ struct MapStore {
 }
 
 impl ReplicaStore for MapStore {
-    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
+    fn apply(&mut self, delta: &Delta) -> ApplyOutcome {
         let current = self.map.get(&delta.key).cloned();
-        let merged = Arc::new(delta.apply_to(current.as_deref()).ok()?);
+        let Ok(merged) = delta.apply_to(current.as_deref()) else { return ApplyOutcome::Unappliable };
+        let merged = Arc::new(merged);
         self.map.insert(delta.key.clone(), merged.clone());
-        Some(merged)
+        ApplyOutcome::Stored(merged)
+    }
+
+    fn holds(&mut self, key: &Key) -> bool {
+        self.map.contains_key(key)
     }
 
     fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
@@ -131,6 +136,7 @@ impl Harness {
                     gossip: addr(i),
                     http: addr(i),
                     incarnation: 0,
+                    kind: Default::default(),
                 };
                 let mut config = CoreConfig { seeds: vec![addr(0)], ..CoreConfig::default() };
                 configure(&mut config);

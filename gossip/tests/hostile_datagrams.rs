@@ -21,6 +21,7 @@ fn peer(i: u8) -> Peer {
         gossip: addr,
         http: addr,
         incarnation: 1,
+        kind: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ fn peer(i: u8, incarnation: u64) -> Peer {
         gossip,
         http: SocketAddr::from(([127, 0, 0, 10 + i], 7070)),
         incarnation,
+        kind: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use geocache_crdt::{codec, Delta, DeltaBody, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
 use geocache_gossip::backlog::BacklogLimits;
+use geocache_gossip::replica_store::ApplyOutcome;
 use geocache_gossip::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
 use geocache_gossip::wire::Message;
 use std::cmp::Reverse;
@@ -84,7 +85,8 @@ impl Cluster {
         };
         for i in 0..c.nodes.len() {
             for j in 0..c.nodes.len() {
-                let info = PeerInfo { node: id(j), region: c.nodes[j].region.clone(), addr: addr(j) };
+                let info =
+                    PeerInfo { node: id(j), region: c.nodes[j].region.clone(), addr: addr(j), full: true };
                 c.nodes[i].replicator.peer_up(info);
                 let rtt =
                     if c.nodes[i].region == c.nodes[j].region { 2 * LAN_MS } else { 2 * WAN_MS + j as u64 };
@@ -201,10 +203,13 @@ impl Cluster {
         let now = self.now_ms;
         let node = &mut self.nodes[m.to];
         let store = &mut node.store;
-        let mut apply = |d: &Delta| -> Option<Arc<Register>> {
-            let next = Arc::new(d.apply_to(store.get(&d.key).map(|r| &**r)).ok()?);
+        let mut apply = |d: &Delta| -> ApplyOutcome {
+            let Ok(next) = d.apply_to(store.get(&d.key).map(|r| &**r)) else {
+                return ApplyOutcome::Unappliable;
+            };
+            let next = Arc::new(next);
             store.insert(d.key.clone(), next.clone());
-            Some(next)
+            ApplyOutcome::Stored(next)
         };
         let answer = node.replicator.handle_message(id(m.from), message, now, &mut apply);
         self.flush(m.to);
@@ -409,7 +414,7 @@ fn duplicates_are_dropped() {
         body: DeltaBody::Register(c.nodes[0].store.values().next().unwrap().clone()),
     });
     let before = c.nodes[1].replicator.stats().duplicates;
-    let mut apply = |_: &Delta| -> Option<Arc<Register>> { panic!("a duplicate must not be applied") };
+    let mut apply = |_: &Delta| -> ApplyOutcome { panic!("a duplicate must not be applied") };
     c.nodes[1].replicator.handle_message(
         id(0),
         Message::Deltas { from: id(0), relay: false, ack: true, deltas: vec![d] },

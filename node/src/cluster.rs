@@ -13,10 +13,11 @@ use bytes::Bytes;
 use geocache_crdt::{codec, Delta, Dot, Key, NodeId, Register};
 use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::core::{Core, CoreConfig, CoreEvent};
+use geocache_gossip::fill::{FillStart, FillStats};
 use geocache_gossip::identities::{Link, Refusals};
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
-use geocache_gossip::replica_store::ReplicaStore;
+use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
 use geocache_gossip::replicator::{ReplicatorStats, Transmit};
 use geocache_gossip::transfer::TransferStats;
 use geocache_gossip::wire::Message;
@@ -77,6 +78,8 @@ pub struct ClusterOptions {
     pub metrics: Arc<Metrics>,
     /// Marked failed if the replication task panics.
     pub health: ReplicationHealth,
+    /// How long a sidecar's miss waits for its fill.
+    pub fill_timeout: Duration,
 }
 
 /// Replication could not start.
@@ -96,6 +99,8 @@ pub struct MemberView {
     pub name: String,
     /// Region.
     pub region: String,
+    /// `full` or `sidecar`.
+    pub kind: &'static str,
     /// Latitude.
     pub lat: f64,
     /// Longitude.
@@ -128,6 +133,9 @@ pub struct ClusterView {
     /// Full-transfer counters.
     #[serde(skip)]
     pub transfers: TransferStats,
+    /// Fill counters (a sidecar's misses; a full node's answers).
+    #[serde(skip)]
+    pub fills: FillStats,
     /// Anti-entropy answers dropped because the pump's answer queue was
     /// full (the next round asks again).
     #[serde(skip)]
@@ -168,6 +176,10 @@ enum Command {
         done: oneshot::Sender<DrainReport>,
     },
     StoreLoaded,
+    Fill {
+        key: Key,
+        done: oneshot::Sender<bool>,
+    },
 }
 
 /// A handle on the node's replication. Cheap to clone.
@@ -177,6 +189,7 @@ pub struct Cluster {
     view: Arc<RwLock<ClusterView>>,
     transport: QuicTransport,
     me: NodeId,
+    fill_timeout: Duration,
 }
 
 impl Cluster {
@@ -192,7 +205,11 @@ impl Cluster {
             QuicTransport::bind(config).await.map_err(|e| ClusterError::Transport(e.to_string()))?;
         let me = options.me.node;
         let seed = SystemClock.now_ms() ^ me.0;
-        let mut core_config = CoreConfig { seeds: options.seeds.clone(), ..CoreConfig::default() };
+        let mut core_config = CoreConfig {
+            seeds: options.seeds.clone(),
+            fill_timeout_ms: u64::try_from(options.fill_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..CoreConfig::default()
+        };
         core_config.replicator.backlog.bytes_max = options.backlog_bytes_max;
         core_config.replicator.backlog.age_ms_max = backlog_age_ms_max(options.tombstone_retention_ms);
         let core = match &options.resume {
@@ -215,11 +232,13 @@ impl Cluster {
             metrics: options.metrics,
             drain: None,
             refusals_counted: Refusals::default(),
+            fill_waiters: BTreeMap::new(),
+            fills_counted: (FillStats::default(), 0),
         };
         let failures = driver.metrics.replication_failures.clone();
         let task = tokio::spawn(driver.run(inbound, command_rx, answer_rx));
         options.health.supervise(task, failures);
-        Ok(Cluster { commands, view, transport, me })
+        Ok(Cluster { commands, view, transport, me, fill_timeout: options.fill_timeout })
     }
 
     /// This node's origin id (this life's).
@@ -276,6 +295,21 @@ impl Cluster {
         report
     }
 
+    /// A sidecar's miss of `key`: waits (at most the fill time-out) for a
+    /// full node of the region to bring it into the store. True when the
+    /// store now holds what that node held; false is a miss (a full node
+    /// holds nothing, none is up, or it did not answer in time).
+    pub async fn fill(&self, key: Key) -> bool {
+        let (done, filled) = oneshot::channel();
+        if self.commands.send(Command::Fill { key, done }).await.is_err() {
+            return false;
+        }
+        // The core times the fill out; this bound only covers a driver
+        // that stopped meanwhile.
+        let bound = self.fill_timeout + Duration::from_secs(1);
+        matches!(tokio::time::timeout(bound, filled).await, Ok(Ok(true)))
+    }
+
     /// The store finished loading from the data dir.
     pub async fn store_loaded(&self) {
         let _ = self.commands.send(Command::StoreLoaded).await;
@@ -291,14 +325,18 @@ impl Cluster {
 struct StoreAccess<'a>(&'a Store);
 
 impl ReplicaStore for StoreAccess<'_> {
-    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
+    fn apply(&mut self, delta: &Delta) -> ApplyOutcome {
         match self.0.apply_remote(delta) {
-            Ok(outcome) => Some(outcome.register),
+            Ok(outcome) => ApplyOutcome::Stored(outcome.register),
             Err(e) => {
                 tracing::debug!(origin = %delta.origin, seq = delta.seq, error = %e, "delta not applied");
-                None
+                ApplyOutcome::Unappliable
             }
         }
+    }
+
+    fn holds(&mut self, key: &Key) -> bool {
+        self.0.holds(key)
     }
 
     fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {
@@ -344,6 +382,10 @@ struct Driver {
     drain: Option<DrainState>,
     /// The refusals last counted into the metrics.
     refusals_counted: Refusals,
+    /// Front-end requests waiting on each key's fill.
+    fill_waiters: BTreeMap<Key, Vec<oneshot::Sender<bool>>>,
+    /// The fill and not-stored counts last counted into the metrics.
+    fills_counted: (FillStats, u64),
 }
 
 impl Driver {
@@ -445,6 +487,12 @@ impl Driver {
                 self.core.local_write(delta, full, bytes, level, now);
             }
             Command::StoreLoaded => self.core.store_loaded(),
+            Command::Fill { key, done } => match self.core.fill(key.clone(), now) {
+                FillStart::Asked | FillStart::Joined => self.fill_waiters.entry(key).or_default().push(done),
+                FillStart::NotSidecar | FillStart::NoFullNode | FillStart::Busy => {
+                    let _ = done.send(false);
+                }
+            },
             Command::Drain { deadline, done } => {
                 let until_ms = now.saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
                 tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining replication");
@@ -539,6 +587,11 @@ impl Driver {
                     let tx = if done { self.waiters.remove(&seq) } else { self.waiters.get(&seq).cloned() };
                     if let Some(tx) = tx {
                         let _ = tx.send(level);
+                    }
+                }
+                CoreEvent::Filled { key, found } => {
+                    for done in self.fill_waiters.remove(&key).unwrap_or_default() {
+                        let _ = done.send(found);
                     }
                 }
                 CoreEvent::TransferApplied { from, dropped } => {
@@ -662,8 +715,31 @@ impl Driver {
         }
     }
 
+    /// Counts new fills and not-stored remote writes into the metrics.
+    fn count_fills(&mut self) {
+        let now = (self.core.fill_stats().clone(), self.core.replicator().stats().not_stored);
+        let (before, not_stored_before) = std::mem::replace(&mut self.fills_counted, now.clone());
+        let (now, not_stored) = now;
+        let outcomes = [
+            ("found", now.found - before.found),
+            ("absent", now.absent - before.absent),
+            ("behind", now.behind - before.behind),
+            ("timed_out", now.timed_out - before.timed_out),
+            ("no_full_node", now.no_full_node - before.no_full_node),
+            ("busy", now.refused_busy - before.refused_busy),
+            ("answered", now.answered - before.answered),
+        ];
+        for (outcome, new) in outcomes {
+            if new > 0 {
+                self.metrics.fills.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc_by(new);
+            }
+        }
+        self.metrics.remote_not_stored.inc_by(not_stored - not_stored_before);
+    }
+
     fn publish_view(&mut self) {
         self.count_refusals();
+        self.count_fills();
         let replicator = self.core.replicator();
         let rtts: BTreeMap<NodeId, Option<u64>> =
             replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
@@ -678,6 +754,7 @@ impl Driver {
                 origin: p.node.to_string(),
                 name: p.name.clone(),
                 region: p.region.clone(),
+                kind: p.kind.as_str(),
                 lat: p.lat,
                 lon: p.lon,
                 gossip: p.gossip,
@@ -698,6 +775,7 @@ impl Driver {
             watermarks: watermarks.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
             stats: replicator.stats().clone(),
             transfers: self.core.transfer_stats().clone(),
+            fills: self.core.fill_stats().clone(),
             answers_dropped: self.answers_dropped,
             refusals: self.core.refusals().clone(),
         };

@@ -134,6 +134,17 @@ pub struct ConfigLayer {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<std::path::PathBuf>,
+    /// Run as a sidecar: store only the keys this node's own clients read
+    /// or write, and fill a miss from a full node of the region
+    /// (docs/ARCHITECTURE.md, "Full nodes and sidecars") [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<bool>,
+    /// How long a sidecar's miss waits for a full node of its region
+    /// before it answers as a miss [default: 200ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub fill_timeout: Option<Duration>,
     /// Bytes of recent writes kept to answer anti-entropy; a peer further
     /// behind gets a full state transfer [default: 64MiB].
     #[arg(long)]
@@ -315,6 +326,11 @@ pub struct ReplicationConfig {
     pub key: std::path::PathBuf,
     /// Bytes of recent writes kept for anti-entropy.
     pub backlog_bytes_max: ByteSize,
+    /// Full node or sidecar.
+    pub kind: geocache_gossip::peer::NodeKind,
+    /// How long a sidecar's miss waits for a fill.
+    #[serde(with = "humantime_serde")]
+    pub fill_timeout: Duration,
 }
 
 /// A setting has a bad value, or the file could not be read.
@@ -392,6 +408,8 @@ impl ConfigLayer {
             key: over.key.or(self.key),
             durability_timeout: over.durability_timeout.or(self.durability_timeout),
             backlog_bytes_max: over.backlog_bytes_max.or(self.backlog_bytes_max),
+            sidecar: over.sidecar.or(self.sidecar),
+            fill_timeout: over.fill_timeout.or(self.fill_timeout),
             resp: over.resp.or(self.resp),
             resp_namespace: over.resp_namespace.or(self.resp_namespace),
             reply_bytes_max: over.reply_bytes_max.or(self.reply_bytes_max),
@@ -528,8 +546,25 @@ impl Config {
             (None, Some(_)) => return Err(invalid("tls-cert", "--tls-key needs --tls-cert")),
         };
         let node_id = layer.node_id.unwrap_or_else(|| derived_node_id(&region, http));
+        let fill_timeout = layer.fill_timeout.unwrap_or(Duration::from_millis(200));
+        if fill_timeout.is_zero() || fill_timeout > Duration::from_secs(10) {
+            return Err(invalid(
+                "fill-timeout",
+                format!("must be above 0 and at most 10s (got {fill_timeout:?})"),
+            ));
+        }
+        let kind = match layer.sidecar {
+            Some(true) => geocache_gossip::peer::NodeKind::Sidecar,
+            _ => geocache_gossip::peer::NodeKind::Full,
+        };
         let replication = match (layer.gossip, layer.ca, layer.cert, layer.key) {
             (None, _, _, _) => {
+                if kind == geocache_gossip::peer::NodeKind::Sidecar {
+                    return Err(invalid(
+                        "sidecar",
+                        "needs --gossip: a sidecar fills from the full nodes of its region",
+                    ));
+                }
                 if layer.seeds.as_ref().is_some_and(|s| !s.is_empty()) {
                     return Err(invalid(
                         "seeds",
@@ -566,6 +601,8 @@ impl Config {
                     cert,
                     key,
                     backlog_bytes_max,
+                    kind,
+                    fill_timeout,
                 })
             }
             (Some(_), None, _, _) => return Err(invalid("ca", "--gossip needs --ca, --cert and --key")),

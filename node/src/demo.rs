@@ -118,6 +118,7 @@ pub async fn start(
                 gossip,
                 http,
                 incarnation: state.incarnation,
+                kind: geocache_gossip::peer::NodeKind::Full,
             };
             let seeds = if index == 0 { Vec::new() } else { vec![seed] };
             let cluster = Cluster::start(
@@ -132,6 +133,7 @@ pub async fn start(
                     tombstone_retention_ms: state.config.tombstone_ttl.as_millis() as u64,
                     metrics: state.metrics.clone(),
                     health: state.replication_health.clone(),
+                    fill_timeout: std::time::Duration::from_millis(200),
                 },
             )
             .await

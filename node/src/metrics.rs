@@ -44,6 +44,14 @@ pub struct MessageLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the fill counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `found`, `absent`, `behind`, `timed_out`, `no_full_node`, `busy`
+    /// (a sidecar's fills) or `answered` (a full node's).
+    pub outcome: &'static str,
+}
+
 /// Labels of the RESP command counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -76,6 +84,10 @@ pub struct Metrics {
     pub peer_refusals: Family<ReasonLabels, Counter>,
     /// The replication task stopped by a panic.
     pub replication_failures: Counter,
+    /// Fills by outcome (`gossip/src/fill.rs`).
+    pub fills: Family<OutcomeLabels, Counter>,
+    /// Remote writes a sidecar applied without storing them.
+    pub remote_not_stored: Counter,
     entries: Gauge,
     bytes: Gauge,
     disk_bytes: Gauge,
@@ -166,6 +178,18 @@ impl Metrics {
             "Replication task panics: the node then answers not ready and refuses writes",
             replication_failures.clone(),
         );
+        let fills = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "geocache_fills",
+            "A sidecar's misses filled from a full node of its region, by outcome; a full node's answers",
+            fills.clone(),
+        );
+        let remote_not_stored = Counter::default();
+        registry.register(
+            "geocache_remote_writes_not_stored",
+            "Remote writes a sidecar applied without storing them (it does not hold the key)",
+            remote_not_stored.clone(),
+        );
         let entries = Gauge::default();
         registry.register("geocache_entries", "Entries held, tombstones included", entries.clone());
         let bytes = Gauge::default();
@@ -187,6 +211,8 @@ impl Metrics {
             auth_failures,
             peer_refusals,
             replication_failures,
+            fills,
+            remote_not_stored,
             entries,
             bytes,
             disk_bytes: Gauge::default(),

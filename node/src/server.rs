@@ -199,6 +199,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
         gossip: replication.advertise,
         http,
         incarnation: state.incarnation,
+        kind: replication.kind,
     };
     let cluster = Cluster::start(
         state.store.clone(),
@@ -212,6 +213,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
             tombstone_retention_ms: state.config.tombstone_ttl.as_millis() as u64,
             metrics: state.metrics.clone(),
             health: state.replication_health.clone(),
+            fill_timeout: replication.fill_timeout,
         },
     )
     .await

@@ -69,3 +69,23 @@ pub struct NodeParts {
     /// starts from it.
     pub resume: Option<geocache_gossip::resume::ResumeState>,
 }
+
+impl NodeParts {
+    /// Whether this node is a sidecar (`--sidecar`).
+    pub fn is_sidecar(&self) -> bool {
+        self.config.replication.as_ref().is_some_and(|r| r.kind == geocache_gossip::peer::NodeKind::Sidecar)
+    }
+
+    /// Before a read (or a write that builds on the current value) of
+    /// `key` at a sidecar that does not hold it: fills it from a full node
+    /// of the region, waiting at most `--fill-timeout`. Nothing to do on a
+    /// full node, or for a key held.
+    pub async fn fill_if_missing(&self, key: &geocache_crdt::Key) {
+        if !self.is_sidecar() || self.store.holds(key) {
+            return;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.fill(key.clone()).await;
+        }
+    }
+}

@@ -225,6 +225,12 @@ impl Store {
         }
     }
 
+    /// Whether `key` is held (tombstones and expired entries included),
+    /// without counting as a use of it.
+    pub fn holds(&self, key: &Key) -> bool {
+        self.cache.contains_key(&store_key::pack(key)[..])
+    }
+
     /// The entry of `key` as held, tombstones and expired entries
     /// included; for replication, not for reads.
     pub fn register(&self, key: &Key) -> Option<Entry> {

@@ -11,7 +11,7 @@ use thiserror::Error;
 use crate::cluster::Durability;
 use crate::namespace::Namespace;
 use crate::state::NodeState;
-use crate::store::{Ttl, Write, WriteError, WriteOutcome};
+use crate::store::{Condition, Ttl, Write, WriteError, WriteOp, WriteOutcome};
 
 /// A write through [`NodeState::write`] did not succeed as asked.
 #[derive(Debug, Error)]
@@ -120,6 +120,15 @@ impl NodeState {
             return Err(WritePathError::DiskFailed(why.to_string()));
         }
         let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
+        // A write that builds on the current value (a condition, a patch,
+        // a kept expiry) needs it here first; a plain put or delete
+        // replaces it and waits for nothing.
+        let builds_on_current = !matches!(write.condition, Condition::Always)
+            || matches!(write.op, WriteOp::Patch(_))
+            || matches!(write.ttl, Ttl::Keep { .. });
+        if builds_on_current {
+            self.fill_if_missing(&write.key).await;
+        }
         let outcome = self.store.apply_local(write)?;
         // On a node with a data dir every level from `disk` up includes
         // this node's disk; `--fsync always` makes every write wait for it.

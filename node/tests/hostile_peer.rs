@@ -113,6 +113,7 @@ impl Mallory {
             gossip: addr,
             http: addr,
             incarnation: now_ms(),
+            kind: Default::default(),
         };
         let mut core = Core::new(me, CoreConfig { seeds: vec![victim], ..CoreConfig::default() }, 99, 0);
         let sender = transport.clone();
@@ -243,6 +244,7 @@ async fn a_hostile_peer_with_a_valid_certificate_cannot_hurt_the_victim() {
         gossip,
         http: mallory.addr,
         incarnation: now_ms() + 1_000_000,
+        kind: Default::default(),
     };
 
     // 1. Announcing as the honest node, on mallory's own connection.

@@ -86,7 +86,7 @@ impl World {
             self.by_origin.insert(origin, i);
             self.nodes[i].store =
                 SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
-            let me = identity(&self.scenario, region, i, origin, now);
+            let me = identity(&self.scenario, (region, self.nodes[i].slot), i, origin, now);
             let config = core_config(&self.scenario, region, &self.seeds);
             self.nodes[i].core = Core::new(me, config, seed, now);
         } else {
@@ -103,7 +103,7 @@ impl World {
                 watermarks: self.nodes[i].checkpoint.clone(),
                 backlog: old.replicator().backlog_deltas(),
             };
-            let me = identity(&self.scenario, region, i, self.nodes[i].origin, now);
+            let me = identity(&self.scenario, (region, self.nodes[i].slot), i, self.nodes[i].origin, now);
             let config = core_config(&self.scenario, region, &self.seeds);
             self.nodes[i].core = Core::resume(me, config, &state, seed, now);
             // The simulated store is held whole: it has nothing to load.

@@ -119,13 +119,15 @@ impl FinalState<'_> {
     /// Whether some live node has write `(origin, seq)` of `key`: its
     /// origin (which holds all its writes), a node that applied it (at or
     /// above its watermark: a gap below it from a dead origin never
-    /// fills), or one whose register for the key is that write (merged
+    /// fills; a full node's only, since a sidecar applies writes it does
+    /// not store), or one whose register for the key is that write (merged
     /// from a full transfer).
     fn survives(&self, origin: NodeId, seq: u64, key: &Key) -> bool {
         let dot = geocache_crdt::Dot { origin, seq };
         self.world.nodes.iter().filter(|n| n.up).any(|n| {
             n.origin == origin
-                || n.core.replicator().has_applied(origin, seq)
+                || (n.kind == geocache_gossip::peer::NodeKind::Full
+                    && n.core.replicator().has_applied(origin, seq))
                 || n.store.peek(key).is_some_and(|e| e.dot() == dot)
         })
     }

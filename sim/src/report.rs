@@ -76,10 +76,79 @@ pub struct Report {
     pub refused_frames: u64,
     /// Replication messages and bytes per client write, by kind.
     pub messages_by_kind: Vec<crate::message_kinds::KindRow>,
+    /// Full nodes against sidecars, when the scenario has sidecars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecars: Option<SidecarRow>,
     /// Lag per region pair.
     pub lag: Vec<LagRow>,
     /// Checker verdicts.
     pub checks: Vec<Check>,
+}
+
+/// What sidecars cost and keep, against full nodes.
+#[derive(Clone, Debug, Serialize)]
+pub struct SidecarRow {
+    /// Share of client reads at full nodes that found a value.
+    pub full_hit_ratio: f64,
+    /// Share of client reads at sidecars that found a value (filled or
+    /// held).
+    pub sidecar_hit_ratio: f64,
+    /// Registers held at the end, mean over live full nodes.
+    pub full_keys_held: f64,
+    /// Registers held at the end, mean over live sidecars.
+    pub sidecar_keys_held: f64,
+    /// `sidecar_keys_held / full_keys_held`.
+    pub key_share: f64,
+    /// Remote writes sidecars applied without storing, per sidecar.
+    pub not_stored_per_sidecar: f64,
+    /// Fills asked, summed over sidecars.
+    pub fills_asked: u64,
+    /// Fills that brought a register.
+    pub fills_found: u64,
+    /// Fills answered: nothing held.
+    pub fills_absent: u64,
+    /// Fills answered by a node behind the asker (a miss).
+    pub fills_behind: u64,
+    /// Fills without an answer in time (a miss).
+    pub fills_timed_out: u64,
+    /// Misses with no full node up in the region.
+    pub fills_no_full_node: u64,
+}
+
+impl SidecarRow {
+    fn new(world: &World) -> Option<SidecarRow> {
+        use geocache_gossip::peer::NodeKind;
+        let t = &world.tallies;
+        let live = || world.nodes.iter().filter(|n| n.up);
+        let sidecars: Vec<_> = live().filter(|n| n.kind == NodeKind::Sidecar).collect();
+        let fulls: Vec<_> = live().filter(|n| n.kind == NodeKind::Full).collect();
+        if world.nodes.iter().all(|n| n.kind == NodeKind::Full) {
+            return None;
+        }
+        let mean = |nodes: &[&crate::sim_node::SimNode]| {
+            nodes.iter().map(|n| n.store.held_count() as f64).sum::<f64>() / nodes.len().max(1) as f64
+        };
+        let (full_keys_held, sidecar_keys_held) = (mean(&fulls), mean(&sidecars));
+        let all_sidecars = || world.nodes.iter().filter(|n| n.kind == NodeKind::Sidecar);
+        let fills = |f: fn(&geocache_gossip::fill::FillStats) -> u64| {
+            all_sidecars().map(|n| f(n.core.fill_stats())).sum::<u64>()
+        };
+        let not_stored: u64 = all_sidecars().map(|n| n.core.replicator().stats().not_stored).sum();
+        Some(SidecarRow {
+            full_hit_ratio: round3(t.full_reads.1 as f64 / t.full_reads.0.max(1) as f64),
+            sidecar_hit_ratio: round3(t.sidecar_reads.1 as f64 / t.sidecar_reads.0.max(1) as f64),
+            full_keys_held: round3(full_keys_held),
+            sidecar_keys_held: round3(sidecar_keys_held),
+            key_share: round3(sidecar_keys_held / full_keys_held.max(1.0)),
+            not_stored_per_sidecar: round3(not_stored as f64 / all_sidecars().count().max(1) as f64),
+            fills_asked: fills(|f| f.asked),
+            fills_found: fills(|f| f.found),
+            fills_absent: fills(|f| f.absent),
+            fills_behind: fills(|f| f.behind),
+            fills_timed_out: fills(|f| f.timed_out),
+            fills_no_full_node: fills(|f| f.no_full_node),
+        })
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -137,6 +206,7 @@ impl Report {
             transfers_applied: t.transfers_applied,
             refused_frames: t.refused_frames,
             messages_by_kind: t.kinds.per_write(writes),
+            sidecars: SidecarRow::new(world),
             lag,
             checks,
         }
@@ -193,6 +263,24 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summe
             ));
         }
         out.push('\n');
+        if let Some(s) = &self.sidecars {
+            out.push_str(&format!(
+                "full nodes: hit ratio {:.3}, {:.0} keys held; sidecars: hit ratio {:.3}, {:.0} keys held ({:.3} of a full node's), {:.0} remote writes not stored each\n\
+fills: {} asked, {} found, {} absent, {} behind, {} timed out, {} with no full node up\n\n",
+                s.full_hit_ratio,
+                s.full_keys_held,
+                s.sidecar_hit_ratio,
+                s.sidecar_keys_held,
+                s.key_share,
+                s.not_stored_per_sidecar,
+                s.fills_asked,
+                s.fills_found,
+                s.fills_absent,
+                s.fills_behind,
+                s.fills_timed_out,
+                s.fills_no_full_node
+            ));
+        }
         out.push_str(&format!(
             "{:<14} {:<14} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
             "from", "to", "delay ms", "p50 ms", "p99 ms", "max ms", "p50/d"

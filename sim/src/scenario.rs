@@ -60,6 +60,10 @@ pub struct RegionSpec {
     /// Replication backlog of each node, MiB (`--backlog-bytes-max`).
     #[serde(default = "default_backlog_mib")]
     pub backlog_mib: u64,
+    /// How many of its nodes are full nodes (the first ones); the rest are
+    /// sidecars (`--sidecar`). Every node is full when not given.
+    #[serde(default)]
+    pub full_nodes: Option<usize>,
 }
 
 fn default_backlog_mib() -> u64 {
@@ -143,6 +147,12 @@ pub struct WorkloadSpec {
     /// The size of a large value: several replication frames' worth.
     #[serde(default = "default_large_value_bytes")]
     pub large_value_bytes: usize,
+    /// Each app reads and writes its own part of the key space: the keys
+    /// are dealt into one part per node slot of a region, and the clients
+    /// of slot `i` in every region use part `i` (apps of one kind running
+    /// in each region). Otherwise every client uses every key.
+    #[serde(default)]
+    pub per_app_keys: bool,
 }
 
 fn default_large_value_bytes() -> usize {
@@ -265,6 +275,22 @@ impl Scenario {
         self.regions.iter().map(|r| r.nodes).sum()
     }
 
+    /// Node `slot` of region `region`'s kind.
+    pub fn kind_of(&self, region: usize, slot: usize) -> geocache_gossip::peer::NodeKind {
+        let full = self.regions[region].full_nodes.unwrap_or(usize::MAX);
+        if slot < full {
+            geocache_gossip::peer::NodeKind::Full
+        } else {
+            geocache_gossip::peer::NodeKind::Sidecar
+        }
+    }
+
+    /// The most nodes of any region: the number of key parts with
+    /// `per_app_keys`.
+    pub fn slots_per_region(&self) -> usize {
+        self.regions.iter().map(|r| r.nodes).max().unwrap_or(1)
+    }
+
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Invalid(m));
         if self.regions.is_empty() {
@@ -273,6 +299,9 @@ impl Scenario {
         for r in &self.regions {
             if r.nodes == 0 || r.nodes > 64 {
                 return bad(format!("regions.{}: nodes must be 1 to 64", r.name));
+            }
+            if r.full_nodes.is_some_and(|f| f > r.nodes) {
+                return bad(format!("regions.{}: full_nodes must be at most nodes", r.name));
             }
             if !(-90.0..=90.0).contains(&r.lat) || !(-180.0..=180.0).contains(&r.lon) {
                 return bad(format!("regions.{}: lat/lon out of range", r.name));

@@ -4,8 +4,9 @@
 
 use geocache_crdt::{Delta, Dot, Key, NodeId, Register};
 use geocache_gossip::core::{Core, CoreConfig};
+use geocache_gossip::peer::NodeKind;
 use geocache_gossip::peer::Peer;
-use geocache_gossip::replica_store::ReplicaStore;
+use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,6 +18,11 @@ use crate::sim_store::SimStore;
 pub struct SimNode {
     /// Its region, by index.
     pub region: usize,
+    /// Its place in the region, from 0 (with `per_app_keys`, its app's
+    /// part of the keys).
+    pub slot: usize,
+    /// Full node or sidecar.
+    pub kind: NodeKind,
     /// This life's origin id.
     pub origin: NodeId,
     /// Its store.
@@ -46,10 +52,16 @@ fn http_addr() -> SocketAddr {
     SocketAddr::from(([10, 255, 255, 255], 8080))
 }
 
-/// Node `i`'s identity in membership: its origin id, region and gossip
-/// address, and `incarnation_ms`, the virtual time this life started (a
-/// restarted node wins over its previous life).
-pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, incarnation_ms: u64) -> Peer {
+/// Node `i`'s identity in membership: its origin id, region, kind and
+/// gossip address, and `incarnation_ms`, the virtual time this life started
+/// (a restarted node wins over its previous life).
+pub fn identity(
+    scenario: &Scenario,
+    (region, slot): (usize, usize),
+    i: usize,
+    origin: NodeId,
+    incarnation_ms: u64,
+) -> Peer {
     let spec = &scenario.regions[region];
     Peer {
         node: origin,
@@ -60,6 +72,7 @@ pub fn identity(scenario: &Scenario, region: usize, i: usize, origin: NodeId, in
         gossip: addr(i),
         http: http_addr(),
         incarnation: incarnation_ms,
+        kind: scenario.kind_of(region, slot),
     }
 }
 
@@ -100,10 +113,20 @@ pub struct SimAccess<'a> {
 }
 
 impl ReplicaStore for SimAccess<'_> {
-    fn apply(&mut self, delta: &Delta) -> Option<Arc<Register>> {
-        let outcome = self.store.apply_remote(delta, self.now_ms, self.packs).ok()?;
+    fn apply(&mut self, delta: &Delta) -> ApplyOutcome {
+        let Ok(outcome) = self.store.apply_remote(delta, self.now_ms, self.packs) else {
+            return ApplyOutcome::Unappliable;
+        };
         self.oracle.applied(delta.origin, delta.seq, self.region, self.now_us);
-        Some(outcome.register)
+        ApplyOutcome::Stored(outcome.register)
+    }
+
+    fn holds(&mut self, key: &Key) -> bool {
+        self.store.peek(key).is_some()
+    }
+
+    fn not_stored(&mut self, delta: &Delta) {
+        self.oracle.applied(delta.origin, delta.seq, self.region, self.now_us);
     }
 
     fn merge(&mut self, key: &Key, register: &Register, forgotten_if_absent: bool) {

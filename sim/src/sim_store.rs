@@ -302,6 +302,11 @@ impl SimStore {
         }
     }
 
+    /// How many registers are held (tombstones included).
+    pub fn held_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// Every register held, in key order.
     pub fn registers(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         let mut all: Vec<(&Key, &Entry)> = self

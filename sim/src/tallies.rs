@@ -6,6 +6,11 @@
 pub struct Tallies {
     /// Client reads.
     pub reads: u64,
+    /// Client reads at full nodes, and those that found a value.
+    pub full_reads: (u64, u64),
+    /// Client reads at sidecars, and those that found a value (after a
+    /// fill when the key was not held).
+    pub sidecar_reads: (u64, u64),
     /// Client writes accepted.
     pub writes: u64,
     /// CAS writes refused (the value changed in between).

@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use geocache_crdt::Key;
 use geocache_gossip::durability::Durability;
+use geocache_gossip::fill::FillStart;
+use geocache_gossip::peer::NodeKind;
 use geocache_node::write::{Condition, Ttl, Write, WriteOp};
 use rand::RngExt;
 use std::sync::Arc;
@@ -23,11 +25,41 @@ impl World {
         ((-u.ln() / rate) * 1e6).max(1.0) as u64
     }
 
-    /// A key by the workload's Zipf law: its number and the key.
-    fn pick_key(&mut self) -> (usize, Key) {
+    /// A key by the workload's Zipf law for a client of node `node`: its
+    /// number and the key. With `per_app_keys` the key is moved into the
+    /// node's part (keys `slot`, `slot + parts`, ...), keeping its rank.
+    fn pick_key(&mut self, node: usize) -> (usize, Key) {
         let u: f64 = self.rng.random_range(0.0..1.0);
-        let k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
+        let mut k = self.zipf_cdf.partition_point(|&c| c < u).min(self.zipf_cdf.len() - 1);
+        if self.scenario.workload.per_app_keys {
+            let parts = self.scenario.slots_per_region();
+            let slot = self.nodes[node].slot;
+            k = (k - k % parts + slot).min(self.zipf_cdf.len() - 1);
+        }
         (k, self.keys.key(k).clone())
+    }
+
+    /// A client read of key `key_number` at `node`, answered now: counted
+    /// by the node's kind, and stale when older than the newest write
+    /// acked anywhere.
+    pub(crate) fn finish_read(&mut self, node: usize, key_number: usize, key: &Key) {
+        let now = self.node_now_ms(node);
+        let got = self.nodes[node].store.get(key, now);
+        let counts = match self.nodes[node].kind {
+            NodeKind::Full => &mut self.tallies.full_reads,
+            NodeKind::Sidecar => &mut self.tallies.sidecar_reads,
+        };
+        counts.0 += 1;
+        counts.1 += u64::from(got.is_some());
+        if let Some((stamp, visible)) = &self.oracle.newest[key_number] {
+            let fresh = match &got {
+                Some(r) => r.stamp() >= *stamp,
+                None => !visible,
+            };
+            if !fresh {
+                self.tallies.stale_reads += 1;
+            }
+        }
     }
 
     fn value(&mut self) -> Bytes {
@@ -47,21 +79,26 @@ impl World {
             return;
         }
         let node = live[self.rng.random_range(0..live.len())];
-        let (key_number, key) = self.pick_key();
+        let (key_number, key) = self.pick_key(node);
         let now = self.node_now_ms(node);
         let w = self.scenario.workload.clone();
         if self.rng.random_range(0.0..1.0) < w.read_ratio {
             self.tallies.reads += 1;
-            let got = self.nodes[node].store.get(&key, now);
-            if let Some((stamp, visible)) = &self.oracle.newest[key_number] {
-                let fresh = match &got {
-                    Some(r) => r.stamp() >= *stamp,
-                    None => !visible,
-                };
-                if !fresh {
-                    self.tallies.stale_reads += 1;
+            // A sidecar that does not hold the key asks a full node of its
+            // region first, as the node's front ends do (`fill_if_missing`);
+            // the read is answered when the fill ends.
+            if self.nodes[node].kind == NodeKind::Sidecar && self.nodes[node].store.peek(&key).is_none() {
+                let mono = self.mono_ms();
+                match self.nodes[node].core.fill(key.clone(), mono) {
+                    FillStart::Asked | FillStart::Joined => {
+                        self.pending_reads.entry((node, key)).or_default().push(key_number);
+                        self.flush(node);
+                        return;
+                    }
+                    FillStart::NotSidecar | FillStart::NoFullNode | FillStart::Busy => {}
                 }
             }
+            self.finish_read(node, key_number, &key);
             return;
         }
         let roll: f64 = self.rng.random_range(0.0..1.0);

@@ -122,6 +122,8 @@ pub struct World {
     packs: crate::pack_cache::PackCache,
     /// Each node's link, by index ([`World::node_links`]).
     links_of: Arc<[Link]>,
+    /// Reads at a sidecar waiting for a fill: (node, key) -> key numbers.
+    pub(crate) pending_reads: BTreeMap<(usize, geocache_crdt::Key), Vec<usize>>,
     /// Keys sent in the full transfer under way from one node to another
     /// (since its chunk 0).
     transfer_keys: BTreeMap<(usize, usize), TransferSent>,
@@ -155,19 +157,22 @@ impl World {
                 if n == 0 {
                     seeds.push(addr(placement.len()));
                 }
-                placement.push(r);
+                placement.push((r, n));
             }
         }
         let mut nodes = Vec::new();
-        for (i, &r) in placement.iter().enumerate() {
+        for (i, &(r, slot)) in placement.iter().enumerate() {
             let origin = NodeId(i as u64 + 1);
             let region = &scenario.regions[r];
-            let me = identity(&scenario, r, i, origin, 0);
+            let me = identity(&scenario, (r, slot), i, origin, 0);
+            let kind = me.kind;
             // The core joins when it is made; the first datagrams leave at
             // formation.
             let core = Core::new(me, core_config(&scenario, r, &seeds), rng.random(), 0);
             nodes.push(SimNode {
                 region: r,
+                slot,
+                kind,
                 origin,
                 store: SimStore::new(
                     origin,
@@ -217,6 +222,7 @@ impl World {
             packs: crate::pack_cache::PackCache::default(),
             links_of,
             transfer_keys: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
             next_origin,
@@ -437,6 +443,11 @@ impl World {
                     }
                 }
                 CoreEvent::TransferApplied { .. } => self.tallies.transfers_applied += 1,
+                CoreEvent::Filled { key, .. } => {
+                    for key_number in self.pending_reads.remove(&(i, key.clone())).unwrap_or_default() {
+                        self.finish_read(i, key_number, &key);
+                    }
+                }
                 CoreEvent::Checkpoint { watermarks } => self.nodes[i].checkpoint = watermarks,
             }
         }

@@ -110,6 +110,7 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                 "origin": origin,
                 "me": origin,
                 "region": state.config.region,
+                "kind": if state.is_sidecar() { "sidecar" } else { "full" },
                 "replicating": true,
                 "members": view.members,
                 "watermarks": view.watermarks,
@@ -133,6 +134,15 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "transfer_resumes": view.transfers.resumes_asked,
                     "transfers_abandoned": view.transfers.abandoned,
                     "transfer_stray_chunks": view.transfers.stray_chunks,
+                    "not_stored": view.stats.not_stored,
+                    "fills_asked": view.fills.asked,
+                    "fills_found": view.fills.found,
+                    "fills_absent": view.fills.absent,
+                    "fills_behind": view.fills.behind,
+                    "fills_timed_out": view.fills.timed_out,
+                    "fills_no_full_node": view.fills.no_full_node,
+                    "fills_busy": view.fills.refused_busy,
+                    "fills_answered": view.fills.answered,
                 },
                 "refusals": view
                     .refusals

@@ -55,6 +55,7 @@ pub async fn get(
     Path((ns, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (_, key) = request::key(&state, &ns, &key)?;
+    state.fill_if_missing(&key).await;
     let register =
         state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no document for {key}")))?;
     let doc = register.doc().ok_or_else(|| {

@@ -75,6 +75,7 @@ pub async fn get(
     let (_, key) = request::key(&state, &ns, &key)?;
     let wants_any = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
     let cached_version = if wants_any { None } else { request::if_none_match(&headers)? };
+    state.fill_if_missing(&key).await;
     let register = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
     let mut out = register_headers(&register, state.store.now_ms());
     if wants_any || cached_version.as_ref() == Some(&register.vv()) {

@@ -128,7 +128,7 @@ pub async fn get(
     match forward_target(&state, &key, query) {
         Err(e) => e.into_response(),
         Ok(Some(to)) => forward(&state, to, reqwest::Method::GET, &name, &key, &headers, None).await,
-        Ok(None) => read(&state, &name, &key).unwrap_or_else(IntoResponse::into_response),
+        Ok(None) => read(&state, &name, &key).await.unwrap_or_else(IntoResponse::into_response),
     }
 }
 
@@ -161,8 +161,9 @@ pub async fn post(
     }
 }
 
-fn read(state: &NodeState, name: &str, key: &str) -> Result<Response, LegacyError> {
+async fn read(state: &NodeState, name: &str, key: &str) -> Result<Response, LegacyError> {
     let (_, k) = super::request::key(state, name, key).map_err(|e| LegacyError::invalid(key, e.message))?;
+    state.fill_if_missing(&k).await;
     let Some(register) = state.store.get(&k) else {
         return Ok((StatusCode::NOT_FOUND, Json(json!({ "key": key, "rc": RC_NOT_FOUND }))).into_response());
     };

@@ -219,13 +219,14 @@ fn scan_journal(dir: &Path, bounds: &ScanBounds) -> Result<JournalScan, DataDirE
                 Kind::DeltaHeld | Kind::DeltaNotHeld if !after_checkpoint && !for_backlog => {
                     // The checkpoint's own record covers its stamp.
                     let (origin, seq): (NodeId, u64) =
-                        codec::decode_leading(record.payload).map_err(|e| format!("a delta: {e}"))?;
+                        codec::decode_stored_leading(record.payload).map_err(|e| format!("a delta: {e}"))?;
                     if Some(origin) == bounds.origin {
                         scan.own.0 = scan.own.0.max(seq);
                     }
                 }
                 Kind::DeltaHeld | Kind::DeltaNotHeld => {
-                    let delta: Delta = codec::decode(record.payload).map_err(|e| format!("a delta: {e}"))?;
+                    let delta: Delta =
+                        codec::decode_stored(record.payload).map_err(|e| format!("a delta: {e}"))?;
                     if Some(delta.origin) == bounds.origin {
                         scan.own.0 = scan.own.0.max(delta.seq);
                         if let DeltaBody::Register(r) = &delta.body {
@@ -247,7 +248,7 @@ fn scan_journal(dir: &Path, bounds: &ScanBounds) -> Result<JournalScan, DataDirE
                     let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
                     let (packed, register) = rest.split_at_checked(len).ok_or_else(short)?;
                     let register: Register =
-                        codec::decode(register).map_err(|e| format!("a register: {e}"))?;
+                        codec::decode_stored(register).map_err(|e| format!("a register: {e}"))?;
                     scan.replay.push((packed.into(), Arc::new(register)));
                 }
                 Kind::Register => {}
@@ -481,7 +482,7 @@ impl Disk {
 
     fn delta_record(kind: Kind, full: &Delta, wall_ms: u64) -> Vec<u8> {
         journal::encode(kind, wall_ms, |out| {
-            let _ = codec::encode_into(full, out);
+            let _ = codec::encode_stored_into(full, out);
         })
     }
 
@@ -516,7 +517,7 @@ impl Disk {
         let record = journal::encode(Kind::Register, now_ms(), |out| {
             out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
             out.extend_from_slice(packed);
-            let _ = codec::encode_into(&*held, out);
+            let _ = codec::encode_stored_into(&*held, out);
         });
         self.journal.append(&record, Some((packed, held)), None)
     }

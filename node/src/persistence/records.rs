@@ -26,13 +26,15 @@ pub fn encode_register(register: &Register) -> Vec<u8> {
     // A register encodes infallibly (postcard into a Vec); an error would
     // be a bug in its Serialize, and is written as an empty record that
     // fails to decode at load rather than taken down the node here.
-    let _ = codec::encode_into(register, &mut out);
+    let _ = codec::encode_stored_into(register, &mut out);
     out
 }
 
 pub fn decode_register(bytes: &[u8]) -> Result<Register, RecordError> {
     match bytes.split_first() {
-        Some((&RECORD_V1, rest)) => codec::decode(rest).map_err(|e| RecordError(format!("register: {e}"))),
+        Some((&RECORD_V1, rest)) => {
+            codec::decode_stored(rest).map_err(|e| RecordError(format!("register: {e}")))
+        }
         Some((v, _)) => Err(RecordError(format!("register record of unknown format {v}"))),
         None => Err(RecordError("empty register record".into())),
     }
@@ -61,13 +63,15 @@ pub fn decode_u64s<const N: usize>(bytes: &[u8], what: &str) -> Result<[u64; N],
 
 pub fn encode_watermarks(watermarks: &[(NodeId, u64)]) -> Vec<u8> {
     let mut out = vec![RECORD_V1];
-    let _ = codec::encode_into(watermarks, &mut out);
+    let _ = codec::encode_stored_into(watermarks, &mut out);
     out
 }
 
 pub fn decode_watermarks(bytes: &[u8]) -> Result<Vec<(NodeId, u64)>, RecordError> {
     match bytes.split_first() {
-        Some((&RECORD_V1, rest)) => codec::decode(rest).map_err(|e| RecordError(format!("checkpoint: {e}"))),
+        Some((&RECORD_V1, rest)) => {
+            codec::decode_stored(rest).map_err(|e| RecordError(format!("checkpoint: {e}")))
+        }
         _ => Err(RecordError("checkpoint record of unknown format".into())),
     }
 }

@@ -28,6 +28,9 @@ use crate::write_path::{TtlPolicy, WritePathError};
 /// nothing.
 pub const CAS_ATTEMPTS_MAX: usize = 1_000;
 
+/// Keys one command fills at once at a sidecar (`MGET` of many).
+pub const FILL_KEYS_PER_COMMAND_MAX: usize = 64;
+
 /// What the connection does after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -208,6 +211,9 @@ pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out:
     // A copy of the name (an `Arc`): AUTH and HELLO change the session.
     let namespace = session.namespace.clone();
     let cx = Context { shared, req, namespace: &namespace };
+    if shared.state.is_sidecar() {
+        cx.fill_read_keys(cmd).await;
+    }
     let result = match cmd {
         Cmd::Get => strings::get(&cx, out),
         Cmd::Set => strings::set(&cx, out).await,
@@ -298,6 +304,42 @@ impl Context<'_> {
             return Err(CommandError::KeyTooLarge { len: name.len(), max });
         }
         Ok(Key::new(self.namespace.as_arc().clone(), Bytes::copy_from_slice(name)))
+    }
+
+    /// At a sidecar, fills the keys `cmd` reads that are not held, from a
+    /// full node of the region (at most [`FILL_KEYS_PER_COMMAND_MAX`] at
+    /// once; the rest read as held, which may be a miss).
+    async fn fill_read_keys(&self, cmd: Cmd) {
+        let names: Vec<&Bytes> = match cmd {
+            Cmd::Get
+            | Cmd::Set
+            | Cmd::Ttl
+            | Cmd::Pttl
+            | Cmd::Persist
+            | Cmd::Expire
+            | Cmd::Pexpire
+            | Cmd::Incr
+            | Cmd::Decr
+            | Cmd::Incrby
+            | Cmd::Decrby => vec![self.arg(1)],
+            Cmd::Mget | Cmd::Exists => self.req.args_from(1).take(FILL_KEYS_PER_COMMAND_MAX).collect(),
+            _ => return,
+        };
+        let state = &self.shared.state;
+        let missing: Vec<Key> =
+            names.into_iter().filter_map(|n| self.read_key(n)).filter(|k| !state.store.holds(k)).collect();
+        match (missing.len(), &state.cluster) {
+            (0, _) | (_, None) => {}
+            (1, Some(_)) => state.fill_if_missing(&missing[0]).await,
+            (_, Some(cluster)) => {
+                let mut fills = tokio::task::JoinSet::new();
+                for key in missing {
+                    let cluster = cluster.clone();
+                    fills.spawn(async move { cluster.fill(key).await });
+                }
+                while fills.join_next().await.is_some() {}
+            }
+        }
     }
 
     /// The visible register of a key, if any.
