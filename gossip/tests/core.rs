@@ -5,10 +5,11 @@
 
 use bytes::Bytes;
 use geocache_crdt::{codec, Delta, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
-use geocache_gossip::core::{Core, CoreConfig};
+use geocache_gossip::core::{Core, CoreConfig, CoreEvent};
 use geocache_gossip::durability::Durability;
+use geocache_gossip::fill::FillStart;
 use geocache_gossip::identities::Link;
-use geocache_gossip::peer::Peer;
+use geocache_gossip::peer::{NodeKind, Peer};
 use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
 use geocache_gossip::wire::Message;
 use std::cmp::Reverse;
@@ -74,6 +75,7 @@ struct Node {
     core: Core,
     store: MapStore,
     seq: u64,
+    events: Vec<CoreEvent>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -125,6 +127,11 @@ fn key(name: &str) -> Key {
 
 impl Harness {
     fn new(count: usize, configure: impl Fn(&mut CoreConfig)) -> Harness {
+        Harness::with_kinds(&vec![NodeKind::Full; count], configure)
+    }
+
+    fn with_kinds(kinds: &[NodeKind], configure: impl Fn(&mut CoreConfig)) -> Harness {
+        let count = kinds.len();
         let nodes = (0..count)
             .map(|i| {
                 let me = Peer {
@@ -136,11 +143,12 @@ impl Harness {
                     gossip: addr(i),
                     http: addr(i),
                     incarnation: 0,
-                    kind: Default::default(),
+                    kind: kinds[i],
                 };
                 let mut config = CoreConfig { seeds: vec![addr(0)], ..CoreConfig::default() };
                 configure(&mut config);
-                Node { core: Core::new(me, config, 7 + i as u64, 0), store: MapStore::default(), seq: 0 }
+                let core = Core::new(me, config, 7 + i as u64, 0);
+                Node { core, store: MapStore::default(), seq: 0, events: Vec::new() }
             })
             .collect();
         let mut h = Harness {
@@ -190,7 +198,9 @@ impl Harness {
                 Fate::Delay(ms) => self.push(at + ms, i, to, false, bytes, t.request),
             }
         }
-        while self.nodes[i].core.poll_event().is_some() {}
+        while let Some(event) = self.nodes[i].core.poll_event() {
+            self.nodes[i].events.push(event);
+        }
     }
 
     fn run_until(&mut self, end_ms: u64) {
@@ -423,4 +433,125 @@ fn a_write_that_lost_to_a_register_its_writer_had_not_seen_is_repaired_at_the_wr
 fn a_write_that_lost_to_a_nearly_concurrent_one_is_not_repaired() {
     let (h, _) = lost_write(geocache_gossip::replicator::REPAIR_STAMP_GAP_MS / 2);
     assert_eq!(h.nodes[1].core.replicator().stats().repairs_sent, 0);
+}
+
+fn bytes_at(h: &Harness, i: usize, name: &str) -> Option<Vec<u8>> {
+    h.nodes[i].store.map.get(&key(name)).and_then(|r| match &r.value {
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::Doc(_) => None,
+    })
+}
+
+fn filled(h: &Harness, i: usize, name: &str) -> Option<bool> {
+    h.nodes[i].events.iter().find_map(|e| match e {
+        CoreEvent::Filled { key: k, found } if *k == key(name) => Some(*found),
+        _ => None,
+    })
+}
+
+fn fill(h: &mut Harness, i: usize, name: &str) -> FillStart {
+    let now = h.now_ms;
+    let start = h.nodes[i].core.fill(key(name), now);
+    h.pump(i);
+    start
+}
+
+#[test]
+fn a_sidecar_applies_remote_writes_of_keys_it_does_not_hold_without_storing_them() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    for n in 0..10 {
+        h.write(0, &format!("k{n}"), 100);
+    }
+    h.run_until(h.now_ms + 500);
+    assert_eq!(h.nodes[1].store.map.len(), 10, "a full node stores every key");
+    assert!(h.nodes[2].store.map.is_empty(), "the sidecar stores none");
+    let sidecar = h.nodes[2].core.replicator();
+    assert!(sidecar.has_applied_through(id(0), 10), "and records all of them as applied");
+    assert_eq!(sidecar.stats().not_stored, 10);
+}
+
+#[test]
+fn a_miss_at_a_sidecar_fills_from_a_full_node_and_then_follows_the_key() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    h.write(0, "k", 10);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Joined, "a second miss waits on the same fill");
+    h.run_until(h.now_ms + 100);
+    assert_eq!(filled(&h, 2, "k"), Some(true));
+    assert_eq!(bytes_at(&h, 2, "k"), bytes_at(&h, 0, "k"));
+    // Held now: the next remote write of it is stored.
+    h.write(1, "k", 20);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(bytes_at(&h, 2, "k").map(|b| b.len()), Some(20), "the sidecar follows a key it holds");
+    assert_eq!(fill(&mut h, 0, "k"), FillStart::NotSidecar);
+    assert_eq!(fill(&mut h, 2, "absent"), FillStart::Asked);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(filled(&h, 2, "absent"), Some(false), "a key no full node holds is a miss");
+    assert_eq!(h.nodes[2].core.fill_stats().absent, 1);
+}
+
+#[test]
+fn a_fill_from_a_full_node_behind_the_sidecar_takes_the_newer_write_from_the_sidecars_backlog() {
+    // Node 0 (the full node asked: ids tie-break equal round trips) misses
+    // node 1's writes; the sidecar applied one of them without storing it.
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    h.fault = Box::new(|from, to, m, _| match m {
+        Message::Deltas { .. } if from == 1 && to == 0 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    h.write(1, "k", 30);
+    h.run_until(h.now_ms + 10);
+    assert!(h.nodes[0].store.map.is_empty() && h.nodes[2].store.map.is_empty());
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
+    h.run_until(h.now_ms + 10);
+    assert_eq!(filled(&h, 2, "k"), Some(true), "{:?}", h.nodes[2].core.fill_stats());
+    assert_eq!(bytes_at(&h, 2, "k").map(|b| b.len()), Some(30), "not the full node's nothing");
+    assert_eq!(h.nodes[2].core.fill_stats().completed_from_backlog, 1);
+}
+
+#[test]
+fn a_fill_the_sidecars_backlog_cannot_complete_is_a_miss() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |c| {
+        c.replicator.backlog.bytes_max = 1;
+    });
+    h.formed();
+    h.fault = Box::new(|from, to, m, _| match m {
+        Message::Deltas { .. } if from == 1 && to == 0 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    h.write(1, "k", 30);
+    h.write(1, "other", 30);
+    h.run_until(h.now_ms + 10);
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
+    h.run_until(h.now_ms + 10);
+    assert_eq!(filled(&h, 2, "k"), Some(false), "the sidecar cannot tell whether it saw a newer k");
+    assert_eq!(h.nodes[2].core.fill_stats().behind, 1);
+    assert!(h.nodes[2].store.map.is_empty());
+}
+
+#[test]
+fn a_sidecar_sends_no_full_transfer() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    h.write(1, "own", 10);
+    h.run_until(h.now_ms + 100);
+    let now = h.now_ms;
+    let node = &mut h.nodes[1];
+    let ask = Message::FullTransferRequest { from: id(0), resume: None };
+    node.core.handle_message(&link(0), ask, &mut node.store, now);
+    while let Some(t) = node.core.poll_transmit(&mut node.store, BUDGET_BYTES) {
+        assert!(chunk_index(&t.message).is_none(), "a sidecar's transfer would drop what it did not store");
+    }
+}
+
+#[test]
+fn a_sidecar_without_a_full_node_in_its_region_misses_at_once() {
+    let mut h = Harness::with_kinds(&[NodeKind::Sidecar, NodeKind::Sidecar], |_| {});
+    h.formed();
+    assert_eq!(fill(&mut h, 1, "k"), FillStart::NoFullNode);
+    assert_eq!(h.nodes[1].core.fill_stats().no_full_node, 1);
 }
