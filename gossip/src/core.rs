@@ -293,14 +293,12 @@ impl Core {
             self.fills.stats.refused_busy += 1;
             return FillStart::Busy;
         }
-        let rtts: BTreeMap<NodeId, Option<u64>> =
-            self.replicator.peers().into_iter().map(|(info, rtt)| (info.node, rtt)).collect();
         let target = self
             .members
             .values()
             .filter(|p| p.region == self.region && p.kind == NodeKind::Full)
             .filter(|p| self.identities.is_confirmed(p.node))
-            .min_by_key(|p| (rtts.get(&p.node).copied().flatten().unwrap_or(u64::MAX), p.node))
+            .min_by_key(|p| (self.replicator.rtt_of(p.node).unwrap_or(u64::MAX), p.node))
             .map(|p| (p.node, p.gossip));
         let Some((to, addr)) = target else {
             self.fills.stats.no_full_node += 1;

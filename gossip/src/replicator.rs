@@ -855,6 +855,11 @@ impl Replicator {
         self.applied.contains(origin, seq)
     }
 
+    /// The measured round trip to `node`, ms.
+    pub fn rtt_of(&self, node: NodeId) -> Option<u64> {
+        self.peers.get(&node).and_then(|p| p.rtt_ms)
+    }
+
     /// The contiguous watermark of `origin` here.
     pub fn watermark(&self, origin: NodeId) -> u64 {
         self.applied.watermark(origin)

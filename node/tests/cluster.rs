@@ -3,44 +3,16 @@
 
 mod common;
 
-use common::{free_udp_port, make_certs, temp_dir, Node};
+use common::{start_cluster, Member, Node};
 use reqwest::{Client, StatusCode};
 use std::time::{Duration, Instant};
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Member {
-    node: Node,
-    gossip: String,
-}
-
 /// Starts nodes `(ip, region, id)`; the first is every other's seed.
 fn cluster(name: &str, specs: &[(&str, &str, u64)]) -> (Vec<Member>, Vec<Vec<String>>) {
-    let dir = temp_dir(name);
-    let names: Vec<String> = specs.iter().map(|(_, _, id)| format!("node-{id}")).collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let certs = make_certs(&dir, &name_refs);
-    let mut members: Vec<Member> = Vec::new();
-    for (i, (ip, region, id)) in specs.iter().enumerate() {
-        let gossip = format!("{ip}:{}", free_udp_port(ip));
-        let id = id.to_string();
-        let mut args: Vec<String> = vec![
-            "--gossip".into(),
-            gossip.clone(),
-            "--region".into(),
-            region.to_string(),
-            "--node-id".into(),
-            id,
-        ];
-        if let Some(seed) = members.first() {
-            args.push("--seeds".into());
-            args.push(seed.gossip.clone());
-        }
-        args.extend(certs[i].iter().cloned());
-        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        members.push(Member { node: Node::start_at(ip, &arg_refs), gossip });
-    }
-    (members, certs)
+    let specs: Vec<(&str, &str, u64, &[&str])> = specs.iter().map(|&(ip, r, id)| (ip, r, id, &[][..])).collect();
+    start_cluster(name, &specs)
 }
 
 fn client() -> Client {

@@ -175,3 +175,42 @@ pub fn need(cmd: &str, package: &str) {
     let status = Command::new(script).args([cmd, package]).status().expect("run scripts/need.sh");
     assert!(status.success(), "{package} could not be installed for {cmd}");
 }
+
+/// A node of a cluster started by [`start_cluster`].
+pub struct Member {
+    /// The process.
+    pub node: Node,
+    /// Its gossip address.
+    pub gossip: String,
+}
+
+/// Starts nodes `(ip, region, id, extra flags)`, each with its own
+/// certificate; the first is every other's seed. Also returns each node's
+/// certificate flags, to start another with.
+pub fn start_cluster(name: &str, specs: &[(&str, &str, u64, &[&str])]) -> (Vec<Member>, Vec<Vec<String>>) {
+    let dir = temp_dir(name);
+    let names: Vec<String> = specs.iter().map(|(_, _, id, _)| format!("node-{id}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let certs = make_certs(&dir, &name_refs);
+    let mut members: Vec<Member> = Vec::new();
+    for (i, (ip, region, id, extra)) in specs.iter().enumerate() {
+        let gossip = format!("{ip}:{}", free_udp_port(ip));
+        let mut args: Vec<String> = vec![
+            "--gossip".into(),
+            gossip.clone(),
+            "--region".into(),
+            region.to_string(),
+            "--node-id".into(),
+            id.to_string(),
+        ];
+        if let Some(seed) = members.first() {
+            args.push("--seeds".into());
+            args.push(seed.gossip.clone());
+        }
+        args.extend(certs[i].iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        members.push(Member { node: Node::start_at(ip, &arg_refs), gossip });
+    }
+    (members, certs)
+}
