@@ -15,6 +15,11 @@
 # REFERENCE_BIN (another build of `geocache`, e.g. the last release) when
 # it is set, so two builds are compared in the same run.
 #
+# Node b runs as a full node and as a sidecar (`--sidecar`, KINDS="full
+# sidecar" by default), alternating in the same run: a sidecar holds none
+# of a's keys, so it applies each write without storing it, and its count
+# is the `applied` counter of /v1/cluster.
+#
 # BENCH_QUICK=1: N=20,000, one round.
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +28,7 @@ WRITES=400000
 ROUNDS="${ROUNDS:-3}"
 if [ "$BENCH_QUICK" = 1 ]; then WRITES=20000 ROUNDS=1; fi
 REFERENCE_BIN="${REFERENCE_BIN:-}"
+KINDS="${KINDS:-full sidecar}"
 
 bench_build_geocache
 bench_need redis-benchmark redis-tools
@@ -34,7 +40,10 @@ entries() { curl -sf --max-time 10 "http://$1/v1/node" | sed -n 's/.*"entries":\
 sees() { curl -sf --max-time 10 "http://$1/v1/cluster" | grep -q "\"region\":\"$2\""; }
 http_of() { sed -n 's/.*http=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/$1.log" | head -1; }
 has_address() { [ -n "$(http_of "$1")" ]; }
-caught_up() { [ "$(entries "$1")" = "$(entries "$2")" ]; }
+applied() { curl -sf --max-time 10 "http://$1/v1/cluster" | sed -n 's/.*"applied":\([0-9]*\).*/\1/p'; }
+# count KIND HTTP — what node b has taken of a's writes.
+count() { if [ "$1" = sidecar ]; then applied "$2"; else entries "$2"; fi; }
+caught_up() { [ "$(entries "$1")" = "$(count "$3" "$2")" ]; }
 
 CERTS="$BENCH_TMP/certs"
 ./target/release/geocache certs init --out "$CERTS/ca" >/dev/null
@@ -43,9 +52,10 @@ for n in a b; do
 done
 HZ=$(getconf CLK_TCK)
 
-# round BIN LABEL — one measurement; appends "LABEL us_per_write applied cpu_s" to rounds.
+# round BIN LABEL KIND — one measurement; appends "LABEL us_per_write applied cpu_s missing" to rounds.
 round() {
-  local bin=$1 label=$2 gport_a gport_b resp a b http_a http_b t0 t1 e0 e1
+  local bin=$1 label=$2 kind=$3 gport_a gport_b resp a b http_a http_b t0 t1 e0 e1 sidecar=()
+  [ "$kind" = sidecar ] && sidecar=(--sidecar)
   gport_a=$(bench_free_port)
   gport_b=$(bench_free_port)
   resp=$(bench_free_port)
@@ -54,7 +64,7 @@ round() {
     --ca "$CERTS/a/ca.crt" --cert "$CERTS/a/node.crt" --key "$CERTS/a/node.key"
   a=$BENCH_PID
   bench_start "b-$label" env RUST_LOG=warn "$bin" serve --http 127.0.0.3:0 --region b --node-id 2 \
-    --gossip "127.0.0.3:$gport_b" --seeds "127.0.0.2:$gport_a" --max-memory 2GiB \
+    --gossip "127.0.0.3:$gport_b" --seeds "127.0.0.2:$gport_a" --max-memory 2GiB "${sidecar[@]}" \
     --ca "$CERTS/b/ca.crt" --cert "$CERTS/b/node.crt" --key "$CERTS/b/node.key"
   b=$BENCH_PID
   bench_wait_until 60 "node a's address" has_address "a-$label"
@@ -63,21 +73,21 @@ round() {
   http_b=$(http_of "b-$label")
   bench_wait_until 60 "node b to see node a" sees "$http_b" a
   bench_wait_until 60 "RESP on node a" redis-cli -h 127.0.0.2 -p "$resp" ping
-  e0=$(entries "$http_b")
+  e0=$(count "$kind" "$http_b")
   t0=$(ticks "$b")
   redis-benchmark -h 127.0.0.2 -p "$resp" -t set -n "$WRITES" -r 1000000000 -d 100 -P 16 -c 8 -q \
     >"$BENCH_TMP/load.out" 2>&1 || bench_die "redis-benchmark failed: $(tail -3 "$BENCH_TMP/load.out")"
   # Until b holds what a holds, or its count has not moved for 2 s (a
   # write lost on the way is issue 12's, counted in the table, not here).
   local last=-1 same=0 deadline=$((SECONDS + 120))
-  while ! caught_up "$http_a" "$http_b" && [ "$same" -lt 4 ] && [ "$SECONDS" -lt "$deadline" ]; do
+  while ! caught_up "$http_a" "$http_b" "$kind" && [ "$same" -lt 4 ] && [ "$SECONDS" -lt "$deadline" ]; do
     sleep 0.5
-    e1=$(entries "$http_b")
+    e1=$(count "$kind" "$http_b")
     if [ "$e1" = "$last" ]; then same=$((same + 1)); else same=0; fi
     last=$e1
   done
   t1=$(ticks "$b")
-  e1=$(entries "$http_b")
+  e1=$(count "$kind" "$http_b")
   local missing=$(($(entries "$http_a") - e1))
   bench_stop "$a"
   bench_stop "$b"
@@ -87,13 +97,16 @@ round() {
 
 : >"$BENCH_TMP/rounds"
 for r in $(seq 1 "$ROUNDS"); do
-  round ./target/release/geocache geocache
-  [ -n "$REFERENCE_BIN" ] && round "$REFERENCE_BIN" reference
-  bench_log "round $r: $(tail -2 "$BENCH_TMP/rounds" | tr '\n' ';')"
+  for kind in $KINDS; do
+    round ./target/release/geocache "geocache-$kind" "$kind"
+    [ -n "$REFERENCE_BIN" ] && round "$REFERENCE_BIN" "reference-$kind" "$kind"
+  done
+  bench_log "round $r: $(tail -4 "$BENCH_TMP/rounds" | tr '\n' ';')"
 done
 
 row() {
   local label=$1 us
+  grep -q "^$label " "$BENCH_TMP/rounds" || return 0
   us=$(bench_median $(awk -v l="$label" '$1 == l { print $2 }' "$BENCH_TMP/rounds"))
   applied=$(bench_median $(awk -v l="$label" '$1 == l { print $3 }' "$BENCH_TMP/rounds"))
   missing=$(bench_median $(awk -v l="$label" '$1 == l { print $5 }' "$BENCH_TMP/rounds"))
@@ -105,11 +118,14 @@ row() {
   echo "Two release nodes in two regions over QUIC on loopback (no emulator); redis-benchmark"
   echo "\`-t set -n $WRITES -r 1000000000 -d 100 -P 16 -c 8\` into node a; node b's CPU time"
   echo "(utime + stime, /proc) from before the load until it holds as many entries as a, divided by"
-  echo "the entries it gained. Medians of $ROUNDS round(s)."
+  echo "the entries it gained (as a sidecar, the writes it applied without storing them). Medians of"
+  echo "$ROUNDS round(s), node b's kinds alternating."
   echo
   echo "| build | writes applied | writes a holds that b never got | µs of CPU per applied write |"
   echo "|---|---|---|---|"
-  row geocache "this commit"
-  [ -n "$REFERENCE_BIN" ] && row reference "reference (\`$REFERENCE_BIN\`)"
+  for kind in $KINDS; do
+    row "geocache-$kind" "this commit, b a $kind node"
+    [ -n "$REFERENCE_BIN" ] && row "reference-$kind" "reference (\`$REFERENCE_BIN\`), b a $kind node"
+  done
 } >"$BENCH_TMP/section.md"
 bench_publish "$BENCH_TMP/section.md"

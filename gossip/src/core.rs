@@ -947,6 +947,9 @@ impl Core {
         let Some(waiter) = self.waiters.get(&seq) else { return };
         let other_regions: BTreeSet<String> =
             self.seen.values().filter(|s| s.region != self.region).map(|s| s.region.clone()).collect();
+        // A sidecar's ack does not say it holds the write: it acks what it
+        // applied without storing it too.
+        let full = |node: &NodeId| !self.members.get(node).is_some_and(|p| p.kind == NodeKind::Sidecar);
         let shape = ClusterShape {
             own_region: &self.region,
             other_regions: &other_regions,
@@ -954,8 +957,15 @@ impl Core {
             alone_by_mistake: self.seen.is_empty()
                 && self.config.seeds.iter().any(|s| *s != self.membership.me().gossip),
         };
-        let empty = BTreeMap::new();
-        let level = durability::reached(&shape, self.replicator.ackers(seq).unwrap_or(&empty));
+        let ackers: BTreeMap<NodeId, String> = self
+            .replicator
+            .ackers(seq)
+            .into_iter()
+            .flatten()
+            .filter(|(node, _)| full(node))
+            .map(|(node, region)| (*node, region.clone()))
+            .collect();
+        let level = durability::reached(&shape, &ackers);
         let (wanted, reported) = (waiter.wanted, waiter.reported);
         if level >= wanted {
             self.waiters.remove(&seq);

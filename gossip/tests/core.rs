@@ -241,6 +241,11 @@ impl Harness {
     }
 
     fn write(&mut self, i: usize, name: &str, value_bytes: usize) {
+        self.write_waiting(i, name, value_bytes, Durability::Local);
+    }
+
+    /// A write that waits for `level`: its events come in the node's.
+    fn write_waiting(&mut self, i: usize, name: &str, value_bytes: usize, level: Durability) {
         let node = &mut self.nodes[i];
         node.seq += 1;
         let k = key(name);
@@ -261,7 +266,7 @@ impl Harness {
         node.store.map.insert(k, reg.clone());
         let bytes = value_bytes + 64;
         let now = self.now_ms;
-        node.core.local_write(delta.clone(), delta, bytes, Durability::Local, now);
+        node.core.local_write(delta.clone(), delta, bytes, level, now);
         self.pump(i);
     }
 
@@ -554,4 +559,27 @@ fn a_sidecar_without_a_full_node_in_its_region_misses_at_once() {
     h.formed();
     assert_eq!(fill(&mut h, 1, "k"), FillStart::NoFullNode);
     assert_eq!(h.nodes[1].core.fill_stats().no_full_node, 1);
+}
+
+#[test]
+fn a_sidecars_ack_does_not_make_a_write_region_durable() {
+    let level_reached = |kinds: &[NodeKind]| {
+        let mut h = Harness::with_kinds(kinds, |_| {});
+        h.formed();
+        h.write_waiting(0, "k", 10, Durability::Region);
+        h.run_until(h.now_ms + 500);
+        h.nodes[0]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                CoreEvent::Durability { level, .. } => Some(*level),
+                _ => None,
+            })
+            .max()
+    };
+    assert!(level_reached(&[NodeKind::Full, NodeKind::Full]) >= Some(Durability::Region));
+    assert!(
+        level_reached(&[NodeKind::Full, NodeKind::Sidecar]) < Some(Durability::Region),
+        "a sidecar acks writes it does not store"
+    );
 }
