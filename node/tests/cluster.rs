@@ -11,7 +11,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts nodes `(ip, region, id)`; the first is every other's seed.
 fn cluster(name: &str, specs: &[(&str, &str, u64)]) -> (Vec<Member>, Vec<Vec<String>>) {
-    let specs: Vec<(&str, &str, u64, &[&str])> = specs.iter().map(|&(ip, r, id)| (ip, r, id, &[][..])).collect();
+    let specs: Vec<(&str, &str, u64, &[&str])> =
+        specs.iter().map(|&(ip, r, id)| (ip, r, id, &[][..])).collect();
     start_cluster(name, &specs)
 }
 

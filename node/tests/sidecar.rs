@@ -22,7 +22,8 @@ async fn wait_for_members(c: &Client, members: &[Member]) {
     for m in members {
         loop {
             let view = cluster_view(c, &m.node).await;
-            let up = view["members"].as_array().map_or(0, |all| all.iter().filter(|p| p["state"] == "up").count());
+            let up =
+                view["members"].as_array().map_or(0, |all| all.iter().filter(|p| p["state"] == "up").count());
             if up + 1 == members.len() {
                 break;
             }
@@ -83,7 +84,8 @@ async fn a_sidecar_stores_only_what_its_clients_use_fills_misses_and_never_serve
     );
     let c = client();
     wait_for_members(&c, &members).await;
-    let (full, side, other_side, remote) = (&members[0].node, &members[1].node, &members[2].node, &members[3].node);
+    let (full, side, other_side, remote) =
+        (&members[0].node, &members[1].node, &members[2].node, &members[3].node);
     let view = cluster_view(&c, side).await;
     assert_eq!(view["kind"], "sidecar", "{view}");
 

@@ -7,6 +7,7 @@ use geocache_gossip::core::Core;
 use geocache_gossip::resume::ResumeState;
 use rand::RngExt;
 
+use crate::crash_watch::CrashWatch;
 use crate::scenario::FaultKind;
 use crate::sim_node::{core_config, identity};
 use crate::sim_store::SimStore;
@@ -62,9 +63,15 @@ impl World {
                     if self.nodes[node].up {
                         self.nodes[node].up = false;
                         self.oracle.live_count -= 1;
+                        let watch = CrashWatch { node, crashed_us: self.now_us, ..CrashWatch::default() };
+                        self.crashes.push(watch);
                     }
                 } else if !self.nodes[node].up {
                     self.restart(node, wipe);
+                    let now = self.now_us;
+                    if let Some(w) = self.crashes.iter_mut().rev().find(|w| w.node == node) {
+                        w.restarted_us = Some(now);
+                    }
                 }
             }
         }

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod checks;
+pub mod crash_watch;
 mod faults;
 pub mod html;
 pub mod key_space;

@@ -76,6 +76,9 @@ pub struct Report {
     pub refused_frames: u64,
     /// Replication messages and bytes per client write, by kind.
     pub messages_by_kind: Vec<crate::message_kinds::KindRow>,
+    /// Each crash: how long the other nodes took to see it down, and its
+    /// next life up.
+    pub crashes: Vec<crate::crash_watch::CrashRow>,
     /// Full nodes against sidecars, when the scenario has sidecars.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecars: Option<SidecarRow>,
@@ -207,6 +210,7 @@ impl Report {
             refused_frames: t.refused_frames,
             messages_by_kind: t.kinds.per_write(writes),
             sidecars: SidecarRow::new(world),
+            crashes: world.crashes.iter().map(|w| w.row()).collect(),
             lag,
             checks,
         }
@@ -263,6 +267,15 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summe
             ));
         }
         out.push('\n');
+        for c in &self.crashes {
+            out.push_str(&format!(
+                "crash of node {}: seen down by {} nodes, the last after {:.3} s; restarted, seen up by {}, the last after {:.3} s\n",
+                c.node, c.seen_down_by, c.down_after_s, c.seen_up_by, c.up_after_s
+            ));
+        }
+        if !self.crashes.is_empty() {
+            out.push('\n');
+        }
         if let Some(s) = &self.sidecars {
             out.push_str(&format!(
                 "full nodes: hit ratio {:.3}, {:.0} keys held; sidecars: hit ratio {:.3}, {:.0} keys held ({:.3} of a full node's), {:.0} remote writes not stored each\n\

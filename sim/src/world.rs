@@ -122,6 +122,8 @@ pub struct World {
     packs: crate::pack_cache::PackCache,
     /// Each node's link, by index ([`World::node_links`]).
     links_of: Arc<[Link]>,
+    /// Each crash fault, as the other nodes noticed it.
+    pub crashes: Vec<crate::crash_watch::CrashWatch>,
     /// Reads at a sidecar waiting for a fill: (node, key) -> key numbers.
     pub(crate) pending_reads: BTreeMap<(usize, geocache_crdt::Key), Vec<usize>>,
     /// Keys sent in the full transfer under way from one node to another
@@ -223,6 +225,7 @@ impl World {
             links_of,
             transfer_keys: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
+            crashes: Vec::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
             next_origin,
@@ -423,6 +426,13 @@ impl World {
             match event {
                 CoreEvent::MemberUp(peer) => {
                     self.tallies.member_ups += 1;
+                    let now = self.now_us;
+                    for w in self.crashes.iter_mut().filter(|w| addr(w.node) == peer.gossip) {
+                        if w.restarted_us.is_some() && self.nodes[w.node].origin == peer.node {
+                            w.ups.insert(i);
+                            w.last_up_us = now;
+                        }
+                    }
                     if let Some(&j) = self.by_addr.get(&peer.gossip) {
                         // The driver reads RTTs from QUIC; here, the model's.
                         let rtt_ms =
@@ -430,7 +440,16 @@ impl World {
                         self.nodes[i].core.set_rtt(peer.node, rtt_ms);
                     }
                 }
-                CoreEvent::MemberDown(_) => self.tallies.member_downs += 1,
+                CoreEvent::MemberDown(peer) => {
+                    self.tallies.member_downs += 1;
+                    let now = self.now_us;
+                    for w in self.crashes.iter_mut().filter(|w| addr(w.node) == peer.gossip) {
+                        if w.restarted_us.is_none() {
+                            w.downs.insert(i);
+                            w.last_down_us = now;
+                        }
+                    }
+                }
                 CoreEvent::Durability { seq, level, .. } => {
                     let origin = self.nodes[i].origin;
                     if let Some(w) = self.oracle.writes.get_mut(&(origin, seq)) {
