@@ -2,22 +2,22 @@
 # Simulator speed: wall time, simulated client ops per wall second and peak
 # RSS of scenario runs.
 #
-#   bench/sim-speed.sh                       # five-regions, then ten-by-twenty
+#   bench/sim-speed.sh                       # five-regions, ten-by-twenty, sidecars
 #   SCENARIOS=ten-by-twenty bench/sim-speed.sh
 #
 # Builds geocache-sim (release) first, so the build is not timed, then runs
 #   geocache-sim run sim/scenarios/<scenario>.toml --seed 1 --json out.json
 # ROUNDS times (default 1) under /usr/bin/time -v (Debian package `time`).
 # Ops = reads + writes from the JSON report. ten-by-twenty is 10 regions x
-# 20 nodes with faults (issue 15): its virtual seconds per wall second must
-# stay above 1.
+# 20 nodes with faults (issue 15), sidecars the same with 18 sidecars per
+# region: their virtual seconds per wall second are to be above 1.
 #
 # BENCH_QUICK=1: each scenario cut to 20 virtual seconds of workload.
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${ROUNDS:-1}"
-SCENARIOS="${SCENARIOS:-five-regions ten-by-twenty}"
+SCENARIOS="${SCENARIOS:-five-regions ten-by-twenty sidecars}"
 bench_need /usr/bin/time time
 bench_build -p geocache-sim --bin geocache-sim
 
