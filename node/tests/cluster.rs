@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{start_cluster, Member, Node};
+use common::{free_udp_port, make_certs, start_cluster, temp_dir, Member, Node};
 use reqwest::{Client, StatusCode};
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Sidecars over real QUIC on loopback: a region of one full node and two
+//! Sidecars over real QUIC on loopback: a region of one full node and four
 //! sidecars, and a remote region where the writes are made.
 
 mod common;
@@ -79,13 +79,15 @@ async fn a_sidecar_stores_only_what_its_clients_use_fills_misses_and_never_serve
             ("127.0.0.161", "a", 1, &[]),
             ("127.0.0.162", "a", 2, sidecar),
             ("127.0.0.163", "a", 3, sidecar),
+            ("127.0.0.166", "a", 5, sidecar),
+            ("127.0.0.167", "a", 6, sidecar),
             ("127.0.0.164", "b", 4, &[]),
         ],
     );
     let c = client();
     wait_for_members(&c, &members).await;
     let (full, side, other_side, remote) =
-        (&members[0].node, &members[1].node, &members[2].node, &members[3].node);
+        (&members[0].node, &members[1].node, &members[2].node, &members[5].node);
     let view = cluster_view(&c, side).await;
     assert_eq!(view["kind"], "sidecar", "{view}");
 
