@@ -12,6 +12,7 @@ use rand::RngExt;
 use std::sync::Arc;
 
 use crate::oracle::WriteRecord;
+use crate::world::PendingOp;
 use crate::world::World;
 
 impl World {
@@ -80,7 +81,6 @@ impl World {
         }
         let node = live[self.rng.random_range(0..live.len())];
         let (key_number, key) = self.pick_key(node);
-        let now = self.node_now_ms(node);
         let w = self.scenario.workload.clone();
         if self.rng.random_range(0.0..1.0) < w.read_ratio {
             self.tallies.reads += 1;
@@ -91,7 +91,7 @@ impl World {
                 let mono = self.mono_ms();
                 match self.nodes[node].core.fill(key.clone(), mono) {
                     FillStart::Asked | FillStart::Joined => {
-                        self.pending_reads.entry((node, key)).or_default().push(key_number);
+                        self.pending_ops.entry((node, key)).or_default().push(PendingOp::Read { key_number });
                         self.flush(node);
                         return;
                     }
@@ -102,6 +102,41 @@ impl World {
             return;
         }
         let roll: f64 = self.rng.random_range(0.0..1.0);
+        // A write that builds on the current value fills first at a
+        // sidecar, as the node's write path does; it runs when the fill
+        // ends.
+        let builds_on_current =
+            roll >= w.delete_share && roll < w.delete_share + w.cas_share + w.doc_patch_share;
+        if builds_on_current
+            && self.nodes[node].kind == NodeKind::Sidecar
+            && self.nodes[node].store.peek(&key).is_none()
+        {
+            let mono = self.mono_ms();
+            if let FillStart::Asked | FillStart::Joined = self.nodes[node].core.fill(key.clone(), mono) {
+                self.pending_ops.entry((node, key)).or_default().push(PendingOp::Write {
+                    key_number,
+                    region,
+                    roll,
+                });
+                self.flush(node);
+                return;
+            }
+        }
+        self.client_write(node, region, key_number, key, roll);
+    }
+
+    /// A client write at `node` of key `key_number`, of the kind `roll`
+    /// picks among the workload's shares.
+    pub(crate) fn client_write(
+        &mut self,
+        node: usize,
+        region: usize,
+        key_number: usize,
+        key: Key,
+        roll: f64,
+    ) {
+        let now = self.node_now_ms(node);
+        let w = self.scenario.workload.clone();
         let ttl = match w.ttl_s {
             Some(s) => Ttl::AfterMs((s * 1_000.0) as u64),
             None => Ttl::Never,

@@ -58,6 +58,24 @@ struct Datagram {
     bytes: Bytes,
 }
 
+/// A client operation at a sidecar waiting for its key's fill.
+pub(crate) enum PendingOp {
+    /// A read, answered when the fill ends.
+    Read {
+        /// The key's number.
+        key_number: usize,
+    },
+    /// A write that builds on the current value (CAS, patch).
+    Write {
+        /// The key's number.
+        key_number: usize,
+        /// The client's region.
+        region: usize,
+        /// Which kind of write (the workload's draw).
+        roll: f64,
+    },
+}
+
 struct Delivery {
     from: usize,
     to: usize,
@@ -124,8 +142,8 @@ pub struct World {
     links_of: Arc<[Link]>,
     /// Each crash fault, as the other nodes noticed it.
     pub crashes: Vec<crate::crash_watch::CrashWatch>,
-    /// Reads at a sidecar waiting for a fill: (node, key) -> key numbers.
-    pub(crate) pending_reads: BTreeMap<(usize, geocache_crdt::Key), Vec<usize>>,
+    /// Client operations at a sidecar waiting for a fill of their key.
+    pub(crate) pending_ops: BTreeMap<(usize, geocache_crdt::Key), Vec<PendingOp>>,
     /// Keys sent in the full transfer under way from one node to another
     /// (since its chunk 0).
     transfer_keys: BTreeMap<(usize, usize), TransferSent>,
@@ -224,7 +242,7 @@ impl World {
             packs: crate::pack_cache::PackCache::default(),
             links_of,
             transfer_keys: BTreeMap::new(),
-            pending_reads: BTreeMap::new(),
+            pending_ops: BTreeMap::new(),
             crashes: Vec::new(),
             tallies: Tallies::default(),
             convergence: Vec::new(),
@@ -463,8 +481,13 @@ impl World {
                 }
                 CoreEvent::TransferApplied { .. } => self.tallies.transfers_applied += 1,
                 CoreEvent::Filled { key, .. } => {
-                    for key_number in self.pending_reads.remove(&(i, key.clone())).unwrap_or_default() {
-                        self.finish_read(i, key_number, &key);
+                    for op in self.pending_ops.remove(&(i, key.clone())).unwrap_or_default() {
+                        match op {
+                            PendingOp::Read { key_number } => self.finish_read(i, key_number, &key),
+                            PendingOp::Write { key_number, region, roll } => {
+                                self.client_write(i, region, key_number, key.clone(), roll)
+                            }
+                        }
                     }
                 }
                 CoreEvent::Checkpoint { watermarks } => self.nodes[i].checkpoint = watermarks,
