@@ -518,7 +518,9 @@ impl Core {
     /// and the origins of `seen` not applied that far here.
     fn answer_fill(&mut self, asker: NodeId, key: Key, seen: &[(NodeId, u64)], store: &mut dyn ReplicaStore) {
         let Some(peer) = self.members.get(&asker) else { return };
-        let full = self.kind == NodeKind::Full;
+        // A store still loading from its data dir may lack keys its
+        // watermarks cover: it vouches for none until it is loaded.
+        let full = self.kind == NodeKind::Full && !self.store_loading;
         let lacking: Vec<(NodeId, u64)> = seen
             .iter()
             .filter(|&&(origin, seq)| !self.replicator.has_applied_through(origin, seq))
