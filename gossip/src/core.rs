@@ -521,12 +521,17 @@ impl Core {
         // A store still loading from its data dir may lack keys its
         // watermarks cover: it vouches for none until it is loaded.
         let full = self.kind == NodeKind::Full && !self.store_loading;
-        let lacking: Vec<(NodeId, u64)> = seen
-            .iter()
-            .filter(|&&(origin, seq)| !self.replicator.has_applied_through(origin, seq))
-            .map(|&(origin, _)| (origin, self.replicator.watermark(origin)))
-            .collect();
-        let register = if full { store.register(&key) } else { None };
+        // Only a full node's answer is taken: a sidecar's carries nothing.
+        let (register, lacking) = if full {
+            let lacking = seen
+                .iter()
+                .filter(|&&(origin, seq)| !self.replicator.has_applied_through(origin, seq))
+                .map(|&(origin, _)| (origin, self.replicator.watermark(origin)))
+                .collect();
+            (store.register(&key), lacking)
+        } else {
+            (None, Vec::new())
+        };
         self.fills.stats.answered += 1;
         self.outbox.push_back(Transmit {
             to: asker,
@@ -949,9 +954,6 @@ impl Core {
         let Some(waiter) = self.waiters.get(&seq) else { return };
         let other_regions: BTreeSet<String> =
             self.seen.values().filter(|s| s.region != self.region).map(|s| s.region.clone()).collect();
-        // A sidecar's ack does not say it holds the write: it acks what it
-        // applied without storing it too.
-        let full = |node: &NodeId| !self.members.get(node).is_some_and(|p| p.kind == NodeKind::Sidecar);
         let shape = ClusterShape {
             own_region: &self.region,
             other_regions: &other_regions,
@@ -959,15 +961,8 @@ impl Core {
             alone_by_mistake: self.seen.is_empty()
                 && self.config.seeds.iter().any(|s| *s != self.membership.me().gossip),
         };
-        let ackers: BTreeMap<NodeId, String> = self
-            .replicator
-            .ackers(seq)
-            .into_iter()
-            .flatten()
-            .filter(|(node, _)| full(node))
-            .map(|(node, region)| (*node, region.clone()))
-            .collect();
-        let level = durability::reached(&shape, &ackers);
+        let empty = BTreeMap::new();
+        let level = durability::reached(&shape, self.replicator.ackers(seq).unwrap_or(&empty));
         let (wanted, reported) = (waiter.wanted, waiter.reported);
         if level >= wanted {
             self.waiters.remove(&seq);

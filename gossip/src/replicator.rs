@@ -143,8 +143,8 @@ pub struct Transmit {
     pub wan: bool,
     /// What to send.
     pub message: Message,
-    /// How: on the peer's ordered stream, or as a request that expects an
-    /// answer ([`Message::SyncResponse`], [`Message::FillAnswer`]).
+    /// How: on the peer's ordered stream, or as a request that expects a
+    /// [`Message::SyncResponse`].
     pub request: bool,
 }
 
@@ -585,7 +585,10 @@ impl Replicator {
                             self.relay_sends.remove(&seq);
                         }
                     }
-                    let region = self.peers.get(&from).map(|p| p.info.region.clone());
+                    // A sidecar's ack does not say it holds the write (it
+                    // acks what it applied without storing it too): it
+                    // counts for relaying, not for durability.
+                    let region = self.peers.get(&from).filter(|p| p.info.full).map(|p| p.info.region.clone());
                     if let (Some(ackers), Some(region)) = (self.acked_by.get_mut(&seq), region) {
                         if ackers.insert(from, region).is_none() {
                             self.events.push_back(Event::Acked { seq });
