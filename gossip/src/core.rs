@@ -415,12 +415,15 @@ impl Core {
         let Some(member) = self.members.get_mut(&src.node) else { return };
         let incarnation = member.incarnation.max(src.incarnation);
         *member = Peer { incarnation, ..src.clone() };
-        self.replicator.peer_up(PeerInfo {
-            node: src.node,
-            region: src.region.clone(),
-            addr: src.gossip,
-            full: src.kind == NodeKind::Full,
-        });
+        self.replicator.peer_up(
+            PeerInfo {
+                node: src.node,
+                region: src.region.clone(),
+                addr: src.gossip,
+                full: src.kind == NodeKind::Full,
+            },
+            self.now_ms,
+        );
     }
 
     /// The live member on `link`.
@@ -865,12 +868,15 @@ impl Core {
             // rather than whenever SWIM's random probes get to it.
             self.membership.join(&[peer.gossip], now);
         }
-        self.replicator.peer_up(PeerInfo {
-            node: peer.node,
-            region: peer.region.clone(),
-            addr: peer.gossip,
-            full: peer.kind == NodeKind::Full,
-        });
+        self.replicator.peer_up(
+            PeerInfo {
+                node: peer.node,
+                region: peer.region.clone(),
+                addr: peer.gossip,
+                full: peer.kind == NodeKind::Full,
+            },
+            now,
+        );
         self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
         self.members.insert(peer.node, peer.clone());
         self.events.push_back(CoreEvent::MemberUp(peer));

@@ -211,6 +211,9 @@ pub struct ReplicatorStats {
     /// Deltas applied without being stored: a sidecar that does not hold
     /// the key.
     pub not_stored: u64,
+    /// Own writes sent to a region when its first peer came up, made
+    /// while no peer of it was.
+    pub unreached_resends: u64,
 }
 
 #[derive(Debug)]
@@ -249,6 +252,12 @@ pub struct Replicator {
     sync_rounds: u64,
     /// Each peer's own last write, as its last sync request said.
     heads: BTreeMap<NodeId, u64>,
+    /// Regions with no peer up, each with the last own write every peer
+    /// of it could have had when its last peer went; a region not listed
+    /// and never seen is unreached since `life_start_seq`.
+    unreached_since: BTreeMap<String, u64>,
+    /// The own head this life started at (what a resumed node persisted).
+    life_start_seq: u64,
     /// Origins whose watermark jumped over a gap, not yet repaired.
     jumped: BTreeSet<NodeId>,
     requests: VecDeque<Transmit>,
@@ -278,6 +287,8 @@ impl Replicator {
             sync_cursor_wan: None,
             sync_rounds: 0,
             heads: BTreeMap::new(),
+            unreached_since: BTreeMap::new(),
+            life_start_seq: 0,
             jumped: BTreeSet::new(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
@@ -307,6 +318,7 @@ impl Replicator {
             self.backlog.push(delta.clone(), delta_size_bytes(delta), now_ms);
         }
         self.applied.raise_to(self.me, state.own_seq);
+        self.life_start_seq = state.own_seq;
     }
 
     /// The deltas the backlog holds, in push order per origin: what a
@@ -336,13 +348,15 @@ impl Replicator {
     }
 
     /// A peer is up (or changed address or region).
-    pub fn peer_up(&mut self, info: PeerInfo) {
+    pub fn peer_up(&mut self, info: PeerInfo, now_ms: u64) {
         if info.node == self.me {
             return;
         }
         match self.peers.get_mut(&info.node) {
             Some(p) => p.info = info,
             None => {
+                let region = info.region.clone();
+                let reached = self.peers.values().any(|p| p.info.region == region);
                 self.peers.insert(
                     info.node,
                     PeerState {
@@ -358,7 +372,26 @@ impl Replicator {
                         hinted: false,
                     },
                 );
+                if !reached {
+                    self.region_reached(&region, now_ms);
+                }
             }
+        }
+    }
+
+    /// The first peer of `region` is up: the own writes made while no
+    /// peer of it was went to nobody there, and no other node has them to
+    /// answer anti-entropy (whose round robin comes to this node from any
+    /// one peer only every few minutes at 200 nodes). They go now, through
+    /// a relay as every write does, so each crosses to the region once.
+    fn region_reached(&mut self, region: &str, now_ms: u64) {
+        let since = self.unreached_since.remove(region).unwrap_or(self.life_start_seq);
+        if since >= self.head() {
+            return;
+        }
+        for delta in self.backlog.held_after(self.me, since, u64::MAX) {
+            self.stats.unreached_resends += 1;
+            self.resend_via_relay(delta.seq, region, delta, now_ms);
         }
     }
 
@@ -366,8 +399,21 @@ impl Replicator {
     /// covers it when it returns) and writes it was relaying go through
     /// another relay of its region.
     pub fn peer_down(&mut self, node: NodeId, now_ms: u64) {
-        if self.peers.remove(&node).is_none() {
-            return;
+        let Some(gone) = self.peers.remove(&node) else { return };
+        let region = gone.info.region;
+        if !self.peers.values().any(|p| p.info.region == region) {
+            // Own writes still queued for it, or sent through it and not
+            // acked, may never have reached the region.
+            let queued = gone.plain.iter().chain(&gone.relay).filter(|d| d.origin == self.me).map(|d| d.seq);
+            let unacked = self
+                .relay_sends
+                .iter()
+                .filter(|(_, sends)| sends.iter().any(|s| s.region == region))
+                .map(|(seq, _)| *seq);
+            let first_unsure = queued.chain(unacked).min().unwrap_or(u64::MAX);
+            let since = self.head().min(first_unsure.saturating_sub(1));
+            let since = self.unreached_since.get(&region).map_or(since, |&s| s.min(since));
+            self.unreached_since.insert(region, since);
         }
         let lost: Vec<(u64, String, Arc<Delta>)> = self
             .relay_sends

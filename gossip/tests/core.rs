@@ -583,3 +583,23 @@ fn a_sidecars_ack_does_not_make_a_write_region_durable() {
         "a sidecar acks writes it does not store"
     );
 }
+
+#[test]
+fn writes_made_before_any_peer_was_up_reach_the_peers_as_they_come_up() {
+    // Anti-entropy is made too slow to matter: only the writer's own
+    // resend can bring these writes, as at 200 nodes, where its round
+    // robin comes to the writer from any one peer every few minutes.
+    let mut h = Harness::new(3, |c| c.replicator.sync_interval_ms = 3_600_000);
+    for n in 0..5 {
+        h.write(2, &format!("early{n}"), 10);
+    }
+    assert!(h.nodes[2].core.members().is_empty(), "written while alone");
+    h.formed();
+    h.run_until(h.now_ms + 1_000);
+    for i in 0..2 {
+        let replicator = h.nodes[i].core.replicator();
+        assert!(replicator.has_applied_through(id(2), 5), "node {i} lacks the early writes");
+        assert!(bytes_at(&h, i, "early4").is_some());
+    }
+    assert_eq!(h.nodes[2].core.replicator().stats().unreached_resends, 5, "each crossed once, through a relay");
+}

@@ -87,7 +87,7 @@ impl Cluster {
             for j in 0..c.nodes.len() {
                 let info =
                     PeerInfo { node: id(j), region: c.nodes[j].region.clone(), addr: addr(j), full: true };
-                c.nodes[i].replicator.peer_up(info);
+                c.nodes[i].replicator.peer_up(info, 0);
                 let rtt =
                     if c.nodes[i].region == c.nodes[j].region { 2 * LAN_MS } else { 2 * WAN_MS + j as u64 };
                 c.nodes[i].replicator.set_rtt(id(j), rtt);

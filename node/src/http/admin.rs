@@ -120,6 +120,7 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
                     "unappliable": view.stats.unappliable,
                     "dropped": view.stats.dropped,
                     "relay_resends": view.stats.relay_resends,
+                    "unreached_resends": view.stats.unreached_resends,
                     "repairs_sent": view.stats.repairs_sent,
                     "repairs_merged": view.stats.repairs_merged,
                     "repairs_dropped": view.stats.repairs_dropped,
