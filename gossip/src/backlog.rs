@@ -62,8 +62,11 @@ impl OriginLog {
 pub struct Backlog {
     limits: BacklogLimits,
     by_origin: BTreeMap<NodeId, OriginLog>,
-    /// Origins in the order of their pushes: where to evict next.
-    order: VecDeque<NodeId>,
+    /// Origins in the order of their pushes, with when each push was:
+    /// where to evict next. The time rides here so that the common case,
+    /// nothing to evict, reads only this queue's front, not a log of
+    /// another origin (a cache miss per delta at 200 origins).
+    order: VecDeque<(u64, NodeId)>,
     bytes: usize,
     len: usize,
 }
@@ -103,7 +106,7 @@ impl Backlog {
         }
         let seq = delta.seq;
         log.held.insert(at, Held { seq, delta, bytes, at_ms: now_ms });
-        self.order.push_back(origin);
+        self.order.push_back((now_ms, origin));
         self.bytes += bytes;
         self.len += 1;
         self.evict(now_ms);
@@ -111,7 +114,11 @@ impl Backlog {
 
     /// Drops what is too old at `now_ms`, or over the byte limit.
     pub fn evict(&mut self, now_ms: u64) {
-        while let Some(&origin) = self.order.front() {
+        while let Some(&(pushed_at_ms, origin)) = self.order.front() {
+            let too_big = self.bytes > self.limits.bytes_max;
+            if !too_big && now_ms.saturating_sub(pushed_at_ms) <= self.limits.age_ms_max {
+                break;
+            }
             let Some(log) = self.by_origin.get_mut(&origin) else {
                 self.order.pop_front();
                 continue;

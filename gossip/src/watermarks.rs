@@ -83,6 +83,17 @@ impl AppliedSet {
     }
 }
 
+/// What [`Watermarks::admit`] says of a delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Not applied yet, and its origin is tracked or has room.
+    New,
+    /// Applied already.
+    Duplicate,
+    /// A new origin past [`ORIGIN_COUNT_MAX`].
+    NoRoom,
+}
+
 /// Applied sets of every origin, in node order.
 #[derive(Clone, Debug, Default)]
 pub struct Watermarks {
@@ -105,6 +116,26 @@ impl Watermarks {
     /// the writes skipped are then only recovered by a full transfer.
     pub fn take_jumped(&mut self, origin: NodeId) -> bool {
         self.origins.get_mut(&origin).is_some_and(|s| std::mem::take(&mut s.jumped))
+    }
+
+    /// Whether `(origin, seq)` is new here and may be tracked, in one
+    /// lookup: a delta's first question on the hot path.
+    pub fn admit(&self, origin: NodeId, seq: u64) -> Admission {
+        match self.origins.get(&origin) {
+            Some(set) if set.contains(seq) => Admission::Duplicate,
+            Some(_) => Admission::New,
+            None if self.origins.len() < ORIGIN_COUNT_MAX => Admission::New,
+            None => Admission::NoRoom,
+        }
+    }
+
+    /// Marks `(origin, seq)` applied, in one lookup; true when the
+    /// watermark jumped over a gap since last asked (see
+    /// [`take_jumped`](Self::take_jumped)).
+    pub fn record(&mut self, origin: NodeId, seq: u64) -> bool {
+        let set = self.origins.entry(origin).or_default();
+        set.insert(seq);
+        std::mem::take(&mut set.jumped)
     }
 
     /// Forgets `origin` (gone longer than the retention).
@@ -160,6 +191,20 @@ mod tests {
         assert_eq!(s.watermark(), u64::MAX);
         s.raise_to(u64::MAX);
         assert!(!s.insert(u64::MAX));
+    }
+
+    #[test]
+    fn admit_and_record_answer_as_contains_insert_and_take_jumped() {
+        let mut w = Watermarks::default();
+        assert_eq!(w.admit(NodeId(1), 1), Admission::New);
+        assert!(!w.record(NodeId(1), 1));
+        assert_eq!(w.admit(NodeId(1), 1), Admission::Duplicate);
+        for seq in 3..ABOVE_WATERMARK_MAX_COUNT as u64 + 3 {
+            assert!(!w.record(NodeId(1), seq));
+        }
+        assert!(w.record(NodeId(1), ABOVE_WATERMARK_MAX_COUNT as u64 + 10), "the gap at 2 was jumped");
+        assert!(!w.take_jumped(NodeId(1)), "and the jump was taken once");
+        assert_eq!(w.admit(NodeId(1), 2), Admission::Duplicate, "below the jumped watermark");
     }
 
     #[test]

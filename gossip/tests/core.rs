@@ -601,5 +601,9 @@ fn writes_made_before_any_peer_was_up_reach_the_peers_as_they_come_up() {
         assert!(replicator.has_applied_through(id(2), 5), "node {i} lacks the early writes");
         assert!(bytes_at(&h, i, "early4").is_some());
     }
-    assert_eq!(h.nodes[2].core.replicator().stats().unreached_resends, 5, "each crossed once, through a relay");
+    assert_eq!(
+        h.nodes[2].core.replicator().stats().unreached_resends,
+        5,
+        "each crossed once, through a relay"
+    );
 }
