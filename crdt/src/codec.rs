@@ -21,7 +21,7 @@ use thiserror::Error;
 /// The envelope version this build writes and reads between nodes.
 /// Version 4 added the node's kind (full or sidecar) to its membership
 /// identity and the fill messages.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// The envelope version of what a node keeps in its data dir (registers,
 /// deltas, watermarks). Apart from [`WIRE_VERSION`]: a change to the

@@ -21,7 +21,9 @@
 //!   merge patches.
 //! - `doc_bounds.rs`: what a peer's document may be (uncompressed, bounded
 //!   depth).
-//! - `value.rs`: [`Value`], opaque bytes or a document.
+//! - `counter.rs`: [`Counter`], an integer whose concurrent increments all
+//!   count.
+//! - `value.rs`: [`Value`], opaque bytes, a document or a counter.
 //! - `key.rs`: [`Key`], a namespace and a key name.
 //! - `register.rs`: [`Register`] and its merge.
 //! - `delta.rs`: [`Delta`], what one write sends to the other replicas.
@@ -30,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod counter;
 mod delta;
 mod doc;
 mod doc_bounds;
@@ -42,6 +45,7 @@ mod value;
 mod version_vector;
 
 pub use codec::CodecError;
+pub use counter::{Counter, CounterError, COUNTER_ORIGINS_MAX};
 pub use delta::{Delta, DeltaBody, DeltaError, DocChanges};
 pub use doc::{Doc, DocError};
 pub use hlc::{ClockSkewError, Hlc, HlcClock, DEFAULT_MAX_CLOCK_SKEW_MS, HLC_MS_CEILING};

@@ -2,7 +2,15 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-use crate::{Doc, Dot, Stamp, Value, VersionVector};
+use crate::{Counter, Doc, Dot, Stamp, Value, VersionVector};
+
+fn kind_rank(value: &Value) -> u8 {
+    match value {
+        Value::Bytes(_) => 0,
+        Value::Counter(_) => 1,
+        Value::Doc(_) => 2,
+    }
+}
 
 /// Everything a register carries besides its value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,27 +117,29 @@ impl Register {
             Ordering::Equal => match (&mut self.value, &other.value) {
                 (Value::Doc(mine), Value::Doc(theirs)) if !self.meta.tombstone && !other.meta.tombstone => {
                     mine.merge(theirs);
-                    let newer = (other.meta.stamp, other.meta.dot, other.meta.expires_at_ms)
-                        > (self.meta.stamp, self.meta.dot, self.meta.expires_at_ms);
-                    if newer {
-                        self.meta.stamp = other.meta.stamp;
-                        self.meta.dot = other.meta.dot;
-                        self.meta.expires_at_ms = other.meta.expires_at_ms;
-                    }
+                    self.take_newer_write(other);
+                }
+                (Value::Counter(mine), Value::Counter(theirs))
+                    if !self.meta.tombstone && !other.meta.tombstone =>
+                {
+                    mine.merge(theirs);
+                    self.take_newer_write(other);
                 }
                 // The same epoch means the same replacing write, so the
-                // payloads are equal. A peer can break that rule (a forged
-                // or saturated stamp): then a live document wins over any
-                // other payload (so documents of the epoch still join), and
-                // between others the stamp decides, then the payload
-                // itself, so every replica keeps the same one whatever
-                // order they arrive in.
+                // payloads are equal, but for one case: an increment turns
+                // the integer a `SET` wrote into a counter of that `SET`'s
+                // epoch, so a live counter wins over the bytes it started
+                // from (and every replica's increments of that `SET` join).
+                // A peer can break the rule (a forged or saturated stamp):
+                // then a live document wins over any other payload, then a
+                // live counter (so documents and counters of the epoch
+                // still join), and between others the stamp decides, then
+                // the payload itself, so every replica keeps the same one
+                // whatever order they arrive in.
                 _ => {
-                    let order = match (self.is_live_doc(), other.is_live_doc()) {
-                        (true, false) => Ordering::Less,
-                        (false, true) => Ordering::Greater,
-                        _ => other.meta.stamp.cmp(&self.meta.stamp).then_with(|| other.tie_cmp(self)),
-                    };
+                    let order = self.merge_rank().cmp(&other.merge_rank()).reverse().then_with(|| {
+                        other.meta.stamp.cmp(&self.meta.stamp).then_with(|| other.tie_cmp(self))
+                    });
                     if order == Ordering::Greater {
                         *self = other.clone();
                     }
@@ -139,8 +149,27 @@ impl Register {
         self.meta.vv = vv;
     }
 
-    fn is_live_doc(&self) -> bool {
-        matches!(self.value, Value::Doc(_)) && !self.meta.tombstone
+    /// Within one epoch: a live document outranks a live counter, which
+    /// outranks anything else.
+    fn merge_rank(&self) -> u8 {
+        match self.value {
+            _ if self.meta.tombstone => 0,
+            Value::Doc(_) => 2,
+            Value::Counter(_) => 1,
+            Value::Bytes(_) => 0,
+        }
+    }
+
+    /// Of two writes merged within an epoch, the newer brings its stamp,
+    /// dot and expiry.
+    fn take_newer_write(&mut self, other: &Register) {
+        let newer = (other.meta.stamp, other.meta.dot, other.meta.expires_at_ms)
+            > (self.meta.stamp, self.meta.dot, self.meta.expires_at_ms);
+        if newer {
+            self.meta.stamp = other.meta.stamp;
+            self.meta.dot = other.meta.dot;
+            self.meta.expires_at_ms = other.meta.expires_at_ms;
+        }
     }
 
     /// A total order on everything but the stamps and the version vector,
@@ -150,9 +179,9 @@ impl Register {
             |r: &Register| (r.meta.tombstone, r.meta.dot, r.meta.expires_at_ms, r.meta.content_type.clone());
         key(self).cmp(&key(other)).then_with(|| match (&self.value, &other.value) {
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
-            (Value::Bytes(_), Value::Doc(_)) => Ordering::Less,
-            (Value::Doc(_), Value::Bytes(_)) => Ordering::Greater,
+            (Value::Counter(a), Value::Counter(b)) => a.cmp(b),
             (Value::Doc(a), Value::Doc(b)) => a.save().cmp(&b.save()),
+            (a, b) => kind_rank(a).cmp(&kind_rank(b)),
         })
     }
 
@@ -161,6 +190,14 @@ impl Register {
         let mut out = self.clone();
         out.merge(other);
         out
+    }
+
+    /// The counter, when the register holds a live one.
+    pub fn counter(&self) -> Option<&Counter> {
+        match &self.value {
+            Value::Counter(c) if !self.meta.tombstone => Some(c),
+            _ => None,
+        }
     }
 
     /// The document, when the register holds a live one.

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::Doc;
+use crate::{Counter, Doc};
 
 /// What a register holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,6 +10,8 @@ pub enum Value {
     Bytes(Bytes),
     /// A JSON object whose fields merge across concurrent writes.
     Doc(Doc),
+    /// An integer whose concurrent increments all count.
+    Counter(Counter),
 }
 
 impl Value {
@@ -19,6 +21,7 @@ impl Value {
         match self {
             Value::Bytes(b) => b.len(),
             Value::Doc(d) => d.size_estimate_bytes(),
+            Value::Counter(c) => c.size_bytes(),
         }
     }
 }

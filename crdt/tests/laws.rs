@@ -9,7 +9,8 @@
 
 use bytes::Bytes;
 use geocache_crdt::{
-    codec, Delta, DeltaError, Doc, Dot, HlcClock, Key, NodeId, Register, Value, VersionVector, WRITERS_KEPT,
+    codec, Counter, Delta, DeltaError, Doc, Dot, HlcClock, Key, NodeId, Register, Value, VersionVector,
+    WRITERS_KEPT,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -23,6 +24,7 @@ enum Op {
     Put { node: usize, byte: u8, ttl_ms: Option<u64> },
     Patch { node: usize, field: u8, value: Option<u8> },
     Delete { node: usize },
+    Incr { node: usize, by: i8 },
     Sync { from: usize, to: usize },
     Advance { node: usize, ms: u64 },
 }
@@ -35,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         (node.clone(), 0..4u8, proptest::option::of(any::<u8>()))
             .prop_map(|(node, field, value)| Op::Patch { node, field, value }),
         node.clone().prop_map(|node| Op::Delete { node }),
+        (node.clone(), any::<i8>()).prop_map(|(node, by)| Op::Incr { node, by }),
         (node.clone(), 0..NODES).prop_map(|(from, to)| Op::Sync { from, to }),
         (node, 0..3u64).prop_map(|(node, ms)| Op::Advance { node, ms }),
     ]
@@ -86,7 +89,7 @@ fn run(ops: &[Op]) -> History {
                 r.register = Some(merged);
             }
             Op::Advance { node, ms } => replicas[node].now_ms += ms,
-            Op::Put { node, .. } | Op::Patch { node, .. } | Op::Delete { node } => {
+            Op::Put { node, .. } | Op::Patch { node, .. } | Op::Delete { node } | Op::Incr { node, .. } => {
                 let r = &mut replicas[node];
                 let before = r.register.clone();
                 let floor = before.as_ref().map(|b| b.meta.stamp.hlc).unwrap_or_default();
@@ -127,6 +130,35 @@ fn run(ops: &[Op]) -> History {
                                 Register::replace(Value::Doc(doc), stamp, vv, dot, None)
                             }
                         }
+                    }
+                    // As the node's `WriteOp::Add`: a counter of the visible
+                    // one's epoch, an integer's, or a fresh epoch after
+                    // what is held.
+                    Op::Incr { by, .. } => {
+                        let visible = before.as_ref().filter(|b| b.is_visible_at(r.now_ms));
+                        let (mut counter, epoch) = match visible {
+                            Some(b) => match &b.value {
+                                Value::Counter(c) => (c.clone(), b.meta.epoch),
+                                // Bytes here are not integers: the base stands
+                                // for the integer, as a function of the
+                                // register, as parsing its bytes would be.
+                                _ => (Counter::starting_at(i64::from(b.meta.dot.seq as i8)), b.meta.epoch),
+                            },
+                            None => (
+                                Counter::default(),
+                                before.as_ref().map_or(geocache_crdt::Stamp::default(), |b| {
+                                    geocache_crdt::Stamp::new(
+                                        geocache_crdt::Hlc::from_u64(b.meta.epoch.hlc.as_u64() + 1),
+                                        NodeId(0),
+                                    )
+                                }),
+                            ),
+                        };
+                        counter.add(r.id, i64::from(by)).unwrap();
+                        let mut reg = Register::replace(Value::Counter(counter), stamp, vv, dot, None);
+                        reg.meta.epoch = epoch;
+                        reg.meta.expires_at_ms = visible.and_then(|b| b.meta.expires_at_ms);
+                        reg
                     }
                     Op::Sync { .. } | Op::Advance { .. } => unreachable!(),
                 };
@@ -233,8 +265,48 @@ fn forged(r: &Register, end: bool) -> Register {
     out
 }
 
+/// Increments only, at random nodes, with random exchanges, then every
+/// replica merges every other: all must read the sum of every increment.
+fn counted(ops: &[(usize, i8, Option<(usize, usize)>)]) -> (i128, Vec<Option<Register>>) {
+    let only_counts: Vec<Op> = ops
+        .iter()
+        .flat_map(|&(node, by, sync)| {
+            let mut v = vec![Op::Incr { node, by }];
+            if let Some((from, to)) = sync {
+                v.push(Op::Sync { from, to });
+            }
+            v
+        })
+        .collect();
+    let h = run(&only_counts);
+    let total = ops.iter().map(|&(_, by, _)| i128::from(by)).sum();
+    // The last register each node wrote, merged everywhere.
+    let mut finals: Vec<Option<Register>> = vec![None; NODES];
+    for (delta, after) in &h.deltas {
+        let node = (delta.origin.0 - 1) as usize;
+        finals[node] = Some(after.clone());
+    }
+    let all = finals.iter().flatten().fold(None::<Register>, |acc, r| match acc {
+        Some(a) => Some(a.merged(r)),
+        None => Some(r.clone()),
+    });
+    (total, vec![all])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn concurrent_increments_all_count_once_replicas_have_merged(
+        ops in proptest::collection::vec(
+            (0..NODES, any::<i8>(), proptest::option::of((0..NODES, 0..NODES))),
+            1..24,
+        ),
+    ) {
+        let (total, merged) = counted(&ops);
+        let value = merged[0].as_ref().and_then(Register::counter).map(Counter::value);
+        prop_assert_eq!(value, Some(total));
+    }
 
     #[test]
     fn equal_stamps_on_different_payloads_still_merge_as_a_semilattice(

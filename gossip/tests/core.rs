@@ -443,7 +443,7 @@ fn a_write_that_lost_to_a_nearly_concurrent_one_is_not_repaired() {
 fn bytes_at(h: &Harness, i: usize, name: &str) -> Option<Vec<u8>> {
     h.nodes[i].store.map.get(&key(name)).and_then(|r| match &r.value {
         Value::Bytes(b) => Some(b.to_vec()),
-        Value::Doc(_) => None,
+        Value::Doc(_) | Value::Counter(_) => None,
     })
 }
 

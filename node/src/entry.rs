@@ -17,7 +17,7 @@
 use crate::varint;
 use crate::weight::allocation_bytes;
 use bytes::Bytes;
-use geocache_crdt::{Doc, Dot, Hlc, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector};
+use geocache_crdt::{Counter, Doc, Dot, Hlc, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector};
 use std::sync::Arc;
 
 /// A document's register besides the document's own estimate: the
@@ -66,14 +66,16 @@ enum Other {
     /// larger size class than three (a 1 KiB value: 1,082 bytes take a
     /// 1,280-byte class packed, 1,024 + 48 + 48 apart).
     Split(SplitEntry),
-    Doc(Arc<Register>),
+    /// A document or a counter: a structure, not bytes, kept as the
+    /// register it is.
+    Shared(Arc<Register>),
 }
 
 /// What an entry holds, borrowed.
 enum Repr<'a> {
     Packed(&'a Arc<[u8]>),
     Split(&'a Arc<Other>, &'a SplitEntry),
-    Doc(&'a Arc<Register>),
+    Shared(&'a Arc<Register>),
 }
 
 /// The parts of a split entry, each its own exact allocation.
@@ -96,13 +98,15 @@ pub enum ValueRef<'a> {
     Bytes(&'a [u8]),
     /// A JSON document.
     Doc(&'a Doc),
+    /// A counter.
+    Counter(&'a Counter),
 }
 
 /// An entry as its accessors read it: a packed header (the value may
-/// follow), or a document's register.
+/// follow), or a document's or a counter's register.
 enum View<'a> {
     Header(&'a [u8]),
-    Doc(&'a Register),
+    Shared(&'a Register),
 }
 
 /// Where the variable parts of a packed header are.
@@ -118,7 +122,7 @@ impl Entry {
     pub fn from_register(register: Arc<Register>) -> Entry {
         match &register.value {
             Value::Bytes(bytes) => Entry::pack(&register.meta, bytes),
-            Value::Doc(_) => Entry(Stored::Other(Arc::new(Other::Doc(register)))),
+            Value::Doc(_) | Value::Counter(_) => Entry(Stored::Other(Arc::new(Other::Shared(register)))),
         }
     }
 
@@ -183,7 +187,7 @@ impl Entry {
             Stored::Packed(b) => Repr::Packed(b),
             Stored::Other(other) => match &**other {
                 Other::Split(split) => Repr::Split(other, split),
-                Other::Doc(r) => Repr::Doc(r),
+                Other::Shared(r) => Repr::Shared(r),
             },
         }
     }
@@ -192,7 +196,7 @@ impl Entry {
         match self.repr() {
             Repr::Packed(b) => View::Header(b),
             Repr::Split(_, split) => View::Header(&split.header),
-            Repr::Doc(r) => View::Doc(r),
+            Repr::Shared(r) => View::Shared(r),
         }
     }
 
@@ -204,7 +208,7 @@ impl Entry {
             Repr::Split(_, split) => {
                 SPLIT_ARC_BYTES + allocation_bytes(split.header.len()) + allocation_bytes(split.value.len())
             }
-            Repr::Doc(r) => DOC_REGISTER_BYTES + r.size_bytes(),
+            Repr::Shared(r) => DOC_REGISTER_BYTES + r.size_bytes(),
         }
     }
 
@@ -230,7 +234,7 @@ impl Entry {
     /// The register packed, whole; the value shares the entry's memory.
     pub fn to_register(&self) -> Register {
         match self.repr() {
-            Repr::Doc(r) => (**r).clone(),
+            Repr::Shared(r) => (**r).clone(),
             _ => Register { value: Value::Bytes(self.bytes_value()), meta: self.meta() },
         }
     }
@@ -238,15 +242,16 @@ impl Entry {
     /// The register as an `Arc`: shared for a document, built for bytes.
     pub fn register_arc(&self) -> Arc<Register> {
         match self.repr() {
-            Repr::Doc(r) => r.clone(),
+            Repr::Shared(r) => r.clone(),
             _ => Arc::new(self.to_register()),
         }
     }
 
-    /// The document's register, when the entry holds a document.
-    pub fn doc_register(&self) -> Option<&Register> {
+    /// The register of a document or a counter (kept as it is, not
+    /// packed).
+    pub fn shared_register(&self) -> Option<&Register> {
         match self.repr() {
-            Repr::Doc(r) => Some(r),
+            Repr::Shared(r) => Some(r),
             _ => None,
         }
     }
@@ -263,7 +268,7 @@ impl Entry {
                 tombstone: self.is_tombstone(),
                 content_type: self.content_type().map(str::to_owned),
             },
-            Repr::Doc(r) => r.meta.clone(),
+            Repr::Shared(r) => r.meta.clone(),
         }
     }
 
@@ -273,7 +278,7 @@ impl Entry {
             View::Header(b) => {
                 Stamp::new(Hlc::from_u64(u64_at(b, STAMP_HLC_AT)), NodeId(u64_at(b, STAMP_NODE_AT)))
             }
-            View::Doc(r) => r.meta.stamp,
+            View::Shared(r) => r.meta.stamp,
         }
     }
 
@@ -285,7 +290,7 @@ impl Entry {
                 Stamp::new(Hlc::from_u64(u64_at(b, at)), NodeId(u64_at(b, at + 8)))
             }
             View::Header(_) => self.stamp(),
-            View::Doc(r) => r.meta.epoch,
+            View::Shared(r) => r.meta.epoch,
         }
     }
 
@@ -300,7 +305,7 @@ impl Entry {
                 };
                 Dot { origin, seq: u64_at(b, DOT_SEQ_AT) }
             }
-            View::Doc(r) => r.meta.dot,
+            View::Shared(r) => r.meta.dot,
         }
     }
 
@@ -316,7 +321,7 @@ impl Entry {
                 // Packed from a canonical vector, so it reads back as one.
                 VersionVector::from_entries(entries).unwrap_or_default()
             }
-            View::Doc(r) => r.meta.vv.clone(),
+            View::Shared(r) => r.meta.vv.clone(),
         }
     }
 
@@ -324,7 +329,7 @@ impl Entry {
     pub fn expires_at_ms(&self) -> Option<u64> {
         match self.view() {
             View::Header(b) => (b[0] & EXPIRES != 0).then(|| u64_at(b, EXPIRES_AT)),
-            View::Doc(r) => r.meta.expires_at_ms,
+            View::Shared(r) => r.meta.expires_at_ms,
         }
     }
 
@@ -332,7 +337,7 @@ impl Entry {
     pub fn is_tombstone(&self) -> bool {
         match self.view() {
             View::Header(b) => b[0] & TOMBSTONE != 0,
-            View::Doc(r) => r.meta.tombstone,
+            View::Shared(r) => r.meta.tombstone,
         }
     }
 
@@ -343,7 +348,7 @@ impl Entry {
                 let (start, end) = Entry::layout(b).content_type?;
                 std::str::from_utf8(&b[start..end]).ok()
             }
-            View::Doc(r) => r.meta.content_type.as_deref(),
+            View::Shared(r) => r.meta.content_type.as_deref(),
         }
     }
 
@@ -366,9 +371,10 @@ impl Entry {
         match self.repr() {
             Repr::Packed(b) => ValueRef::Bytes(&b[Entry::layout(b).value_at..]),
             Repr::Split(_, split) => ValueRef::Bytes(&split.value),
-            Repr::Doc(r) => match &r.value {
+            Repr::Shared(r) => match &r.value {
                 Value::Bytes(bytes) => ValueRef::Bytes(bytes),
                 Value::Doc(d) => ValueRef::Doc(d),
+                Value::Counter(c) => ValueRef::Counter(c),
             },
         }
     }
@@ -382,16 +388,21 @@ impl Entry {
                 Bytes::from_owner(PackedValue { packed: b.clone(), at })
             }
             Repr::Split(owner, _) => Bytes::from_owner(SplitValue(owner.clone())),
-            Repr::Doc(r) => match &r.value {
+            Repr::Shared(r) => match &r.value {
                 Value::Bytes(bytes) => bytes.clone(),
-                Value::Doc(_) => Bytes::new(),
+                Value::Doc(_) | Value::Counter(_) => Bytes::new(),
             },
         }
     }
 
     /// The live document, when the entry holds one.
     pub fn doc(&self) -> Option<&Doc> {
-        self.doc_register().and_then(Register::doc)
+        self.shared_register().and_then(Register::doc)
+    }
+
+    /// The live counter, when the entry holds one.
+    pub fn counter(&self) -> Option<&Counter> {
+        self.shared_register().and_then(Register::counter)
     }
 
     /// The register's size for a reply or a queue: header and value, or a
@@ -400,7 +411,7 @@ impl Entry {
         match self.repr() {
             Repr::Packed(b) => b.len(),
             Repr::Split(_, split) => split.header.len() + split.value.len(),
-            Repr::Doc(r) => r.size_bytes(),
+            Repr::Shared(r) => r.size_bytes(),
         }
     }
 }
@@ -412,7 +423,7 @@ impl AsRef<[u8]> for SplitValue {
     fn as_ref(&self) -> &[u8] {
         match &*self.0 {
             Other::Split(split) => &split.value,
-            Other::Doc(_) => &[],
+            Other::Shared(_) => &[],
         }
     }
 }
@@ -500,7 +511,7 @@ mod tests {
             prop_assert_eq!(entry.content_type(), meta.content_type.as_deref());
             match entry.value() {
                 ValueRef::Bytes(b) => prop_assert_eq!(b, &value[..]),
-                ValueRef::Doc(_) => prop_assert!(false, "bytes packed as a document"),
+                ValueRef::Doc(_) | ValueRef::Counter(_) => prop_assert!(false, "bytes packed as a structure"),
             }
             prop_assert_eq!(&entry.bytes_value()[..], &value[..]);
         }

@@ -488,7 +488,7 @@ mod tests {
     fn bytes_of(e: &Entry) -> Vec<u8> {
         match e.value() {
             ValueRef::Bytes(b) => b.to_vec(),
-            ValueRef::Doc(_) => panic!("a document"),
+            ValueRef::Doc(_) | ValueRef::Counter(_) => panic!("not bytes"),
         }
     }
 

@@ -4,13 +4,13 @@
 
 use bytes::Bytes;
 use geocache_crdt::{
-    ClockSkewError, Delta, DeltaBody, DeltaError, Doc, DocError, Dot, Hlc, HlcClock, Key, NodeId, Register,
-    RegisterMeta, Stamp, Value, VersionVector,
+    ClockSkewError, Counter, CounterError, Delta, DeltaBody, DeltaError, Doc, DocError, Dot, Hlc, HlcClock,
+    Key, NodeId, Register, RegisterMeta, Stamp, Value, VersionVector,
 };
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
-use crate::entry::Entry;
+use crate::entry::{Entry, ValueRef};
 
 /// How a write sets the entry's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,13 @@ pub enum WriteOp {
     /// Apply a JSON merge patch to the document (starting one if the key
     /// holds no document).
     Patch(serde_json::Value),
+    /// Add to the counter (`INCRBY`; negative to subtract). A value that is
+    /// an integer in decimal becomes a counter starting there, in the epoch
+    /// of the write that set it, so increments of it made anywhere join; a
+    /// key with no visible value starts a counter at 0 in an epoch every
+    /// replica holding the same register derives alike
+    /// ([`fresh_counter_epoch`]).
+    Add(i64),
 }
 
 /// A local write.
@@ -86,6 +93,15 @@ pub enum WriteError {
     /// The patch is not valid for a document.
     #[error(transparent)]
     Doc(#[from] DocError),
+    /// `Add` to bytes that are not an integer in decimal.
+    #[error("the value is not an integer")]
+    NotInteger,
+    /// `Add` to a document.
+    #[error("the value is a document, not a counter")]
+    NotCounter,
+    /// The counter cannot take the increment.
+    #[error(transparent)]
+    Counter(#[from] CounterError),
 }
 
 /// What a successful local write did.
@@ -235,7 +251,7 @@ pub fn local_write(
         tombstone: false,
         content_type: None,
     };
-    let (value, document) = match write.op {
+    let (value, shared) = match write.op {
         WriteOp::Put { value, content_type } => {
             meta.content_type = content_type;
             (value, None)
@@ -250,7 +266,20 @@ pub fn local_write(
             let (mut doc, epoch) = existing.unwrap_or_else(|| (Doc::new(), stamp));
             doc.apply_merge_patch(&patch, stamp)?;
             meta.epoch = epoch;
-            (Bytes::new(), Some(doc))
+            (Bytes::new(), Some(Value::Doc(doc)))
+        }
+        WriteOp::Add(by) => {
+            let (mut counter, epoch) = match visible {
+                Some(v) => match v.value() {
+                    ValueRef::Counter(c) => (c.clone(), v.epoch()),
+                    ValueRef::Bytes(b) => (Counter::starting_at(parse_integer(b)?), v.epoch()),
+                    ValueRef::Doc(_) => return Err(WriteError::NotCounter),
+                },
+                None => (Counter::default(), fresh_counter_epoch(current)),
+            };
+            counter.add(node, by)?;
+            meta.epoch = epoch;
+            (Bytes::new(), Some(Value::Counter(counter)))
         }
     };
     let seq = {
@@ -259,9 +288,9 @@ pub fn local_write(
         w.seq
     };
     meta.dot = Dot { origin: node, seq };
-    let (entry, register) = match document {
-        Some(doc) => {
-            let register = Arc::new(Register { value: Value::Doc(doc), meta });
+    let (entry, register) = match shared {
+        Some(value) => {
+            let register = Arc::new(Register { value, meta });
             (Entry::from_register(register.clone()), register)
         }
         None => {
@@ -270,7 +299,7 @@ pub fn local_write(
             (entry, register)
         }
     };
-    let before = current.and_then(Entry::doc_register);
+    let before = current.and_then(Entry::shared_register);
     let delta = Delta::for_write(node, seq, write.key, before, &register);
     Ok(WriteOutcome { entry, register, previous: visible.cloned(), delta, disk_position: 0 })
 }
@@ -355,6 +384,23 @@ pub fn reclaim_at_ms(entry: &Entry, tombstone_ttl_ms: u64) -> Option<u64> {
     }
 }
 
+/// The epoch of a counter started on a key with no visible value: after
+/// the delete or the expired value held (so it wins over it), and the same
+/// at every replica that holds that register, so the first increments
+/// made concurrently in several regions join rather than one replacing the
+/// others; 0 when nothing is held.
+pub fn fresh_counter_epoch(held: Option<&Entry>) -> Stamp {
+    match held {
+        Some(e) => Stamp::new(Hlc::from_u64(e.epoch().hlc.as_u64().saturating_add(1)), NodeId(0)),
+        None => Stamp::default(),
+    }
+}
+
+/// A value as `INCR` reads it: a signed 64-bit integer in decimal.
+fn parse_integer(b: &[u8]) -> Result<i64, WriteError> {
+    std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).ok_or(WriteError::NotInteger)
+}
+
 fn check_condition(condition: &Condition, visible: Option<&Entry>) -> Result<(), WriteError> {
     let holds = match (condition, visible) {
         (Condition::Always, _) => true,
@@ -369,5 +415,89 @@ fn check_condition(condition: &Condition, visible: Option<&Entry>) -> Result<(),
         Ok(())
     } else {
         Err(WriteError::PreconditionFailed { current: visible.map(|r| r.vv().to_etag()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(node: u64) -> Mutex<Writer> {
+        Mutex::new(Writer::new(NodeId(node), 60_000, 600_000))
+    }
+
+    fn write(writer: &Mutex<Writer>, current: Option<&Entry>, op: WriteOp, now: u64) -> WriteOutcome {
+        let write = Write {
+            key: Key::new("t", Bytes::from_static(b"k")),
+            op,
+            ttl: Ttl::Keep { or_ms: None },
+            condition: Condition::Always,
+        };
+        local_write(writer, current, write, now).unwrap()
+    }
+
+    fn merged(a: &WriteOutcome, b: &WriteOutcome) -> i128 {
+        let out = remote_write(NodeId(1), Some(&a.entry), &a.delta.clone(), 10, None).unwrap();
+        let held = Entry::from_register(out.register);
+        let out = remote_write(NodeId(1), Some(&held), &b.delta, 10, None).unwrap();
+        out.register.counter().map(Counter::value).expect("a counter")
+    }
+
+    #[test]
+    fn increments_of_one_set_made_on_two_nodes_both_count() {
+        let (a, b) = (writer(1), writer(2));
+        let set = write(&a, None, WriteOp::Put { value: Bytes::from_static(b"10"), content_type: None }, 1);
+        let at_a = write(&a, Some(&set.entry), WriteOp::Add(5), 2);
+        let at_b = write(&b, Some(&set.entry), WriteOp::Add(-3), 2);
+        assert_eq!(at_a.register.meta.epoch, set.register.meta.epoch, "the SET's epoch");
+        assert_eq!(merged(&at_a, &at_b), 12);
+        assert_eq!(merged(&at_b, &at_a), 12);
+    }
+
+    #[test]
+    fn first_increments_after_a_delete_on_two_nodes_both_count_and_beat_it() {
+        let (a, b) = (writer(1), writer(2));
+        let set = write(&a, None, WriteOp::Put { value: Bytes::from_static(b"7"), content_type: None }, 1);
+        let deleted = write(&a, Some(&set.entry), WriteOp::Delete, 2);
+        let at_a = write(&a, Some(&deleted.entry), WriteOp::Add(1), 3);
+        let at_b = write(&b, Some(&deleted.entry), WriteOp::Add(1), 3);
+        assert!(at_a.register.meta.epoch > deleted.register.meta.epoch);
+        assert_eq!(at_a.register.meta.epoch, at_b.register.meta.epoch, "derived alike");
+        assert_eq!(merged(&at_a, &at_b), 2, "from 0: the delete discarded the 7");
+    }
+
+    #[test]
+    fn a_set_discards_increments_it_had_not_seen() {
+        let (a, b) = (writer(1), writer(2));
+        let start = write(&a, None, WriteOp::Add(4), 1);
+        let incr = write(&b, Some(&start.entry), WriteOp::Add(1), 2);
+        let set = write(
+            &a,
+            Some(&start.entry),
+            WriteOp::Put { value: Bytes::from_static(b"100"), content_type: None },
+            3,
+        );
+        let out = remote_write(NodeId(1), Some(&set.entry), &incr.delta, 4, None).unwrap();
+        assert_eq!(
+            out.register.value,
+            Value::Bytes(Bytes::from_static(b"100")),
+            "the SET's newer epoch wins whole"
+        );
+        assert!(out.register.meta.vv.dominates(&incr.register.meta.vv), "having seen the increment");
+    }
+
+    #[test]
+    fn adding_to_a_document_or_to_text_is_refused() {
+        let a = writer(1);
+        let text = write(&a, None, WriteOp::Put { value: Bytes::from_static(b"ten"), content_type: None }, 1);
+        let add = Write {
+            key: Key::new("t", Bytes::from_static(b"k")),
+            op: WriteOp::Add(1),
+            ttl: Ttl::Never,
+            condition: Condition::Always,
+        };
+        assert!(matches!(local_write(&a, Some(&text.entry), add.clone(), 2), Err(WriteError::NotInteger)));
+        let doc = write(&a, None, WriteOp::Patch(serde_json::json!({"f": 1})), 3);
+        assert!(matches!(local_write(&a, Some(&doc.entry), add, 4), Err(WriteError::NotCounter)));
     }
 }

@@ -277,3 +277,48 @@ async fn metrics_and_node_info() {
     assert_eq!(info["entries"], 1);
     assert_eq!(c.get(node.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn counters_add_read_start_from_an_integer_and_refuse_what_is_not_one() {
+    let node = Node::start(&[]);
+    let c = client();
+    let url = node.url("/v1/counter/app/hits");
+    let r = c.get(&url).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = c.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "an empty body adds 1");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"value": 1}));
+    // Twenty concurrent increments of 5 and one of -6.
+    let adds: Vec<_> = (0..21)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            let body = if i == 20 { " -6\n" } else { "5" };
+            tokio::spawn(async move { c.post(&url).body(body).send().await.unwrap().status() })
+        })
+        .collect();
+    for add in adds {
+        assert_eq!(add.await.unwrap(), StatusCode::OK);
+    }
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"value": 1 + 100 - 6}));
+    // The same counter through /v1/kv, as its decimal text.
+    assert_eq!(c.get(node.url("/v1/kv/app/hits")).send().await.unwrap().text().await.unwrap(), "95");
+    // An integer written as bytes becomes a counter starting there.
+    c.put(node.url("/v1/kv/app/n")).body("41").send().await.unwrap();
+    let r = c.post(node.url("/v1/counter/app/n")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"value": 42}));
+    // A delete resets it.
+    c.delete(node.url("/v1/kv/app/n")).send().await.unwrap();
+    let r = c.post(node.url("/v1/counter/app/n")).body("2").send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"value": 2}));
+    // Bad input: a clear 4xx with a JSON body.
+    let r = c.post(&url).body("1.5").send().await.unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "bad_increment").await;
+    let r = c.post(&url).body(i64::MAX.to_string()).send().await.unwrap();
+    expect_error(r, StatusCode::CONFLICT, "counter_refused").await;
+    c.put(node.url("/v1/kv/app/text")).body("ten").send().await.unwrap();
+    let r = c.post(node.url("/v1/counter/app/text")).send().await.unwrap();
+    expect_error(r, StatusCode::CONFLICT, "not_a_counter").await;
+    let r = c.get(node.url("/v1/counter/app/text")).send().await.unwrap();
+    expect_error(r, StatusCode::CONFLICT, "not_a_counter").await;
+}

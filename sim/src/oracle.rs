@@ -89,7 +89,8 @@ pub struct FinalState<'a> {
     pub(crate) world: &'a World,
 }
 
-/// What a read sees: the bytes, the document JSON, or nothing.
+/// What a read sees: the bytes, the document JSON, the counter's integer,
+/// or nothing.
 pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
     if !r.is_visible_at(now_ms) {
         return None;
@@ -97,6 +98,7 @@ pub fn visible_value(r: &Register, now_ms: u64) -> Option<Vec<u8>> {
     match &r.value {
         Value::Bytes(b) => Some(b.to_vec()),
         Value::Doc(d) => Some(d.to_json().to_string().into_bytes()),
+        Value::Counter(c) => Some(c.value().to_string().into_bytes()),
     }
 }
 

@@ -30,7 +30,9 @@ fn route_need(pattern: &str, method: &Method) -> RouteNeed {
     match pattern {
         "/healthz" | "/readyz" => RouteNeed::Open,
         "/metrics" | "/v1/node" | "/v1/cluster" => RouteNeed::Admin,
-        "/v1/kv/{ns}/{*key}" | "/v1/doc/{ns}/{*key}" | "/api/{name}/{*key}" => RouteNeed::Namespace(scope),
+        "/v1/kv/{ns}/{*key}" | "/v1/doc/{ns}/{*key}" | "/v1/counter/{ns}/{*key}" | "/api/{name}/{*key}" => {
+            RouteNeed::Namespace(scope)
+        }
         _ => RouteNeed::Any,
     }
 }

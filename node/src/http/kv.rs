@@ -87,6 +87,7 @@ pub async fn get(
             (register.content_type().unwrap_or("application/octet-stream"), register.bytes_value())
         }
         ValueRef::Doc(d) => ("application/json", Bytes::from(d.to_json().to_string())),
+        ValueRef::Counter(c) => ("text/plain", Bytes::from(c.value().to_string())),
     };
     if let Ok(v) = HeaderValue::from_str(content_type) {
         out.insert(header::CONTENT_TYPE, v);

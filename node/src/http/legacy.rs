@@ -233,6 +233,7 @@ fn json_value(register: &Entry) -> Box<RawValue> {
             Err(_) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()).to_string(),
         },
         ValueRef::Doc(d) => d.to_json().to_string(),
+        ValueRef::Counter(c) => c.value().to_string(),
     };
     // Both texts are JSON that serde_json itself wrote.
     RawValue::from_string(text).unwrap_or_else(|_| Box::<RawValue>::default())

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): `/v1/kv`, `/v1/doc`, health, metrics and node info.
+//! The HTTP API (axum): `/v1/kv`, `/v1/doc`, `/v1/counter`, health, metrics and node info.
 //!
 //! Every error is JSON `{"error": ..., "code": ...}` with the right status,
 //! unknown paths and methods included.
@@ -6,6 +6,7 @@
 mod admin;
 mod authorize;
 mod closest;
+mod counter;
 mod doc;
 mod error;
 mod kv;
@@ -36,6 +37,7 @@ pub fn router(state: NodeState) -> Router {
     Router::new()
         .route("/v1/kv/{ns}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/doc/{ns}/{*key}", get(doc::get).patch(doc::patch))
+        .route("/v1/counter/{ns}/{*key}", get(counter::get).post(counter::add))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
@@ -78,6 +80,9 @@ fn kind_of(method: &Method, path: Option<&str>) -> &'static str {
     if path == "/api/{name}/{*key}" {
         return if method == Method::POST { "api_post" } else { "api_get" };
     }
+    if path.starts_with("/v1/counter/") {
+        return if method == Method::POST { "counter_add" } else { "counter_get" };
+    }
     match (path.starts_with("/v1/kv/"), path.starts_with("/v1/doc/"), method) {
         (true, _, &Method::GET) => "get",
         (true, _, &Method::HEAD) => "head",
@@ -104,6 +109,12 @@ fn write_path_error(e: WritePathError) -> ApiError {
         ),
         WritePathError::Refused(WriteError::Doc(e)) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_patch", e.to_string())
+        }
+        WritePathError::Refused(e @ (WriteError::NotInteger | WriteError::NotCounter)) => {
+            ApiError::new(StatusCode::CONFLICT, "not_a_counter", e.to_string())
+        }
+        WritePathError::Refused(WriteError::Counter(e)) => {
+            ApiError::new(StatusCode::CONFLICT, "counter_refused", e.to_string())
         }
         timeout @ WritePathError::DurabilityTimeout { .. } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "durability_timeout", timeout.to_string())

@@ -91,6 +91,9 @@ pub enum CommandError {
     /// The key holds a JSON document where bytes are needed.
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
     WrongType,
+    /// A counter that takes no more writers in its epoch.
+    #[error("ERR {0}")]
+    CounterFull(geocache_crdt::CounterError),
     /// A key over `--key-bytes-max`.
     #[error("ERR key is {len} bytes; the limit is {max}")]
     KeyTooLarge {

@@ -93,15 +93,20 @@ async fn rewrite_expiry(
                     },
                     ttl,
                 ),
-                // An empty merge patch keeps the document and its epoch.
+                // An empty merge patch keeps the document and its epoch;
+                // adding nothing keeps the counter and its epoch, so
+                // increments made elsewhere meanwhile still join.
                 ValueRef::Doc(_) => (WriteOp::Patch(json!({})), ttl),
+                ValueRef::Counter(_) => (WriteOp::Add(0), ttl),
             },
         };
         let write = Write { key: key.clone(), op: op.0, ttl: op.1, condition: Condition::IfMatch(r.vv()) };
         match cx.write(write).await? {
             Ok(_) => return Ok(1),
             Err(WriteError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
-            Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),
+            Err(WriteError::Doc(_) | WriteError::NotCounter) => return Err(CommandError::WrongType),
+            Err(WriteError::NotInteger) => return Err(CommandError::NotInteger),
+            Err(WriteError::Counter(e)) => return Err(CommandError::CounterFull(e)),
         }
     }
     Err(CommandError::Contention(CAS_ATTEMPTS_MAX))

@@ -388,12 +388,13 @@ impl Context<'_> {
     }
 }
 
-/// The bytes a GET answers: the value, or a document's JSON (as HTTP's
-/// `GET /v1/kv` does).
+/// The bytes a GET answers: the value, a document's JSON, or a counter's
+/// integer in decimal (as HTTP's `GET /v1/kv` does).
 fn value_bytes(entry: &Entry) -> Cow<'_, [u8]> {
     match entry.value() {
         ValueRef::Bytes(b) => Cow::Borrowed(b),
         ValueRef::Doc(d) => Cow::Owned(d.to_json().to_string().into_bytes()),
+        ValueRef::Counter(c) => Cow::Owned(c.value().to_string().into_bytes()),
     }
 }
 

@@ -1,8 +1,9 @@
 //! String commands: GET, SET, MGET, MSET, INCR, DECR, INCRBY, DECRBY.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use geocache_crdt::{Counter, CounterError};
 
-use super::{is, value_bytes, Context, CAS_ATTEMPTS_MAX};
+use super::{is, value_bytes, Context};
 use crate::resp::error::CommandError;
 use crate::resp::frame::parse_int;
 use crate::resp::reply;
@@ -27,7 +28,7 @@ fn value_reply(out: &mut Replies, entry: &Entry) {
         // `Bytes` would cost an allocation to save a copy of a few bytes.
         ValueRef::Bytes(b) if b.len() < SHARE_FROM_BYTES => reply::bulk(out, b),
         ValueRef::Bytes(_) => out.shared_bulk(entry.bytes_value()),
-        ValueRef::Doc(_) => reply::bulk(out, &value_bytes(entry)),
+        ValueRef::Doc(_) | ValueRef::Counter(_) => reply::bulk(out, &value_bytes(entry)),
     }
 }
 
@@ -169,7 +170,9 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
             Some(r) => reply::bulk(out, &value_bytes(&r)),
             None => reply::null(out),
         },
-        Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),
+        Err(WriteError::Doc(_) | WriteError::NotCounter) => return Err(CommandError::WrongType),
+        Err(WriteError::NotInteger) => return Err(CommandError::NotInteger),
+        Err(WriteError::Counter(e)) => return Err(CommandError::CounterFull(e)),
     }
     Ok(())
 }
@@ -192,10 +195,11 @@ pub(super) async fn mset(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Com
     Ok(())
 }
 
-/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: read, add, write back only if the
-/// value is still the one read (`IfMatch` on its version vector, or
-/// `IfAbsent` for a missing key), else again. The expiry and content type
-/// are kept. `by` is `None` when the increment is not an integer.
+/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: an increment of the key's counter
+/// (`WriteOp::Add`), so increments made concurrently in every region all
+/// count; no read-modify-write and no retry. A string holding an integer
+/// becomes a counter starting there. The expiry is kept. `by` is `None`
+/// when the increment is not an integer.
 pub(super) async fn incr_by(
     cx: &Context<'_>,
     out: &mut BytesMut,
@@ -203,36 +207,19 @@ pub(super) async fn incr_by(
 ) -> Result<(), CommandError> {
     let by = by.ok_or(CommandError::NotInteger)?;
     let key = cx.write_key(cx.arg(1))?;
-    for _ in 0..CAS_ATTEMPTS_MAX {
-        let current = cx.get(&key);
-        let (old, condition, content_type) = match &current {
-            None => (0, Condition::IfAbsent, None),
-            Some(r) => match r.value() {
-                ValueRef::Bytes(b) => (
-                    parse_int(b).ok_or(CommandError::NotInteger)?,
-                    Condition::IfMatch(r.vv()),
-                    r.content_type().map(str::to_owned),
-                ),
-                ValueRef::Doc(_) => return Err(CommandError::WrongType),
-            },
-        };
-        let new = old.checked_add(by).ok_or(CommandError::Overflow)?;
-        let value = Bytes::from(new.to_string());
-        let write = Write {
-            key: key.clone(),
-            op: WriteOp::Put { value, content_type },
-            ttl: Ttl::Keep { or_ms: None },
-            condition,
-        };
-        match cx.write(write).await? {
-            Ok(_) => {
-                reply::int(out, new);
-                return Ok(());
-            }
-            // Another write came first: let it finish, then read again.
-            Err(WriteError::PreconditionFailed { .. }) => tokio::task::yield_now().await,
-            Err(WriteError::Doc(_)) => return Err(CommandError::WrongType),
+    let write =
+        Write { key, op: WriteOp::Add(by), ttl: Ttl::Keep { or_ms: None }, condition: Condition::Always };
+    match cx.write(write).await? {
+        Ok(outcome) => {
+            let value = outcome.register.counter().map_or(0, Counter::value);
+            reply::int(out, i64::try_from(value).map_err(|_| CommandError::Overflow)?);
+            Ok(())
         }
+        Err(WriteError::Counter(CounterError::Overflow)) => Err(CommandError::Overflow),
+        Err(WriteError::Counter(e)) => Err(CommandError::CounterFull(e)),
+        Err(WriteError::NotInteger) => Err(CommandError::NotInteger),
+        Err(WriteError::NotCounter | WriteError::Doc(_)) => Err(CommandError::WrongType),
+        // `Always` holds.
+        Err(WriteError::PreconditionFailed { .. }) => Err(CommandError::Contention(1)),
     }
-    Err(CommandError::Contention(CAS_ATTEMPTS_MAX))
 }
