@@ -87,6 +87,18 @@ pub fn run(world: &World) -> Vec<Check> {
         // only for itself, `gossip/src/identities.rs`) never refuse one,
         // through restarts, partitions and wiped data.
         verdict("honest_nodes_never_refused", &honest_refusals(world)),
+        // Counters are exact: every node holding one reads the sum of every
+        // increment that survives, added up here without the merge code.
+        verdict(
+            "counters_exact",
+            &state
+                .counter_errors()
+                .into_iter()
+                .map(|(c, node, held, sum)| {
+                    format!("counter{c} at node {node} reads {held:?}, the increments sum to {sum}")
+                })
+                .collect::<Vec<_>>(),
+        ),
     ]
 }
 

@@ -91,8 +91,7 @@ impl World {
             let old = std::mem::replace(&mut self.nodes[i].origin, origin);
             self.by_origin.remove(&old);
             self.by_origin.insert(origin, i);
-            self.nodes[i].store =
-                SimStore::new(origin, budget, self.scenario.debug.broken_merge, self.keys.clone());
+            self.nodes[i].store = SimStore::new(origin, budget, &self.scenario.debug, self.keys.clone());
             let me = identity(&self.scenario, (region, self.nodes[i].slot), i, origin, now);
             let config = core_config(&self.scenario, region, &self.seeds);
             self.nodes[i].core = Core::new(me, config, seed, now);

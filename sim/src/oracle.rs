@@ -43,6 +43,10 @@ pub struct Oracle {
     pub lag_us: Vec<Option<Histogram<u64>>>,
     /// Write applications still to happen on live nodes.
     pub outstanding: i64,
+    /// Every counter increment: its write, the counter key's number and
+    /// the amount. Kept whole (settled writes leave `writes`): the
+    /// `counters_exact` checker sums them without the merge code.
+    pub increments: Vec<((NodeId, u64), usize, i64)>,
     regions: usize,
 }
 
@@ -56,6 +60,7 @@ impl Oracle {
             newest: vec![None; keys],
             lag_us: (0..regions * regions).map(|_| None).collect(),
             outstanding: 0,
+            increments: Vec::new(),
             regions,
         }
     }
@@ -134,6 +139,18 @@ impl FinalState<'_> {
         })
     }
 
+    /// As [`survives`](Self::survives), counting a sidecar that applied
+    /// the increment while holding the counter: its counter has it.
+    fn increment_survives(&self, origin: NodeId, seq: u64, key: &Key) -> bool {
+        self.survives(origin, seq, key)
+            || self
+                .world
+                .nodes
+                .iter()
+                .filter(|n| n.up)
+                .any(|n| n.core.replicator().has_applied(origin, seq) && n.store.peek(key).is_some())
+    }
+
     /// Every write that some live node applied, folded by key: what every
     /// replica holding the key must show.
     pub fn expected(&self) -> BTreeMap<Key, Register> {
@@ -152,6 +169,32 @@ impl FinalState<'_> {
             }
         }
         out
+    }
+
+    /// Counters whose value at a live node holding them is not the sum of
+    /// every increment that survives (made by a live life, or applied by
+    /// a live full node): (counter, node, value held, sum).
+    pub fn counter_errors(&self) -> Vec<(usize, usize, Option<i128>, i128)> {
+        let oracle = &self.world.oracle;
+        let keys = self.world.scenario.workload.counter_keys;
+        let mut sums = vec![0i128; keys];
+        for &((origin, seq), c, by) in &oracle.increments {
+            if self.increment_survives(origin, seq, &crate::workload::counter_key(c)) {
+                sums[c] += i128::from(by);
+            }
+        }
+        let mut errors = Vec::new();
+        for (c, &sum) in sums.iter().enumerate() {
+            let key = crate::workload::counter_key(c);
+            for (i, n) in self.world.nodes.iter().enumerate().filter(|(_, n)| n.up) {
+                let Some(entry) = n.store.peek(&key) else { continue };
+                let held = entry.counter().map(geocache_crdt::Counter::value);
+                if held != Some(sum) {
+                    errors.push((c, i, held, sum));
+                }
+            }
+        }
+        errors
     }
 
     /// Writes acked at `region` or `all` durability that no live node holds.

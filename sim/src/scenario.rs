@@ -135,6 +135,14 @@ pub struct WorkloadSpec {
     /// Share of writes that are document patches.
     #[serde(default)]
     pub doc_patch_share: f64,
+    /// Share of writes that are counter increments (`INCRBY` of 1 to 10, a
+    /// tenth of them decrements), of `counter_keys` keys of their own that
+    /// nothing else writes: the `counters_exact` checker sums them.
+    #[serde(default)]
+    pub incr_share: f64,
+    /// Keys the increments go to.
+    #[serde(default = "default_counter_keys")]
+    pub counter_keys: usize,
     /// Share of writes asking for `region` durability.
     #[serde(default)]
     pub durability_region_share: f64,
@@ -157,6 +165,10 @@ pub struct WorkloadSpec {
 
 fn default_large_value_bytes() -> usize {
     6 << 20
+}
+
+fn default_counter_keys() -> usize {
+    16
 }
 
 fn default_value_bytes() -> usize {
@@ -245,6 +257,9 @@ pub struct DebugSpec {
     /// A full transfer's drop rule runs when its last chunk arrives, whole
     /// or not: a broken transfer the checkers must catch.
     pub drop_partial_transfer: bool,
+    /// Counters of one epoch merge as last-writer-wins, as an `INCR` of a
+    /// string did: lost increments the checkers must catch.
+    pub lww_counters: bool,
 }
 
 /// A scenario file is not valid.
@@ -308,11 +323,15 @@ impl Scenario {
             }
         }
         let w = &self.workload;
-        let shares = [w.read_ratio, w.delete_share, w.cas_share, w.doc_patch_share];
+        let shares = [w.read_ratio, w.delete_share, w.cas_share, w.doc_patch_share, w.incr_share];
         if shares.iter().any(|s| !(0.0..=1.0).contains(s))
-            || w.delete_share + w.cas_share + w.doc_patch_share > 1.0
+            || w.delete_share + w.cas_share + w.doc_patch_share + w.incr_share > 1.0
+            || w.counter_keys == 0
         {
-            return bad("workload: shares must be in [0, 1] and write shares sum to at most 1".into());
+            return bad(
+                "workload: shares must be in [0, 1], write shares sum to at most 1, counter_keys above 0"
+                    .into(),
+            );
         }
         if !(0.0..=1.0).contains(&w.large_value_share) || w.large_value_bytes > 64 << 20 {
             return bad(

@@ -2,7 +2,7 @@
 //! `geocache_node::write` code), over a deterministic LRU with the same byte
 //! budget and weights, with expiry against virtual time.
 
-use geocache_crdt::{Delta, DeltaError, Key, NodeId, Register};
+use geocache_crdt::{Delta, DeltaBody, DeltaError, Key, NodeId, Register};
 use geocache_node::entry::Entry;
 use geocache_node::forgotten::Forgotten;
 use geocache_node::store_key;
@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::key_space::{KeyIndex, KeySpace};
 use crate::pack_cache::PackCache;
+use crate::scenario::DebugSpec;
 
 /// Counters of one store.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +68,7 @@ pub struct SimStore {
     /// The origin it writes as.
     origin: NodeId,
     broken_merge: bool,
+    lww_counters: bool,
     /// What it removed, as the node's store remembers it.
     forgotten: Forgotten,
     /// Removals so far (evictions, expirations, drops), and the count at
@@ -80,7 +82,7 @@ pub struct SimStore {
 
 impl SimStore {
     /// An empty store writing as `origin`.
-    pub fn new(origin: NodeId, budget_bytes: u64, broken_merge: bool, keys: Arc<KeySpace>) -> SimStore {
+    pub fn new(origin: NodeId, budget_bytes: u64, debug: &DebugSpec, keys: Arc<KeySpace>) -> SimStore {
         SimStore {
             entries: KeyIndex::new(keys),
             slots: Vec::new(),
@@ -96,7 +98,8 @@ impl SimStore {
             retention_ms: TOMBSTONE_TTL_MS,
             writer: Mutex::new(Writer::new(origin, 60_000, TOMBSTONE_TTL_MS)),
             origin,
-            broken_merge,
+            broken_merge: debug.broken_merge,
+            lww_counters: debug.lww_counters,
             counts: StoreCounts::default(),
         }
     }
@@ -260,6 +263,29 @@ impl SimStore {
             if let Some(entry) = current {
                 let register = entry.register_arc();
                 return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
+            }
+        }
+        if let (true, Some(entry), DeltaBody::Register(incoming)) = (self.lww_counters, &current, &delta.body)
+        {
+            if entry.counter().is_some()
+                && incoming.counter().is_some()
+                && entry.epoch() == incoming.meta.epoch
+            {
+                if incoming.meta.stamp <= entry.stamp() {
+                    return Ok(RemoteOutcome {
+                        register: entry.register_arc(),
+                        changed: false,
+                        conflict: false,
+                        skew,
+                    });
+                }
+                self.put_at(at, delta.key.clone(), packs.entry(incoming));
+                return Ok(RemoteOutcome {
+                    register: incoming.clone(),
+                    changed: true,
+                    conflict: false,
+                    skew,
+                });
             }
         }
         let outcome = remote_write(self.origin, current.as_ref(), delta, now_ms, skew)?;

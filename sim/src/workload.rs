@@ -141,7 +141,27 @@ impl World {
             Some(s) => Ttl::AfterMs((s * 1_000.0) as u64),
             None => Ttl::Never,
         };
-        let (op, condition, ttl) = if roll < w.delete_share {
+        let incr_from = w.delete_share + w.cas_share + w.doc_patch_share;
+        let increment = roll >= incr_from && roll < incr_from + w.incr_share;
+        // An increment goes to a counter key of its own; the key's number
+        // then names the counter, and the regular key's oracle is untouched.
+        let (key, counter) = if increment {
+            let c = key_number % w.counter_keys;
+            (counter_key(c), Some(c))
+        } else {
+            (key, None)
+        };
+        // Drawn only for an increment, so scenarios without any keep their
+        // random sequence (and their reports) as they were.
+        let by: i64 = if increment {
+            let sign = if self.rng.random_range(0..10) == 0 { -1 } else { 1 };
+            sign * self.rng.random_range(1..=10)
+        } else {
+            0
+        };
+        let (op, condition, ttl) = if increment {
+            (WriteOp::Add(by), Condition::Always, Ttl::Keep { or_ms: None })
+        } else if roll < w.delete_share {
             (WriteOp::Delete, Condition::Always, Ttl::Never)
         } else if roll < w.delete_share + w.cas_share {
             let current = self.nodes[node].store.get(&key, now);
@@ -185,7 +205,10 @@ impl World {
         }
         let visible = outcome.register.is_visible_at(now);
         let stamp = outcome.register.meta.stamp;
-        self.oracle.newest[key_number] = Some((stamp, visible));
+        match counter {
+            Some(c) => self.oracle.increments.push(((outcome.delta.origin, outcome.delta.seq), c, by)),
+            None => self.oracle.newest[key_number] = Some((stamp, visible)),
+        }
         let delta = Arc::new(outcome.delta.clone());
         let full = Arc::new(outcome.whole_delta());
         self.oracle.writes.insert(
@@ -209,4 +232,9 @@ impl World {
         self.nodes[node].core.local_write(delta, full, bytes, durability, mono);
         self.flush(node);
     }
+}
+
+/// The key of counter `c`, apart from the workload's other keys.
+pub fn counter_key(c: usize) -> Key {
+    Key::new("sim", bytes::Bytes::from(format!("counter{c}")))
 }

@@ -194,12 +194,7 @@ impl World {
                 slot,
                 kind,
                 origin,
-                store: SimStore::new(
-                    origin,
-                    region.memory_mib << 20,
-                    scenario.debug.broken_merge,
-                    keys.clone(),
-                ),
+                store: SimStore::new(origin, region.memory_mib << 20, &scenario.debug, keys.clone()),
                 core,
                 up: true,
                 skew_ms: 0,

@@ -105,3 +105,14 @@ fn the_real_membership_sees_crashes_and_restarts() {
     assert!(report.membership_wan_bytes_per_node_s > 0.0);
     assert!(report.passed(), "{}", report.to_text());
 }
+
+#[test]
+fn counters_merged_as_last_writer_wins_are_caught() {
+    let mut s = short_faults();
+    s.debug.lww_counters = true;
+    let caught = (1..6).any(|seed| {
+        let report = simulate(&s, seed, &mut |_| {});
+        report.checks.iter().any(|c| c.name == "counters_exact" && !c.passed)
+    });
+    assert!(caught, "no seed of 5 caught counters that lose increments");
+}
