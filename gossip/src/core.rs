@@ -868,6 +868,15 @@ impl Core {
             // rather than whenever SWIM's random probes get to it.
             self.membership.join(&[peer.gossip], now);
         }
+        // The same origin back: a restart that kept its data (a later
+        // incarnation), or a member declared down that returned. Writes it
+        // made just before it went may have reached nobody (a crash takes
+        // what was queued), and only it holds them: ask it now, rather
+        // than when anti-entropy's round robin comes to it.
+        let returned = match self.members.get(&peer.node) {
+            Some(known) => known.incarnation < peer.incarnation,
+            None => self.seen.contains_key(&peer.node),
+        };
         self.replicator.peer_up(
             PeerInfo {
                 node: peer.node,
@@ -877,6 +886,9 @@ impl Core {
             },
             now,
         );
+        if returned {
+            self.replicator.push_sync_request(peer.node);
+        }
         self.seen.insert(peer.node, Seen { region: peer.region.clone(), live: true, last_live_ms: now });
         self.members.insert(peer.node, peer.clone());
         self.events.push_back(CoreEvent::MemberUp(peer));

@@ -324,7 +324,11 @@ impl Replicator {
             if self.applied.take_jumped(delta.origin) {
                 self.jumped.insert(delta.origin);
             }
-            self.backlog.push(delta.clone(), delta_size_bytes(delta), now_ms);
+            // Received before the restart: older than anti-entropy's grace,
+            // so the first sync answer carries them (they may be writes
+            // of this node nobody else got).
+            let received_ms = now_ms.saturating_sub(self.config.sync_grace_ms);
+            self.backlog.push(delta.clone(), delta_size_bytes(delta), received_ms);
         }
         self.applied.raise_to(self.me, state.own_seq);
         self.life_start_seq = state.own_seq;

@@ -607,3 +607,38 @@ fn writes_made_before_any_peer_was_up_reach_the_peers_as_they_come_up() {
         "each crossed once, through a relay"
     );
 }
+
+#[test]
+fn a_write_lost_in_a_crash_reaches_the_peers_when_the_node_returns_with_its_data() {
+    let slow_sync = |c: &mut CoreConfig| c.replicator.sync_interval_ms = 3_600_000;
+    let mut h = Harness::new(3, slow_sync);
+    h.formed();
+    // Node 2's deltas die with it: written, kept on its disk, sent nowhere.
+    h.fault = Box::new(|from, _, m, _| match m {
+        Message::Deltas { .. } if from == 2 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    h.write(2, "last", 10);
+    h.run_until(h.now_ms + 200);
+    assert!(!h.nodes[0].core.replicator().has_applied(id(2), 1));
+    // It restarts with its data: a later incarnation of the same origin.
+    h.fault = Box::new(|_, _, _, _| Fate::Deliver);
+    let old = h.nodes[2].core.replicator();
+    let state = geocache_gossip::resume::ResumeState {
+        own_seq: old.head(),
+        watermarks: old.watermarks(),
+        backlog: old.backlog_deltas(),
+    };
+    let me = Peer { incarnation: h.now_ms, ..h.nodes[2].core.membership().me().clone() };
+    let mut config = CoreConfig { seeds: vec![addr(0)], ..CoreConfig::default() };
+    slow_sync(&mut config);
+    let now = h.now_ms;
+    h.nodes[2].core = Core::resume(me, config, &state, 99, now);
+    h.nodes[2].core.store_loaded();
+    h.pump(2);
+    h.run_until(h.now_ms + 5_000);
+    for i in 0..2 {
+        assert!(h.nodes[i].core.replicator().has_applied(id(2), 1), "node {i} never got the write");
+        assert!(bytes_at(&h, i, "last").is_some());
+    }
+}
