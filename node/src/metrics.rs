@@ -13,7 +13,8 @@ use crate::store::{Store, StoreStats};
 /// Labels of the operation counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
-    /// `get`, `put`, `delete`, `patch`, `doc_get`, `head` or `admin`.
+    /// `get`, `put`, `delete`, `patch`, `doc_get`, `head`, `counter_get`,
+    /// `counter_add`, `api_get`, `api_post` or `admin`.
     pub kind: &'static str,
     /// The HTTP status answered.
     pub status: u16,
@@ -50,6 +51,13 @@ pub struct OutcomeLabels {
     /// `found`, `absent`, `behind`, `timed_out`, `no_full_node`, `busy`
     /// (a sidecar's fills) or `answered` (a full node's).
     pub outcome: &'static str,
+}
+
+/// Labels of a per-namespace counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace.
+    pub namespace: String,
 }
 
 /// Labels of the RESP command counter.
@@ -132,6 +140,11 @@ impl Metrics {
             "geocache_conflicts",
             "Replicated writes concurrent with the value held",
             stats.conflicts.clone(),
+        );
+        registry.register(
+            "geocache_cas_lost",
+            "Compare-and-set writes that succeeded here and then lost to a concurrent write elsewhere, by namespace",
+            stats.cas_lost.clone(),
         );
         let replication_messages = Family::<MessageLabels, Counter>::default();
         registry.register(

@@ -21,6 +21,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use crate::clock::Clock;
 use crate::config::EvictionKind;
 pub use crate::entry::{Entry, ValueRef};
 use crate::forgotten::Forgotten;
+use crate::metrics::NamespaceLabels;
 use crate::persistence::{Disk, Loaded};
 use crate::store_key;
 pub use crate::weight::entry_weight_bytes;
@@ -78,7 +80,19 @@ pub struct StoreStats {
     /// Replicated writes concurrent with the value held (one was lost to
     /// last-writer-wins, or merged for documents).
     pub conflicts: Counter,
+    /// Compare-and-set writes (and add-if-absent) that succeeded here and
+    /// then lost to a concurrent write made elsewhere, by namespace.
+    pub cas_lost: Family<NamespaceLabels, Counter>,
 }
+
+/// Most keys whose last conditional write here is remembered, and most
+/// lost ones reported: each for [`CAS_TRACKED_FOR`]. Past the bound, the
+/// oldest go (a lost CAS is then counted and reported only if its key is
+/// among those kept).
+pub const CAS_TRACKED_COUNT_MAX: u64 = 16_384;
+/// How long a conditional write is watched, and a lost one reported: far
+/// beyond the replication lag between any two regions.
+pub const CAS_TRACKED_FOR: Duration = Duration::from_secs(600);
 
 struct RegisterExpiry {
     clock: Arc<dyn Clock>,
@@ -123,6 +137,13 @@ pub struct Store {
     forgotten: Arc<Forgotten>,
     /// The data dir every change is written through to, if any.
     disk: Option<Arc<Disk>>,
+    /// Keys of this node's recent conditional writes, with the write's
+    /// sequence number: how a compare-and-set that lost is recognised.
+    conditional: Cache<MapKey, u64>,
+    /// Keys whose last compare-and-set here lost, with the ETag of the
+    /// write that lost: reported on the next reads, until the next local
+    /// write of the key.
+    lost_cas: Cache<MapKey, String>,
 }
 
 impl Store {
@@ -187,7 +208,22 @@ impl Store {
             stats,
             forgotten,
             disk,
+            conditional: Cache::builder()
+                .max_capacity(CAS_TRACKED_COUNT_MAX)
+                .time_to_live(CAS_TRACKED_FOR)
+                .build(),
+            lost_cas: Cache::builder()
+                .max_capacity(CAS_TRACKED_COUNT_MAX)
+                .time_to_live(CAS_TRACKED_FOR)
+                .build(),
         }
+    }
+
+    /// The ETag of this node's compare-and-set of `key` that succeeded and
+    /// then lost to a concurrent write made elsewhere, when that is the
+    /// key's last news (`X-Geocache-Conflict`).
+    pub fn lost_cas(&self, key: &Key) -> Option<String> {
+        self.lost_cas.get(&store_key::pack(key)[..])
     }
 
     /// The data dir this store writes through to.
@@ -303,10 +339,17 @@ impl Store {
         }
         let now = self.clock.now_ms();
         let packed = store_key::pack(&write.key);
+        let conditional = !matches!(write.condition, Condition::Always);
         let _update = self.stripe(&packed);
         let current = self.cache.get(&packed[..]);
         let mut outcome = local_write(&self.writer, current.as_ref(), write, now)?;
         self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+        self.lost_cas.invalidate(&packed[..]);
+        if conditional {
+            self.conditional.insert(MapKey::from(&packed[..]), outcome.delta.seq);
+        } else {
+            self.conditional.invalidate(&packed[..]);
+        }
         // After the insert and under the key's stripe: the disk holds each
         // key's writes in the order memory does, and before the delta
         // leaves this node.
@@ -337,6 +380,13 @@ impl Store {
             let _update = self.stripe(&packed);
             let current = self.cache.get(&packed[..]);
             let outcome = remote_write(self.node, current.as_ref(), delta, now, skew)?;
+            if let (Some(lost), Some(held)) = (outcome.lost_own, &current) {
+                if self.conditional.remove(&packed[..]) == Some(lost.seq) {
+                    let labels = NamespaceLabels { namespace: delta.key.namespace.to_string() };
+                    self.stats.cas_lost.get_or_create(&labels).inc();
+                    self.lost_cas.insert(MapKey::from(&packed[..]), held.vv().to_etag());
+                }
+            }
             // Not held, and no newer than an entry of its slot removed
             // here: it is taken as applied, and not kept (`forgotten.rs`).
             let forgotten =

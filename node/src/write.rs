@@ -150,6 +150,10 @@ pub struct RemoteOutcome {
     pub conflict: bool,
     /// A clock skew error, if the write's stamp was too far ahead.
     pub skew: Option<ClockSkewError>,
+    /// The dot of this node's own visible write that the replicated one,
+    /// concurrent with it, replaced whole (last-writer-wins kept the
+    /// other): where a compare-and-set that succeeded here learns it lost.
+    pub lost_own: Option<Dot>,
 }
 
 /// The origin side of a node's writes: its clock and its dense sequence.
@@ -334,8 +338,19 @@ pub fn remote_write(
         .is_some_and(|c| c.is_visible_at(now) && c.dot().origin == me && c.stamp() > incoming.stamp)
         && !theirs_cover
         && !ours_cover;
-    let unchanged = |register: Arc<Register>| RemoteOutcome { register, changed: false, conflict, skew };
-    let changed_to = |register: Arc<Register>| RemoteOutcome { register, changed: true, conflict, skew };
+    let own_concurrent = current
+        .filter(|c| c.is_visible_at(now) && c.dot().origin == me && !theirs_cover && !ours_cover)
+        .map(|c| (c.dot(), c.epoch()));
+    let unchanged =
+        |register: Arc<Register>| RemoteOutcome { register, changed: false, conflict, skew, lost_own: None };
+    // Lost when the result is no longer that write, nor of its epoch (a
+    // document or counter of one epoch merges: nothing is lost).
+    let changed_to = |register: Arc<Register>| {
+        let lost_own = own_concurrent
+            .filter(|(dot, epoch)| register.meta.dot != *dot && register.meta.epoch != *epoch)
+            .map(|(dot, _)| dot);
+        RemoteOutcome { register, changed: true, conflict, skew, lost_own }
+    };
     // Fast paths, equal to the merge but without building a merged
     // register: a whole register that replaces the current one and has
     // seen all it has, or one the current entry already supersedes.

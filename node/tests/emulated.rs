@@ -312,3 +312,47 @@ async fn concurrent_incr_in_three_regions_ends_at_the_exact_total_everywhere() {
     }
     drop(emulator);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Two regions 40 ms apart compare-and-set one version at once: both
+/// succeed where they were made (the default consistency), one loses to
+/// last-writer-wins, and its node counts it and says so on the next read.
+async fn a_cas_that_lost_across_regions_is_counted_and_shown_on_the_next_read() {
+    let _serial = SERIAL.lock().await;
+    let e = emulated_cluster("emu-cas-lost", 140, &[("montreal", 1), ("frankfurt", 2)], &[]).await;
+    e.emulator.set_link("montreal", "frankfurt", LinkSpec { delay_ms: 40, ..LinkSpec::default() });
+    let c = client();
+    wait_for_members(&c, &e.nodes).await;
+    let url = |i: usize| e.nodes[i].url("/v1/kv/t/acc");
+    c.put(url(0)).body("0").send().await.unwrap();
+    visible_after(&c, &e.nodes[1], "acc", "0", Instant::now()).await;
+    let etag = c.get(url(0)).send().await.unwrap().headers()["etag"].to_str().unwrap().to_string();
+    let (a, b) = tokio::join!(
+        c.put(url(0)).header("if-match", &etag).body("1 from montreal").send(),
+        c.put(url(1)).header("if-match", &etag).body("1 from frankfurt").send()
+    );
+    assert_eq!(a.unwrap().status(), StatusCode::OK, "each CAS holds where it was made");
+    assert_eq!(b.unwrap().status(), StatusCode::OK);
+    // Both regions converge on one of them.
+    let started = Instant::now();
+    let winner = loop {
+        let (x, y) = (get(&c, &e.nodes[0], "acc").await, get(&c, &e.nodes[1], "acc").await);
+        if x == y {
+            break x.unwrap();
+        }
+        assert!(started.elapsed() < CONVERGE_TIMEOUT, "never converged: {x:?} {y:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let loser = if winner.ends_with("montreal") { 1 } else { 0 };
+    let r = c.get(url(loser)).send().await.unwrap();
+    let conflict = r.headers().get("x-geocache-conflict").map(|v| v.to_str().unwrap().to_string());
+    assert!(conflict.as_deref().is_some_and(|v| v.starts_with("lost-cas; etag=")), "{conflict:?}");
+    let r = c.get(url(1 - loser)).send().await.unwrap();
+    assert!(r.headers().get("x-geocache-conflict").is_none(), "the winner lost nothing");
+    let metrics = c.get(e.nodes[loser].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("geocache_cas_lost_total{namespace=\"t\"} 1"), "{metrics}");
+    // The next write of the key here settles it.
+    c.put(url(loser)).body("2").send().await.unwrap();
+    let r = c.get(url(loser)).send().await.unwrap();
+    assert!(r.headers().get("x-geocache-conflict").is_none());
+}

@@ -262,7 +262,7 @@ impl SimStore {
         if self.broken_merge {
             if let Some(entry) = current {
                 let register = entry.register_arc();
-                return Ok(RemoteOutcome { register, changed: false, conflict: false, skew });
+                return Ok(RemoteOutcome { register, changed: false, conflict: false, skew, lost_own: None });
             }
         }
         if let (true, Some(entry), DeltaBody::Register(incoming)) = (self.lww_counters, &current, &delta.body)
@@ -277,6 +277,7 @@ impl SimStore {
                         changed: false,
                         conflict: false,
                         skew,
+                        lost_own: None,
                     });
                 }
                 self.put_at(at, delta.key.clone(), packs.entry(incoming));
@@ -285,6 +286,7 @@ impl SimStore {
                     changed: true,
                     conflict: false,
                     skew,
+                    lost_own: None,
                 });
             }
         }

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::kv::register_headers;
+use super::kv::{add_conflict_header, register_headers};
 use super::request::{self, KeyQuery};
 use super::{body_error, write_path_error, ApiError, NodeState};
 use crate::store::{Ttl, Write, WriteOp};
@@ -61,6 +61,7 @@ pub async fn get(
     let doc = register.doc().ok_or_else(|| {
         ApiError::new(StatusCode::CONFLICT, "not_a_document", format!("{key} holds bytes; read it at /v1/kv"))
     })?;
-    Ok((StatusCode::OK, register_headers(&register, state.store.now_ms()), Json(doc.to_json()))
-        .into_response())
+    let mut out = register_headers(&register, state.store.now_ms());
+    add_conflict_header(&state, &key, &mut out);
+    Ok((StatusCode::OK, out, Json(doc.to_json())).into_response())
 }

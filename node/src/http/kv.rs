@@ -67,6 +67,17 @@ pub async fn put(
 }
 
 /// `GET` and `HEAD`: the value as stored.
+/// `X-Geocache-Conflict: lost-cas; etag="..."` when this node's last
+/// compare-and-set of `key` succeeded and then lost to a concurrent write
+/// made in another region (last-writer-wins kept that one; docs/API.md).
+pub fn add_conflict_header(state: &NodeState, key: &geocache_crdt::Key, out: &mut HeaderMap) {
+    if let Some(etag) = state.store.lost_cas(key) {
+        if let Ok(v) = HeaderValue::from_str(&format!("lost-cas; etag=\"{etag}\"")) {
+            out.insert("x-geocache-conflict", v);
+        }
+    }
+}
+
 pub async fn get(
     State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
@@ -78,6 +89,7 @@ pub async fn get(
     state.fill_if_missing(&key).await;
     let register = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
     let mut out = register_headers(&register, state.store.now_ms());
+    add_conflict_header(&state, &key, &mut out);
     if wants_any || cached_version.as_ref() == Some(&register.vv()) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
