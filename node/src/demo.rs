@@ -25,6 +25,12 @@ pub const HTTP_PORT: u16 = 7070;
 pub const RESP_PORT: u16 = 6379;
 /// The gossip port every demo node shares.
 pub const GOSSIP_PORT: u16 = 7946;
+/// The port the earlier Python client assumes (`Cache(port=5000)`, at
+/// `localhost`): every demo node also serves its HTTP API there, on its own
+/// address, and the first one on 127.0.0.1 too, so that client's own
+/// examples run unchanged, and the hosts `/api/closest` names are
+/// reachable at the port the client keeps.
+pub const EARLIER_CLIENT_PORT: u16 = 5000;
 
 /// A demo node that is serving.
 #[derive(Clone, Debug)]
@@ -39,6 +45,9 @@ pub struct DemoNode {
     pub resp: SocketAddr,
     /// Its gossip address.
     pub gossip: SocketAddr,
+    /// Where it also serves the earlier client's port
+    /// ([`EARLIER_CLIENT_PORT`]), and the addresses it could not take.
+    pub earlier: Vec<Result<SocketAddr, String>>,
 }
 
 /// The demo could not start.
@@ -146,19 +155,44 @@ pub async fn start(
                     tracing::error!(%resp, error = %e, "demo node's RESP port stopped");
                 }
             });
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
-                let signal = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = server::serve(state, listener, None, signal).await {
-                    tracing::error!(%http, error = %e, "demo node stopped");
+            // The earlier client's port, as an extra door to the same node:
+            // a taken port only loses the earlier examples, not the demo.
+            let mut earlier = Vec::new();
+            let mut earlier_addrs = vec![SocketAddr::new(ip, EARLIER_CLIENT_PORT)];
+            if index == 0 {
+                earlier_addrs.push(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), EARLIER_CLIENT_PORT));
+            }
+            for addr in earlier_addrs {
+                match TcpListener::bind(addr).await {
+                    Ok(extra) => {
+                        serve_until(state.clone(), extra, shutdown.clone());
+                        earlier.push(Ok(addr));
+                    }
+                    Err(e) => earlier.push(Err(format!("{addr}: {e}"))),
                 }
-            });
-            nodes.push(DemoNode { node, region, http, resp, gossip });
+            }
+            serve_until(state, listener, shutdown.clone());
+            nodes.push(DemoNode { node, region, http, resp, gossip, earlier });
         }
     }
     Ok(nodes)
+}
+
+/// Serves `state`'s HTTP API on `listener` until `shutdown` says so.
+fn serve_until(
+    state: crate::state::NodeState,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let addr = listener.local_addr().ok();
+        let signal = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = server::serve(state, listener, None, signal).await {
+            tracing::error!(?addr, error = %e, "demo node stopped");
+        }
+    });
 }
 
 /// What the demo prints once it runs.
@@ -172,7 +206,7 @@ pub fn banner(nodes: &[DemoNode]) -> String {
     }
     if let (Some(first), Some(last)) = (nodes.first(), nodes.last()) {
         out.push_str(&format!(
-            "\nTry it: write in {} and read in {}:\n\n  curl -X PUT http://{}/v1/kv/demo/hello --data-binary 'hi from {}'\n  curl http://{}/v1/kv/demo/hello\n  curl http://{}/v1/cluster\n\nOr with a Redis client (namespace `default`):\n\n  redis-cli -h {} -p {} SET greeting hi\n  redis-cli -h {} -p {} GET greeting\n\nCtrl-C stops the cluster.\n",
+            "\nTry it: write in {} and read in {}:\n\n  curl -X PUT http://{}/v1/kv/demo/hello --data-binary 'hi from {}'\n  curl http://{}/v1/kv/demo/hello\n  curl http://{}/v1/cluster\n\nOr with a Redis client (namespace `default`):\n\n  redis-cli -h {} -p {} SET greeting hi\n  redis-cli -h {} -p {} GET greeting\n",
             first.region,
             last.region,
             first.http,
@@ -185,5 +219,28 @@ pub fn banner(nodes: &[DemoNode]) -> String {
             last.resp.port()
         ));
     }
+    let served: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.earlier.iter().filter_map(|e| e.as_ref().ok()))
+        .map(|a| a.to_string())
+        .collect();
+    let taken: Vec<&str> = nodes
+        .iter()
+        .flat_map(|n| n.earlier.iter().filter_map(|e| e.as_ref().err()))
+        .map(String::as_str)
+        .collect();
+    if let Some(first) = nodes.first().filter(|_| !served.is_empty()) {
+        out.push_str(&format!(
+            "\nThe earlier Python client's examples run as they are: `Cache(name=...)` (localhost:{EARLIER_CLIENT_PORT}) reaches {} node {}; every node also answers at its address, port {EARLIER_CLIENT_PORT}.\n",
+            first.region, first.node
+        ));
+    }
+    if !taken.is_empty() {
+        out.push_str(&format!(
+            "\nNot serving the earlier client's port on: {} (the earlier examples need it; everything else works).\n",
+            taken.join("; ")
+        ));
+    }
+    out.push_str("\nCtrl-C stops the cluster.\n");
     out
 }

@@ -76,6 +76,22 @@ async fn the_demo_replicates_across_regions() {
         let root = c.get(format!("http://{ip}:{port}/")).send().await.unwrap();
         assert_eq!(root.json::<serde_json::Value>().await.unwrap(), serde_json::json!({ "success": true }));
     }
+    // The earlier client's defaults: `localhost:5000` is a node, and the
+    // host `/api/closest` names answers at that same port.
+    let earlier = "http://127.0.0.1:5000";
+    let r = c
+        .post(format!("{earlier}/api/example/acc"))
+        .json(&serde_json::json!({"value": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "localhost:5000 serves the /api: {}", r.status());
+    let v: serde_json::Value =
+        c.get(format!("{earlier}/api/closest/45.50/-73.57")).send().await.unwrap().json().await.unwrap();
+    let ip = v["ip"].as_str().expect("an ip");
+    let got: serde_json::Value =
+        c.get(format!("http://{ip}:5000/api/example/acc")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["value"], 0, "montreal's closest node, at port 5000: {got}");
     // A RESP write in one region is read over RESP in another.
     let first = redis::Client::open(format!("redis://{}/", resps[0])).unwrap();
     let mut first = first.get_multiplexed_async_connection().await.unwrap();
