@@ -695,6 +695,24 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_in_deploy_resolve() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let full = Config::resolve(
+            ConfigLayer::from_file(&dir.join("full-node.toml")).unwrap(),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        assert!(full.data_dir.is_some());
+        let sidecar = Config::resolve(
+            ConfigLayer::from_file(&dir.join("sidecar.toml")).unwrap(),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        assert_eq!(sidecar.http.to_string(), "127.0.0.1:7070");
+        assert_eq!(sidecar.max_memory, ByteSize::mib(256));
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
         let err =
             Config::resolve(ConfigLayer::default(), ConfigLayer { lat: Some(91.0), ..Default::default() })
