@@ -23,6 +23,7 @@ use moka::Expiry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,11 @@ pub const CAS_TRACKED_COUNT_MAX: u64 = 16_384;
 /// beyond the replication lag between any two regions.
 pub const CAS_TRACKED_FOR: Duration = Duration::from_secs(600);
 
+/// A bounded, expiring map of keys for the compare-and-set bookkeeping.
+fn cas_tracking<V: Clone + Send + Sync + 'static>() -> Cache<MapKey, V> {
+    Cache::builder().max_capacity(CAS_TRACKED_COUNT_MAX).time_to_live(CAS_TRACKED_FOR).build()
+}
+
 struct RegisterExpiry {
     clock: Arc<dyn Clock>,
     tombstone_ttl_ms: u64,
@@ -144,6 +150,9 @@ pub struct Store {
     /// write that lost: reported on the next reads, until the next local
     /// write of the key.
     lost_cas: Cache<MapKey, String>,
+    /// Whether `lost_cas` ever held anything: until then, reads and
+    /// writes skip it (a lookup per request on the hot path otherwise).
+    any_cas_lost: AtomicBool,
 }
 
 impl Store {
@@ -208,14 +217,9 @@ impl Store {
             stats,
             forgotten,
             disk,
-            conditional: Cache::builder()
-                .max_capacity(CAS_TRACKED_COUNT_MAX)
-                .time_to_live(CAS_TRACKED_FOR)
-                .build(),
-            lost_cas: Cache::builder()
-                .max_capacity(CAS_TRACKED_COUNT_MAX)
-                .time_to_live(CAS_TRACKED_FOR)
-                .build(),
+            conditional: cas_tracking(),
+            lost_cas: cas_tracking(),
+            any_cas_lost: AtomicBool::new(false),
         }
     }
 
@@ -223,6 +227,9 @@ impl Store {
     /// then lost to a concurrent write made elsewhere, when that is the
     /// key's last news (`X-Geocache-Conflict`).
     pub fn lost_cas(&self, key: &Key) -> Option<String> {
+        if !self.any_cas_lost.load(Ordering::Relaxed) {
+            return None;
+        }
         self.lost_cas.get(&store_key::pack(key)[..])
     }
 
@@ -344,11 +351,13 @@ impl Store {
         let current = self.cache.get(&packed[..]);
         let mut outcome = local_write(&self.writer, current.as_ref(), write, now)?;
         self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
-        self.lost_cas.invalidate(&packed[..]);
+        if self.any_cas_lost.load(Ordering::Relaxed) {
+            self.lost_cas.invalidate(&packed[..]);
+        }
+        // An unconditional write needs no entry removed: a loss is matched
+        // by the write's sequence number.
         if conditional {
             self.conditional.insert(MapKey::from(&packed[..]), outcome.delta.seq);
-        } else {
-            self.conditional.invalidate(&packed[..]);
         }
         // After the insert and under the key's stripe: the disk holds each
         // key's writes in the order memory does, and before the delta
@@ -385,6 +394,7 @@ impl Store {
                     let labels = NamespaceLabels { namespace: delta.key.namespace.to_string() };
                     self.stats.cas_lost.get_or_create(&labels).inc();
                     self.lost_cas.insert(MapKey::from(&packed[..]), held.vv().to_etag());
+                    self.any_cas_lost.store(true, Ordering::Relaxed);
                 }
             }
             // Not held, and no newer than an entry of its slot removed

@@ -412,7 +412,11 @@ pub fn fresh_counter_epoch(held: Option<&Entry>) -> Stamp {
 }
 
 /// A value as `INCR` reads it: a signed 64-bit integer in decimal.
-fn parse_integer(b: &[u8]) -> Result<i64, WriteError> {
+///
+/// # Errors
+///
+/// [`WriteError::NotInteger`] for anything else.
+pub fn parse_integer(b: &[u8]) -> Result<i64, WriteError> {
     std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).ok_or(WriteError::NotInteger)
 }
 

@@ -92,6 +92,16 @@ impl TtlPolicy {
             None => Ttl::Never,
         }
     }
+
+    /// The TTL of a write that builds on the value (a patch, an
+    /// increment): the one asked for (already checked), else the value's
+    /// own expiry, and for a new value the namespace's default.
+    pub fn keep(&self, asked_ms: Option<u64>) -> Ttl {
+        match asked_ms {
+            Some(ms) => Ttl::AfterMs(ms),
+            None => Ttl::Keep { or_ms: self.default_ms() },
+        }
+    }
 }
 
 impl NodeState {

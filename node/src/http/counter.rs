@@ -12,7 +12,7 @@ use serde_json::json;
 use super::kv::register_headers;
 use super::request::{self, KeyQuery};
 use super::{body_error, write_path_error, ApiError, NodeState};
-use crate::store::{Entry, Ttl, ValueRef, Write, WriteOp};
+use crate::store::{Entry, ValueRef, Write, WriteOp};
 
 /// `POST` with the increment as a decimal integer in the body (negative
 /// to decrement; an empty body adds 1). Answers `{"value": n}` after it.
@@ -30,10 +30,7 @@ pub async fn add(
         request::write_request(&state, &ns, &key, q, &headers)?;
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let by = parse_increment(&body)?;
-    let ttl = match ttl_ms {
-        Some(ms) => Ttl::AfterMs(ms),
-        None => Ttl::Keep { or_ms: state.ttl_policy(&ns).default_ms() },
-    };
+    let ttl = state.ttl_policy(&ns).keep(ttl_ms);
     let write = Write { key, op: WriteOp::Add(by), ttl, condition };
     let outcome = state.write(write, durability).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
@@ -65,7 +62,8 @@ pub async fn get(
 fn counter_value(entry: &Entry) -> Option<i128> {
     match entry.value() {
         ValueRef::Counter(c) => Some(c.value()),
-        ValueRef::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse::<i64>().ok().map(i128::from),
+        // Read as an increment would start from it.
+        ValueRef::Bytes(b) => crate::write::parse_integer(b).ok().map(i128::from),
         ValueRef::Doc(_) => None,
     }
 }

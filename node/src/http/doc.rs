@@ -10,7 +10,7 @@ use axum::Json;
 use super::kv::{add_conflict_header, register_headers};
 use super::request::{self, KeyQuery};
 use super::{body_error, write_path_error, ApiError, NodeState};
-use crate::store::{Ttl, Write, WriteOp};
+use crate::store::{Write, WriteOp};
 
 /// `PATCH` with a JSON merge patch (RFC 7396). Without a TTL the document
 /// keeps its expiry (a new one gets the namespace default).
@@ -37,10 +37,7 @@ pub async fn patch(
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let patch: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
-    let ttl = match ttl_ms {
-        Some(ms) => Ttl::AfterMs(ms),
-        None => Ttl::Keep { or_ms: state.ttl_policy(&ns).default_ms() },
-    };
+    let ttl = state.ttl_policy(&ns).keep(ttl_ms);
     let write = Write { key, op: WriteOp::Patch(patch), ttl, condition };
     let outcome = state.write(write, durability).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
