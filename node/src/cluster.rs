@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clock::{Clock, SystemClock};
 use crate::metrics::{MessageLabels, Metrics};
 use crate::replication_health::ReplicationHealth;
+use crate::replication_lag::{LagSummary, ReplicationLag};
 use crate::store::{Store, WriteOutcome};
 
 pub use geocache_gossip::durability::Durability;
@@ -118,6 +119,9 @@ pub struct MemberView {
     /// How many of this member's writes this node has not applied, as of
     /// the member's last anti-entropy request (which says how many it made).
     pub lag_writes: Option<u64>,
+    /// How late its writes arrived here over the last 10 s: from its HLC
+    /// reading to the apply (`replication_lag.rs`); `None` when none came.
+    pub lag_ms: Option<LagSummary>,
 }
 
 /// The cluster as this node sees it.
@@ -234,6 +238,7 @@ impl Cluster {
             refusals_counted: Refusals::default(),
             fill_waiters: BTreeMap::new(),
             fills_counted: (FillStats::default(), 0),
+            lag: ReplicationLag::new(),
         };
         let failures = driver.metrics.replication_failures.clone();
         let task = tokio::spawn(driver.run(inbound, command_rx, answer_rx));
@@ -321,13 +326,16 @@ impl Cluster {
     }
 }
 
-/// The node's store as the core reaches it.
-struct StoreAccess<'a>(&'a Store);
+/// The node's store as the core reaches it, and the lag of what it applies.
+struct StoreAccess<'a>(&'a Store, &'a mut ReplicationLag);
 
 impl ReplicaStore for StoreAccess<'_> {
     fn apply(&mut self, delta: &Delta) -> ApplyOutcome {
         match self.0.apply_remote(delta) {
-            Ok(outcome) => ApplyOutcome::Stored(outcome.register),
+            Ok(outcome) => {
+                self.1.record(delta, self.0.now_ms());
+                ApplyOutcome::Stored(outcome.register)
+            }
             Err(e) => {
                 tracing::debug!(origin = %delta.origin, seq = delta.seq, error = %e, "delta not applied");
                 ApplyOutcome::Unappliable
@@ -386,6 +394,8 @@ struct Driver {
     fill_waiters: BTreeMap<Key, Vec<oneshot::Sender<bool>>>,
     /// The fill and not-stored counts last counted into the metrics.
     fills_counted: (FillStats, u64),
+    /// How late each origin's writes arrive.
+    lag: ReplicationLag,
 }
 
 impl Driver {
@@ -542,7 +552,7 @@ impl Driver {
         let now = self.now_ms();
         let store = self.store.clone();
         let from = message.sender();
-        let answer = self.core.handle_message(link, message, &mut StoreAccess(&store), now);
+        let answer = self.core.handle_message(link, message, &mut StoreAccess(&store, &mut self.lag), now);
         if let (Some(answer), Some(respond), Some(from)) = (answer, respond, from) {
             if let Ok(bytes) = codec::encode(&answer) {
                 self.count(self.is_wan(from), &answer, bytes.len());
@@ -554,7 +564,7 @@ impl Driver {
     fn on_answer(&mut self, asked: NodeId, message: Message) {
         let now = self.now_ms();
         let store = self.store.clone();
-        self.core.handle_answer(asked, message, &mut StoreAccess(&store), now);
+        self.core.handle_answer(asked, message, &mut StoreAccess(&store, &mut self.lag), now);
     }
 
     /// Sends what the core wants sent, then acts on its events.
@@ -564,7 +574,7 @@ impl Driver {
         }
         let store = self.store.clone();
         let mut budget = self.transport.queued_bytes_free();
-        while let Some(t) = self.core.poll_transmit(&mut StoreAccess(&store), budget) {
+        while let Some(t) = self.core.poll_transmit(&mut StoreAccess(&store, &mut self.lag), budget) {
             match self.send(&t) {
                 Some(len) => budget = budget.saturating_sub(len),
                 // A queue refused it: the rest waits for the core's next
@@ -577,11 +587,11 @@ impl Driver {
             match event {
                 CoreEvent::MemberUp(peer) => {
                     members_changed = true;
-                    tracing::info!(node = %peer.node, region = %peer.region, gossip = %peer.gossip, "member up");
+                    tracing::info!(name = %peer.name, life = %peer.node, region = %peer.region, gossip = %peer.gossip, "member up");
                 }
                 CoreEvent::MemberDown(peer) => {
                     members_changed = true;
-                    tracing::info!(node = %peer.node, region = %peer.region, "member down");
+                    tracing::info!(name = %peer.name, life = %peer.node, region = %peer.region, "member down");
                 }
                 CoreEvent::Durability { seq, level, done } => {
                     let tx = if done { self.waiters.remove(&seq) } else { self.waiters.get(&seq).cloned() };
@@ -746,6 +756,7 @@ impl Driver {
         let watermarks: BTreeMap<NodeId, u64> = replicator.watermarks().into_iter().collect();
         let suspects: BTreeSet<NodeId> =
             self.core.membership().suspects().into_iter().map(|p| p.node).collect();
+        let now_unix_ms = self.store.now_ms();
         let members = self
             .core
             .members()
@@ -768,6 +779,7 @@ impl Driver {
                 },
                 rtt_ms: rtts.get(&p.node).copied().flatten(),
                 lag_writes: replicator.lag(p.node),
+                lag_ms: self.lag.summary(p.node, now_unix_ms),
             })
             .collect();
         let view = ClusterView {

@@ -29,10 +29,13 @@
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
 //! - `replication_health.rs`: a replication task that panicked turns the
 //!   node not ready and refuses writes.
+//! - `replication_lag.rs`: how late each origin's writes arrive here.
 //! - `memory_bounds.rs`: the worst-case memory of a node, term by term,
 //!   from its configuration (`--print-config`).
 //! - `locality.rs`: ranks live nodes for a client by distance or RTT.
-//! - `demo.rs`: `geocache demo`, a local three-region cluster.
+//! - `demo.rs`: `geocache demo`, a local three-region cluster over the
+//!   link emulator's distances.
+//! - `demo_control.rs`: the demo's control port (`demo partition`, `heal`).
 //! - `client.rs`: [`client::Client`], the Rust client with failover.
 //! - `state.rs`: [`state::NodeState`], what every front end shares.
 //! - `write_path.rs`: the one write path every front end calls (apply,
@@ -49,6 +52,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod demo_control;
 pub mod entry;
 pub mod forgotten;
 pub mod http;
@@ -58,6 +62,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod persistence;
 pub mod replication_health;
+pub mod replication_lag;
 pub mod resp;
 pub mod server;
 pub mod state;

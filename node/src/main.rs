@@ -28,14 +28,47 @@ struct Cli {
 enum Command {
     /// Run a node: the store and its HTTP API.
     Serve(Box<ServeArgs>),
-    /// A local cluster: 3 regions x 2 nodes on 127.0.0.2-7, until Ctrl-C.
-    Demo,
+    /// A local cluster: 3 regions x 2 nodes on 127.0.0.2-7, as far apart
+    /// as their cities, until Ctrl-C; or cut and heal its regions.
+    Demo(DemoArgs),
     /// Make the cluster CA and node certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
     /// Credentials for `[[users]]`.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    #[command(subcommand)]
+    action: Option<DemoAction>,
+    /// Run the regions with no delay between them (the link emulator
+    /// still stands between them, for `demo partition`).
+    #[arg(long)]
+    no_distances: bool,
+}
+
+#[derive(Subcommand)]
+enum DemoAction {
+    /// Cut two regions of the running demo apart.
+    Partition {
+        /// One region (montreal, sao-paulo, frankfurt).
+        a: String,
+        /// The other region.
+        b: String,
+        /// Heal by itself after this long (`10s`, `2m`); without it, until
+        /// `geocache demo heal`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Join regions of the running demo again: the pair named, or all.
+    Heal {
+        /// One region.
+        a: Option<String>,
+        /// The other region.
+        b: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,7 +152,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Demo => demo(),
+        Command::Demo(args) => match args.action {
+            None => demo(!args.no_distances),
+            Some(action) => demo_control(action),
+        },
         Command::Token(TokenCommand::New) => {
             let secret = geocache_node::auth::new_secret().context("reading the system's random source")?;
             println!("{secret}");
@@ -269,11 +305,15 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn init_logs() {
+    init_logs_with("info,lsm_tree=warn,fjall=warn");
+}
+
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise.
+fn init_logs_with(default: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lsm_tree=warn,fjall=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let engine = geocache_node::persistence::EngineFileLayer;
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
@@ -281,24 +321,54 @@ fn init_logs() {
         .init();
 }
 
-fn demo() -> Result<()> {
-    init_logs();
+fn demo(distances: bool) -> Result<()> {
+    // The banner is what a user reads: the nodes' info lines (members
+    // coming up) would bury it. RUST_LOG still wins.
+    init_logs_with("warn");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let nodes = geocache_node::demo::start(
-            stopped,
-            geocache_node::demo::HTTP_PORT,
-            geocache_node::demo::RESP_PORT,
-            geocache_node::demo::GOSSIP_PORT,
-        )
-        .await
-        .context("starting the demo cluster")?;
-        print!("{}", geocache_node::demo::banner(&nodes));
+        let options = geocache_node::demo::DemoOptions { distances, ..Default::default() };
+        let demo = geocache_node::demo::start(stopped.clone(), options)
+            .await
+            .context("starting the demo cluster")?;
+        geocache_node::demo_control::serve(&demo, stopped).await.with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} for `demo partition` (is another demo running?)",
+                options.control_port
+            )
+        })?;
+        let formed = demo.formed().await;
+        print!("{}", geocache_node::demo::banner(&demo, formed));
         shutdown_signal().await;
         let _ = stop.send(true);
         Ok(())
     })
+}
+
+fn demo_control(action: DemoAction) -> Result<()> {
+    use geocache_node::demo_control::{send, PairRequest};
+    let (path, request) = match action {
+        DemoAction::Partition { a, b, duration } => (
+            "partition",
+            PairRequest { a: Some(a), b: Some(b), for_ms: duration.map(|d| d.as_millis() as u64) },
+        ),
+        DemoAction::Heal { a, b } => {
+            if a.is_some() != b.is_some() {
+                anyhow::bail!("demo heal: name two regions, or none to heal every pair");
+            }
+            ("heal", PairRequest { a, b, for_ms: None })
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let pairs = runtime
+        .block_on(send(geocache_node::demo::CONTROL_PORT, path, &request))
+        .with_context(|| format!("demo {path}"))?;
+    for p in pairs {
+        let state = if p.partitioned { "partitioned" } else { "connected" };
+        println!("{:<10} - {:<10} {:>4} ms one way  {state}", p.a, p.b, p.delay_ms);
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,12 +1,17 @@
 //! One-way delays between regions from the great-circle distance.
 
-use geo::{Distance, Haversine, Point};
+use geocache_link_emulator::DelayModel;
 
 use crate::scenario::Scenario;
 
 /// One-way delay in microseconds between every pair of regions.
 pub fn region_delays_us(scenario: &Scenario) -> Vec<Vec<u64>> {
     let net = &scenario.network;
+    let model = DelayModel {
+        fiber_km_per_ms: net.fiber_km_per_ms,
+        path_inflation: net.path_inflation,
+        lan_delay_ms: net.lan_delay_ms,
+    };
     let regions = &scenario.regions;
     regions
         .iter()
@@ -17,8 +22,7 @@ pub fn region_delays_us(scenario: &Scenario) -> Vec<Vec<u64>> {
                     if a.name == b.name {
                         return (net.lan_delay_ms * 1_000.0) as u64;
                     }
-                    let km = Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat)) / 1_000.0;
-                    let ms = km * net.path_inflation / net.fiber_km_per_ms + net.lan_delay_ms;
+                    let ms = model.one_way_ms((a.lat, a.lon), (b.lat, b.lon));
                     (ms * 1_000.0).round() as u64
                 })
                 .collect()

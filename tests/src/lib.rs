@@ -8,12 +8,12 @@
 //!
 //! # Layout
 //!
-//! - `link_emulator.rs`: [`link_emulator::LinkEmulator`], a UDP relay that
-//!   puts each node behind per-region-pair delay, jitter and loss.
+//! - [`link_emulator`]: the `geocache-link-emulator` crate's relay
+//!   (`geocache demo` uses it too), under the name the tests know it by.
 //! - `serve_process.rs`: [`serve_process::spawn_serve`], a `geocache serve`
 //!   child on port 0 and the addresses it printed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod link_emulator;
+pub use geocache_link_emulator::relay as link_emulator;
 pub mod serve_process;

@@ -208,6 +208,11 @@ impl LinkEmulator {
         self.shared.links.lock().unwrap_or_else(|e| e.into_inner()).insert(key(a, b), spec);
     }
 
+    /// How the pair of regions behaves now.
+    pub fn link(&self, a: &str, b: &str) -> LinkSpec {
+        self.shared.spec(a, b)
+    }
+
     /// Cuts the pair off.
     pub fn partition(&self, a: &str, b: &str) {
         let mut spec = self.shared.spec(a, b);
