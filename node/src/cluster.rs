@@ -22,7 +22,7 @@ use geocache_gossip::replicator::{ReplicatorStats, Transmit};
 use geocache_gossip::transfer::TransferStats;
 use geocache_gossip::wire::Message;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -55,6 +55,9 @@ const RTT_REFRESH_MS: u64 = 1_000;
 /// Time for the datagrams saying this node leaves to go out before the
 /// endpoint closes.
 const LEAVE_GRACE: Duration = Duration::from_millis(200);
+/// Most peers whose last message is remembered between two views
+/// (members only are kept at each view; this bounds what arrives between).
+const HEARD_PEERS_MAX: usize = 4_096;
 
 /// What replication needs to start.
 pub struct ClusterOptions {
@@ -122,6 +125,10 @@ pub struct MemberView {
     /// How late its writes arrived here over the last 10 s: from its HLC
     /// reading to the apply (`replication_lag.rs`); `None` when none came.
     pub lag_ms: Option<LagSummary>,
+    /// How long ago anything came from it directly, ms; `None` if nothing
+    /// did this life. Membership keeps a member up while others vouch for
+    /// it (indirect probes), so this is what tells a cut link apart.
+    pub heard_ms_ago: Option<u64>,
 }
 
 /// The cluster as this node sees it.
@@ -193,6 +200,7 @@ pub struct Cluster {
     view: Arc<RwLock<ClusterView>>,
     transport: QuicTransport,
     me: NodeId,
+    name: String,
     fill_timeout: Duration,
 }
 
@@ -208,6 +216,7 @@ impl Cluster {
         let (transport, inbound) =
             QuicTransport::bind(config).await.map_err(|e| ClusterError::Transport(e.to_string()))?;
         let me = options.me.node;
+        let name = options.me.name.clone();
         let seed = SystemClock.now_ms() ^ me.0;
         let mut core_config = CoreConfig {
             seeds: options.seeds.clone(),
@@ -239,16 +248,22 @@ impl Cluster {
             fill_waiters: BTreeMap::new(),
             fills_counted: (FillStats::default(), 0),
             lag: ReplicationLag::new(),
+            heard: HashMap::new(),
         };
         let failures = driver.metrics.replication_failures.clone();
         let task = tokio::spawn(driver.run(inbound, command_rx, answer_rx));
         options.health.supervise(task, failures);
-        Ok(Cluster { commands, view, transport, me, fill_timeout: options.fill_timeout })
+        Ok(Cluster { commands, view, transport, me, name, fill_timeout: options.fill_timeout })
     }
 
     /// This node's origin id (this life's).
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// This node's name: the one in its certificate.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The cluster as this node sees it now.
@@ -396,6 +411,9 @@ struct Driver {
     fills_counted: (FillStats, u64),
     /// How late each origin's writes arrive.
     lag: ReplicationLag,
+    /// When each peer (by the name its certificate proves) last sent
+    /// anything (driver ms); pruned to the members at every view.
+    heard: HashMap<String, u64>,
 }
 
 impl Driver {
@@ -514,6 +532,13 @@ impl Driver {
 
     fn on_inbound(&mut self, inbound: Inbound) {
         let now = self.now_ms();
+        let (Inbound::Datagram { peer, .. } | Inbound::Frame { peer, .. } | Inbound::Request { peer, .. }) =
+            &inbound;
+        if let Some(at) = self.heard.get_mut(&peer.name) {
+            *at = now;
+        } else if self.heard.len() < HEARD_PEERS_MAX {
+            self.heard.insert(peer.name.clone(), now);
+        }
         match inbound {
             Inbound::Datagram { from, peer, bytes } => {
                 self.core.handle_datagram(&link(&peer, from), &bytes, now)
@@ -757,6 +782,9 @@ impl Driver {
         let suspects: BTreeSet<NodeId> =
             self.core.membership().suspects().into_iter().map(|p| p.node).collect();
         let now_unix_ms = self.store.now_ms();
+        let now = self.now_ms();
+        let names: BTreeSet<&str> = self.core.members().values().map(|p| p.name.as_str()).collect();
+        self.heard.retain(|name, _| names.contains(name.as_str()));
         let members = self
             .core
             .members()
@@ -780,6 +808,7 @@ impl Driver {
                 rtt_ms: rtts.get(&p.node).copied().flatten(),
                 lag_writes: replicator.lag(p.node),
                 lag_ms: self.lag.summary(p.node, now_unix_ms),
+                heard_ms_ago: self.heard.get(&p.name).map(|at| now.saturating_sub(*at)),
             })
             .collect();
         let view = ClusterView {

@@ -27,6 +27,9 @@
 //!   (`error.rs`), `kv.rs`, `doc.rs` and `admin.rs` handlers.
 //! - `resp/`: the Redis protocol port (server, connection, frame, commands).
 //! - `cluster.rs`: drives replication (membership, replicator, QUIC).
+//! - `status.rs`: what the status page shows: a node's report and the
+//!   cluster assembled from every reachable node's (`status_book.rs`: what
+//!   it remembers between views; `http/ui/`: the page).
 //! - `replication_health.rs`: a replication task that panicked turns the
 //!   node not ready and refuses writes.
 //! - `replication_lag.rs`: how late each origin's writes arrive here.
@@ -66,6 +69,8 @@ pub mod replication_lag;
 pub mod resp;
 pub mod server;
 pub mod state;
+pub mod status;
+pub mod status_book;
 pub mod store;
 pub mod store_key;
 mod varint;

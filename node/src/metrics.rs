@@ -60,6 +60,13 @@ pub struct NamespaceLabels {
     pub namespace: String,
 }
 
+/// Labels of the replication lag gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FromRegionLabels {
+    /// The region whose writes arrive.
+    pub from_region: String,
+}
+
 /// Labels of the RESP command counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -99,6 +106,8 @@ pub struct Metrics {
     entries: Gauge,
     bytes: Gauge,
     disk_bytes: Gauge,
+    memory_budget: Gauge,
+    replication_lag: Family<FromRegionLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -212,6 +221,19 @@ impl Metrics {
             Unit::Bytes,
             bytes.clone(),
         );
+        let memory_budget = Gauge::default();
+        registry.register_with_unit(
+            "geocache_memory_budget",
+            "The store's budget (--max-memory)",
+            Unit::Bytes,
+            memory_budget.clone(),
+        );
+        let replication_lag = Family::<FromRegionLabels, Gauge>::default();
+        registry.register(
+            "geocache_replication_lag_milliseconds",
+            "How late other regions' writes arrive here: the median over their nodes of each one's median lag over the last 10 s, by writing region",
+            replication_lag.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -229,6 +251,8 @@ impl Metrics {
             entries,
             bytes,
             disk_bytes: Gauge::default(),
+            memory_budget,
+            replication_lag,
         }
     }
 
@@ -253,8 +277,30 @@ impl Metrics {
         self.resp_commands.get_or_create(&CommandLabels { command }).clone()
     }
 
-    /// The Prometheus text exposition, with the store's gauges read now.
-    pub fn render(&self, store: &Store) -> String {
+    /// Sets the budget gauge (`--max-memory`).
+    pub fn set_memory_budget(&self, bytes: u64) {
+        self.memory_budget.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition, with the store's gauges read now
+    /// and the lag from the replication view, when the node replicates.
+    pub fn render(&self, store: &Store, view: Option<&crate::cluster::ClusterView>) -> String {
+        self.replication_lag.clear();
+        if let Some(view) = view {
+            let mut by_region: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
+            for m in &view.members {
+                if let Some(lag) = m.lag_ms {
+                    by_region.entry(m.region.as_str()).or_default().push(lag.p50_ms);
+                }
+            }
+            for (region, mut lags) in by_region {
+                lags.sort_unstable();
+                let median = lags[(lags.len() - 1) / 2];
+                self.replication_lag
+                    .get_or_create(&FromRegionLabels { from_region: region.to_string() })
+                    .set(i64::try_from(median).unwrap_or(i64::MAX));
+            }
+        }
         self.entries.set(i64::try_from(store.entry_count()).unwrap_or(i64::MAX));
         self.bytes.set(i64::try_from(store.weighted_size_bytes()).unwrap_or(i64::MAX));
         if let Some(disk) = store.disk() {

@@ -23,7 +23,7 @@ pub const ORIGINS_MAX: usize = 1_024;
 pub const WINDOW_MS: u64 = 10_000;
 
 /// The recent lag of one origin's writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LagSummary {
     /// The median, ms.
     pub p50_ms: u64,

@@ -50,6 +50,7 @@ fn parts(config: Config, store: Store, incarnation: u64) -> NodeState {
     if let Some(disk) = store.disk() {
         metrics.register_disk(disk);
     }
+    metrics.set_memory_budget(config.max_memory.as_u64());
     let http = config.http;
     NodeState::new(NodeParts {
         store: Arc::new(store),
@@ -63,6 +64,7 @@ fn parts(config: Config, store: Store, incarnation: u64) -> NodeState {
         forward: reqwest::Client::new(),
         loading: Arc::new(AtomicBool::new(false)),
         resume: None,
+        status_book: Arc::new(crate::status_book::StatusBook::new()),
     })
 }
 

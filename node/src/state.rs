@@ -68,6 +68,8 @@ pub struct NodeParts {
     /// The replication state read from the data dir, until replication
     /// starts from it.
     pub resume: Option<geocache_gossip::resume::ResumeState>,
+    /// What the status page remembers between views.
+    pub status_book: Arc<crate::status_book::StatusBook>,
 }
 
 impl NodeParts {

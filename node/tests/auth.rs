@@ -90,7 +90,7 @@ async fn http_scopes_bound_every_token_to_its_namespaces() {
     assert_eq!(error_code(r, StatusCode::FORBIDDEN).await, "forbidden");
 
     // The node's own routes need the admin scope; the probes stay open.
-    for path in ["/v1/cluster", "/v1/node", "/metrics"] {
+    for path in ["/v1/cluster", "/v1/node", "/metrics", "/v1/status", "/ui", "/ui/live"] {
         let r = http.get(node.url(path)).send().await.unwrap();
         assert_eq!(error_code(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "{path}");
         let r = http.get(node.url(path)).bearer_auth("app1-writer-secret").send().await.unwrap();
@@ -98,6 +98,15 @@ async fn http_scopes_bound_every_token_to_its_namespaces() {
         let r = http.get(node.url(path)).bearer_auth("ops-admin-secret").send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
     }
+    // A browser opens the status page with Basic, which its 401 asks for.
+    let r = http.get(node.url("/ui")).send().await.unwrap();
+    let challenge = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+    assert!(challenge.as_deref().is_some_and(|c| c.starts_with("Basic ")), "{challenge:?}");
+    let r = http.get(node.url("/ui")).basic_auth("ops", Some("ops-admin-secret")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("data-nodes=1"));
+    let r = http.get(node.url("/ui")).basic_auth("reader", Some("ops-admin-secret")).send().await.unwrap();
+    assert_eq!(error_code(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "another user's secret");
     for path in ["/healthz", "/readyz"] {
         assert_eq!(http.get(node.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }

@@ -322,3 +322,73 @@ async fn counters_add_read_start_from_an_integer_and_refuse_what_is_not_one() {
     let r = c.get(node.url("/v1/counter/app/text")).send().await.unwrap();
     expect_error(r, StatusCode::CONFLICT, "not_a_counter").await;
 }
+
+/// deploy/grafana-dashboard.json asks only for metrics a node exports.
+#[tokio::test]
+async fn the_grafana_dashboard_reads_metrics_the_node_exports() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let node = Node::start(&[]);
+    let text = client().get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "a dashboard worth opening");
+    let mut asked = std::collections::BTreeSet::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("each panel queries");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            let mut rest = expr;
+            while let Some(at) = rest.find("geocache_") {
+                let name: String =
+                    rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                asked.insert(name);
+            }
+        }
+    }
+    assert!(asked.len() >= 15, "{asked:?}");
+    for name in &asked {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(text.contains(&format!("# TYPE {family} ")), "the dashboard asks for {name}, not in\n{text}");
+    }
+}
+
+/// The status page and its JSON on a node alone; `GET /` still answers
+/// the earlier client, and sends a browser to the page.
+#[tokio::test]
+async fn the_status_page_and_its_json() {
+    let node = Node::start(&["--region", "frankfurt", "--lat", "50.11", "--lon", "8.68"]);
+    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    c.put(node.url("/v1/kv/app/k")).body("v").send().await.unwrap();
+    let r = c.get(node.url("/")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "success": true }));
+    let r = c.get(node.url("/")).header("accept", "text/html,application/xhtml+xml").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui");
+
+    let page = c.get(node.url("/ui")).send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-nodes=1 data-regions=1"), "{page}");
+    assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from elsewhere");
+    let live = c.get(node.url("/ui/live")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        live.starts_with("<section") && page.contains(&live[..200]),
+        "the page's live part is the page's"
+    );
+
+    let report: Value = c.get(node.url("/v1/status?scope=node")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["region"], "frankfurt");
+    assert_eq!(report["counters"]["writes"], 1);
+    assert!(report["settings"].as_array().unwrap().iter().any(|s| s[0] == "max_memory"));
+    let view: Value = c.get(node.url("/v1/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["nodes"][0]["state"], "self");
+    assert_eq!(view["regions"][0]["name"], "frankfurt");
+    let r = c.get(node.url("/v1/status?scope=everything")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad_scope");
+}

@@ -1,6 +1,8 @@
 //! Credentials on the HTTP port: `Authorization: Bearer <secret>`, checked
 //! after routing (so the route says what the request needs) and before any
-//! handler runs.
+//! handler runs. `Basic` (user name and secret) is taken too, so a browser
+//! can open the status page: its 401 asks for Basic, which browsers prompt
+//! for.
 //!
 //! 401 when no credential was sent (or it matches no user) and anonymous
 //! clients may not do this; 403 when the credential does not reach this
@@ -29,7 +31,7 @@ fn route_need(pattern: &str, method: &Method) -> RouteNeed {
     let scope = if reads { Scope::Read } else { Scope::Write };
     match pattern {
         "/healthz" | "/readyz" => RouteNeed::Open,
-        "/metrics" | "/v1/node" | "/v1/cluster" => RouteNeed::Admin,
+        "/metrics" | "/v1/node" | "/v1/cluster" | "/v1/status" | "/ui" | "/ui/live" => RouteNeed::Admin,
         "/v1/kv/{ns}/{*key}" | "/v1/doc/{ns}/{*key}" | "/v1/counter/{ns}/{*key}" | "/api/{name}/{*key}" => {
             RouteNeed::Namespace(scope)
         }
@@ -46,6 +48,7 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let need = route_need(matched.as_str(), request.method());
+    let page = matched.as_str().starts_with("/ui");
     if matches!(need, RouteNeed::Namespace(_)) && state.loading.load(std::sync::atomic::Ordering::Acquire) {
         let message = "the node is loading its data dir; retry shortly (GET /readyz says when it is ready)";
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading", message).into_response();
@@ -69,21 +72,29 @@ pub async fn authorize(
         }
     };
     let credential = request.headers().get(header::AUTHORIZATION);
-    let user = match credential.map(bearer) {
+    let user = match credential.map(parse_credential) {
         None => None,
-        Some(Some(secret)) => match access.by_secret(secret) {
-            Some(u) => Some(u),
-            None => {
-                state.metrics.auth_failures.inc();
-                return unauthorized("the credential matches no user");
+        Some(Some(credential)) => {
+            let user = match &credential {
+                Credential::Bearer(secret) => access.by_secret(secret),
+                Credential::Basic { user, secret } => access.by_name(user, secret),
+            };
+            match user {
+                Some(u) => Some(u),
+                None => {
+                    state.metrics.auth_failures.inc();
+                    return unauthorized("the credential matches no user", page);
+                }
             }
-        },
-        Some(None) => return unauthorized("the Authorization header must be `Bearer <secret>`"),
+        }
+        Some(None) => {
+            return unauthorized("the Authorization header must be `Bearer <secret>` (or Basic)", page)
+        }
     };
     match access.decide(user.as_deref(), need) {
         Decision::Allowed => next.run(request).await,
         Decision::Unauthenticated => {
-            unauthorized("this needs credentials: send `Authorization: Bearer <secret>`")
+            unauthorized("this needs credentials: send `Authorization: Bearer <secret>`", page)
         }
         Decision::Forbidden => {
             let who = user.as_ref().map_or("", |u| u.name.as_str());
@@ -98,16 +109,44 @@ pub async fn authorize(
     }
 }
 
-/// The secret of a `Bearer` credential (the scheme in any case).
-fn bearer(value: &HeaderValue) -> Option<&[u8]> {
-    let bytes = value.as_bytes();
-    let scheme = bytes.get(..7)?;
-    scheme.eq_ignore_ascii_case(b"bearer ").then(|| bytes[7..].trim_ascii()).filter(|s| !s.is_empty())
+/// What an `Authorization` header carries.
+#[derive(Debug, PartialEq)]
+enum Credential<'a> {
+    /// `Bearer <secret>`.
+    Bearer(&'a [u8]),
+    /// `Basic base64(user:secret)`.
+    Basic { user: Vec<u8>, secret: Vec<u8> },
 }
 
-fn unauthorized(message: &str) -> Response {
+/// The credential of the header (the scheme in any case); `None` for any
+/// other scheme or an empty one.
+fn parse_credential(value: &HeaderValue) -> Option<Credential<'_>> {
+    use base64::Engine as _;
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at(bytes.iter().position(|b| *b == b' ')?);
+    let rest = rest.trim_ascii();
+    if rest.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Some(Credential::Bearer(rest));
+    }
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        return Some(Credential::Basic {
+            user: decoded[..colon].to_vec(),
+            secret: decoded[colon + 1..].to_vec(),
+        });
+    }
+    None
+}
+
+/// 401; the status page's asks for Basic, so a browser prompts for it.
+fn unauthorized(message: &str, page: bool) -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let challenge = if page { "Basic realm=\"geocache status page\", charset=\"UTF-8\"" } else { "Bearer" };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }
 
@@ -116,10 +155,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_takes_the_scheme_in_any_case_and_nothing_else() {
-        assert_eq!(bearer(&HeaderValue::from_static("Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&HeaderValue::from_static("bearer  abc ")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&HeaderValue::from_static("Basic abc")), None);
-        assert_eq!(bearer(&HeaderValue::from_static("Bearer ")), None);
+    fn bearer_and_basic_take_the_scheme_in_any_case_and_nothing_else() {
+        let parse =
+            |v: &'static str| parse_credential(&HeaderValue::from_static(v)).map(|c| format!("{c:?}"));
+        let shown = |c: Credential<'_>| Some(format!("{c:?}"));
+        assert_eq!(parse("Bearer abc"), shown(Credential::Bearer(b"abc")));
+        assert_eq!(parse("bearer  abc "), shown(Credential::Bearer(b"abc")));
+        assert_eq!(parse("Bearer "), None);
+        assert_eq!(parse("Digest abc"), None);
+        // "app1:s3:cret": the secret may hold a colon, the user may not.
+        let basic = Credential::Basic { user: b"app1".to_vec(), secret: b"s3:cret".to_vec() };
+        assert_eq!(parse("Basic YXBwMTpzMzpjcmV0"), shown(basic));
+        assert_eq!(parse("Basic not*base64"), None);
+        assert_eq!(parse("Basic YWJj"), None, "no colon");
     }
 }

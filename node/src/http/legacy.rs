@@ -98,9 +98,17 @@ impl IntoResponse for LegacyError {
     }
 }
 
-/// `GET /`: the service is up.
-pub async fn root() -> Json<serde_json::Value> {
-    Json(json!({ "success": true }))
+/// `GET /`: the service is up, as the earlier client reads it; a browser
+/// (it asks for HTML) is sent to the status page instead.
+pub async fn root(headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")));
+    if wants_html {
+        return axum::response::Redirect::to("/ui").into_response();
+    }
+    Json(json!({ "success": true })).into_response()
 }
 
 /// `GET /api/closest/{lat}/{lon}`: the host of the closest live node's HTTP

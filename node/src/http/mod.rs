@@ -13,6 +13,8 @@ mod kv;
 mod legacy;
 pub mod listener;
 mod request;
+mod status;
+mod ui;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
@@ -44,6 +46,9 @@ pub fn router(state: NodeState) -> Router {
         .route("/v1/node", get(admin::node))
         .route("/v1/cluster", get(admin::cluster))
         .route("/v1/closest", get(closest::closest))
+        .route("/v1/status", get(status::status))
+        .route("/ui", get(ui::page))
+        .route("/ui/live", get(ui::live))
         .route("/", get(legacy::root))
         .route("/api/closest/{lat}/{lon}", get(legacy::closest))
         .route("/api/{name}/{*key}", get(legacy::get).post(legacy::post))
