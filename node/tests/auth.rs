@@ -128,7 +128,7 @@ async fn http_scopes_bound_every_token_to_its_namespaces() {
         .lines()
         .find_map(|l| l.strip_prefix("geocache_auth_failures_total "))
         .expect("the auth failure counter");
-    assert_eq!(failures, "1", "one wrong secret was sent");
+    assert_eq!(failures, "2", "a wrong bearer secret and a wrong Basic pair were sent");
     for secret in ["app1-writer-secret", "not-a-secret-at-all", "reader-only-secret"] {
         assert!(!metrics.contains(secret), "no secret in the metrics");
     }
