@@ -8,11 +8,18 @@ assert r.status_code == 201 and r.json()["rc"] == 0
 r = c.get("ada"); print("get", r.status_code, r.json())
 c.set_closest_server(48.85, 2.35); print("closest ->", c.api_host)
 assert c.api_host in ("127.0.0.6", "127.0.0.7"), "Paris goes to a Frankfurt node"
-r = c.get("ada"); print("get at closest", r.status_code, r.json()["value"])
+# The demo puts the distance between regions: frankfurt has the write
+# ~44 ms after montreal acked it. Wait for it, bounded.
+import time
+for _ in range(100):
+    r = c.get("ada")
+    if r.status_code == 200:
+        break
+    time.sleep(0.02)
+print("get at closest", r.status_code, r.json()["value"])
 r = c.get("nobody"); print("missing", r.status_code, r.json())
 assert r.status_code == 404 and r.json() == {"key": "nobody", "rc": 13}
 # Replication is asynchronous: wait (bounded) for the write in sao-paulo.
-import time
 c.db_host = "sao-paulo"
 for _ in range(100):
     r = c.get("ada")
@@ -20,6 +27,9 @@ for _ in range(100):
         break
     time.sleep(0.05)
 print("databaseHost=sao-paulo", r.status_code, r.json()["value"]); c.db_host = None
+# The counter lives at montreal, where its workers talk (c was sent to
+# frankfurt by set_closest_server, ~44 ms away).
+c = Cache("users", api_host="127.0.0.2", port=7070)
 c.set("n", 0)
 def worker():
     w = Cache("users", api_host="127.0.0.2", port=7070)
