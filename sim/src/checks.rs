@@ -79,10 +79,6 @@ pub fn run(world: &World) -> Vec<Check> {
         // A full transfer's drop rule runs only on a transfer that arrived
         // whole: it never removes a key the sender sent in it.
         verdict("transfer_drops_only_what_the_sender_dropped", state.live_keys_dropped()),
-        // Expiry is absolute in every register, so replicas that agree on
-        // the register agree on the expiry instant: the convergence check
-        // compares registers' visibility at one virtual time.
-        Check { name: "expiry_at_one_instant", passed: diverged.is_empty(), detail: String::new() },
         // Every simulated node is honest: the identity rules (a node speaks
         // only for itself, `gossip/src/identities.rs`) never refuse one,
         // through restarts, partitions and wiped data.

@@ -139,6 +139,9 @@ impl SimStore {
 
     fn remove_slot(&mut self, i: u32) -> Key {
         let removed = &self.slots[i as usize];
+        if traced(&removed.key) {
+            eprintln!("trace t={} ms {} at {}: removed (evicted, expired or dropped)", trace_ms(), removed.key, self.origin);
+        }
         self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.epoch().hlc.as_u64());
         self.unlink(i);
         self.bytes -= self.slots[i as usize].weight;
@@ -167,6 +170,10 @@ impl SimStore {
 
     /// As `put`, with the key's slot already looked up (`None`: absent).
     fn put_at(&mut self, at: Option<u32>, key: Key, entry: Entry) {
+        if traced(&key) {
+            let r = entry.to_register();
+            eprintln!("trace t={} ms {key} at {}: holds stamp {} dot {}/{}", trace_ms(), self.origin, r.meta.stamp, r.meta.dot.origin, r.meta.dot.seq);
+        }
         let weight = entry_weight_bytes(store_key::packed_len(&key), &entry);
         if let Some(reclaim) = reclaim_at_ms(&entry, self.retention_ms) {
             self.reclaim_floor_ms = self.reclaim_floor_ms.min(reclaim);
@@ -291,6 +298,19 @@ impl SimStore {
             }
         }
         let outcome = remote_write(self.origin, current.as_ref(), delta, now_ms, skew)?;
+        if traced(&delta.key) {
+            eprintln!(
+                "trace t={} ms {} at {}: delta {}/{} stamp {} changed {} held {}",
+                trace_ms(),
+                delta.key,
+                self.origin,
+                delta.origin,
+                delta.seq,
+                delta.meta().stamp,
+                outcome.changed,
+                current.is_some()
+            );
+        }
         if outcome.conflict {
             self.counts.conflicts += 1;
         }
@@ -374,4 +394,21 @@ impl SimStore {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// Whether `key` is the one `GEOCACHE_SIM_TRACE_KEY` names: every change
+/// to it at every node is then printed to stderr, to follow a failing seed.
+fn traced(key: &Key) -> bool {
+    static TRACED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TRACED
+        .get_or_init(|| std::env::var("GEOCACHE_SIM_TRACE_KEY").ok())
+        .as_deref()
+        .is_some_and(|k| key.to_string() == k)
+}
+
+/// Virtual time for the trace, set by the world at every event.
+pub static TRACE_NOW_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn trace_ms() -> u64 {
+    TRACE_NOW_US.load(std::sync::atomic::Ordering::Relaxed) / 1_000
 }

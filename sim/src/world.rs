@@ -293,6 +293,7 @@ impl World {
                 break;
             }
             self.now_us = ev.at_us;
+            crate::sim_store::TRACE_NOW_US.store(ev.at_us, std::sync::atomic::Ordering::Relaxed);
             self.step(ev.kind);
         }
         self.start_us = self.now_us;
@@ -340,6 +341,7 @@ impl World {
                 break;
             }
             self.now_us = ev.at_us;
+            crate::sim_store::TRACE_NOW_US.store(ev.at_us, std::sync::atomic::Ordering::Relaxed);
             let elapsed_s = (self.now_us - self.start_us) / 1_000_000;
             if elapsed_s != last_reported {
                 last_reported = elapsed_s;
@@ -474,7 +476,16 @@ impl World {
                         w.acked_at_level |= level >= wanted;
                     }
                 }
-                CoreEvent::TransferApplied { .. } => self.tallies.transfers_applied += 1,
+                CoreEvent::TransferApplied { from, dropped } => {
+                    if std::env::var_os("GEOCACHE_SIM_TRACE_KEY").is_some() {
+                        eprintln!(
+                            "trace t={} ms: full transfer from {from} applied at {} ({dropped} dropped)",
+                            self.now_us / 1_000,
+                            self.nodes[i].origin
+                        );
+                    }
+                    self.tallies.transfers_applied += 1;
+                }
                 CoreEvent::Filled { key, .. } => {
                     for op in self.pending_ops.remove(&(i, key.clone())).unwrap_or_default() {
                         match op {
