@@ -97,14 +97,24 @@ pub struct MemberStatus {
 
 /// A member up in membership but not heard from directly for this long is
 /// cut off from the observer: membership keeps it up while other nodes
-/// vouch for it. In an idle cluster each peer is heard from at least every
-/// ~4 s (anti-entropy and probes), so 6 s flags no healthy link.
+/// vouch for it. In the idle six-node demo each peer was heard from at
+/// least every ~4 s (anti-entropy and probes, which go round the members),
+/// so 6 s flags no healthy link there; larger clusters get a second per
+/// member ([`silent_limit_ms`]).
 pub const LINK_SILENT_MS: u64 = 6_000;
 
+/// The silence after which an observer with `members` members counts one
+/// as cut: probes and anti-entropy reach one peer at a time, so the gap
+/// between direct messages grows with the membership.
+pub fn silent_limit_ms(members: usize) -> u64 {
+    LINK_SILENT_MS.max(1_000 * members as u64)
+}
+
 impl MemberStatus {
-    /// Whether the observer sees it up and hears from it directly.
-    pub fn reached(&self) -> bool {
-        self.state == "up" && self.heard_ms_ago.is_some_and(|ms| ms <= LINK_SILENT_MS)
+    /// Whether the observer (with `members` members) sees it up and hears
+    /// from it directly.
+    pub fn reached(&self, members: usize) -> bool {
+        self.state == "up" && self.heard_ms_ago.is_some_and(|ms| ms <= silent_limit_ms(members))
     }
 }
 
@@ -258,7 +268,9 @@ pub fn assemble(own: &NodeStatus, fetched: &[(MemberStatus, Option<NodeStatus>)]
     for c in cards.values_mut() {
         let others = reports.iter().filter(|r| r.name != c.name);
         c.observers = others.clone().count();
-        c.seen_up_by = others.filter(|r| r.members.iter().any(|m| m.name == c.name && m.reached())).count();
+        c.seen_up_by = others
+            .filter(|r| r.members.iter().any(|m| m.name == c.name && m.reached(r.members.len())))
+            .count();
     }
 
     let mut regions: BTreeMap<String, RegionCard> = BTreeMap::new();
@@ -305,7 +317,7 @@ fn link(from: &str, to: &str, reports: &[NodeStatus], region_of: &BTreeMap<Strin
             }
             pairs += 1;
             let Some(m) = observer.members.iter().find(|m| m.name == *sender) else { continue };
-            up += usize::from(m.reached());
+            up += usize::from(m.reached(observer.members.len()));
             behind += m.behind_writes.unwrap_or(0);
             rtts.extend(m.rtt_ms);
             if let Some(lag) = m.lag {

@@ -107,6 +107,16 @@ async fn http_scopes_bound_every_token_to_its_namespaces() {
     assert!(r.text().await.unwrap().contains("data-nodes=1"));
     let r = http.get(node.url("/ui")).basic_auth("reader", Some("ops-admin-secret")).send().await.unwrap();
     assert_eq!(error_code(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "another user's secret");
+    // Elsewhere Basic is refused: a browser would send it with another
+    // site's forms too.
+    let r = http
+        .put(node.url("/v1/kv/a/k"))
+        .basic_auth("app1", Some("app1-writer-secret"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, StatusCode::UNAUTHORIZED).await, "unauthorized", "Basic on a write");
     for path in ["/healthz", "/readyz"] {
         assert_eq!(http.get(node.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }

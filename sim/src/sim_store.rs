@@ -140,7 +140,12 @@ impl SimStore {
     fn remove_slot(&mut self, i: u32) -> Key {
         let removed = &self.slots[i as usize];
         if traced(&removed.key) {
-            eprintln!("trace t={} ms {} at {}: removed (evicted, expired or dropped)", trace_ms(), removed.key, self.origin);
+            eprintln!(
+                "trace t={} ms {} at {}: removed (evicted, expired or dropped)",
+                trace_ms(),
+                removed.key,
+                self.origin
+            );
         }
         self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.epoch().hlc.as_u64());
         self.unlink(i);
@@ -172,7 +177,14 @@ impl SimStore {
     fn put_at(&mut self, at: Option<u32>, key: Key, entry: Entry) {
         if traced(&key) {
             let r = entry.to_register();
-            eprintln!("trace t={} ms {key} at {}: holds stamp {} dot {}/{}", trace_ms(), self.origin, r.meta.stamp, r.meta.dot.origin, r.meta.dot.seq);
+            eprintln!(
+                "trace t={} ms {key} at {}: holds stamp {} dot {}/{}",
+                trace_ms(),
+                self.origin,
+                r.meta.stamp,
+                r.meta.dot.origin,
+                r.meta.dot.seq
+            );
         }
         let weight = entry_weight_bytes(store_key::packed_len(&key), &entry);
         if let Some(reclaim) = reclaim_at_ms(&entry, self.retention_ms) {

@@ -48,7 +48,7 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let need = route_need(matched.as_str(), request.method());
-    let page = matched.as_str().starts_with("/ui");
+    let page = matched.as_str().starts_with("/ui") && request.method() == Method::GET;
     if matches!(need, RouteNeed::Namespace(_)) && state.loading.load(std::sync::atomic::Ordering::Acquire) {
         let message = "the node is loading its data dir; retry shortly (GET /readyz says when it is ready)";
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading", message).into_response();
@@ -77,7 +77,13 @@ pub async fn authorize(
         Some(Some(credential)) => {
             let user = match &credential {
                 Credential::Bearer(secret) => access.by_secret(secret),
-                Credential::Basic { user, secret } => access.by_name(user, secret),
+                // Basic only where a browser needs it: a browser resends it
+                // to the whole host, so elsewhere it would let another site
+                // write as the user (a cross-site form).
+                Credential::Basic { user, secret } if page => access.by_name(user, secret),
+                Credential::Basic { .. } => {
+                    return unauthorized("Basic credentials are taken on the status page only", page)
+                }
             };
             match user {
                 Some(u) => Some(u),

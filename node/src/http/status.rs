@@ -71,7 +71,11 @@ async fn assemble_now(state: &NodeState, headers: &HeaderMap) -> ClusterStatus {
         let client = state.forward.clone();
         let credential = credential.clone();
         let http = target.http;
-        asks.spawn(async move { (i, ask_report(&client, http, credential).await) });
+        let name = target.name.clone();
+        asks.spawn(async move {
+            let report = ask_report(&client, http, credential).await.filter(|r| r.name == name);
+            (i, report)
+        });
     }
     let mut reports: Vec<Option<NodeStatus>> = vec![None; targets.len()];
     while let Some(done) = asks.join_next().await {
@@ -79,8 +83,9 @@ async fn assemble_now(state: &NodeState, headers: &HeaderMap) -> ClusterStatus {
             reports[i] = report;
         }
     }
-    // A member another node lists is asked for on the next view.
-    state.status_book.saw(reports.iter().flatten().flat_map(|r| r.members.iter().cloned()), now);
+    // Only members of this node's own membership (whose certificates it
+    // checked) are remembered and asked, never addresses another node's
+    // report names: the request carries the client's credential.
     let fetched: Vec<_> = targets.into_iter().zip(reports).collect();
     let mut view = assemble(&own, &fetched);
     for card in &mut view.nodes {
@@ -100,15 +105,18 @@ async fn ask_report(
     if let Some(c) = credential {
         request = request.header(reqwest::header::AUTHORIZATION, c.as_bytes());
     }
-    let response = request.send().await.ok()?;
+    let mut response = request.send().await.ok()?;
     if !response.status().is_success()
         || response.content_length().is_some_and(|n| n > REPORT_BYTES_MAX as u64)
     {
         return None;
     }
-    let body = response.bytes().await.ok()?;
-    if body.len() > REPORT_BYTES_MAX {
-        return None;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > REPORT_BYTES_MAX {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).ok()
 }

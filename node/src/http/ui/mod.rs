@@ -73,27 +73,30 @@ fn summary(html: &mut String, view: &ClusterStatus) {
     let up = view.nodes.iter().filter(|n| n.state == "self" || n.state == "up").count();
     let _ = write!(
         html,
-        "<section class=\"wide summary\" data-nodes={} data-regions={} data-converged={}>{} nodes in {} regions, \
-         {up} up as {} sees them. ",
+        "<section class=\"wide summary\" data-nodes={} data-regions={} data-converged={}>{} in {}, \
+         {up} up in the membership of {}. ",
         view.nodes.len(),
         view.regions.len(),
         view.converged,
-        view.nodes.len(),
-        view.regions.len(),
+        counted(view.nodes.len(), "node"),
+        counted(view.regions.len(), "region"),
         escape(&view.served_by),
     );
     if view.converged {
         html.push_str("<span class=ok>Converged</span>: every node sees every other and none is behind.");
     } else {
-        let cut: Vec<String> = view
+        let cut: std::collections::BTreeSet<String> = view
             .links
             .iter()
-            .filter(|l| l.from < l.to && l.up < l.pairs)
-            .map(|l| format!("{} – {}", escape(&l.from), escape(&l.to)))
+            .filter(|l| l.up < l.pairs)
+            .map(|l| {
+                let (a, b) = if l.from < l.to { (&l.from, &l.to) } else { (&l.to, &l.from) };
+                format!("{} – {}", escape(a), escape(b))
+            })
             .collect();
         html.push_str("<span class=bad>Not converged</span>");
         if !cut.is_empty() {
-            let _ = write!(html, ": cut between {}", cut.join(", "));
+            let _ = write!(html, ": cut between {}", cut.into_iter().collect::<Vec<_>>().join(", "));
         }
         let behind: u64 = view.links.iter().map(|l| l.behind_writes).sum();
         if behind > 0 {
@@ -130,12 +133,12 @@ fn map(html: &mut String, view: &ClusterStatus) {
          <path class=\"land\" d=\"{}\"/>",
         land_path()
     );
+    let links = links_by_pair(view);
     for (i, a) in view.regions.iter().enumerate() {
         for b in &view.regions[i + 1..] {
-            let cells: Vec<&LinkCell> = view
-                .links
+            let cells: Vec<&LinkCell> = [(&a.name, &b.name), (&b.name, &a.name)]
                 .iter()
-                .filter(|l| (l.from == a.name && l.to == b.name) || (l.from == b.name && l.to == a.name))
+                .filter_map(|(from, to)| links.get(&(from.as_str(), to.as_str())).copied())
                 .collect();
             let cut = cells.iter().any(|l| l.up < l.pairs);
             let (x1, y1) = project(a.lat, a.lon);
@@ -191,6 +194,7 @@ fn map(html: &mut String, view: &ClusterStatus) {
 }
 
 fn lag_table(html: &mut String, view: &ClusterStatus) {
+    let links = links_by_pair(view);
     html.push_str(
         "<p class=soft>Median time from a write to its apply, over the last 10 s, as the receiving region's \
          nodes measured it (largest in brackets), and the round trip. Rows write, columns receive.</p>\
@@ -203,7 +207,7 @@ fn lag_table(html: &mut String, view: &ClusterStatus) {
     for from in &view.regions {
         let _ = write!(html, "<tr><th>{}</th>", escape(&from.name));
         for to in &view.regions {
-            let Some(l) = view.links.iter().find(|l| l.from == from.name && l.to == to.name) else {
+            let Some(l) = links.get(&(from.name.as_str(), to.name.as_str())) else {
                 html.push_str("<td></td>");
                 continue;
             };
@@ -218,7 +222,7 @@ fn lag_table(html: &mut String, view: &ClusterStatus) {
             } else if l.up < l.pairs {
                 let _ = write!(
                     html,
-                    "<td class=cut {attrs} title=\"{} of {} node pairs heard from each other directly in the last {} s\">\
+                    "<td class=cut {attrs} title=\"{} of {} node pairs heard from each other directly in the last {} s (1 s per member in larger clusters)\">\
                      cut ({}/{})</td>",
                     l.up,
                     l.pairs,
@@ -243,6 +247,12 @@ fn lag_table(html: &mut String, view: &ClusterStatus) {
         html.push_str("</tr>");
     }
     html.push_str("</table>");
+}
+
+/// The cells by `(from, to)`: one lookup each, not a scan (there are as
+/// many cells as region pairs).
+fn links_by_pair(view: &ClusterStatus) -> std::collections::HashMap<(&str, &str), &LinkCell> {
+    view.links.iter().map(|l| ((l.from.as_str(), l.to.as_str()), l)).collect()
 }
 
 fn node_table(html: &mut String, view: &ClusterStatus) {
@@ -318,6 +328,15 @@ fn settings(html: &mut String, view: &ClusterStatus) {
         let _ = write!(html, "<tr><th>{}</th><td>{}</td></tr>", escape(name), escape(value));
     }
     html.push_str("</table></details>");
+}
+
+/// `1 node`, `6 nodes`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn bytes(n: u64) -> String {
