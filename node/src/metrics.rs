@@ -108,6 +108,10 @@ pub struct Metrics {
     disk_bytes: Gauge,
     memory_budget: Gauge,
     replication_lag: Family<FromRegionLabels, Gauge>,
+    /// The regions `replication_lag` has a series for; held while the
+    /// series are replaced, so a concurrent scrape sees the old set or the
+    /// new one, never a part.
+    lag_regions: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -253,6 +257,7 @@ impl Metrics {
             disk_bytes: Gauge::default(),
             memory_budget,
             replication_lag,
+            lag_regions: std::sync::Mutex::default(),
         }
     }
 
@@ -285,21 +290,23 @@ impl Metrics {
     /// The Prometheus text exposition, with the store's gauges read now
     /// and the lag from the replication view, when the node replicates.
     pub fn render(&self, store: &Store, view: Option<&crate::cluster::ClusterView>) -> String {
-        self.replication_lag.clear();
-        if let Some(view) = view {
-            let mut by_region: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
-            for m in &view.members {
-                if let Some(lag) = m.lag_ms {
-                    by_region.entry(m.region.as_str()).or_default().push(lag.p50_ms);
-                }
+        let mut by_region: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+        for m in view.map_or(&[][..], |v| &v.members[..]) {
+            if let Some(lag) = m.lag_ms {
+                by_region.entry(m.region.clone()).or_default().push(lag.p50_ms);
             }
-            for (region, mut lags) in by_region {
-                lags.sort_unstable();
-                let median = lags[(lags.len() - 1) / 2];
-                self.replication_lag
-                    .get_or_create(&FromRegionLabels { from_region: region.to_string() })
-                    .set(i64::try_from(median).unwrap_or(i64::MAX));
-            }
+        }
+        let mut shown = self.lag_regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in shown.iter().filter(|r| !by_region.contains_key(*r)) {
+            self.replication_lag.remove(&FromRegionLabels { from_region: gone.clone() });
+        }
+        *shown = by_region.keys().cloned().collect();
+        for (region, mut lags) in by_region {
+            lags.sort_unstable();
+            let median = lags[(lags.len() - 1) / 2];
+            self.replication_lag
+                .get_or_create(&FromRegionLabels { from_region: region })
+                .set(i64::try_from(median).unwrap_or(i64::MAX));
         }
         self.entries.set(i64::try_from(store.entry_count()).unwrap_or(i64::MAX));
         self.bytes.set(i64::try_from(store.weighted_size_bytes()).unwrap_or(i64::MAX));

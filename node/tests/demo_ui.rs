@@ -217,6 +217,15 @@ async fn the_demo_shows_the_distance_the_page_and_a_partition_healing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The same lag in the Prometheus metrics of a receiving node.
+    let metrics = c.get(format!("{frankfurt}/metrics")).send().await.unwrap().text().await.unwrap();
+    let exported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("geocache_replication_lag_milliseconds{from_region=\"montreal\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lag from montreal in frankfurt's metrics:\n{metrics}"));
+    assert!(exported >= modelled as u64, "exported lag {exported} ms, modelled {modelled} ms");
+
     // The page, rendered by a browser with its script running.
     let page = format!("{montreal}/ui");
     let dom = tokio::task::spawn_blocking({
