@@ -288,10 +288,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the store's gauges read now
-    /// and the lag from the replication view, when the node replicates.
-    pub fn render(&self, store: &Store, view: Option<&crate::cluster::ClusterView>) -> String {
+    /// and the replication lag from `members` (none when it does not replicate).
+    pub fn render(&self, store: &Store, members: &[crate::cluster::MemberView]) -> String {
         let mut by_region: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
-        for m in view.map_or(&[][..], |v| &v.members[..]) {
+        for m in members {
             if let Some(lag) = m.lag_ms {
                 by_region.entry(m.region.clone()).or_default().push(lag.p50_ms);
             }
@@ -302,8 +302,7 @@ impl Metrics {
         }
         *shown = by_region.keys().cloned().collect();
         for (region, mut lags) in by_region {
-            lags.sort_unstable();
-            let median = lags[(lags.len() - 1) / 2];
+            let median = crate::replication_lag::median(&mut lags).unwrap_or(0);
             self.replication_lag
                 .get_or_create(&FromRegionLabels { from_region: region })
                 .set(i64::try_from(median).unwrap_or(i64::MAX));

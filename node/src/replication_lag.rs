@@ -99,18 +99,21 @@ impl ReplicationLag {
         if recent.is_empty() {
             return None;
         }
-        recent.sort_unstable();
-        Some(LagSummary {
-            p50_ms: recent[(recent.len() - 1) / 2],
-            max_ms: recent[recent.len() - 1],
-            samples: recent.len(),
-        })
+        let p50_ms = median(&mut recent)?;
+        Some(LagSummary { p50_ms, max_ms: recent[recent.len() - 1], samples: recent.len() })
     }
 
     /// Origins followed now.
     pub fn origin_count(&self) -> usize {
         self.origins.len()
     }
+}
+
+/// The median of `values` (the lower of the middle two), sorting them;
+/// `None` when empty. Every lag figure the node reports is one.
+pub fn median(values: &mut [u64]) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len().checked_sub(1)? / 2).copied()
 }
 
 #[cfg(test)]

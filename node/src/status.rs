@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::replication_lag::LagSummary;
+use crate::replication_lag::{median, LagSummary};
 
 /// One node's report of itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -262,16 +262,21 @@ pub fn assemble(own: &NodeStatus, fetched: &[(MemberStatus, Option<NodeStatus>)]
             .or_insert_with(|| card(member, state, report.clone()));
     }
 
-    let reports: Vec<NodeStatus> = cards.values().filter_map(|c| c.report.clone()).collect();
-    let region_of: BTreeMap<String, String> =
-        cards.values().map(|c| (c.name.clone(), c.region.clone())).collect();
-    for c in cards.values_mut() {
-        let others = reports.iter().filter(|r| r.name != c.name);
-        c.observers = others.clone().count();
-        c.seen_up_by = others
-            .filter(|r| r.members.iter().any(|m| m.name == c.name && m.reached(r.members.len())))
-            .count();
-    }
+    let reports: Vec<&NodeStatus> = cards.values().filter_map(|c| c.report.as_ref()).collect();
+    let region_of: BTreeMap<&str, &str> =
+        cards.values().map(|c| (c.name.as_str(), c.region.as_str())).collect();
+    // (observers, seen up by), card by card: set once the borrows end.
+    let seen: Vec<(usize, usize)> = cards
+        .values()
+        .map(|c| {
+            let others = reports.iter().filter(|r| r.name != c.name);
+            let seen_up_by = others
+                .clone()
+                .filter(|r| r.members.iter().any(|m| m.name == c.name && m.reached(r.members.len())))
+                .count();
+            (others.count(), seen_up_by)
+        })
+        .collect();
 
     let mut regions: BTreeMap<String, RegionCard> = BTreeMap::new();
     for c in cards.values() {
@@ -293,8 +298,13 @@ pub fn assemble(own: &NodeStatus, fetched: &[(MemberStatus, Option<NodeStatus>)]
             links.push(link(from, to, &reports, &region_of));
         }
     }
-    let converged = cards.values().all(|c| c.report.is_some() && c.seen_up_by == c.observers)
-        && links.iter().all(|l| l.behind_writes == 0 && l.up == l.pairs);
+    let converged =
+        cards.values().zip(&seen).all(|(c, (observers, up))| c.report.is_some() && up == observers)
+            && links.iter().all(|l| l.behind_writes == 0 && l.up == l.pairs);
+    for (c, (observers, seen_up_by)) in cards.values_mut().zip(seen) {
+        c.observers = observers;
+        c.seen_up_by = seen_up_by;
+    }
     ClusterStatus {
         served_by: own.name.clone(),
         nodes: cards.into_values().collect(),
@@ -304,12 +314,11 @@ pub fn assemble(own: &NodeStatus, fetched: &[(MemberStatus, Option<NodeStatus>)]
     }
 }
 
-fn link(from: &str, to: &str, reports: &[NodeStatus], region_of: &BTreeMap<String, String>) -> LinkCell {
+fn link(from: &str, to: &str, reports: &[&NodeStatus], region_of: &BTreeMap<&str, &str>) -> LinkCell {
     let mut p50s = Vec::new();
     let mut rtts = Vec::new();
     let (mut max, mut samples, mut up, mut pairs, mut behind) = (None, 0, 0, 0, 0);
-    let senders: BTreeSet<&str> =
-        region_of.iter().filter(|(_, r)| *r == from).map(|(n, _)| n.as_str()).collect();
+    let senders: BTreeSet<&str> = region_of.iter().filter(|(_, r)| **r == from).map(|(n, _)| *n).collect();
     for observer in reports.iter().filter(|r| r.region == to) {
         for sender in &senders {
             if *sender == observer.name {
@@ -338,11 +347,6 @@ fn link(from: &str, to: &str, reports: &[NodeStatus], region_of: &BTreeMap<Strin
         pairs,
         behind_writes: behind,
     }
-}
-
-fn median(values: &mut [u64]) -> Option<u64> {
-    values.sort_unstable();
-    values.get(values.len().checked_sub(1)? / 2).copied()
 }
 
 impl NodeStatus {

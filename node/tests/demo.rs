@@ -1,38 +1,15 @@
 //! `geocache demo`: one command starts three regions of two nodes; a write
 //! in one region is read in another.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn the_demo_replicates_across_regions() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_geocache"))
-        .arg("demo")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the demo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let Some(url) = words.iter().find(|w| w.starts_with("http://")) {
-                // A node's line: `... http://IP:PORT  resp IP:PORT ...`.
-                let resp = words.iter().position(|w| *w == "resp").and_then(|i| words.get(i + 1));
-                let _ = tx.send((url.to_string(), resp.map(|r| r.to_string())));
-            }
-        }
-    });
-    let mut urls = Vec::new();
-    let mut resps = Vec::new();
-    while urls.len() < 6 {
-        let (url, resp) = rx.recv_timeout(Duration::from_secs(60)).expect("the demo printed six nodes");
-        urls.push(url);
-        resps.push(resp.expect("each node line names its RESP address"));
-    }
+    let demo = common::DemoProcess::start();
+    let urls: Vec<String> = demo.nodes.iter().map(|n| n.url.clone()).collect();
+    let resps: Vec<String> = demo.nodes.iter().map(|n| n.resp.clone()).collect();
     assert!(resps[0].ends_with(":6379"), "{resps:?}");
     let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let r = c.put(format!("{}/v1/kv/demo/hello", urls[0])).body("hi").send().await.unwrap();
@@ -66,7 +43,7 @@ async fn the_demo_replicates_across_regions() {
     }
     // The earlier client's locality: a client in Paris asking any node is
     // sent to a Frankfurt node's host, and reaches it on the same port.
-    let frankfurt: Vec<&str> = urls[4..].iter().map(|u| host_of(u)).collect();
+    let frankfurt: Vec<&str> = urls[4..].iter().map(|u| common::host_of(u)).collect();
     for url in &urls {
         let v: serde_json::Value =
             c.get(format!("{url}/api/closest/48.85/2.35")).send().await.unwrap().json().await.unwrap();
@@ -106,12 +83,4 @@ async fn the_demo_replicates_across_regions() {
         assert!(started.elapsed() < Duration::from_secs(60), "the RESP write never replicated");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// `IP` of `http://IP:PORT`.
-fn host_of(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
-    rest.rsplit_once(':').map_or(rest, |(host, _)| host)
 }

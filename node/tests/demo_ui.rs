@@ -8,60 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use geocache_node::demo::modelled_delay_ms;
-
-/// Kills the demo even when an assertion fails.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the demo and returns it with its nodes' URLs, by name, once its
-/// banner (printed when the cluster formed) is out.
-fn start_demo() -> (Running, Vec<(String, String)>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_geocache"))
-        .arg("demo")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the demo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let running = Running(child);
-    let mut nodes = Vec::new();
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(90)).expect("the demo printed its banner");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let (Some(name), Some(url)) = (words.first(), words.iter().find(|w| w.starts_with("http://"))) {
-            if !url.ends_with("/ui") {
-                nodes.push((name.to_string(), url.to_string()));
-            }
-        }
-        if line.starts_with("Watch it:") {
-            break;
-        }
-    }
-    assert_eq!(nodes.len(), 6, "{nodes:?}");
-    (running, nodes)
-}
-
-fn url_of<'a>(nodes: &'a [(String, String)], name: &str) -> &'a str {
-    &nodes.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no node {name}")).1
-}
 
 /// The time from sending a write at `from` to reading it at `to`, ms.
 async fn visibility_ms(c: &reqwest::Client, from: &str, to: &str, key: &str) -> f64 {
@@ -96,7 +47,7 @@ fn chromium(url: &str, extra: &[String]) -> String {
             "--virtual-time-budget=4000",
         ])
         // No other host resolves: a page that needed a CDN would not render.
-        .arg(format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {}", host_of(url)))
+        .arg(format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {}", common::host_of(url)))
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
@@ -118,12 +69,6 @@ fn chromium(url: &str, extra: &[String]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     reader.join().unwrap().expect("chromium's output")
-}
-
-/// `IP` of `http://IP:PORT/...`.
-fn host_of(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
-    rest.split([':', '/']).next().unwrap_or(rest)
 }
 
 fn target_dir() -> PathBuf {
@@ -173,10 +118,11 @@ fn sees_up(status: &serde_json::Value, observer: &str, member: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_the_distance_the_page_and_a_partition_healing() {
     common::need("chromium", "chromium");
-    let (_demo, nodes) = start_demo();
+    let demo = common::DemoProcess::start();
+    let nodes: Vec<(String, String)> = demo.nodes.iter().map(|n| (n.name.clone(), n.url.clone())).collect();
     let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let montreal = url_of(&nodes, "montreal-1").to_string();
-    let frankfurt = url_of(&nodes, "frankfurt-1").to_string();
+    let montreal = demo.url("montreal-1").to_string();
+    let frankfurt = demo.url("frankfurt-1").to_string();
 
     // The lag of the distance: never sooner than the modelled one-way
     // delay, and within 5 ms of it at the median.
@@ -258,11 +204,7 @@ async fn the_demo_shows_the_distance_the_page_and_a_partition_healing() {
 
     // A partition: both sides still report over HTTP, and each shows the
     // other as cut off.
-    let cut = Command::new(env!("CARGO_BIN_EXE_geocache"))
-        .args(["demo", "partition", "montreal", "frankfurt", "--for", "60s"])
-        .output()
-        .expect("geocache demo partition");
-    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
+    demo.control(&["partition", "montreal", "frankfurt", "--for", "60s"]);
     let started = Instant::now();
     loop {
         let s = status(&c, &montreal).await;
@@ -296,11 +238,7 @@ async fn the_demo_shows_the_distance_the_page_and_a_partition_healing() {
 
     // The heal: the page says converged, and every node holds the same
     // value.
-    let heal = Command::new(env!("CARGO_BIN_EXE_geocache"))
-        .args(["demo", "heal"])
-        .output()
-        .expect("geocache demo heal");
-    assert!(heal.status.success(), "{}", String::from_utf8_lossy(&heal.stderr));
+    demo.control(&["heal"]);
     let started = Instant::now();
     loop {
         let s = status(&c, &montreal).await;

@@ -411,11 +411,14 @@ impl SimStore {
 /// Whether `key` is the one `GEOCACHE_SIM_TRACE_KEY` names: every change
 /// to it at every node is then printed to stderr, to follow a failing seed.
 fn traced(key: &Key) -> bool {
+    traced_key().is_some_and(|k| key.to_string() == k)
+}
+
+/// The key `GEOCACHE_SIM_TRACE_KEY` names, read once; `None` when not
+/// tracing.
+pub fn traced_key() -> Option<&'static str> {
     static TRACED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    TRACED
-        .get_or_init(|| std::env::var("GEOCACHE_SIM_TRACE_KEY").ok())
-        .as_deref()
-        .is_some_and(|k| key.to_string() == k)
+    TRACED.get_or_init(|| std::env::var("GEOCACHE_SIM_TRACE_KEY").ok()).as_deref()
 }
 
 /// Virtual time for the trace, set by the world at every event.

@@ -477,7 +477,7 @@ impl World {
                     }
                 }
                 CoreEvent::TransferApplied { from, dropped } => {
-                    if std::env::var_os("GEOCACHE_SIM_TRACE_KEY").is_some() {
+                    if crate::sim_store::traced_key().is_some() {
                         eprintln!(
                             "trace t={} ms: full transfer from {from} applied at {} ({dropped} dropped)",
                             self.now_us / 1_000,

@@ -49,8 +49,8 @@ fn failed() -> Response {
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<NodeState>) -> Response {
     state.store.run_pending_tasks();
-    let view = state.cluster.as_ref().map(crate::cluster::Cluster::view);
-    let body = state.metrics.render(&state.store, view.as_ref());
+    let members = state.cluster.as_ref().map(crate::cluster::Cluster::members).unwrap_or_default();
+    let body = state.metrics.render(&state.store, &members);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -55,6 +55,9 @@ pub async fn cluster_view(state: &NodeState, headers: &HeaderMap) -> std::sync::
 async fn assemble_now(state: &NodeState, headers: &HeaderMap) -> ClusterStatus {
     let own = own_report(state);
     let now = Instant::now();
+    // Only members of this node's own membership (whose certificates it
+    // checked) are remembered and asked, never addresses another node's
+    // report names: the request carries the client's credential.
     state.status_book.saw(own.members.iter().cloned(), now);
     let mut targets = state.status_book.remembered();
     targets.sort_by(|a, b| (&a.region, &a.name).cmp(&(&b.region, &b.name)));
@@ -83,9 +86,6 @@ async fn assemble_now(state: &NodeState, headers: &HeaderMap) -> ClusterStatus {
             reports[i] = report;
         }
     }
-    // Only members of this node's own membership (whose certificates it
-    // checked) are remembered and asked, never addresses another node's
-    // report names: the request carries the client's credential.
     let fetched: Vec<_> = targets.into_iter().zip(reports).collect();
     let mut view = assemble(&own, &fetched);
     for card in &mut view.nodes {

@@ -214,3 +214,89 @@ pub fn start_cluster(name: &str, specs: &[(&str, &str, u64, &[&str])]) -> (Vec<M
     }
     (members, certs)
 }
+
+/// A node as `geocache demo`'s banner names it.
+pub struct DemoNodeLine {
+    /// Its name (`montreal-1`).
+    pub name: String,
+    /// `http://IP:PORT`.
+    pub url: String,
+    /// `IP:PORT` of its RESP port.
+    pub resp: String,
+}
+
+/// `geocache demo`, running until dropped.
+pub struct DemoProcess {
+    child: Child,
+    /// Its nodes, in the banner's order (region by region).
+    pub nodes: Vec<DemoNodeLine>,
+}
+
+impl DemoProcess {
+    /// Starts the demo and returns once its banner (printed when the
+    /// cluster formed) is out.
+    pub fn start() -> DemoProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_geocache"))
+            .arg("demo")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the demo");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Owned from here, so a failed wait still stops the demo.
+        let mut demo = DemoProcess { child, nodes: Vec::new() };
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(90)).expect("the demo printed its banner");
+            if line.starts_with("Watch it:") {
+                break;
+            }
+            // A node's line: `NAME  http://IP:PORT  resp IP:PORT  (life ...)`.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(name), Some(url)) = (words.first(), words.iter().find(|w| w.starts_with("http://")))
+            {
+                let resp = words.iter().position(|w| *w == "resp").and_then(|i| words.get(i + 1));
+                let resp = resp.expect("each node line names its RESP address").to_string();
+                demo.nodes.push(DemoNodeLine { name: name.to_string(), url: url.to_string(), resp });
+            }
+        }
+        assert_eq!(demo.nodes.len(), 6, "six node lines in the banner");
+        demo
+    }
+
+    /// The URL of the node named `name`.
+    pub fn url(&self, name: &str) -> &str {
+        &self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}")).url
+    }
+
+    /// Runs `geocache demo ARGS` (partition, heal) against it; panics on a
+    /// failure, with its stderr.
+    pub fn control(&self, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_geocache"))
+            .arg("demo")
+            .args(args)
+            .output()
+            .expect("run geocache demo");
+        assert!(out.status.success(), "geocache demo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `IP` of `http://IP:PORT` or `http://IP:PORT/path`.
+pub fn host_of(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.split([':', '/']).next().unwrap_or(rest)
+}
