@@ -189,6 +189,15 @@ fn redis_cli_needs_auth_and_acts_in_the_users_namespace() {
     let hello = redis_cli(resp, &["HELLO", "2", "AUTH", "app1", "app1-writer-secret"]);
     assert!(hello.contains("redis"), "{hello}");
     assert!(redis_cli(resp, &["HELLO", "2"]).starts_with("NOAUTH"));
+    // INFO tells a tenant its versions and its own keyspace, never the
+    // node's traffic; the admin scope sees the whole node.
+    let tenant = redis_cli(resp, &["--user", "app1", "--pass", "app1-writer-secret", "INFO"]);
+    assert!(tenant.contains("redis_version:") && tenant.contains("db0:keys=1"), "{tenant}");
+    for node_wide in ["keyspace_hits", "connected_clients", "process_id", "total_commands_processed"] {
+        assert!(!tenant.contains(node_wide), "{node_wide} shown to a tenant: {tenant}");
+    }
+    let admin = redis_cli(resp, &["--user", "ops", "--pass", "ops-admin-secret", "INFO"]);
+    assert!(admin.contains("keyspace_hits:") && admin.contains("connected_clients:"), "{admin}");
 }
 
 #[test]

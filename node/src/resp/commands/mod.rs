@@ -239,7 +239,10 @@ pub async fn execute(shared: &Shared, session: &mut Session, req: &Request, out:
             reply::bulk(out, req.arg(1));
             Ok(())
         }
-        Cmd::Info => server::info(&cx, out),
+        Cmd::Info => {
+            let node_wide = shared.state.config.access.decide(session.user.as_deref(), Need::Admin);
+            server::info(&cx, out, node_wide == Decision::Allowed)
+        }
         Cmd::Command => server::command(&cx, out),
         Cmd::Select => server::select(&cx, out),
         Cmd::Client => server::client(&cx, session, out),

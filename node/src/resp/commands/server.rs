@@ -236,7 +236,13 @@ const SECTIONS: [&str; 6] = ["server", "clients", "stats", "replication", "keysp
 /// `keyspace` and `geocache`; no argument, `default`, `all` or
 /// `everything` give them all. An unknown section gives nothing, as in
 /// Redis.
-pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
+///
+/// Without `node_wide` (auth on, a user without the admin scope) the
+/// figures of the whole node are left out: `clients` and `stats` come
+/// back empty and `server` keeps only the versions client libraries read,
+/// so one tenant learns nothing of another's traffic; `keyspace` is the
+/// user's own namespace either way.
+pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut, node_wide: bool) -> Result<(), CommandError> {
     let wanted = |section: &str| {
         cx.req.len() == 1
             || cx
@@ -249,12 +255,18 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandEr
     let stats = state.store.stats();
     let uptime_secs = state.started.elapsed().as_secs();
     let mut text = String::with_capacity(1024);
-    for section in SECTIONS.iter().filter(|s| wanted(s)) {
+    let node_sections = ["clients", "stats"];
+    for section in SECTIONS.iter().filter(|s| wanted(s) && (node_wide || !node_sections.contains(s))) {
         if !text.is_empty() {
             text.push_str("\r\n");
         }
         // Writing to a String cannot fail.
         let _ = match *section {
+            "server" if !node_wide => write!(
+                text,
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\ngeocache_version:{}\r\nredis_mode:standalone\r\n",
+                env!("CARGO_PKG_VERSION"),
+            ),
             "server" => write!(
                 text,
                 "# Server\r\nredis_version:{REDIS_VERSION}\r\ngeocache_version:{}\r\nredis_mode:standalone\r\n\
