@@ -63,14 +63,22 @@ fn benches(c: &mut Criterion) {
     let mut base = Doc::new();
     let fields: serde_json::Map<String, serde_json::Value> =
         (0..20).map(|i| (format!("field{i}"), serde_json::json!("x".repeat(40)))).collect();
-    base.apply_merge_patch(&serde_json::Value::Object(fields), Stamp::new(Hlc::new(1, 0), NodeId(1))).unwrap();
+    base.apply_merge_patch(&serde_json::Value::Object(fields), Stamp::new(Hlc::new(1, 0), NodeId(1)))
+        .unwrap();
     let saved = base.save();
     let mut ours = Doc::load(&saved).unwrap();
     let mut theirs = Doc::load(&saved).unwrap();
-    ours.apply_merge_patch(&serde_json::json!({"field1": "ours"}), Stamp::new(Hlc::new(2, 0), NodeId(1))).unwrap();
-    theirs.apply_merge_patch(&serde_json::json!({"field2": "theirs"}), Stamp::new(Hlc::new(2, 0), NodeId(2))).unwrap();
+    ours.apply_merge_patch(&serde_json::json!({"field1": "ours"}), Stamp::new(Hlc::new(2, 0), NodeId(1)))
+        .unwrap();
+    theirs
+        .apply_merge_patch(&serde_json::json!({"field2": "theirs"}), Stamp::new(Hlc::new(2, 0), NodeId(2)))
+        .unwrap();
     c.bench_function("doc_merge_concurrent_1kib", |bench| {
-        bench.iter_batched(|| ours.clone(), |mut d| d.merge(black_box(&theirs)), criterion::BatchSize::SmallInput)
+        bench.iter_batched(
+            || ours.clone(),
+            |mut d| d.merge(black_box(&theirs)),
+            criterion::BatchSize::SmallInput,
+        )
     });
     c.bench_function("doc_clone_1kib", |bench| bench.iter(|| black_box(ours.clone())));
 }

@@ -73,6 +73,7 @@ pub mod status;
 pub mod status_book;
 pub mod store;
 pub mod store_key;
+pub mod tombstone_space;
 mod varint;
 pub mod weight;
 pub mod write;

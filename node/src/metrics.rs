@@ -140,6 +140,11 @@ impl Metrics {
             stats.evictions.clone(),
         );
         registry.register(
+            "geocache_tombstones_evicted_early",
+            "Tombstones evicted before their retention because deletes outran the tombstones' share of the budget",
+            stats.tombstones_evicted_early.clone(),
+        );
+        registry.register(
             "geocache_cache_expirations",
             "Entries removed on expiry",
             stats.expirations.clone(),

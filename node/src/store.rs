@@ -14,6 +14,11 @@
 //! concurrent writes to one key serialize (a compare-and-set is
 //! linearizable at this node) at the cost of one lookup and one insert,
 //! without moka's compute machinery.
+//!
+//! Tombstones live in a second map with a share of the budget of their own
+//! (`tombstone_space.rs`), so values pressing on the budget never evict a
+//! delete before its retention. A key is in one map or the other; reads of
+//! values look only at the first.
 
 use geocache_crdt::{Delta, DeltaError, Doc, Dot, Key, NodeId, Register};
 use moka::notification::RemovalCause;
@@ -34,6 +39,7 @@ use crate::forgotten::Forgotten;
 use crate::metrics::NamespaceLabels;
 use crate::persistence::{Disk, Loaded};
 use crate::store_key;
+use crate::tombstone_space::tombstone_space_bytes;
 pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
 pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp, WriteOutcome};
@@ -76,6 +82,9 @@ pub struct StoreStats {
     pub evictions: Counter,
     /// Entries removed because they expired.
     pub expirations: Counter,
+    /// Tombstones evicted before their retention ended, because deletes
+    /// outran the tombstones' space (`tombstone_space.rs`).
+    pub tombstones_evicted_early: Counter,
     /// Replicated stamps further ahead than the maximum clock skew.
     pub clock_skew_errors: Counter,
     /// Replicated writes concurrent with the value held (one was lost to
@@ -130,10 +139,60 @@ impl Expiry<MapKey, Entry> for RegisterExpiry {
     }
 }
 
+fn weigh(key: &MapKey, entry: &Entry) -> u32 {
+    u32::try_from(entry_weight_bytes(key.len(), entry)).unwrap_or(u32::MAX)
+}
+
+/// What an entry leaving either map is told to: the data dir, and the
+/// forgotten table.
+#[derive(Clone)]
+struct Removals {
+    forgotten: Arc<Forgotten>,
+    disk: Option<Arc<Disk>>,
+}
+
+impl Removals {
+    /// The eviction listener of one map, counting evictions for the budget
+    /// in `evicted` and expirations in `expired`.
+    fn listener(
+        &self,
+        evicted: Counter,
+        expired: Counter,
+    ) -> impl Fn(Arc<MapKey>, Entry, RemovalCause) + Send + Sync + 'static {
+        let this = self.clone();
+        move |key, entry, cause| {
+            match cause {
+                RemovalCause::Size => evicted.inc(),
+                RemovalCause::Expired => expired.inc(),
+                RemovalCause::Explicit => 0,
+                RemovalCause::Replaced => return,
+            };
+            // moka holds the key's lock from the removal through this
+            // call, so a write of the same key, which inserts and then
+            // writes its disk record, cannot be undone here.
+            if let Some(disk) = &this.disk {
+                disk.mark_changed(&key[..], None);
+            }
+            this.forgotten.remember(&key[..], entry.epoch().hlc.as_u64());
+        }
+    }
+}
+
+/// Which map an entry was found in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Values,
+    Tombstones,
+}
+
 /// The node's entries. Cheap to share behind an `Arc`; every method takes
 /// `&self`.
 pub struct Store {
     cache: Cache<MapKey, Entry, KeyHasher>,
+    /// Tombstones, in their own share of the budget.
+    tombstones: Cache<MapKey, Entry, KeyHasher>,
+    /// Whether `tombstones` ever held anything: until then, lookups skip it.
+    any_tombstone: AtomicBool,
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: KeyHasher,
     clock: Arc<dyn Clock>,
@@ -174,41 +233,42 @@ impl Store {
 
     fn build(config: StoreConfig, clock: Arc<dyn Clock>, disk: Option<Arc<Disk>>) -> Store {
         let stats = StoreStats::default();
-        let (evictions, expirations) = (stats.evictions.clone(), stats.expirations.clone());
         let policy = match config.eviction {
             EvictionKind::Lru => EvictionPolicy::lru(),
             EvictionKind::Tinylfu => EvictionPolicy::tiny_lfu(),
         };
         let forgotten = Arc::new(Forgotten::for_budget(config.max_memory_bytes));
-        let remembered = forgotten.clone();
-        let mirror = disk.clone();
-        // The forgotten table is part of the budget.
-        let capacity = config.max_memory_bytes.saturating_sub(Forgotten::size_bytes(config.max_memory_bytes));
+        // The forgotten table and the tombstones' space are part of the
+        // budget.
+        let tombstone_space = tombstone_space_bytes(config.max_memory_bytes);
+        let capacity = config
+            .max_memory_bytes
+            .saturating_sub(Forgotten::size_bytes(config.max_memory_bytes))
+            .saturating_sub(tombstone_space);
+        let expiry = || RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms };
+        let removals = Removals { forgotten: forgotten.clone(), disk: disk.clone() };
         let cache = Cache::builder()
             .max_capacity(capacity)
             .eviction_policy(policy)
-            .weigher(|key: &MapKey, entry: &Entry| {
-                u32::try_from(entry_weight_bytes(key.len(), entry)).unwrap_or(u32::MAX)
-            })
-            .expire_after(RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms })
-            .eviction_listener(move |key: Arc<MapKey>, entry: Entry, cause| {
-                match cause {
-                    RemovalCause::Size => evictions.inc(),
-                    RemovalCause::Expired => expirations.inc(),
-                    RemovalCause::Explicit => 0,
-                    RemovalCause::Replaced => return,
-                };
-                // moka holds the key's lock from the removal through this
-                // call, so a write of the same key, which inserts and then
-                // writes its disk record, cannot be undone here.
-                if let Some(disk) = &mirror {
-                    disk.mark_changed(&key[..], None);
-                }
-                remembered.remember(&key[..], entry.epoch().hlc.as_u64());
-            })
+            .weigher(weigh)
+            .expire_after(expiry())
+            .eviction_listener(removals.listener(stats.evictions.clone(), stats.expirations.clone()))
+            .build_with_hasher(KeyHasher::default());
+        // Oldest first: a tombstone is never read, so LRU is the order of
+        // the deletes.
+        let tombstones = Cache::builder()
+            .max_capacity(tombstone_space)
+            .eviction_policy(EvictionPolicy::lru())
+            .weigher(weigh)
+            .expire_after(expiry())
+            .eviction_listener(
+                removals.listener(stats.tombstones_evicted_early.clone(), stats.expirations.clone()),
+            )
             .build_with_hasher(KeyHasher::default());
         Store {
             cache,
+            tombstones,
+            any_tombstone: AtomicBool::new(false),
             stripes: (0..LOCK_STRIPE_COUNT).map(|_| Mutex::new(())).collect(),
             stripe_hasher: KeyHasher::default(),
             clock,
@@ -271,19 +331,25 @@ impl Store {
     /// Whether `key` is held (tombstones and expired entries included),
     /// without counting as a use of it.
     pub fn holds(&self, key: &Key) -> bool {
-        self.cache.contains_key(&store_key::pack(key)[..])
+        let packed = store_key::pack(key);
+        self.cache.contains_key(&packed[..]) || self.tombstones.contains_key(&packed[..])
     }
 
     /// The entry of `key` as held, tombstones and expired entries
     /// included; for replication, not for reads.
     pub fn register(&self, key: &Key) -> Option<Entry> {
-        self.cache.get(&store_key::pack(key)[..])
+        self.held(&store_key::pack(key)).map(|(e, _)| e)
     }
 
     /// Entries held (tombstones and not yet reclaimed expired entries
     /// included). Approximate until pending maintenance has run.
     pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.entry_count() + self.tombstones.entry_count()
+    }
+
+    /// Tombstones held (approximate, as [`Store::entry_count`]).
+    pub fn tombstone_count(&self) -> u64 {
+        self.tombstones.entry_count()
     }
 
     /// Entries of `namespace` visible now (neither deleted nor expired):
@@ -300,13 +366,14 @@ impl Store {
 
     /// Bytes held by the budget's measure.
     pub fn weighted_size_bytes(&self) -> u64 {
-        self.cache.weighted_size()
+        self.cache.weighted_size() + self.tombstones.weighted_size()
     }
 
     /// Runs moka's pending maintenance (evictions, expirations) now, so the
     /// counts above are exact.
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
+        self.tombstones.run_pending_tasks();
     }
 
     /// The node's clock: its last reading, issued or observed (a peer's
@@ -324,6 +391,39 @@ impl Store {
         // A panic while holding this lock cannot leave the clock or the
         // sequence in a state worse than "advanced", so poisoning is moot.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry held for `packed` in either map, and which.
+    fn held(&self, packed: &[u8]) -> Option<(Entry, Space)> {
+        if let Some(e) = self.cache.get(packed) {
+            return Some((e, Space::Values));
+        }
+        if !self.any_tombstone.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.tombstones.get(packed).map(|e| (e, Space::Tombstones))
+    }
+
+    /// Keeps `entry` for `packed` in the map of its kind, and takes it out
+    /// of the map it was `found` in if that is the other one. Under the
+    /// key's stripe. The new one goes in first, so a reader never finds
+    /// the key in neither (a full transfer or a fill would take it for
+    /// absent); one that finds both reads the values' map, the older, as
+    /// it would have a moment before.
+    fn keep(&self, packed: &[u8], entry: Entry, found: Option<Space>) {
+        let space = if entry.is_tombstone() { Space::Tombstones } else { Space::Values };
+        match space {
+            Space::Values => self.cache.insert(MapKey::from(packed), entry),
+            Space::Tombstones => {
+                self.any_tombstone.store(true, Ordering::Relaxed);
+                self.tombstones.insert(MapKey::from(packed), entry);
+            }
+        }
+        match found {
+            Some(Space::Values) if space == Space::Tombstones => self.cache.invalidate(packed),
+            Some(Space::Tombstones) if space == Space::Values => self.tombstones.invalidate(packed),
+            _ => {}
+        }
     }
 
     /// The lock that serializes updates of the key packed as `packed`.
@@ -348,9 +448,9 @@ impl Store {
         let packed = store_key::pack(&write.key);
         let conditional = !matches!(write.condition, Condition::Always);
         let _update = self.stripe(&packed);
-        let current = self.cache.get(&packed[..]);
+        let (current, found) = self.held(&packed).unzip();
         let mut outcome = local_write(&self.writer, current.as_ref(), write, now)?;
-        self.cache.insert(MapKey::from(&packed[..]), outcome.entry.clone());
+        self.keep(&packed, outcome.entry.clone(), found);
         if self.any_cas_lost.load(Ordering::Relaxed) {
             self.lost_cas.invalidate(&packed[..]);
         }
@@ -387,7 +487,7 @@ impl Store {
         let packed = store_key::pack(&delta.key);
         let outcome = {
             let _update = self.stripe(&packed);
-            let current = self.cache.get(&packed[..]);
+            let (current, found) = self.held(&packed).unzip();
             let outcome = remote_write(self.node, current.as_ref(), delta, now, skew)?;
             if let (Some(lost), Some(held)) = (outcome.lost_own, &current) {
                 if self.conditional.remove(&packed[..]) == Some(lost.seq) {
@@ -403,7 +503,7 @@ impl Store {
                 current.is_none() && self.forgotten.covers(&packed, delta.meta().epoch.hlc.as_u64());
             let kept = outcome.changed && !forgotten;
             if kept {
-                self.cache.insert(MapKey::from(&packed[..]), Entry::from_register(outcome.register.clone()));
+                self.keep(&packed, Entry::from_register(outcome.register.clone()), found);
             }
             if let Some(disk) = &self.disk {
                 // The backlog record always: the delta counts as applied.
@@ -428,7 +528,10 @@ impl Store {
     /// or after the change.
     pub fn registers(&self) -> impl Iterator<Item = (Key, Entry)> + '_ {
         let mut namespace = None;
-        self.cache.iter().map(move |(k, entry)| (store_key::unpack(&k, &mut namespace), entry))
+        self.cache
+            .iter()
+            .chain(self.tombstones.iter())
+            .map(move |(k, entry)| (store_key::unpack(&k, &mut namespace), entry))
     }
 
     /// Merges a whole register from a full state transfer; with
@@ -437,7 +540,7 @@ impl Store {
     pub fn merge_register(&self, key: &Key, incoming: &Register, forgotten_if_absent: bool) {
         let packed = store_key::pack(key);
         let _update = self.stripe(&packed);
-        let current = self.cache.get(&packed[..]);
+        let (current, found) = self.held(&packed).unzip();
         let next = match &current {
             Some(c) => Entry::from_register(Arc::new(c.to_register().merged(incoming))),
             None if forgotten_if_absent => return,
@@ -445,7 +548,7 @@ impl Store {
             None => Entry::from_register(Arc::new(incoming.clone())),
         };
         if current.as_ref() != Some(&next) {
-            self.cache.insert(MapKey::from(&packed[..]), next.clone());
+            self.keep(&packed, next.clone(), found);
             if let Some(disk) = &self.disk {
                 disk.write_register(&packed, next.register_arc());
             }
@@ -467,17 +570,18 @@ impl Store {
 
     fn take_back(&self, packed: &[u8], register: Arc<Register>, uncheckpointed: bool) {
         let _update = self.stripe(packed);
-        let (held, changed) = match self.cache.get(packed) {
+        let found = self.held(packed);
+        let (held, changed) = match &found {
             None => (register, false),
-            Some(current) => {
+            Some((current, _)) => {
                 let merged = Entry::from_register(Arc::new(current.to_register().merged(&register)));
-                if merged == current {
+                if merged == *current {
                     return;
                 }
                 (merged.register_arc(), true)
             }
         };
-        self.cache.insert(MapKey::from(packed), Entry::from_register(held.clone()));
+        self.keep(packed, Entry::from_register(held.clone()), found.map(|(_, space)| space));
         if let (true, Some(disk)) = (changed || uncheckpointed, &self.disk) {
             disk.mark_changed(packed, Some(held));
         }
@@ -490,15 +594,17 @@ impl Store {
     pub fn drop_if_dot(&self, key: &Key, dot: Dot) {
         let packed = store_key::pack(key);
         let _update = self.stripe(&packed);
-        if self.cache.get(&packed[..]).is_some_and(|e| e.dot() == dot) {
-            self.cache.invalidate(&packed[..]);
+        match self.held(&packed) {
+            Some((e, Space::Values)) if e.dot() == dot => self.cache.invalidate(&packed[..]),
+            Some((e, Space::Tombstones)) if e.dot() == dot => self.tombstones.invalidate(&packed[..]),
+            _ => {}
         }
     }
 }
 
 impl crate::persistence::HeldEntries for Store {
     fn for_each_held(&self, each: &mut dyn FnMut(&[u8], &Register)) {
-        for (key, entry) in self.cache.iter() {
+        for (key, entry) in self.cache.iter().chain(self.tombstones.iter()) {
             // Under the stripe: the write that made this entry has queued
             // its journal record (it queues under the same lock, after its
             // insert).
@@ -508,7 +614,7 @@ impl crate::persistence::HeldEntries for Store {
     }
 
     fn holds(&self, packed: &[u8]) -> bool {
-        self.cache.contains_key(packed)
+        self.cache.contains_key(packed) || self.tombstones.contains_key(packed)
     }
 }
 
@@ -550,6 +656,66 @@ mod tests {
             ValueRef::Bytes(b) => b.to_vec(),
             ValueRef::Doc(_) | ValueRef::Counter(_) => panic!("not bytes"),
         }
+    }
+
+    fn delete(k: &str) -> Write {
+        Write { key: key(k), op: WriteOp::Delete, ttl: Ttl::Never, condition: Condition::Always }
+    }
+
+    #[test]
+    fn values_filling_the_budget_never_evict_a_delete_before_its_retention() {
+        let clock = ManualClock::new(1_000);
+        let (s, peer) = (store(&clock, 1), store(&clock, 2));
+        // An older write of each key, still on its way from a peer.
+        let late: Vec<_> = (0..50)
+            .map(|i| {
+                peer.apply_local(put(&format!("gone{i}"), "old", Ttl::Never, Condition::Always))
+                    .unwrap()
+                    .delta
+            })
+            .collect();
+        clock.advance_ms(10);
+        for i in 0..50 {
+            s.apply_local(delete(&format!("gone{i}"))).unwrap();
+        }
+        // Four times the budget of values, never read again.
+        let value = "v".repeat(1_000);
+        for i in 0..32_000 {
+            s.apply_local(put(&format!("value{i}"), &value, Ttl::Never, Condition::Always)).unwrap();
+        }
+        s.run_pending_tasks();
+        assert!(s.stats().evictions.get() > 20_000, "values were evicted");
+        assert_eq!(s.stats().tombstones_evicted_early.get(), 0);
+        assert!(s.weighted_size_bytes() <= 8 << 20);
+        for (i, d) in late.iter().enumerate() {
+            let held = s.register(&key(&format!("gone{i}"))).expect("the tombstone is held");
+            assert!(held.is_tombstone());
+            s.apply_remote(d).unwrap();
+            assert!(s.get(&key(&format!("gone{i}"))).is_none(), "the older write loses to the delete");
+            assert!(s.register(&key(&format!("gone{i}"))).unwrap().is_tombstone());
+        }
+        // A write after the delete moves the key back among the values.
+        s.apply_local(put("gone0", "new", Ttl::Never, Condition::Always)).unwrap();
+        s.run_pending_tasks();
+        assert_eq!(bytes_of(&s.get(&key("gone0")).unwrap()), b"new");
+        assert_eq!(s.tombstone_count(), 49);
+    }
+
+    #[test]
+    fn deletes_that_outrun_their_space_evict_the_oldest_and_count_it() {
+        let clock = ManualClock::new(1_000);
+        let s = store(&clock, 1);
+        s.apply_local(put("kept", "v", Ttl::Never, Condition::Always)).unwrap();
+        // 512 KiB of space for tombstones of ~100-byte weight: far fewer
+        // than 20,000.
+        for i in 0..20_000 {
+            s.apply_local(delete(&format!("deleted-key-{i:08}"))).unwrap();
+        }
+        s.run_pending_tasks();
+        assert!(s.stats().tombstones_evicted_early.get() > 10_000);
+        assert_eq!(s.stats().evictions.get(), 0, "no value made room for a tombstone");
+        assert!(s.get(&key("kept")).is_some());
+        assert!(s.register(&key("deleted-key-00019999")).is_some(), "the newest delete is held");
     }
 
     #[test]

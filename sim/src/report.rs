@@ -55,6 +55,8 @@ pub struct Report {
     pub conflicts: u64,
     /// Evictions summed over nodes.
     pub evictions: u64,
+    /// Tombstones evicted before their retention, summed over nodes.
+    pub tombstones_evicted_early: u64,
     /// Bytes between regions per client write.
     pub wan_bytes_per_write: f64,
     /// Bytes inside regions per client write.
@@ -199,6 +201,7 @@ impl Report {
             hit_ratio: round3(c.hits as f64 / (c.hits + c.misses).max(1) as f64),
             conflicts: c.conflicts,
             evictions: c.evictions,
+            tombstones_evicted_early: c.tombstones_evicted_early,
             wan_bytes_per_write: round3(sent.wan_bytes as f64 / writes),
             lan_bytes_per_write: round3(sent.lan_bytes as f64 / writes),
             messages_per_write: round3((sent.wan_messages + sent.lan_messages) as f64 / writes),
@@ -240,12 +243,13 @@ impl Report {
             self.unavailable
         );
         out.push_str(&format!(
-            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {}\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
+            "hit ratio {:.3}  stale reads {:.3}  conflicts {}  evictions {} (tombstones early {})\nper write: WAN {:.0} B, LAN {:.0} B, {:.2} messages\n\
 membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summed over nodes); {} full transfers applied, {} frames refused\n\n",
             self.hit_ratio,
             self.stale_read_rate,
             self.conflicts,
             self.evictions,
+            self.tombstones_evicted_early,
             self.wan_bytes_per_write,
             self.lan_bytes_per_write,
             self.messages_per_write,

@@ -6,6 +6,7 @@ use geocache_crdt::{Delta, DeltaBody, DeltaError, Key, NodeId, Register};
 use geocache_node::entry::Entry;
 use geocache_node::forgotten::Forgotten;
 use geocache_node::store_key;
+use geocache_node::tombstone_space::tombstone_space_bytes;
 use geocache_node::weight::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
@@ -29,6 +30,8 @@ pub struct StoreCounts {
     pub expirations: u64,
     /// Replicated writes concurrent with the value held.
     pub conflicts: u64,
+    /// Tombstones evicted before their retention (their space was full).
+    pub tombstones_evicted_early: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -40,26 +43,42 @@ struct Slot {
     key: Key,
     entry: Entry,
     weight: u64,
+    /// In the tombstones' list, not the values'.
+    tombstone: bool,
     /// Toward the most recently used end.
     newer: u32,
     /// Toward the least recently used end.
     older: u32,
 }
 
-/// A deterministic LRU of registers: an index from key to slot and an
-/// intrusive list in recency order, so a touch is O(1).
+/// One recency list, with the bytes of its entries and its share of the
+/// budget.
+#[derive(Clone, Copy)]
+struct Recency {
+    newest: u32,
+    oldest: u32,
+    bytes: u64,
+    budget_bytes: u64,
+}
+
+impl Recency {
+    fn new(budget_bytes: u64) -> Recency {
+        Recency { newest: NIL, oldest: NIL, bytes: 0, budget_bytes }
+    }
+}
+
+/// A deterministic LRU of registers: an index from key to slot and
+/// intrusive lists in recency order, so a touch is O(1). Values and
+/// tombstones are two lists, each within its share of the budget, as the
+/// node's store keeps them in two maps (`tombstone_space.rs`).
 pub struct SimStore {
     /// By key number for the run's keys; anything that iterates it for
     /// output sorts first.
     entries: KeyIndex,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Most recently used.
-    newest: u32,
-    /// Least recently used: the next to evict.
-    oldest: u32,
-    bytes: u64,
-    budget_bytes: u64,
+    /// Values, then tombstones.
+    lists: [Recency; 2],
     /// No entry is due for reclaim before this: most sweeps stop here.
     reclaim_floor_ms: u64,
     /// How long deletes and expired values are kept (the writer's).
@@ -87,10 +106,14 @@ impl SimStore {
             entries: KeyIndex::new(keys),
             slots: Vec::new(),
             free: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
-            bytes: 0,
-            budget_bytes: budget_bytes.saturating_sub(Forgotten::size_bytes(budget_bytes)),
+            lists: [
+                Recency::new(
+                    budget_bytes
+                        .saturating_sub(Forgotten::size_bytes(budget_bytes))
+                        .saturating_sub(tombstone_space_bytes(budget_bytes)),
+                ),
+                Recency::new(tombstone_space_bytes(budget_bytes)),
+            ],
             forgotten: Forgotten::for_budget(budget_bytes),
             removals: 0,
             last_removed: std::collections::HashMap::new(),
@@ -104,34 +127,41 @@ impl SimStore {
         }
     }
 
+    fn list_of(&mut self, i: u32) -> &mut Recency {
+        let tombstone = self.slots[i as usize].tombstone;
+        &mut self.lists[usize::from(tombstone)]
+    }
+
     fn unlink(&mut self, i: u32) {
         let (newer, older) = (self.slots[i as usize].newer, self.slots[i as usize].older);
         if newer == NIL {
-            self.newest = older;
+            self.list_of(i).newest = older;
         } else {
             self.slots[newer as usize].older = older;
         }
         if older == NIL {
-            self.oldest = newer;
+            self.list_of(i).oldest = newer;
         } else {
             self.slots[older as usize].newer = newer;
         }
     }
 
     fn link_newest(&mut self, i: u32) {
+        let newest = self.list_of(i).newest;
         self.slots[i as usize].newer = NIL;
-        self.slots[i as usize].older = self.newest;
-        if self.newest != NIL {
-            self.slots[self.newest as usize].newer = i;
+        self.slots[i as usize].older = newest;
+        if newest != NIL {
+            self.slots[newest as usize].newer = i;
         }
-        self.newest = i;
-        if self.oldest == NIL {
-            self.oldest = i;
+        let list = self.list_of(i);
+        list.newest = i;
+        if list.oldest == NIL {
+            list.oldest = i;
         }
     }
 
     fn touch(&mut self, i: u32) {
-        if self.newest != i {
+        if self.list_of(i).newest != i {
             self.unlink(i);
             self.link_newest(i);
         }
@@ -149,7 +179,8 @@ impl SimStore {
         }
         self.forgotten.remember(&store_key::pack(&removed.key), removed.entry.epoch().hlc.as_u64());
         self.unlink(i);
-        self.bytes -= self.slots[i as usize].weight;
+        let weight = self.slots[i as usize].weight;
+        self.list_of(i).bytes -= weight;
         self.free.push(i);
         let key = self.slots[i as usize].key.clone();
         self.entries.remove(&key);
@@ -192,14 +223,20 @@ impl SimStore {
         }
         match at {
             Some(i) => {
+                // Out of its list, changed, into the list of its kind.
+                self.unlink(i);
+                let old_weight = self.slots[i as usize].weight;
+                self.list_of(i).bytes -= old_weight;
                 let slot = &mut self.slots[i as usize];
-                self.bytes = self.bytes - slot.weight + weight;
+                slot.tombstone = entry.is_tombstone();
                 slot.entry = entry;
                 slot.weight = weight;
-                self.touch(i);
+                self.list_of(i).bytes += weight;
+                self.link_newest(i);
             }
             None => {
-                let slot = Slot { key: key.clone(), entry, weight, newer: NIL, older: NIL };
+                let tombstone = entry.is_tombstone();
+                let slot = Slot { key: key.clone(), entry, weight, tombstone, newer: NIL, older: NIL };
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.slots[i as usize] = slot;
@@ -212,13 +249,19 @@ impl SimStore {
                 };
                 self.entries.insert(key, i);
                 self.link_newest(i);
-                self.bytes += weight;
+                self.list_of(i).bytes += weight;
             }
         }
-        while self.bytes > self.budget_bytes && self.oldest != NIL {
-            let victim = self.oldest;
-            self.remove_slot(victim);
-            self.counts.evictions += 1;
+        for (list, tombstones) in [(0, false), (1, true)] {
+            while self.lists[list].bytes > self.lists[list].budget_bytes && self.lists[list].oldest != NIL {
+                let victim = self.lists[list].oldest;
+                self.remove_slot(victim);
+                if tombstones {
+                    self.counts.tombstones_evicted_early += 1;
+                } else {
+                    self.counts.evictions += 1;
+                }
+            }
         }
     }
 
@@ -404,7 +447,7 @@ impl SimStore {
 
     /// Bytes held by the budget's measure.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.lists[0].bytes + self.lists[1].bytes
     }
 }
 

@@ -661,6 +661,7 @@ impl World {
             c.hits += n.store.counts.hits;
             c.misses += n.store.counts.misses;
             c.evictions += n.store.counts.evictions;
+            c.tombstones_evicted_early += n.store.counts.tombstones_evicted_early;
             c.expirations += n.store.counts.expirations;
             c.conflicts += n.store.counts.conflicts;
         }
