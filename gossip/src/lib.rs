@@ -34,6 +34,7 @@ pub mod peer;
 pub mod replica_store;
 pub mod replicator;
 pub mod resume;
+pub mod strong;
 pub mod transfer;
 pub mod watermarks;
 pub mod wire;
