@@ -27,6 +27,7 @@
 
 pub mod checks;
 pub mod crash_watch;
+mod events;
 mod faults;
 pub mod html;
 pub mod key_space;
@@ -35,6 +36,7 @@ pub mod message_kinds;
 pub mod network;
 pub mod oracle;
 pub mod pack_cache;
+mod readouts;
 pub mod report;
 pub mod scenario;
 pub mod sim_node;

@@ -12,10 +12,9 @@ use geocache_gossip::durability::Durability;
 use geocache_gossip::identities::Link;
 use geocache_gossip::replicator::Transmit;
 use geocache_gossip::wire::Message;
-use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +22,13 @@ use std::sync::Arc;
 use crate::key_space::KeySpace;
 use crate::links::{Fate, Hop, Links};
 use crate::network::region_delays_us;
-use crate::oracle::{FinalState, Oracle};
+use crate::oracle::Oracle;
 use crate::scenario::Scenario;
 use crate::sim_node::{addr, core_config, identity, node_name, SimAccess, SimNode};
 use crate::sim_store::SimStore;
 
+pub(crate) use crate::events::PendingOp;
+use crate::events::{Datagram, Delivery, EventKind, Scheduled, TransferSent};
 pub use crate::tallies::Tallies;
 
 /// The longest the cluster may take to form before the workload starts
@@ -35,84 +36,6 @@ pub use crate::tallies::Tallies;
 const FORMATION_MS_MAX: u64 = 30_000;
 /// How often expired entries are reclaimed, virtual ms.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
-
-enum EventKind {
-    ClientOp {
-        region: usize,
-    },
-    /// Boxed: a message is large, and events move on every heap operation.
-    Deliver(Box<Delivery>),
-    /// A membership datagram arrives. Boxed like `Deliver`.
-    Datagram(Box<Datagram>),
-    Timer {
-        node: usize,
-    },
-    FaultStart(usize),
-    FaultEnd(usize),
-    Sweep,
-}
-
-struct Datagram {
-    from: usize,
-    to: usize,
-    bytes: Bytes,
-}
-
-/// A client operation at a sidecar waiting for its key's fill.
-pub(crate) enum PendingOp {
-    /// A read, answered when the fill ends.
-    Read {
-        /// The key's number.
-        key_number: usize,
-    },
-    /// A write that builds on the current value (CAS, patch).
-    Write {
-        /// The key's number.
-        key_number: usize,
-        /// The client's region.
-        region: usize,
-        /// Which kind of write (the workload's draw).
-        roll: f64,
-    },
-}
-
-struct Delivery {
-    from: usize,
-    to: usize,
-    message: Message,
-    request: bool,
-}
-
-/// What the sender of a full transfer sent since its chunk 0.
-#[derive(Default)]
-struct TransferSent {
-    keys: std::collections::BTreeSet<geocache_crdt::Key>,
-    /// The sender store's removal mark when chunk 0 went.
-    sender_removal_mark: u64,
-}
-
-struct Scheduled {
-    at_us: u64,
-    seq: u64,
-    kind: EventKind,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_us, self.seq) == (other.at_us, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at_us, self.seq).cmp(&(other.at_us, other.seq))
-    }
-}
 
 /// A finished or running simulation.
 pub struct World {
@@ -155,9 +78,9 @@ pub struct World {
     pub(crate) next_origin: u64,
     /// When the cluster had formed and the workload and faults started:
     /// the scenario's time 0.
-    start_us: u64,
+    pub(crate) start_us: u64,
     workload_end_us: u64,
-    end_us: u64,
+    pub(crate) end_us: u64,
 }
 
 fn ms(us: u64) -> u64 {
@@ -619,52 +542,5 @@ impl World {
                     .push(format!("{key} (dot {}:{}) at node {to}", dot.origin, dot.seq));
             }
         }
-    }
-
-    /// Visibility lag (µs) per (from region, to region) with samples, in
-    /// pair order.
-    pub fn lag_histograms(&self) -> Vec<((usize, usize), &Histogram<u64>)> {
-        let regions = self.scenario.regions.len();
-        self.oracle
-            .lag_us
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|h| ((i / regions, i % regions), h)))
-            .collect()
-    }
-
-    /// The checkers, run at the end: see `checks.rs`.
-    pub fn final_state(&self) -> FinalState<'_> {
-        FinalState { world: self }
-    }
-
-    /// Virtual seconds simulated.
-    pub fn virtual_s(&self) -> f64 {
-        (self.end_us - self.start_us) as f64 / 1e6
-    }
-
-    /// How long the cluster took to form before the workload started,
-    /// virtual s.
-    pub fn formation_s(&self) -> f64 {
-        self.start_us as f64 / 1e6
-    }
-
-    /// The one-way delay between two regions, ms.
-    pub fn one_way_ms(&self, a: usize, b: usize) -> f64 {
-        self.links.delays_us[a][b] as f64 / 1_000.0
-    }
-
-    /// Store counters summed over nodes.
-    pub fn store_counts(&self) -> crate::sim_store::StoreCounts {
-        let mut c = crate::sim_store::StoreCounts::default();
-        for n in &self.nodes {
-            c.hits += n.store.counts.hits;
-            c.misses += n.store.counts.misses;
-            c.evictions += n.store.counts.evictions;
-            c.tombstones_evicted_early += n.store.counts.tombstones_evicted_early;
-            c.expirations += n.store.counts.expirations;
-            c.conflicts += n.store.counts.conflicts;
-        }
-        c
     }
 }
