@@ -38,6 +38,7 @@ use crate::peer::{NodeKind, Peer};
 use crate::replica_store::ReplicaStore;
 use crate::replicator::{Event, PeerInfo, Replicator, ReplicatorConfig, Transmit};
 use crate::resume::ResumeState;
+use crate::strong::{StrongConfig, StrongRoles};
 use crate::transfer::{Chunk, ChunkOutcome, TransferConfig, TransferReceiver, TransferSender, TransferStats};
 use crate::wire::Message;
 
@@ -73,6 +74,8 @@ pub struct CoreConfig {
     pub drain_probe_ms: u64,
     /// How long a sidecar's fill waits for its answer before it is a miss.
     pub fill_timeout_ms: u64,
+    /// Strong keys (`strong/`): the acceptors and bounds; `None`, none.
+    pub strong: Option<StrongConfig>,
 }
 
 impl Default for CoreConfig {
@@ -86,6 +89,7 @@ impl Default for CoreConfig {
             durability_waiter_count_max: 65_536,
             drain_probe_ms: 250,
             fill_timeout_ms: 200,
+            strong: None,
         }
     }
 }
@@ -107,6 +111,13 @@ pub enum CoreEvent {
         level: Durability,
         /// Whether this is the last event for the write.
         done: bool,
+    },
+    /// A strong key's change (`Core::propose_strong`) was decided.
+    Strong {
+        /// The proposal.
+        id: crate::strong::ProposalId,
+        /// How it ended.
+        outcome: crate::strong::Outcome,
     },
     /// The watermarks to persist now (every housekeeping period): with
     /// the persisted backlog, what a restart resumes from (`resume.rs`).
@@ -157,8 +168,8 @@ const DRAIN_PUSH_AGAIN_MS: u64 = 2_000;
 /// One node's replication protocol.
 pub struct Core {
     config: CoreConfig,
-    me: NodeId,
-    region: String,
+    pub(crate) me: NodeId,
+    pub(crate) region: String,
     kind: NodeKind,
     fills: Fills,
     membership: Membership,
@@ -167,14 +178,16 @@ pub struct Core {
     receiver: TransferReceiver,
     transfer_stats: TransferStats,
     /// Live members, with the life (incarnation) membership last showed.
-    members: BTreeMap<NodeId, Peer>,
+    pub(crate) members: BTreeMap<NodeId, Peer>,
     /// Every member seen, live or not, until pruned.
     seen: BTreeMap<NodeId, Seen>,
     /// Which name and address each origin is (see `identities.rs`).
     identities: Identities,
     waiters: BTreeMap<u64, Waiter>,
-    outbox: VecDeque<Transmit>,
-    events: VecDeque<CoreEvent>,
+    pub(crate) outbox: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<CoreEvent>,
+    /// This node's proposer and acceptor of strong keys (`core_strong.rs`).
+    pub(crate) strong: Option<StrongRoles>,
     drain: Option<Drain>,
     next_housekeeping_ms: u64,
     /// When the transport last refused a transmit.
@@ -182,7 +195,7 @@ pub struct Core {
     /// The store is still loading from its data dir: no full transfer is
     /// sent from it.
     store_loading: bool,
-    now_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 impl Core {
@@ -206,6 +219,7 @@ impl Core {
             identities: Identities::new(),
             waiters: BTreeMap::new(),
             outbox: VecDeque::new(),
+            strong: config.strong.clone().map(|c| StrongRoles::new(me.node, me.incarnation, &me.name, c)),
             events: VecDeque::new(),
             drain: None,
             next_housekeeping_ms: now_ms + config.housekeeping_ms,
@@ -450,6 +464,10 @@ impl Core {
                 self.fill_answered(from, key, register, full.then_some(lacking), store);
                 return None;
             }
+            Message::Strong { message, .. } => {
+                self.strong_message(from, message, store);
+                return None;
+            }
             message => message,
         };
         let mut sidecar_store;
@@ -660,7 +678,9 @@ impl Core {
             | Message::SyncResponse { .. }
             | Message::FullTransferRequest { .. }
             | Message::FillRequest { .. }
-            | Message::FillAnswer { .. } => {}
+            | Message::FillAnswer { .. }
+            // A lost strong message is an attempt that times out.
+            | Message::Strong { .. } => {}
         }
     }
 
@@ -673,6 +693,9 @@ impl Core {
         let now = self.now_ms;
         self.membership.handle_timeout(now);
         self.replicator.handle_timeout(now);
+        if let Some(strong) = &mut self.strong {
+            strong.handle_timeout(now);
+        }
         self.sender.handle_timeout(&mut self.transfer_stats, now);
         if let Some((from, resume)) = self.receiver.handle_timeout(&mut self.transfer_stats, now) {
             self.ask_transfer(from, resume);
@@ -704,6 +727,9 @@ impl Core {
         if let Some(d) = &self.drain {
             at = at.min(d.next_probe_ms);
         }
+        if let Some(t) = self.strong.as_ref().and_then(StrongRoles::poll_timeout) {
+            at = at.min(t);
+        }
         if let Some(t) = self.fills.poll_timeout() {
             at = at.min(t);
         }
@@ -721,6 +747,7 @@ impl Core {
     /// The next message to send, no larger than `bytes_budget` when it
     /// carries deltas or registers.
     pub fn poll_transmit(&mut self, store: &mut dyn ReplicaStore, bytes_budget: usize) -> Option<Transmit> {
+        self.flush_strong(store);
         if let Some(t) = self.outbox.pop_front() {
             return Some(t);
         }

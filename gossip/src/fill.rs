@@ -199,6 +199,10 @@ impl ReplicaStore for SidecarStore<'_> {
         self.inner.drop_if_dot(key, dot);
     }
 
+    fn keep_acceptor_slot(&mut self, key: &Key, slot: &crate::strong::Slot) -> bool {
+        self.inner.keep_acceptor_slot(key, slot)
+    }
+
     fn keys(&mut self) -> Vec<Key> {
         self.inner.keys()
     }

@@ -26,6 +26,7 @@ pub mod quic;
 
 pub mod backlog;
 pub mod core;
+mod core_strong;
 pub mod durability;
 pub mod fill;
 pub mod identities;

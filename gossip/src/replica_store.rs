@@ -50,4 +50,12 @@ pub trait ReplicaStore {
 
     /// Every key held with its register's dot: what the drop rule judges.
     fn dots(&mut self) -> Vec<(Key, Dot)>;
+
+    /// Makes this node's acceptor slot of a strong key durable (`strong/`),
+    /// before the answer that changed it leaves; whether it did. A store
+    /// that cannot (the default) keeps its acceptor mute: a promise that
+    /// could be forgotten in a crash must never be given.
+    fn keep_acceptor_slot(&mut self, _key: &Key, _slot: &crate::strong::Slot) -> bool {
+        false
+    }
 }

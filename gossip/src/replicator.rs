@@ -682,7 +682,8 @@ impl Replicator {
             | Message::FullTransferChunk { .. }
             | Message::Repair { .. }
             | Message::FillRequest { .. }
-            | Message::FillAnswer { .. } => None,
+            | Message::FillAnswer { .. }
+            | Message::Strong { .. } => None,
             Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark } => {
                 for delta in deltas {
                     self.apply_one(&delta, now_ms, apply);

@@ -127,6 +127,14 @@ pub enum Message {
         /// own backlog holds of the key after it, or misses.
         lacking: Vec<(NodeId, u64)>,
     },
+    /// A strong key's consensus (`strong/`): a proposer's prepare or
+    /// accept, or an acceptor's answer, on the ordered stream.
+    Strong {
+        /// The sender.
+        from: NodeId,
+        /// The CASPaxos message.
+        message: crate::strong::StrongMessage,
+    },
 }
 
 /// Where a receiver wants a full transfer to go on from.
@@ -151,7 +159,8 @@ impl Message {
             | Message::FullTransferChunk { from, .. }
             | Message::Repair { from, .. }
             | Message::FillRequest { from, .. }
-            | Message::FillAnswer { from, .. } => Some(*from),
+            | Message::FillAnswer { from, .. }
+            | Message::Strong { from, .. } => Some(*from),
             Message::SyncResponse { .. } => None,
         }
     }
@@ -165,6 +174,7 @@ impl Message {
             Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
             Message::Repair { .. } => "repair",
             Message::FillRequest { .. } | Message::FillAnswer { .. } => "fill",
+            Message::Strong { .. } => "strong",
         }
     }
 }

@@ -79,7 +79,7 @@ impl Run {
         let nodes = acceptors
             .iter()
             .map(|&id| Node {
-                proposer: Proposer::new(id, proposer.clone()),
+                proposer: Proposer::new(id, 1, proposer.clone()),
                 acceptor: Acceptor::new(config.clone()),
                 down_until_ms: 0,
             })
@@ -355,7 +355,7 @@ fn an_acceptor_that_forgets_its_promises_is_caught() {
 #[test]
 fn a_proposer_that_keeps_its_key_skips_the_prepare() {
     let acceptors: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let mut proposer = Proposer::new(NodeId(1), ProposerConfig::default());
+    let mut proposer = Proposer::new(NodeId(1), 1, ProposerConfig::default());
     let mut accs: Vec<Acceptor> = (0..3).map(|_| Acceptor::new(AcceptorConfig::default())).collect();
     let mut round_trips = Vec::new();
     for n in 0..3u64 {

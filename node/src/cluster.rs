@@ -637,6 +637,9 @@ impl Driver {
                         disk.checkpoint(&watermarks);
                     }
                 }
+                // The node configures no strong keys yet (issue 16: its
+                // front ends and data dir come next), so it proposes none.
+                CoreEvent::Strong { .. } => {}
             }
         }
         if members_changed {

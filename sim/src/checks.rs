@@ -95,6 +95,9 @@ pub fn run(world: &World) -> Vec<Check> {
         verdict("honest_nodes_never_refused", &honest_refusals(world)),
         // Counters are exact: every node holding one reads the sum of every
         // increment that survives, added up here without the merge code.
+        // Strong keys are linearizable: no lost update, every acknowledged
+        // increment counted (`strong_clients.rs`).
+        verdict("strong_linearizable", &world.strong_errors()),
         verdict(
             "counters_exact",
             &state

@@ -61,6 +61,7 @@ impl World {
             FaultKind::Crash { node, wipe } => {
                 if start {
                     if self.nodes[node].up {
+                        self.strong_node_crashed(node);
                         self.nodes[node].up = false;
                         self.oracle.live_count -= 1;
                         let watch = CrashWatch { node, crashed_us: self.now_us, ..CrashWatch::default() };
@@ -93,7 +94,11 @@ impl World {
             self.by_origin.insert(origin, i);
             self.nodes[i].store = SimStore::new(origin, budget, &self.scenario.debug, self.keys.clone());
             let me = identity(&self.scenario, (region, self.nodes[i].slot), i, origin, now);
-            let config = core_config(&self.scenario, region, &self.seeds);
+            // Its acceptor's promises are gone with the disk: it answers no
+            // more (it would need a change of the acceptor set).
+            self.nodes[i].acceptor_slots.clear();
+            self.nodes[i].acceptor_enabled = false;
+            let config = core_config(&self.scenario, region, &self.seeds, false);
             self.nodes[i].core = Core::new(me, config, seed, now);
         } else {
             // What the node's data dir holds: the store (every write reached
@@ -110,8 +115,12 @@ impl World {
                 backlog: old.replicator().backlog_deltas(),
             };
             let me = identity(&self.scenario, (region, self.nodes[i].slot), i, self.nodes[i].origin, now);
-            let config = core_config(&self.scenario, region, &self.seeds);
+            let config = core_config(&self.scenario, region, &self.seeds, self.nodes[i].acceptor_enabled);
             self.nodes[i].core = Core::resume(me, config, &state, seed, now);
+            let node = &mut self.nodes[i];
+            for (key, slot) in &node.acceptor_slots {
+                node.core.restore_strong_slot(key.clone(), slot.clone());
+            }
             // The simulated store is held whole: it has nothing to load.
             self.nodes[i].core.store_loaded();
         }

@@ -41,6 +41,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim_node;
 pub mod sim_store;
+pub mod strong_clients;
 pub mod tallies;
 mod workload;
 pub mod world;

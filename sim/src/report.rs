@@ -57,6 +57,9 @@ pub struct Report {
     pub evictions: u64,
     /// Tombstones evicted before their retention, summed over nodes.
     pub tombstones_evicted_early: u64,
+    /// Strong increments: acknowledged, unknown, unavailable, given up
+    /// (`strong_clients.rs`).
+    pub strong: [u64; 4],
     /// Bytes between regions per client write.
     pub wan_bytes_per_write: f64,
     /// Bytes inside regions per client write.
@@ -202,6 +205,12 @@ impl Report {
             conflicts: c.conflicts,
             evictions: c.evictions,
             tombstones_evicted_early: c.tombstones_evicted_early,
+            strong: [
+                world.strong.acked.values().sum(),
+                world.strong.unknown.values().sum(),
+                world.strong.unavailable,
+                world.strong.given_up,
+            ],
             wan_bytes_per_write: round3(sent.wan_bytes as f64 / writes),
             lan_bytes_per_write: round3(sent.lan_bytes as f64 / writes),
             messages_per_write: round3((sent.wan_messages + sent.lan_messages) as f64 / writes),
@@ -260,6 +269,12 @@ membership per node: WAN {:.0} B/s, LAN {:.0} B/s; {} members up, {} down (summe
             self.transfers_applied,
             self.refused_frames
         ));
+        if self.strong.iter().any(|&n| n > 0) {
+            let [acked, unknown, unavailable, given_up] = self.strong;
+            out.push_str(&format!(
+                "strong increments: {acked} acked, {unknown} unknown, {unavailable} unavailable, {given_up} given up\n\n"
+            ));
+        }
         out.push_str(&format!(
             "{:<14} {:>12} {:>12} {:>12} {:>12}   (per write)\n",
             "kind", "WAN msgs", "WAN B", "LAN msgs", "LAN B"

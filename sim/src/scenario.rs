@@ -143,6 +143,16 @@ pub struct WorkloadSpec {
     /// Keys the increments go to.
     #[serde(default = "default_counter_keys")]
     pub counter_keys: usize,
+    /// Share of client operations that add one to a strong key (issue 16)
+    /// by a strong read and a compare-and-set, retried on refusal, through
+    /// CASPaxos over the first node of each region as acceptors; the
+    /// `strong_linearizable` checker judges them. 0 draws nothing, so a
+    /// scenario without strong keys runs as it always did.
+    #[serde(default)]
+    pub strong_incr_share: f64,
+    /// Strong keys the increments go to.
+    #[serde(default = "default_strong_keys")]
+    pub strong_keys: usize,
     /// Share of writes asking for `region` durability.
     #[serde(default)]
     pub durability_region_share: f64,
@@ -169,6 +179,10 @@ fn default_large_value_bytes() -> usize {
 
 fn default_counter_keys() -> usize {
     16
+}
+
+fn default_strong_keys() -> usize {
+    4
 }
 
 fn default_value_bytes() -> usize {
@@ -260,6 +274,9 @@ pub struct DebugSpec {
     /// Counters of one epoch merge as last-writer-wins, as an `INCR` of a
     /// string did: lost increments the checkers must catch.
     pub lww_counters: bool,
+    /// Strong keys' acceptors forget their promises, as one that lost its
+    /// data dir would: lost updates `strong_linearizable` must catch.
+    pub forget_promises: bool,
 }
 
 /// A scenario file is not valid.
@@ -332,6 +349,9 @@ impl Scenario {
                 "workload: shares must be in [0, 1], write shares sum to at most 1, counter_keys above 0"
                     .into(),
             );
+        }
+        if !(0.0..=1.0).contains(&w.strong_incr_share) || w.strong_keys == 0 {
+            return bad("workload: strong_incr_share must be in [0, 1], strong_keys above 0".into());
         }
         if !(0.0..=1.0).contains(&w.large_value_share) || w.large_value_bytes > 64 << 20 {
             return bad(

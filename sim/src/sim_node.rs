@@ -7,6 +7,8 @@ use geocache_gossip::core::{Core, CoreConfig};
 use geocache_gossip::peer::NodeKind;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
+use geocache_gossip::strong::{AcceptorConfig, Slot, StrongConfig};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,6 +42,12 @@ pub struct SimNode {
     /// The watermarks its core last checkpointed: what its data dir
     /// holds of them (`geocache_gossip::resume`).
     pub checkpoint: Vec<(NodeId, u64)>,
+    /// Its strong keys' acceptor slots as its data dir keeps them: they
+    /// outlive a crash, not a wipe.
+    pub acceptor_slots: BTreeMap<Key, Slot>,
+    /// Whether it may answer as an acceptor: not after a wipe lost the
+    /// slots it promised with.
+    pub acceptor_enabled: bool,
 }
 
 /// Node `i`'s gossip address.
@@ -81,10 +89,39 @@ pub fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
 
-/// The core's config for a node of `region`, as the node sets it.
-pub fn core_config(scenario: &Scenario, region: usize, seeds: &[SocketAddr]) -> CoreConfig {
+/// The strong keys' acceptors: the first node of each region, by name.
+pub fn acceptor_names(scenario: &Scenario) -> Vec<String> {
+    let mut first = 0;
+    let mut names = Vec::new();
+    for r in &scenario.regions {
+        names.push(node_name(first));
+        first += r.nodes;
+    }
+    names
+}
+
+/// The core's config for a node of `region`, as the node sets it; with
+/// strong keys in the workload, `acceptor_enabled` says whether the node
+/// may answer as an acceptor.
+pub fn core_config(
+    scenario: &Scenario,
+    region: usize,
+    seeds: &[SocketAddr],
+    acceptor_enabled: bool,
+) -> CoreConfig {
     let spec = &scenario.regions[region];
     let mut config = CoreConfig { seeds: seeds.to_vec(), ..CoreConfig::default() };
+    if scenario.workload.strong_incr_share > 0.0 {
+        config.strong = Some(StrongConfig {
+            acceptors: acceptor_names(scenario),
+            acceptor: AcceptorConfig {
+                debug_forget_promises: scenario.debug.forget_promises,
+                ..AcceptorConfig::default()
+            },
+            acceptor_enabled,
+            ..StrongConfig::default()
+        });
+    }
     config.replicator.backlog.bytes_max = usize::try_from(spec.backlog_mib << 20).unwrap_or(usize::MAX);
     config.replicator.backlog.age_ms_max =
         geocache_node::cluster::backlog_age_ms_max(crate::sim_store::TOMBSTONE_TTL_MS);
@@ -110,6 +147,8 @@ pub struct SimAccess<'a> {
     pub dropped: Vec<(Key, Dot)>,
     /// Packed entries shared by every node.
     pub packs: &'a mut crate::pack_cache::PackCache,
+    /// The node's acceptor slots on its simulated disk.
+    pub acceptor_slots: &'a mut BTreeMap<Key, Slot>,
 }
 
 impl ReplicaStore for SimAccess<'_> {
@@ -149,5 +188,10 @@ impl ReplicaStore for SimAccess<'_> {
 
     fn dots(&mut self) -> Vec<(Key, Dot)> {
         self.store.registers().map(|(k, e)| (k.clone(), e.dot())).collect()
+    }
+
+    fn keep_acceptor_slot(&mut self, key: &Key, slot: &Slot) -> bool {
+        self.acceptor_slots.insert(key.clone(), slot.clone());
+        true
     }
 }

@@ -80,6 +80,13 @@ impl World {
             return;
         }
         let node = live[self.rng.random_range(0..live.len())];
+        // Drawn only when the scenario has strong keys, so one without them
+        // runs as it always did.
+        let strong_share = self.scenario.workload.strong_incr_share;
+        if strong_share > 0.0 && self.rng.random_range(0.0..1.0) < strong_share {
+            self.strong_increment(node);
+            return;
+        }
         let (key_number, key) = self.pick_key(node);
         let w = self.scenario.workload.clone();
         if self.rng.random_range(0.0..1.0) < w.read_ratio {

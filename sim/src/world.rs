@@ -72,6 +72,9 @@ pub struct World {
     transfer_keys: BTreeMap<(usize, usize), TransferSent>,
     /// Totals.
     pub tallies: Tallies,
+    /// Strong increments under way and what became of them
+    /// (`strong_clients.rs`).
+    pub(crate) strong: crate::strong_clients::StrongClients,
     /// `(virtual s, outstanding applications)`, once a second: how far the
     /// cluster is from converged over time.
     pub convergence: Vec<(f64, i64)>,
@@ -111,7 +114,7 @@ impl World {
             let kind = me.kind;
             // The core joins when it is made; the first datagrams leave at
             // formation.
-            let core = Core::new(me, core_config(&scenario, r, &seeds), rng.random(), 0);
+            let core = Core::new(me, core_config(&scenario, r, &seeds, true), rng.random(), 0);
             nodes.push(SimNode {
                 region: r,
                 slot,
@@ -124,6 +127,8 @@ impl World {
                 timer_at_us: u64::MAX,
                 isolated: false,
                 checkpoint: Vec::new(),
+                acceptor_slots: std::collections::BTreeMap::new(),
+                acceptor_enabled: true,
             });
         }
         let next_origin = nodes.len() as u64 + 1;
@@ -163,6 +168,7 @@ impl World {
             pending_ops: BTreeMap::new(),
             crashes: Vec::new(),
             tallies: Tallies::default(),
+            strong: crate::strong_clients::StrongClients::default(),
             convergence: Vec::new(),
             next_origin,
             start_us: 0,
@@ -323,7 +329,7 @@ impl World {
     }
 
     /// Node `i`'s core, and its store as the core reaches it.
-    fn core_and_store(&mut self, i: usize) -> (&mut Core, SimAccess<'_>) {
+    pub(crate) fn core_and_store(&mut self, i: usize) -> (&mut Core, SimAccess<'_>) {
         let now_ms = self.node_now_ms(i);
         let node = &mut self.nodes[i];
         let access = SimAccess {
@@ -334,6 +340,7 @@ impl World {
             now_us: self.now_us,
             dropped: Vec::new(),
             packs: &mut self.packs,
+            acceptor_slots: &mut node.acceptor_slots,
         };
         (&mut node.core, access)
     }
@@ -399,6 +406,7 @@ impl World {
                         w.acked_at_level |= level >= wanted;
                     }
                 }
+                CoreEvent::Strong { id, outcome } => self.strong_outcome(i, id, outcome),
                 CoreEvent::TransferApplied { from, dropped } => {
                     if crate::sim_store::traced_key().is_some() {
                         eprintln!(

@@ -116,3 +116,28 @@ fn counters_merged_as_last_writer_wins_are_caught() {
     });
     assert!(caught, "no seed of 5 caught counters that lose increments");
 }
+
+#[test]
+fn strong_keys_count_every_acknowledged_increment_under_faults() {
+    // `geocache-sim explore sim/scenarios/strong.toml --seeds 1..201` runs
+    // 200 seeds in a release build; here, 6.
+    let s = scenario("strong.toml");
+    for seed in 1..7 {
+        let report = simulate(&s, seed, &mut |_| {});
+        assert!(report.passed(), "SEED={seed}\n{}", report.to_text());
+        let [acked, _, unavailable, _] = report.strong;
+        assert!(acked > 20, "SEED={seed}: only {acked} strong increments acked");
+        assert!(unavailable > 0, "SEED={seed}: the region cut off was never refused");
+    }
+}
+
+#[test]
+fn acceptors_that_forget_their_promises_are_caught() {
+    let mut s = scenario("strong.toml");
+    s.debug.forget_promises = true;
+    let caught = (1..11).any(|seed| {
+        let report = simulate(&s, seed, &mut |_| {});
+        report.checks.iter().any(|c| c.name == "strong_linearizable" && !c.passed)
+    });
+    assert!(caught, "no seed of 10 caught acceptors that forget their promises");
+}

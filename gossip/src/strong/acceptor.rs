@@ -66,6 +66,11 @@ impl Acceptor {
         self.slots.get(key)
     }
 
+    /// Every slot, by key.
+    pub fn slots(&self) -> impl Iterator<Item = (&Key, &Slot)> {
+        self.slots.iter()
+    }
+
     /// Keys it holds slots for.
     pub fn key_count(&self) -> usize {
         self.slots.len()
@@ -147,7 +152,7 @@ mod tests {
     }
 
     fn b(round: u64, proposer: u64) -> Ballot {
-        Ballot { round, proposer: NodeId(proposer) }
+        Ballot::new(round, NodeId(proposer), 1)
     }
 
     #[test]

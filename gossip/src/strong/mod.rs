@@ -19,16 +19,19 @@
 //! - `ballot.rs`: the proposal numbers.
 //! - `state.rs`: the register a key holds and the changes clients ask for.
 //! - `message.rs`: what proposers and acceptors say to each other.
-//! - `acceptor.rs`, `proposer.rs`: the two roles.
+//! - `acceptor.rs`, `proposer.rs`: the two roles; `roles.rs`: a node's
+//!   part (its proposer, its acceptor if it is one, acceptors by name).
 
 mod acceptor;
 mod ballot;
 mod message;
 mod proposer;
+mod roles;
 mod state;
 
 pub use acceptor::{Acceptor, AcceptorConfig, Slot};
 pub use ballot::Ballot;
 pub use message::{StrongMessage, StrongRefusal};
 pub use proposer::{Outcome, ProposalId, Proposer, ProposerConfig};
+pub use roles::{StrongConfig, StrongRoles, StrongTarget};
 pub use state::{Change, StrongState, RECENT_CHANGES_COUNT_MAX};

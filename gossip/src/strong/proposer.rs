@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::ballot::Ballot;
 use super::message::{StrongMessage, StrongRefusal};
-use super::state::{Change, StrongState};
+use super::state::{Change, StrongState, RECENT_CHANGES_COUNT_MAX};
 
 /// Bounds and periods of a proposer.
 #[derive(Clone, Debug)]
@@ -42,8 +42,8 @@ impl Default for ProposerConfig {
         ProposerConfig {
             attempt_ms_max: 1_000,
             deadline_ms: 5_000,
-            backoff_ms_base: 5,
-            backoff_ms_max: 200,
+            backoff_ms_base: 20,
+            backoff_ms_max: 1_000,
             proposal_count_max: 4_096,
             prepared_key_count_max: 65_536,
         }
@@ -104,6 +104,9 @@ struct Proposal {
     attempts: u32,
     /// An accept of a state other than the one read left this node.
     accepts_sent: bool,
+    /// The version the first such accept was built on: if it was made
+    /// (by any proposer taking it up), the change is at the next version.
+    base_version: Option<u64>,
     phase: Phase,
 }
 
@@ -123,6 +126,9 @@ struct Queued {
 /// This node's proposer.
 pub struct Proposer {
     me: NodeId,
+    /// This life of the node: in every ballot, and the high bits of every
+    /// proposal id, so a restarted node never reuses either.
+    life: u64,
     config: ProposerConfig,
     next_proposal: u64,
     next_attempt: u64,
@@ -141,13 +147,19 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// A proposer for node `me`.
-    pub fn new(me: NodeId, config: ProposerConfig) -> Proposer {
+    /// A proposer for node `me` in its life `life`: a number that grows
+    /// from one life of the node to the next (its start time in ms), so
+    /// ballots and proposal ids of a restarted node differ from any it
+    /// used before (ids are `life << 20` on; a life would need a million
+    /// proposals per millisecond it ran to reach the next one's).
+    pub fn new(me: NodeId, life: u64, config: ProposerConfig) -> Proposer {
+        let first = life.saturating_mul(1 << 20).max(1);
         Proposer {
             me,
+            life,
             config,
-            next_proposal: 1,
-            next_attempt: 1,
+            next_proposal: first,
+            next_attempt: first,
             highest_round: 0,
             active: BTreeMap::new(),
             queued: BTreeMap::new(),
@@ -199,6 +211,7 @@ impl Proposer {
             deadline_ms: q.deadline_ms,
             attempts: 0,
             accepts_sent: false,
+            base_version: None,
             phase: Phase::Waiting { until_ms: now_ms },
         };
         self.active.insert(key.clone(), proposal);
@@ -215,7 +228,7 @@ impl Proposer {
             self.accept(key, attempt, ballot, state, now_ms);
             return;
         }
-        let ballot = Ballot::above(Ballot { round: self.highest_round, proposer: self.me }, self.me);
+        let ballot = Ballot::new(self.highest_round.saturating_add(1), self.me, self.life);
         self.highest_round = ballot.round;
         let Some(p) = self.active.get_mut(key) else { return };
         p.attempts += 1;
@@ -235,7 +248,7 @@ impl Proposer {
     /// ballot a majority reported.
     fn accept(&mut self, key: &Key, attempt: u64, ballot: Ballot, current: StrongState, now_ms: u64) {
         let me = self.me;
-        let next = Ballot { round: ballot.round.saturating_add(1), proposer: me };
+        let next = Ballot::new(ballot.round.saturating_add(1), me, self.life);
         self.highest_round = self.highest_round.max(next.round);
         let Some(p) = self.active.get_mut(key) else { return };
         let (state, refused) = if current.recent.contains(&(me, p.id.0)) {
@@ -245,13 +258,23 @@ impl Proposer {
         } else {
             match p.change.apply(&current, (me, p.id.0), now_ms) {
                 Ok(next_state) => {
-                    p.accepts_sent |= next_state != current;
+                    if next_state != current && !p.accepts_sent {
+                        p.accepts_sent = true;
+                        p.base_version = Some(current.version);
+                    }
                     (next_state, false)
                 }
                 // An earlier attempt's accept left, and the changes since
-                // no longer name it: it may have been made, and what stops
-                // the change now may be that very change.
-                Err(_) if p.accepts_sent => {
+                // no longer all name their proposals: it may have been made,
+                // and what stops the change now may be that very change.
+                // (Had it been made and the last changes still reach back
+                // to it, they would name it.)
+                Err(_)
+                    if p.accepts_sent
+                        && p.base_version.is_none_or(|base| {
+                            current.version > base.saturating_add(RECENT_CHANGES_COUNT_MAX as u64)
+                        }) =>
+                {
                     self.finish(key, Outcome::Unknown, now_ms);
                     return;
                 }

@@ -1,0 +1,109 @@
+//! The core's part in strong keys: it carries CASPaxos messages between
+//! this node's proposer and the acceptors, which it finds by name among
+//! the members (`strong/roles.rs`), and makes its own acceptor's slots
+//! durable through the store before their answers leave.
+
+use geocache_crdt::{Key, NodeId};
+
+use crate::core::{Core, CoreEvent};
+use crate::replica_store::ReplicaStore;
+use crate::replicator::Transmit;
+use crate::strong::{Change, ProposalId, StrongMessage, StrongTarget};
+use crate::wire::Message;
+
+impl Core {
+    /// Starts `change` of strong key `key`; its outcome comes as
+    /// [`CoreEvent::Strong`]. `None` when strong keys are not configured.
+    pub fn propose_strong(
+        &mut self,
+        key: Key,
+        change: Change,
+        store: &mut dyn ReplicaStore,
+        now_ms: u64,
+    ) -> Option<ProposalId> {
+        let id = self.strong.as_mut()?.propose(key, change, now_ms.max(self.now_ms));
+        self.flush_strong(store);
+        Some(id)
+    }
+
+    /// Takes back this node's acceptor slot of `key` from its data dir.
+    pub fn restore_strong_slot(&mut self, key: Key, slot: crate::strong::Slot) {
+        if let Some(strong) = &mut self.strong {
+            strong.restore_slot(key, slot);
+        }
+    }
+
+    /// A CASPaxos message from member `from`.
+    pub(crate) fn strong_message(
+        &mut self,
+        from: NodeId,
+        message: StrongMessage,
+        store: &mut dyn ReplicaStore,
+    ) {
+        let now = self.now_ms;
+        let Some(strong) = self.strong.as_mut() else { return };
+        match message {
+            StrongMessage::Prepare { .. } | StrongMessage::Accept { .. } => {
+                let Some((answer, slot)) = strong.answer(&message) else { return };
+                if let Some((key, slot)) = slot {
+                    if !store.keep_acceptor_slot(&key, &slot) {
+                        return;
+                    }
+                }
+                self.send_strong(from, answer);
+            }
+            answer => {
+                // Answers count only from the acceptors, by their names.
+                let Some(name) = self.members.get(&from).map(|p| p.name.clone()) else { return };
+                let Some(acceptor) = strong.acceptor_named(&name) else { return };
+                strong.take_answer(acceptor, answer, now);
+            }
+        }
+        self.flush_strong(store);
+    }
+
+    fn send_strong(&mut self, to: NodeId, message: StrongMessage) {
+        let Some(peer) = self.members.get(&to) else { return };
+        let (addr, wan, me) = (peer.gossip, peer.region != self.region, self.me);
+        self.outbox.push_back(Transmit {
+            to,
+            addr,
+            wan,
+            message: Message::Strong { from: me, message },
+            request: false,
+        });
+    }
+
+    /// Sends what the proposer has to send, answering its own acceptor's
+    /// share here, and passes on the outcomes.
+    pub(crate) fn flush_strong(&mut self, store: &mut dyn ReplicaStore) {
+        let now = self.now_ms;
+        loop {
+            let Some(strong) = self.strong.as_mut() else { return };
+            let Some((target, message)) = strong.poll_transmit() else { break };
+            match target {
+                StrongTarget::Local => {
+                    let Some(own) = strong.own_acceptor() else { continue };
+                    let Some((answer, slot)) = strong.answer(&message) else { continue };
+                    if let Some((key, slot)) = slot {
+                        if !store.keep_acceptor_slot(&key, &slot) {
+                            continue;
+                        }
+                    }
+                    strong.take_answer(own, answer, now);
+                }
+                StrongTarget::Named(name) => {
+                    // The acceptor's current life; none up: the message is
+                    // lost, and the attempt times out like any loss.
+                    let Some(to) = self.members.values().find(|p| p.name == name).map(|p| p.node) else {
+                        continue;
+                    };
+                    self.send_strong(to, message);
+                }
+            }
+        }
+        while let Some((id, outcome)) = self.strong.as_mut().and_then(|s| s.poll_outcome()) {
+            self.events.push_back(CoreEvent::Strong { id, outcome });
+        }
+    }
+}
