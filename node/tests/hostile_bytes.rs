@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use geocache_crdt::codec::{self, WIRE_VERSION};
 use geocache_crdt::{Delta, Doc, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
 use geocache_gossip::wire::{Message, TransferResume};
+use geocache_gossip::strong::{Ballot, StrongMessage, StrongRefusal, StrongState};
 use geocache_node::config::Config;
 use geocache_node::resp::frame::{parse, FrameLimits};
 use proptest::prelude::*;
@@ -270,6 +271,29 @@ fn valid_messages() -> Vec<Message> {
             last: true,
             watermarks: vec![(NodeId(1), 9)],
             end_watermarks: vec![(NodeId(1), 10), (NodeId(2), 1)],
+        },
+        Message::Strong {
+            from: NodeId(2),
+            message: StrongMessage::Accept {
+                id: 1 << 20,
+                key: Key::new("strong", "counter"),
+                ballot: Ballot::new(3, NodeId(2), 1_000),
+                state: StrongState {
+                    version: 4,
+                    value: Some(Bytes::from_static(b"4")),
+                    expires_at_ms: None,
+                    recent: vec![(NodeId(2), 1 << 20)],
+                },
+                next: Some(Ballot::new(4, NodeId(2), 1_000)),
+            },
+        },
+        Message::Strong {
+            from: NodeId(1),
+            message: StrongMessage::Refused {
+                id: 1 << 20,
+                ballot: Ballot::new(3, NodeId(2), 1_000),
+                why: StrongRefusal::Promised(Ballot::new(5, NodeId(3), 7)),
+            },
         },
     ]
 }
@@ -614,7 +638,7 @@ fn valid_http_writes_succeed_and_read_back() {
 /// The fuzz targets' seeds this crate can make: (target, file, bytes).
 fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    for (i, message) in valid_messages().iter().enumerate().skip(1).take(5) {
+    for (i, message) in valid_messages().iter().enumerate().skip(1).take(7) {
         seeds.push((
             "wire_message",
             format!("seed-{}-{i}", message.kind()),
