@@ -20,8 +20,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use bytes::{Bytes, BytesMut};
 use geocache_crdt::codec::{self, WIRE_VERSION};
 use geocache_crdt::{Delta, Doc, Dot, Hlc, Key, NodeId, Register, Stamp, Value, VersionVector};
-use geocache_gossip::wire::{Message, TransferResume};
 use geocache_gossip::strong::{Ballot, StrongMessage, StrongRefusal, StrongState};
+use geocache_gossip::wire::{Message, TransferResume};
 use geocache_node::config::Config;
 use geocache_node::resp::frame::{parse, FrameLimits};
 use proptest::prelude::*;
