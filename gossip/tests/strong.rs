@@ -153,6 +153,22 @@ impl Run {
         }
     }
 
+    /// Delivers every message due by now and fires the proposers' timers.
+    fn deliver_due(&mut self) {
+        while let Some(entry) = self.in_flight.first_entry() {
+            if entry.key().0 > self.now_ms {
+                break;
+            }
+            let (from, to, message) = entry.remove();
+            self.deliver(from, to, message);
+        }
+        for node in 0..NODES {
+            let now = self.now_ms;
+            self.nodes[node].proposer.handle_timeout(now);
+            self.flush(node);
+        }
+    }
+
     fn propose(&mut self, client: usize, change: Change, step: Step, read: u64) {
         let node = self.clients[client].node;
         let now = self.now_ms;
@@ -243,18 +259,7 @@ impl Run {
             let n = self.rng.random_range(0..NODES);
             self.nodes[n].down_until_ms = self.now_ms + self.rng.random_range(100..2_000);
         }
-        while let Some(entry) = self.in_flight.first_entry() {
-            if entry.key().0 > self.now_ms {
-                break;
-            }
-            let (from, to, message) = entry.remove();
-            self.deliver(from, to, message);
-        }
-        for node in 0..NODES {
-            let now = self.now_ms;
-            self.nodes[node].proposer.handle_timeout(now);
-            self.flush(node);
-        }
+        self.deliver_due();
         self.outcomes();
         self.now_ms < TIME_MS_MAX
     }
@@ -283,18 +288,7 @@ impl Run {
             let timer = self.nodes.iter().filter_map(|n| n.proposer.poll_timeout()).min();
             self.now_ms =
                 [next, timer].into_iter().flatten().min().unwrap_or(self.now_ms + 10).max(self.now_ms);
-            while let Some(entry) = self.in_flight.first_entry() {
-                if entry.key().0 > self.now_ms {
-                    break;
-                }
-                let (from, to, message) = entry.remove();
-                self.deliver(from, to, message);
-            }
-            for node in 0..NODES {
-                let now = self.now_ms;
-                self.nodes[node].proposer.handle_timeout(now);
-                self.flush(node);
-            }
+            self.deliver_due();
             while let Some((id, outcome)) = self.nodes[0].proposer.poll_outcome() {
                 if self.clients[0].pending.is_some_and(|(p, ..)| p == id) {
                     self.clients[0].pending = None;

@@ -96,18 +96,23 @@ impl Acceptor {
         Ok(self.slots.entry(key.clone()).or_default())
     }
 
-    fn prepare(&mut self, id: u64, key: &Key, ballot: Ballot) -> (StrongMessage, Option<(Key, Slot)>) {
+    /// The slot of `key` if `ballot` may be promised or accepted there,
+    /// else the refusal to answer. The same ballot again is the same
+    /// proposer's attempt repeated (a duplicated or resent message).
+    fn slot_at(&mut self, key: &Key, ballot: Ballot) -> Result<&mut Slot, StrongRefusal> {
         let forget = self.config.debug_forget_promises;
-        let slot = match self.slot_for(key) {
+        let slot = self.slot_for(key)?;
+        if ballot < slot.promised && !forget {
+            return Err(StrongRefusal::Promised(slot.promised));
+        }
+        Ok(slot)
+    }
+
+    fn prepare(&mut self, id: u64, key: &Key, ballot: Ballot) -> (StrongMessage, Option<(Key, Slot)>) {
+        let slot = match self.slot_at(key, ballot) {
             Ok(slot) => slot,
             Err(why) => return (StrongMessage::Refused { id, ballot, why }, None),
         };
-        // The same ballot again is the same proposer's attempt repeated: a
-        // duplicated or resent prepare.
-        if ballot < slot.promised && !forget {
-            let why = StrongRefusal::Promised(slot.promised);
-            return (StrongMessage::Refused { id, ballot, why }, None);
-        }
         let changed = ballot != slot.promised;
         slot.promised = ballot;
         let answer =
@@ -123,15 +128,10 @@ impl Acceptor {
         state: &StrongState,
         next: Option<Ballot>,
     ) -> (StrongMessage, Option<(Key, Slot)>) {
-        let forget = self.config.debug_forget_promises;
-        let slot = match self.slot_for(key) {
+        let slot = match self.slot_at(key, ballot) {
             Ok(slot) => slot,
             Err(why) => return (StrongMessage::Refused { id, ballot, why }, None),
         };
-        if ballot < slot.promised && !forget {
-            let why = StrongRefusal::Promised(slot.promised);
-            return (StrongMessage::Refused { id, ballot, why }, None);
-        }
         slot.accepted = ballot;
         slot.state = state.clone();
         // Accepting at `ballot` and promising the proposer's next ballot in
