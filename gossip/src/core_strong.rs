@@ -8,7 +8,7 @@ use geocache_crdt::{Key, NodeId};
 use crate::core::{Core, CoreEvent};
 use crate::replica_store::ReplicaStore;
 use crate::replicator::Transmit;
-use crate::strong::{Change, ProposalId, StrongMessage, StrongTarget};
+use crate::strong::{Change, ProposalId, StrongMessage, StrongRoles, StrongTarget};
 use crate::wire::Message;
 
 impl Core {
@@ -44,12 +44,7 @@ impl Core {
         let Some(strong) = self.strong.as_mut() else { return };
         match message {
             StrongMessage::Prepare { .. } | StrongMessage::Accept { .. } => {
-                let Some((answer, slot)) = strong.answer(&message) else { return };
-                if let Some((key, slot)) = slot {
-                    if !store.keep_acceptor_slot(&key, &slot) {
-                        return;
-                    }
-                }
+                let Some(answer) = answer_durably(strong, &message, store) else { return };
                 self.send_strong(from, answer);
             }
             answer => {
@@ -84,12 +79,7 @@ impl Core {
             match target {
                 StrongTarget::Local => {
                     let Some(own) = strong.own_acceptor() else { continue };
-                    let Some((answer, slot)) = strong.answer(&message) else { continue };
-                    if let Some((key, slot)) = slot {
-                        if !store.keep_acceptor_slot(&key, &slot) {
-                            continue;
-                        }
-                    }
+                    let Some(answer) = answer_durably(strong, &message, store) else { continue };
                     strong.take_answer(own, answer, now);
                 }
                 StrongTarget::Named(name) => {
@@ -105,5 +95,20 @@ impl Core {
         while let Some((id, outcome)) = self.strong.as_mut().and_then(|s| s.poll_outcome()) {
             self.events.push_back(CoreEvent::Strong { id, outcome });
         }
+    }
+}
+
+/// This node's acceptor's answer to a proposer's request, once the slot it
+/// changed is durable; `None` when it is not an acceptor, or the store
+/// could not keep the slot (the acceptor stays mute).
+fn answer_durably(
+    strong: &mut StrongRoles,
+    message: &StrongMessage,
+    store: &mut dyn ReplicaStore,
+) -> Option<StrongMessage> {
+    let (answer, slot) = strong.answer(message)?;
+    match slot {
+        Some((key, slot)) if !store.keep_acceptor_slot(&key, &slot) => None,
+        _ => Some(answer),
     }
 }

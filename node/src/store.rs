@@ -39,7 +39,7 @@ use crate::forgotten::Forgotten;
 use crate::metrics::NamespaceLabels;
 use crate::persistence::{Disk, Loaded};
 use crate::store_key;
-use crate::tombstone_space::tombstone_space_bytes;
+use crate::tombstone_space::split_budget;
 pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
 pub use crate::write::{Condition, RemoteOutcome, Ttl, Write, WriteError, WriteOp, WriteOutcome};
@@ -238,13 +238,7 @@ impl Store {
             EvictionKind::Tinylfu => EvictionPolicy::tiny_lfu(),
         };
         let forgotten = Arc::new(Forgotten::for_budget(config.max_memory_bytes));
-        // The forgotten table and the tombstones' space are part of the
-        // budget.
-        let tombstone_space = tombstone_space_bytes(config.max_memory_bytes);
-        let capacity = config
-            .max_memory_bytes
-            .saturating_sub(Forgotten::size_bytes(config.max_memory_bytes))
-            .saturating_sub(tombstone_space);
+        let (capacity, tombstone_space) = split_budget(config.max_memory_bytes);
         let expiry = || RegisterExpiry { clock: clock.clone(), tombstone_ttl_ms: config.tombstone_ttl_ms };
         let removals = Removals { forgotten: forgotten.clone(), disk: disk.clone() };
         let cache = Cache::builder()
@@ -331,8 +325,7 @@ impl Store {
     /// Whether `key` is held (tombstones and expired entries included),
     /// without counting as a use of it.
     pub fn holds(&self, key: &Key) -> bool {
-        let packed = store_key::pack(key);
-        self.cache.contains_key(&packed[..]) || self.tombstones.contains_key(&packed[..])
+        crate::persistence::HeldEntries::holds(self, &store_key::pack(key))
     }
 
     /// The entry of `key` as held, tombstones and expired entries

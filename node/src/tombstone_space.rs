@@ -23,7 +23,13 @@
 /// values.
 const BUDGET_PARTS_PER_TOMBSTONE_PART: u64 = 16;
 
-/// The bytes of a store's budget kept for tombstones.
-pub fn tombstone_space_bytes(budget_bytes: u64) -> u64 {
-    budget_bytes / BUDGET_PARTS_PER_TOMBSTONE_PART
+/// How a store's budget divides: (values, tombstones). The forgotten
+/// table (`forgotten.rs`) is part of the budget too and comes off the
+/// values' share.
+pub fn split_budget(budget_bytes: u64) -> (u64, u64) {
+    let tombstones = budget_bytes / BUDGET_PARTS_PER_TOMBSTONE_PART;
+    let values = budget_bytes
+        .saturating_sub(crate::forgotten::Forgotten::size_bytes(budget_bytes))
+        .saturating_sub(tombstones);
+    (values, tombstones)
 }

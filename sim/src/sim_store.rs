@@ -6,7 +6,7 @@ use geocache_crdt::{Delta, DeltaBody, DeltaError, Key, NodeId, Register};
 use geocache_node::entry::Entry;
 use geocache_node::forgotten::Forgotten;
 use geocache_node::store_key;
-use geocache_node::tombstone_space::tombstone_space_bytes;
+use geocache_node::tombstone_space::split_budget;
 use geocache_node::weight::entry_weight_bytes;
 use geocache_node::write::{
     local_write, reclaim_at_ms, remote_write, RemoteOutcome, Write, WriteError, WriteOutcome, Writer,
@@ -43,8 +43,6 @@ struct Slot {
     key: Key,
     entry: Entry,
     weight: u64,
-    /// In the tombstones' list, not the values'.
-    tombstone: bool,
     /// Toward the most recently used end.
     newer: u32,
     /// Toward the least recently used end.
@@ -106,14 +104,10 @@ impl SimStore {
             entries: KeyIndex::new(keys),
             slots: Vec::new(),
             free: Vec::new(),
-            lists: [
-                Recency::new(
-                    budget_bytes
-                        .saturating_sub(Forgotten::size_bytes(budget_bytes))
-                        .saturating_sub(tombstone_space_bytes(budget_bytes)),
-                ),
-                Recency::new(tombstone_space_bytes(budget_bytes)),
-            ],
+            lists: {
+                let (values, tombstones) = split_budget(budget_bytes);
+                [Recency::new(values), Recency::new(tombstones)]
+            },
             forgotten: Forgotten::for_budget(budget_bytes),
             removals: 0,
             last_removed: std::collections::HashMap::new(),
@@ -127,8 +121,10 @@ impl SimStore {
         }
     }
 
+    /// The list slot `i` is in, by the kind of its entry: an entry that
+    /// changes kind is unlinked before it changes and linked after.
     fn list_of(&mut self, i: u32) -> &mut Recency {
-        let tombstone = self.slots[i as usize].tombstone;
+        let tombstone = self.slots[i as usize].entry.is_tombstone();
         &mut self.lists[usize::from(tombstone)]
     }
 
@@ -228,15 +224,13 @@ impl SimStore {
                 let old_weight = self.slots[i as usize].weight;
                 self.list_of(i).bytes -= old_weight;
                 let slot = &mut self.slots[i as usize];
-                slot.tombstone = entry.is_tombstone();
                 slot.entry = entry;
                 slot.weight = weight;
                 self.list_of(i).bytes += weight;
                 self.link_newest(i);
             }
             None => {
-                let tombstone = entry.is_tombstone();
-                let slot = Slot { key: key.clone(), entry, weight, tombstone, newer: NIL, older: NIL };
+                let slot = Slot { key: key.clone(), entry, weight, newer: NIL, older: NIL };
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.slots[i as usize] = slot;

@@ -262,23 +262,27 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut, node_wide: bool) -> Res
         }
         // Writing to a String cannot fail.
         let _ = match *section {
-            "server" if !node_wide => write!(
-                text,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\ngeocache_version:{}\r\nredis_mode:standalone\r\n",
-                env!("CARGO_PKG_VERSION"),
-            ),
-            "server" => write!(
-                text,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\ngeocache_version:{}\r\nredis_mode:standalone\r\n\
-                 os:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime_secs}\r\n\
-                 uptime_in_days:{}\r\n",
-                env!("CARGO_PKG_VERSION"),
-                std::env::consts::OS,
-                usize::BITS,
-                std::process::id(),
-                shared.addr.port(),
-                uptime_secs / 86_400,
-            ),
+            "server" => {
+                let _ = write!(
+                    text,
+                    "# Server\r\nredis_version:{REDIS_VERSION}\r\ngeocache_version:{}\r\nredis_mode:standalone\r\n",
+                    env!("CARGO_PKG_VERSION"),
+                );
+                // The process itself: for the admin scope only.
+                if node_wide {
+                    let _ = write!(
+                        text,
+                        "os:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime_secs}\r\n\
+                         uptime_in_days:{}\r\n",
+                        std::env::consts::OS,
+                        usize::BITS,
+                        std::process::id(),
+                        shared.addr.port(),
+                        uptime_secs / 86_400,
+                    );
+                }
+                Ok(())
+            }
             "clients" => write!(
                 text,
                 "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
@@ -300,10 +304,9 @@ pub(super) fn info(cx: &Context<'_>, out: &mut BytesMut, node_wide: bool) -> Res
             ),
             // Every node takes writes and replicates them to every other:
             // to a Redis client each is a master without replicas.
-            "replication" => write!(
-                text,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
-            ),
+            "replication" => {
+                write!(text, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n")
+            }
             "keyspace" => {
                 let keys = state.store.visible_entry_count(cx.namespace.as_arc());
                 write!(text, "# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n")
