@@ -74,7 +74,7 @@ impl Hlc {
 
     /// The next reading after this one. A full logical counter carries into
     /// the milliseconds, which keeps readings unique at any write rate.
-    fn successor(self) -> Hlc {
+    pub fn successor(self) -> Hlc {
         Hlc(self.0.saturating_add(1))
     }
 }

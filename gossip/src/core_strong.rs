@@ -3,7 +3,7 @@
 //! the members (`strong/roles.rs`), and makes its own acceptor's slots
 //! durable through the store before their answers leave.
 
-use geocache_crdt::{Key, NodeId};
+use geocache_crdt::{Hlc, Key, NodeId};
 
 use crate::core::{Core, CoreEvent};
 use crate::replica_store::ReplicaStore;
@@ -12,16 +12,19 @@ use crate::strong::{Change, ProposalId, StrongMessage, StrongRoles, StrongTarget
 use crate::wire::Message;
 
 impl Core {
-    /// Starts `change` of strong key `key`; its outcome comes as
+    /// Starts `change` of strong key `key`, asked for at `at` by this
+    /// node's HLC (the new version is stamped no earlier, and expiries are
+    /// judged at its wall time); its outcome comes as
     /// [`CoreEvent::Strong`]. `None` when strong keys are not configured.
     pub fn propose_strong(
         &mut self,
         key: Key,
         change: Change,
+        at: Hlc,
         store: &mut dyn ReplicaStore,
         now_ms: u64,
     ) -> Option<ProposalId> {
-        let id = self.strong.as_mut()?.propose(key, change, now_ms.max(self.now_ms));
+        let id = self.strong.as_mut()?.propose(key, change, at, now_ms.max(self.now_ms));
         self.flush_strong(store);
         Some(id)
     }

@@ -10,7 +10,7 @@
 //! promises must be caught.
 
 use bytes::Bytes;
-use geocache_crdt::{Key, NodeId};
+use geocache_crdt::{Hlc, Key, NodeId};
 use geocache_gossip::strong::{
     Acceptor, AcceptorConfig, Change, Outcome, ProposalId, Proposer, ProposerConfig, StrongMessage,
     StrongState,
@@ -173,7 +173,7 @@ impl Run {
         let node = self.clients[client].node;
         let now = self.now_ms;
         let acceptors = self.acceptors.clone();
-        let id = self.nodes[node].proposer.propose(key(), change, &acceptors, now);
+        let id = self.nodes[node].proposer.propose(key(), change, Hlc::new(now, 0), &acceptors, now);
         self.clients[client].pending = Some((id, step, read));
         self.flush(node);
     }
@@ -280,7 +280,13 @@ impl Run {
         while last.is_none() && self.now_ms < TIME_MS_MAX + 60_000 {
             if self.clients[0].pending.is_none() {
                 let acceptors = self.acceptors.clone();
-                let id = self.nodes[0].proposer.propose(key(), Change::Read, &acceptors, self.now_ms);
+                let id = self.nodes[0].proposer.propose(
+                    key(),
+                    Change::Read,
+                    Hlc::new(self.now_ms, 0),
+                    &acceptors,
+                    self.now_ms,
+                );
                 self.clients[0].pending = Some((id, Step::Read, 0));
                 self.flush(0);
             }
@@ -354,7 +360,8 @@ fn a_proposer_that_keeps_its_key_skips_the_prepare() {
     let mut round_trips = Vec::new();
     for n in 0..3u64 {
         let value = Bytes::from(n.to_string());
-        let id = proposer.propose(key(), Change::Put { value, expires_at_ms: None }, &acceptors, 0);
+        let id =
+            proposer.propose(key(), Change::Put { value, expires_at_ms: None }, Hlc::ZERO, &acceptors, 0);
         let mut trips = 0;
         let mut outcome = None;
         while outcome.is_none() {

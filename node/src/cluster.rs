@@ -19,6 +19,7 @@ use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
 use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
 use geocache_gossip::replicator::{ReplicatorStats, Transmit};
+use geocache_gossip::strong::{Change, Outcome, ProposalId, Slot, StrongConfig};
 use geocache_gossip::transfer::TransferStats;
 use geocache_gossip::wire::Message;
 use serde::Serialize;
@@ -47,6 +48,9 @@ const ANSWER_QUEUE_MAX: usize = 256;
 /// enough to batch a burst, few enough that timers and sends keep their
 /// turn.
 const DRAIN_BATCH_COUNT_MAX: usize = 256;
+/// The longest a front end waits for a strong proposal: past the
+/// proposer's own bound (twice its 5 s deadline), which ends every one.
+const STRONG_WAIT_MAX: Duration = Duration::from_secs(12);
 /// How long an anti-entropy request may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often RTTs are read from the transport into the core, and the view
@@ -84,6 +88,11 @@ pub struct ClusterOptions {
     pub health: ReplicationHealth,
     /// How long a sidecar's miss waits for its fill.
     pub fill_timeout: Duration,
+    /// Strong keys' acceptors and bounds (`--strong-acceptors`); `None`:
+    /// this node proposes no strong change and is no acceptor.
+    pub strong: Option<StrongConfig>,
+    /// This node's acceptor slots, from its data dir.
+    pub acceptor_slots: Vec<(Key, Slot)>,
 }
 
 /// Replication could not start.
@@ -191,6 +200,12 @@ enum Command {
         key: Key,
         done: oneshot::Sender<bool>,
     },
+    Strong {
+        key: Key,
+        change: Change,
+        at: geocache_crdt::Hlc,
+        done: oneshot::Sender<Outcome>,
+    },
 }
 
 /// A handle on the node's replication. Cheap to clone.
@@ -225,10 +240,14 @@ impl Cluster {
         };
         core_config.replicator.backlog.bytes_max = options.backlog_bytes_max;
         core_config.replicator.backlog.age_ms_max = backlog_age_ms_max(options.tombstone_retention_ms);
-        let core = match &options.resume {
+        core_config.strong = options.strong.clone();
+        let mut core = match &options.resume {
             Some(state) => Core::resume(options.me.clone(), core_config, state, seed, 0),
             None => Core::new(options.me.clone(), core_config, seed, 0),
         };
+        for (key, slot) in options.acceptor_slots {
+            core.restore_strong_slot(key, slot);
+        }
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (answers, answer_rx) = mpsc::channel(ANSWER_QUEUE_MAX);
         let view = Arc::new(RwLock::new(ClusterView::default()));
@@ -249,6 +268,7 @@ impl Cluster {
             fills_counted: (FillStats::default(), 0),
             lag: ReplicationLag::new(),
             heard: HashMap::new(),
+            strong_waiters: HashMap::new(),
         };
         let failures = driver.metrics.replication_failures.clone();
         let task = tokio::spawn(driver.run(inbound, command_rx, answer_rx));
@@ -330,6 +350,22 @@ impl Cluster {
         matches!(tokio::time::timeout(bound, filled).await, Ok(Ok(true)))
     }
 
+    /// Runs `change` of strong key `key` through the acceptors
+    /// (`geocache_gossip::strong`), asked for at `at` by this node's HLC,
+    /// and waits for how it ended. The proposer's own deadline ends every
+    /// proposal; a driver that stopped meanwhile counts as `Unknown` (the
+    /// change may have been made).
+    pub async fn propose_strong(&self, key: Key, change: Change, at: geocache_crdt::Hlc) -> Outcome {
+        let (done, outcome) = oneshot::channel();
+        if self.commands.send(Command::Strong { key, change, at, done }).await.is_err() {
+            return Outcome::Unavailable;
+        }
+        match tokio::time::timeout(STRONG_WAIT_MAX, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Outcome::Unknown,
+        }
+    }
+
     /// The store finished loading from the data dir.
     pub async fn store_loaded(&self) {
         let _ = self.commands.send(Command::StoreLoaded).await;
@@ -381,6 +417,20 @@ impl ReplicaStore for StoreAccess<'_> {
     fn dots(&mut self) -> Vec<(Key, Dot)> {
         self.0.registers().map(|(k, e)| (k, e.dot())).collect()
     }
+
+    fn keep_acceptor_slot(&mut self, key: &Key, slot: &Slot) -> bool {
+        // Without a data dir, a promise would not outlive a crash: mute.
+        match self.0.disk() {
+            Some(disk) => match disk.keep_acceptor_slot(key, slot) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "acceptor slot not kept; the acceptor stays mute");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
 }
 
 struct DrainState {
@@ -414,6 +464,9 @@ struct Driver {
     /// When each peer (by the name its certificate proves) last sent
     /// anything (driver ms); pruned to the members at every view.
     heard: HashMap<String, u64>,
+    /// Front-end requests waiting on each strong proposal: as many as the
+    /// proposer runs and queues at most (past it, it answers `Busy`).
+    strong_waiters: HashMap<ProposalId, oneshot::Sender<Outcome>>,
 }
 
 impl Driver {
@@ -521,6 +574,18 @@ impl Driver {
                     let _ = done.send(false);
                 }
             },
+            Command::Strong { key, change, at, done } => {
+                let store = self.store.clone();
+                let mut access = StoreAccess(&store, &mut self.lag);
+                match self.core.propose_strong(key, change, at, &mut access, now) {
+                    Some(id) => {
+                        self.strong_waiters.insert(id, done);
+                    }
+                    None => {
+                        let _ = done.send(Outcome::Unavailable);
+                    }
+                }
+            }
             Command::Drain { deadline, done } => {
                 let until_ms = now.saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
                 tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining replication");
@@ -637,9 +702,23 @@ impl Driver {
                         disk.checkpoint(&watermarks);
                     }
                 }
-                // The node configures no strong keys yet (issue 16: its
-                // front ends and data dir come next), so it proposes none.
-                CoreEvent::Strong { .. } => {}
+                CoreEvent::Strong { id, outcome } => {
+                    let name = match &outcome {
+                        Outcome::Chosen(_) => "chosen",
+                        Outcome::Refused(_) => "refused",
+                        Outcome::Unavailable => "unavailable",
+                        Outcome::Unknown => "unknown",
+                        Outcome::Full => "full",
+                        Outcome::Busy => "busy",
+                    };
+                    self.metrics
+                        .strong_outcomes
+                        .get_or_create(&crate::metrics::OutcomeLabels { outcome: name })
+                        .inc();
+                    if let Some(done) = self.strong_waiters.remove(&id) {
+                        let _ = done.send(outcome);
+                    }
+                }
             }
         }
         if members_changed {

@@ -37,8 +37,29 @@ pub enum EvictionKind {
     Tinylfu,
 }
 
-/// Per-namespace settings: TTL policy, and what clients without
-/// credentials may do there once auth is on.
+/// What a namespace's writes promise across regions (docs/API.md,
+/// "Three guarantees").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Acked here, replicated after; concurrent writes merge (last writer
+    /// wins, counters add up).
+    #[default]
+    Eventual,
+    /// Every write is linearizable across the cluster: chosen by a
+    /// majority of the strong acceptors before it is acked.
+    Strong,
+}
+
+impl Consistency {
+    /// Whether this is the default, for skipping it in printed config.
+    pub fn is_eventual(&self) -> bool {
+        *self == Consistency::Eventual
+    }
+}
+
+/// Per-namespace settings: TTL policy, what clients without credentials
+/// may do there once auth is on, and its consistency.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
@@ -52,6 +73,10 @@ pub struct NamespaceConfig {
     /// The longest TTL a write may ask for (overrides the node's `max_ttl`).
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub max_ttl: Option<Duration>,
+    /// `strong`: every write is linearizable across the cluster
+    /// (needs `strong_acceptors`); `eventual` (the default) otherwise.
+    #[serde(default, skip_serializing_if = "Consistency::is_eventual")]
+    pub consistency: Consistency,
 }
 
 /// One layer of settings, every one optional: the flags of `geocache serve`
@@ -205,6 +230,14 @@ pub struct ConfigLayer {
     #[arg(long, value_parser = |s: &str| s.parse::<crate::persistence::FsyncPolicy>())]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fsync: Option<crate::persistence::FsyncPolicy>,
+    /// The strong acceptors: node names (as in their certificates), one per
+    /// region, comma separated, the same list in the same order on every
+    /// node. Needed for `consistency = "strong"` and `Geocache-Consistency:
+    /// strong`; an acceptor needs --data-dir, where its promises live
+    /// (docs/OPERATIONS.md, "Strong acceptors").
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strong_acceptors: Option<Vec<String>>,
     /// A certificate chain (PEM) for TLS on the HTTP port; with --tls-key.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -298,6 +331,9 @@ pub struct Config {
     /// `--fsync`, with a data dir only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fsync: Option<crate::persistence::FsyncPolicy>,
+    /// `--strong-acceptors`; empty: no strong keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub strong_acceptors: Vec<String>,
 }
 
 /// The certificate and key of the client ports' TLS.
@@ -389,6 +425,7 @@ impl ConfigLayer {
         users.extend(over.users);
         ConfigLayer {
             node_id: over.node_id.or(self.node_id),
+            strong_acceptors: over.strong_acceptors.or(self.strong_acceptors),
             region: over.region.or(self.region),
             lat: over.lat.or(self.lat),
             lon: over.lon.or(self.lon),
@@ -609,7 +646,10 @@ impl Config {
             (Some(_), _, None, _) => return Err(invalid("cert", "--gossip needs --ca, --cert and --key")),
             (Some(_), _, _, None) => return Err(invalid("key", "--gossip needs --ca, --cert and --key")),
         };
+        let strong_acceptors = layer.strong_acceptors.unwrap_or_default();
+        check_strong(&strong_acceptors, &namespaces, replication.is_some())?;
         Ok(Config {
+            strong_acceptors,
             node_id,
             region,
             lat,
@@ -653,6 +693,39 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// Strong keys need acceptors, and acceptors need a cluster.
+fn check_strong(
+    acceptors: &[String],
+    namespaces: &BTreeMap<Namespace, NamespaceConfig>,
+    replicating: bool,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(name) = acceptors.iter().find(|n| n.is_empty() || !seen.insert(n.as_str())) {
+        return Err(invalid(
+            "strong-acceptors",
+            format!("names must be distinct and not empty (got {name:?} twice or empty)"),
+        ));
+    }
+    if acceptors.len() > 15 {
+        return Err(invalid(
+            "strong-acceptors",
+            format!("at most 15, one per region (got {})", acceptors.len()),
+        ));
+    }
+    if !acceptors.is_empty() && !replicating {
+        return Err(invalid("strong-acceptors", "needs --gossip: the acceptors are members of a cluster"));
+    }
+    if let Some((ns, _)) = namespaces.iter().find(|(_, c)| c.consistency == Consistency::Strong) {
+        if acceptors.is_empty() {
+            return Err(invalid(
+                "strong-acceptors",
+                format!("namespace {ns} has consistency = \"strong\", which needs --strong-acceptors"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A stable id from what tells nodes apart when none is configured: the

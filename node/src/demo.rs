@@ -235,6 +235,10 @@ pub async fn start(
                     metrics: state.metrics.clone(),
                     health: state.replication_health.clone(),
                     fill_timeout: std::time::Duration::from_millis(200),
+                    // The demo's nodes keep their data in memory, where an
+                    // acceptor's promises would not outlive a crash.
+                    strong: None,
+                    acceptor_slots: Vec::new(),
                 },
             )
             .await

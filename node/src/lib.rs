@@ -73,6 +73,8 @@ pub mod status;
 pub mod status_book;
 pub mod store;
 pub mod store_key;
+pub mod strong;
+pub mod strong_register;
 pub mod tombstone_space;
 mod varint;
 pub mod weight;

@@ -103,6 +103,9 @@ pub struct Metrics {
     pub fills: Family<OutcomeLabels, Counter>,
     /// Remote writes a sidecar applied without storing them.
     pub remote_not_stored: Counter,
+    /// Strong changes this node proposed, by outcome (`chosen`,
+    /// `refused`, `unavailable`, `unknown`, `full`, `busy`).
+    pub strong_outcomes: Family<OutcomeLabels, Counter>,
     entries: Gauge,
     bytes: Gauge,
     disk_bytes: Gauge,
@@ -215,6 +218,12 @@ impl Metrics {
             "A sidecar's misses filled from a full node of its region, by outcome; a full node's answers",
             fills.clone(),
         );
+        let strong_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "geocache_strong_changes",
+            "Strong changes (writes and linearizable reads) this node proposed, by outcome",
+            strong_outcomes.clone(),
+        );
         let remote_not_stored = Counter::default();
         registry.register(
             "geocache_remote_writes_not_stored",
@@ -257,6 +266,7 @@ impl Metrics {
             replication_failures,
             fills,
             remote_not_stored,
+            strong_outcomes,
             entries,
             bytes,
             disk_bytes: Gauge::default(),

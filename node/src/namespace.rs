@@ -66,6 +66,14 @@ impl fmt::Display for Namespace {
     }
 }
 
+/// Settings keyed by namespace are looked up by a key's namespace name,
+/// without building a `Namespace` on every write (the order is `str`'s).
+impl std::borrow::Borrow<str> for Namespace {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,11 +16,12 @@ use crate::persistence::{DataDirError, DataDirIdentity, Disk, DiskOptions, FORMA
 use crate::replication_health::ReplicationHealth;
 use crate::state::{NodeParts, NodeState};
 use crate::store::{Store, StoreConfig};
-use geocache_crdt::NodeId;
+use geocache_crdt::{Key, NodeId};
 use geocache_gossip::backlog::BacklogLimits;
 use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::ClusterTls;
+use geocache_gossip::strong::Slot;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,6 +204,7 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
         incarnation: state.incarnation,
         kind: replication.kind,
     };
+    let (strong, acceptor_slots) = strong_roles(state, &me.name)?;
     let cluster = Cluster::start(
         state.store.clone(),
         ClusterOptions {
@@ -216,12 +218,50 @@ pub async fn start_cluster(state: &mut NodeState, http: SocketAddr) -> Result<()
             metrics: state.metrics.clone(),
             health: state.replication_health.clone(),
             fill_timeout: replication.fill_timeout,
+            strong,
+            acceptor_slots,
         },
     )
     .await
     .map_err(|e| ClusterStartError::Transport(e.to_string()))?;
     state.cluster = Some(cluster);
     Ok(())
+}
+
+/// The strong settings replication starts with, and the acceptor's slots.
+type StrongRoles = (Option<geocache_gossip::strong::StrongConfig>, Vec<(Key, Slot)>);
+
+/// The node's part in strong keys (`--strong-acceptors`), and its
+/// acceptor's slots from the data dir. An acceptor answers only with a
+/// data dir, where its promises outlive a crash; without one it is mute
+/// (and says so), and a majority of the others must carry its region.
+fn strong_roles(state: &NodeState, name: &str) -> Result<StrongRoles, ClusterStartError> {
+    let acceptors = &state.config.strong_acceptors;
+    if acceptors.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let is_acceptor = acceptors.iter().any(|a| a == name);
+    let disk = state.store.disk();
+    if is_acceptor && disk.is_none() {
+        tracing::warn!(name, "named in --strong-acceptors without --data-dir: this acceptor stays mute, since its promises would not outlive a crash");
+    }
+    let slots = match disk.filter(|_| is_acceptor) {
+        Some(disk) => disk.acceptor_slots().map_err(|e| ClusterStartError::AcceptorSlots(e.to_string()))?,
+        None => Vec::new(),
+    };
+    if is_acceptor {
+        tracing::info!(name, slots = slots.len(), "strong acceptor");
+    }
+    let config = geocache_gossip::strong::StrongConfig {
+        acceptors: acceptors.clone(),
+        acceptor: geocache_gossip::strong::AcceptorConfig {
+            key_count_max: crate::strong::ACCEPTOR_KEY_COUNT_MAX,
+            debug_forget_promises: false,
+        },
+        acceptor_enabled: disk.is_some(),
+        ..Default::default()
+    };
+    Ok((Some(config), slots))
 }
 
 /// Replication could not start.
@@ -233,6 +273,9 @@ pub enum ClusterStartError {
     /// The gossip endpoint could not be bound.
     #[error("--gossip: {0}")]
     Transport(String),
+    /// The acceptor's slots could not be read from the data dir.
+    #[error("--data-dir: {0}")]
+    AcceptorSlots(String),
 }
 
 /// Serves HTTP (over TLS with `tls`) on `listener` until `shutdown`

@@ -39,6 +39,7 @@ use crate::forgotten::Forgotten;
 use crate::metrics::NamespaceLabels;
 use crate::persistence::{Disk, Loaded};
 use crate::store_key;
+use crate::strong_register::ChosenVersion;
 use crate::tombstone_space::split_budget;
 pub use crate::weight::entry_weight_bytes;
 use crate::write::{local_write, reclaim_at_ms, remote_write, Writer};
@@ -459,6 +460,30 @@ impl Store {
             outcome.disk_position = disk.write_local(&packed, &outcome.whole_delta(), now);
         }
         Ok(outcome)
+    }
+
+    /// This node's clock for a strong change: past every stamp it issued
+    /// or saw, and not behind the wall clock.
+    pub fn hlc_now(&self) -> geocache_crdt::Hlc {
+        let now = self.clock.now_ms();
+        let last = self.writer.lock().unwrap_or_else(|e| e.into_inner()).clock();
+        last.max(geocache_crdt::Hlc::new(now, 0))
+    }
+
+    /// Keeps a version of a strong key the acceptors chose, as a local
+    /// write to replicate (`write::keep_chosen`); `None` when the store
+    /// already holds it or a later one.
+    pub fn keep_chosen(&self, key: Key, chosen: ChosenVersion) -> Option<WriteOutcome> {
+        let now = self.clock.now_ms();
+        let packed = store_key::pack(&key);
+        let _update = self.stripe(&packed);
+        let (current, found) = self.held(&packed).unzip();
+        let mut outcome = crate::write::keep_chosen(&self.writer, current.as_ref(), key, chosen, now)?;
+        self.keep(&packed, outcome.entry.clone(), found);
+        if let Some(disk) = &self.disk {
+            outcome.disk_position = disk.write_local(&packed, &outcome.whole_delta(), now);
+        }
+        Some(outcome)
     }
 
     /// Applies a replicated write.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 use crate::entry::{Entry, ValueRef};
+use crate::strong_register::{strong_version, strong_vv, ChosenVersion, STRONG_WRITER};
 
 /// How a write sets the entry's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +309,51 @@ pub fn local_write(
     Ok(WriteOutcome { entry, register, previous: visible.cloned(), delta, disk_position: 0 })
 }
 
+/// A version of a strong key that the acceptors chose, over `current`,
+/// as a local write (`strong_register.rs`): its stamp, vector and expiry
+/// are the version's, so every node that keeps it holds the same register
+/// but for the dot. `None` when `current` is that version or a later one.
+pub fn keep_chosen(
+    writer: &Mutex<Writer>,
+    current: Option<&Entry>,
+    key: Key,
+    chosen: ChosenVersion,
+    now: u64,
+) -> Option<WriteOutcome> {
+    if current.and_then(|e| strong_version(&e.vv())).is_some_and(|held| held >= chosen.version) {
+        return None;
+    }
+    let visible = current.filter(|e| e.is_visible_at(now));
+    let stamp = Stamp::new(chosen.hlc, STRONG_WRITER);
+    let (node, tombstone_ttl_ms, seq) = {
+        let mut w = lock(writer);
+        // Later local writes order after it; a version stamped too far
+        // ahead is still kept (the acceptors chose it), the clock not moved.
+        let _ = w.hlc.observe(chosen.hlc, now);
+        w.seq += 1;
+        (w.node, w.tombstone_ttl_ms, w.seq)
+    };
+    let tombstone = chosen.value.is_none();
+    let meta = RegisterMeta {
+        stamp,
+        epoch: stamp,
+        vv: strong_vv(chosen.version),
+        dot: Dot { origin: node, seq },
+        expires_at_ms: if tombstone {
+            Some(now.saturating_add(tombstone_ttl_ms))
+        } else {
+            chosen.expires_at_ms
+        },
+        tombstone,
+        content_type: None,
+    };
+    let entry = Entry::pack(&meta, chosen.value.as_deref().unwrap_or_default());
+    let register = Arc::new(Register { value: Value::Bytes(entry.bytes_value()), meta });
+    let before = current.and_then(Entry::shared_register);
+    let delta = Delta::for_write(node, seq, key, before, &register);
+    Some(WriteOutcome { entry, register, previous: visible.cloned(), delta, disk_position: 0 })
+}
+
 /// A replicated write over `current`: the entry after it, whether it
 /// changed, and whether it was concurrent with the visible value held.
 ///
@@ -411,6 +457,17 @@ pub fn fresh_counter_epoch(held: Option<&Entry>) -> Stamp {
     }
 }
 
+/// The integer an entry holds: a counter's value, or bytes in decimal (as
+/// an increment would start from them; a strong key's counter is such
+/// bytes). `None` for anything else.
+pub fn integer_value(entry: &Entry) -> Option<i128> {
+    match entry.value() {
+        ValueRef::Counter(c) => Some(c.value()),
+        ValueRef::Bytes(b) => parse_integer(b).ok().map(i128::from),
+        ValueRef::Doc(_) => None,
+    }
+}
+
 /// A value as `INCR` reads it: a signed 64-bit integer in decimal.
 ///
 /// # Errors
@@ -425,7 +482,7 @@ fn check_condition(condition: &Condition, visible: Option<&Entry>) -> Result<(),
         (Condition::Always, _) => true,
         (Condition::IfMatch(vv), Some(r)) => &r.vv() == vv,
         (Condition::IfMatch(_), None) => false,
-        (Condition::IfCas(token), Some(r)) => r.vv().cas_token() == *token,
+        (Condition::IfCas(token), Some(r)) => crate::strong_register::cas_of(&r.vv()) == *token,
         (Condition::IfCas(_), None) => false,
         (Condition::IfPresent, v) => v.is_some(),
         (Condition::IfAbsent, v) => v.is_none(),

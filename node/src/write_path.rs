@@ -9,6 +9,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cluster::Durability;
+use crate::config::Consistency;
 use crate::namespace::Namespace;
 use crate::state::NodeState;
 use crate::store::{Condition, Ttl, Write, WriteError, WriteOp, WriteOutcome};
@@ -42,6 +43,20 @@ pub enum WritePathError {
     /// the store, so no write is acknowledged as durable.
     #[error("the data dir failed ({0}); this node takes no writes until it is restarted")]
     DiskFailed(String),
+    /// A strong write or read found no majority of the acceptors (or they
+    /// are full, or this node is busy): nothing was written.
+    #[error("strong consistency unavailable: {0}")]
+    StrongUnavailable(String),
+    /// A strong write's accepts left but no majority confirmed them in
+    /// time: it may or may not have been made. Read (strongly) to know.
+    #[error("strong write outcome unknown: no majority confirmed it in time, and it may have been made; read the key with Geocache-Consistency: strong to know")]
+    StrongUnknown,
+    /// A strong write of a kind strong keys do not take. Nothing written.
+    #[error("not taken under strong consistency: {0}")]
+    StrongUnsupported(&'static str),
+    /// Strong consistency was asked of a node without acceptors.
+    #[error("strong consistency needs --strong-acceptors (and --gossip) on this node")]
+    StrongNotConfigured,
 }
 
 /// A TTL longer than its namespace allows. Nothing was written.
@@ -111,25 +126,40 @@ impl NodeState {
         TtlPolicy { namespace: ns.clone(), default, max }
     }
 
+    /// The consistency of writes to `ns` unless a request asks otherwise.
+    pub fn consistency(&self, ns: &str) -> Consistency {
+        self.config.namespaces.get(ns).map(|c| c.consistency).unwrap_or_default()
+    }
+
+    /// [`write_as`](Self::write_as) with the namespace's consistency.
+    ///
+    /// # Errors
+    ///
+    /// [`WritePathError`].
+    pub async fn write(&self, write: Write, level: Durability) -> Result<WriteOutcome, WritePathError> {
+        let consistency = self.consistency(&write.key.namespace);
+        self.write_as(write, level, consistency).await
+    }
+
     /// Applies `write` here, hands it to replication, and waits (at most
-    /// `--durability-timeout`) until it reached `level`.
+    /// `--durability-timeout`) until it reached `level`. Under
+    /// `Consistency::Strong` the write is first chosen by a majority of
+    /// the acceptors (`strong.rs`).
     ///
     /// # Errors
     ///
     /// [`WritePathError`]: refused (nothing changed) or applied but not
     /// yet as durable as asked.
-    pub async fn write(&self, write: Write, level: Durability) -> Result<WriteOutcome, WritePathError> {
-        if let Some(why) = self.replication_health.failure() {
-            return Err(WritePathError::ReplicationStopped(why.to_string()));
+    pub async fn write_as(
+        &self,
+        write: Write,
+        level: Durability,
+        consistency: Consistency,
+    ) -> Result<WriteOutcome, WritePathError> {
+        self.check_writable(level)?;
+        if consistency == Consistency::Strong {
+            return self.write_strong(write, level).await;
         }
-        let disk = self.store.disk();
-        if level == Durability::Disk && disk.is_none() {
-            return Err(WritePathError::NoDataDir);
-        }
-        if let Some(why) = disk.and_then(|d| d.failure()) {
-            return Err(WritePathError::DiskFailed(why.to_string()));
-        }
-        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
         // A write that builds on the current value (a condition, a patch,
         // a kept expiry) needs it here first; a plain put or delete
         // replaces it and waits for nothing.
@@ -140,6 +170,33 @@ impl NodeState {
             self.fill_if_missing(&write.key).await;
         }
         let outcome = self.store.apply_local(write)?;
+        self.finish_write(outcome, level).await
+    }
+
+    /// Whether a write may be taken at all, at `level`.
+    fn check_writable(&self, level: Durability) -> Result<(), WritePathError> {
+        if let Some(why) = self.replication_health.failure() {
+            return Err(WritePathError::ReplicationStopped(why.to_string()));
+        }
+        let disk = self.store.disk();
+        if level == Durability::Disk && disk.is_none() {
+            return Err(WritePathError::NoDataDir);
+        }
+        if let Some(why) = disk.and_then(|d| d.failure()) {
+            return Err(WritePathError::DiskFailed(why.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Hands a write applied here to replication and waits (at most
+    /// `--durability-timeout`) until it reached `level`.
+    pub(crate) async fn finish_write(
+        &self,
+        outcome: WriteOutcome,
+        level: Durability,
+    ) -> Result<WriteOutcome, WritePathError> {
+        let disk = self.store.disk();
+        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
         // On a node with a data dir every level from `disk` up includes
         // this node's disk; `--fsync always` makes every write wait for it.
         let disk_wait = disk.filter(|d| level >= Durability::Disk || d.sync_every_write());

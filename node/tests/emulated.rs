@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::emulated::{emulated_cluster, wait_for_members};
 use common::{make_certs, temp_dir, Node};
 use geocache_tests::link_emulator::{EmulatedNode, LinkEmulator, LinkSpec};
 use reqwest::{Client, StatusCode};
@@ -14,63 +15,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// others' processes do not starve it on a 2-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Emulated {
-    nodes: Vec<Node>,
-    emulator: LinkEmulator,
-    /// Each node's HTTP address and flags, to restart it as it was.
-    launch: Vec<(String, Vec<String>)>,
-}
-
-impl Emulated {
-    /// Starts node `i` again with its flags (its store starts empty).
-    fn start(&self, i: usize) -> Node {
-        let (ip, args) = &self.launch[i];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Node::start_at(ip, &refs)
-    }
-}
-
-/// Nodes `(region, id)`, node `i` binding gossip on 127.0.0.(base+i) and
-/// advertised through the emulator on 127.0.0.(base+50+i).
-async fn emulated_cluster(name: &str, base: u8, specs: &[(&str, u64)], extra: &[&str]) -> Emulated {
-    let dir = temp_dir(name);
-    let names: Vec<String> = specs.iter().map(|(_, id)| format!("node-{id}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let certs = make_certs(&dir, &refs);
-    let emulated: Vec<EmulatedNode> = (0..specs.len())
-        .map(|i| EmulatedNode::on_loopback(specs[i].0, base, i as u8).expect("free UDP ports"))
-        .collect();
-    let emulator = LinkEmulator::start(emulated.clone(), 7).await.unwrap();
-    let mut launch = Vec::new();
-    for (i, (_, id)) in specs.iter().enumerate() {
-        let mut args = emulated[i].serve_args(&emulated[0]);
-        args.extend(["--node-id".to_owned(), id.to_string()]);
-        args.extend(certs[i].iter().cloned());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        launch.push((emulated[i].real.ip().to_string(), args));
-    }
-    let mut e = Emulated { nodes: Vec::new(), emulator, launch };
-    e.nodes = (0..specs.len()).map(|i| e.start(i)).collect();
-    e
-}
-
 fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-async fn wait_for_members(c: &Client, nodes: &[Node]) {
-    let started = Instant::now();
-    for node in nodes {
-        loop {
-            let view: serde_json::Value =
-                c.get(node.url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
-            if view["members"].as_array().is_some_and(|m| m.len() == nodes.len() - 1) {
-                break;
-            }
-            assert!(started.elapsed() < CONVERGE_TIMEOUT, "{} sees {view}", node.base);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 async fn get(c: &Client, node: &Node, key: &str) -> Option<String> {

@@ -282,6 +282,7 @@ fn valid_messages() -> Vec<Message> {
                     version: 4,
                     value: Some(Bytes::from_static(b"4")),
                     expires_at_ms: None,
+                    hlc: geocache_crdt::Hlc::new(1_700_000_000_000, 2),
                     recent: vec![(NodeId(2), 1 << 20)],
                 },
                 next: Some(Ballot::new(4, NodeId(2), 1_000)),

@@ -69,8 +69,9 @@ impl World {
 
     fn propose_strong(&mut self, node: usize, op: StrongOp, change: Change) {
         let mono = self.mono_ms();
+        let at = geocache_crdt::Hlc::new(self.node_now_ms(node), 0);
         let (core, mut access) = self.core_and_store(node);
-        match core.propose_strong(strong_key(op.key), change, &mut access, mono) {
+        match core.propose_strong(strong_key(op.key), change, at, &mut access, mono) {
             Some(id) => {
                 self.strong.under_way.insert((node, id), op);
             }

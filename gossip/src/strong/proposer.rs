@@ -10,7 +10,7 @@
 //! asks for the promise of this node's next ballot for the key; when a
 //! majority gave it, the next change of the key here skips the prepare.
 
-use geocache_crdt::{Key, NodeId};
+use geocache_crdt::{Hlc, Key, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::ballot::Ballot;
@@ -22,7 +22,9 @@ use super::state::{Change, StrongState, RECENT_CHANGES_COUNT_MAX};
 pub struct ProposerConfig {
     /// An attempt without a majority by then is tried again.
     pub attempt_ms_max: u64,
-    /// A proposal not decided by then ends (`Unavailable` or `Unknown`).
+    /// A proposal not decided by then ends `Unavailable`; one whose accept
+    /// left keeps trying as long again to learn its fate, then ends
+    /// `Unknown`.
     pub deadline_ms: u64,
     /// The first wait before an attempt is tried again; it doubles with
     /// each attempt, up to `backoff_ms_max`, plus a share that differs per
@@ -43,7 +45,7 @@ impl Default for ProposerConfig {
             attempt_ms_max: 1_000,
             deadline_ms: 5_000,
             backoff_ms_base: 20,
-            backoff_ms_max: 1_000,
+            backoff_ms_max: 320,
             proposal_count_max: 4_096,
             prepared_key_count_max: 65_536,
         }
@@ -99,6 +101,8 @@ enum Phase {
 struct Proposal {
     id: ProposalId,
     change: Change,
+    /// The proposer's clock when the client asked (`Change::apply`).
+    at: Hlc,
     acceptors: Vec<NodeId>,
     deadline_ms: u64,
     attempts: u32,
@@ -114,11 +118,21 @@ impl Proposal {
     fn quorum(&self) -> usize {
         self.acceptors.len() / 2 + 1
     }
+
+    /// When it ends undecided: its deadline, or, once an accept of it
+    /// left, another `deadline_ms` after it, to learn whether it was made
+    /// while a majority can still be reached, rather than answer
+    /// `Unknown` (which a client cannot act on).
+    fn gives_up_at(&self, deadline_ms: u64) -> u64 {
+        let resolve_ms = if self.accepts_sent { deadline_ms } else { 0 };
+        self.deadline_ms.saturating_add(resolve_ms)
+    }
 }
 
 struct Queued {
     id: ProposalId,
     change: Change,
+    at: Hlc,
     acceptors: Vec<NodeId>,
     deadline_ms: u64,
 }
@@ -176,10 +190,18 @@ impl Proposer {
         self.active.len() + self.queued_count
     }
 
-    /// Starts `change` of `key` among `acceptors` (one per region; a
-    /// majority of them decides). Its outcome comes out of
-    /// [`poll_outcome`](Self::poll_outcome) under the id returned.
-    pub fn propose(&mut self, key: Key, change: Change, acceptors: &[NodeId], now_ms: u64) -> ProposalId {
+    /// Starts `change` of `key`, asked for at `at` by this node's clock,
+    /// among `acceptors` (one per region; a majority of them decides). Its
+    /// outcome comes out of [`poll_outcome`](Self::poll_outcome) under the
+    /// id returned.
+    pub fn propose(
+        &mut self,
+        key: Key,
+        change: Change,
+        at: Hlc,
+        acceptors: &[NodeId],
+        now_ms: u64,
+    ) -> ProposalId {
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
         let mut acceptors = acceptors.to_vec();
@@ -195,11 +217,11 @@ impl Proposer {
         }
         let deadline_ms = now_ms.saturating_add(self.config.deadline_ms);
         if self.active.contains_key(&key) {
-            self.queued.entry(key).or_default().push_back(Queued { id, change, acceptors, deadline_ms });
+            self.queued.entry(key).or_default().push_back(Queued { id, change, at, acceptors, deadline_ms });
             self.queued_count += 1;
             return id;
         }
-        self.start(key, Queued { id, change, acceptors, deadline_ms }, now_ms);
+        self.start(key, Queued { id, change, at, acceptors, deadline_ms }, now_ms);
         id
     }
 
@@ -207,6 +229,7 @@ impl Proposer {
         let proposal = Proposal {
             id: q.id,
             change: q.change,
+            at: q.at,
             acceptors: q.acceptors,
             deadline_ms: q.deadline_ms,
             attempts: 0,
@@ -255,28 +278,26 @@ impl Proposer {
             // An earlier attempt of this proposal was accepted: writing the
             // state back makes it chosen, without applying the change twice.
             (current, false)
+        } else if p.accepts_sent
+            && current.recent.len() >= RECENT_CHANGES_COUNT_MAX
+            && p.base_version
+                .is_none_or(|base| current.version > base.saturating_add(RECENT_CHANGES_COUNT_MAX as u64))
+        {
+            // An earlier attempt's accept left, and enough other proposers
+            // changed the key since to push its name out: it may have been
+            // made, and applying the change again (an increment) could make
+            // it twice. (The names only ever drop out of a full list, and
+            // only after as many changes.)
+            self.finish(key, Outcome::Unknown, now_ms);
+            return;
         } else {
-            match p.change.apply(&current, (me, p.id.0), now_ms) {
+            match p.change.apply(&current, (me, p.id.0), p.at) {
                 Ok(next_state) => {
                     if next_state != current && !p.accepts_sent {
                         p.accepts_sent = true;
                         p.base_version = Some(current.version);
                     }
                     (next_state, false)
-                }
-                // An earlier attempt's accept left, and the changes since
-                // no longer all name their proposals: it may have been made,
-                // and what stops the change now may be that very change.
-                // (Had it been made and the last changes still reach back
-                // to it, they would name it.)
-                Err(_)
-                    if p.accepts_sent
-                        && p.base_version.is_none_or(|base| {
-                            current.version > base.saturating_add(RECENT_CHANGES_COUNT_MAX as u64)
-                        }) =>
-                {
-                    self.finish(key, Outcome::Unknown, now_ms);
-                    return;
                 }
                 // The refusal is read linearizably: the current state is
                 // written back at this ballot like a read.
@@ -405,7 +426,7 @@ impl Proposer {
         self.prepared.remove(key);
         self.attempts.retain(|_, k| k != key);
         let Some(p) = self.active.get_mut(key) else { return };
-        if now_ms >= p.deadline_ms {
+        if now_ms >= p.gives_up_at(self.config.deadline_ms) {
             let outcome = if p.accepts_sent { Outcome::Unknown } else { Outcome::Unavailable };
             self.finish(key, outcome, now_ms);
             return;
@@ -432,12 +453,13 @@ impl Proposer {
                 {
                     Some((k.clone(), false))
                 }
-                _ if p.deadline_ms <= now_ms => Some((k.clone(), false)),
+                _ if p.gives_up_at(self.config.deadline_ms) <= now_ms => Some((k.clone(), false)),
                 _ => None,
             })
             .collect();
         for (key, waited) in due {
-            let past_deadline = self.active.get(&key).is_some_and(|p| p.deadline_ms <= now_ms);
+            let deadline = self.config.deadline_ms;
+            let past_deadline = self.active.get(&key).is_some_and(|p| p.gives_up_at(deadline) <= now_ms);
             if waited && !past_deadline {
                 self.attempt(&key, now_ms);
             } else {
@@ -453,7 +475,7 @@ impl Proposer {
             .map(|p| match p.phase {
                 Phase::Waiting { until_ms }
                 | Phase::Preparing { until_ms, .. }
-                | Phase::Accepting { until_ms, .. } => until_ms.min(p.deadline_ms),
+                | Phase::Accepting { until_ms, .. } => until_ms.min(p.gives_up_at(self.config.deadline_ms)),
             })
             .min()
     }

@@ -4,7 +4,7 @@
 //! the same acceptor; within the proposer they are numbered by their place
 //! in the list.
 
-use geocache_crdt::{Key, NodeId};
+use geocache_crdt::{Hlc, Key, NodeId};
 
 use super::acceptor::{Acceptor, AcceptorConfig, Slot};
 use super::message::StrongMessage;
@@ -87,10 +87,10 @@ impl StrongRoles {
         self.acceptor.iter().flat_map(Acceptor::slots)
     }
 
-    /// Starts a change of `key`.
-    pub fn propose(&mut self, key: Key, change: Change, now_ms: u64) -> ProposalId {
+    /// Starts a change of `key`, asked for at `at` by this node's clock.
+    pub fn propose(&mut self, key: Key, change: Change, at: Hlc, now_ms: u64) -> ProposalId {
         let ids = self.ids();
-        self.proposer.propose(key, change, &ids, now_ms)
+        self.proposer.propose(key, change, at, &ids, now_ms)
     }
 
     /// A proposer's request to this node's acceptor: the answer, and the

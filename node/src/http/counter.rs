@@ -12,7 +12,8 @@ use serde_json::json;
 use super::kv::register_headers;
 use super::request::{self, KeyQuery};
 use super::{body_error, write_path_error, ApiError, NodeState};
-use crate::store::{Entry, ValueRef, Write, WriteOp};
+use crate::store::{Write, WriteOp};
+use crate::write::integer_value;
 
 /// `POST` with the increment as a decimal integer in the body (negative
 /// to decrement; an empty body adds 1). Answers `{"value": n}` after it.
@@ -26,15 +27,15 @@ pub async fn add(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request::WriteRequest { ns, key, ttl_ms, condition, durability } =
+    let request::WriteRequest { ns, key, ttl_ms, condition, durability, consistency } =
         request::write_request(&state, &ns, &key, q, &headers)?;
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let by = parse_increment(&body)?;
     let ttl = state.ttl_policy(&ns).keep(ttl_ms);
     let write = Write { key, op: WriteOp::Add(by), ttl, condition };
-    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
+    let outcome = state.write_as(write, durability, consistency).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    let value = outcome.entry.counter().map_or(0, |c| c.value());
+    let value = integer_value(&outcome.entry).unwrap_or(0);
     Ok((status, register_headers(&outcome.entry, state.store.now_ms()), Json(json!({ "value": value })))
         .into_response())
 }
@@ -44,11 +45,12 @@ pub async fn add(
 pub async fn get(
     State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, key) = request::key(&state, &ns, &key)?;
-    state.fill_if_missing(&key).await;
-    let entry = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no counter for {key}")))?;
-    let value = counter_value(&entry).ok_or_else(|| {
+    let entry = super::kv::read(&state, &key, &headers).await?;
+    let entry = entry.ok_or_else(|| ApiError::not_found(format!("no counter for {key}")))?;
+    let value = integer_value(&entry).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "not_a_counter",
@@ -57,15 +59,6 @@ pub async fn get(
     })?;
     Ok((StatusCode::OK, register_headers(&entry, state.store.now_ms()), Json(json!({ "value": value })))
         .into_response())
-}
-
-fn counter_value(entry: &Entry) -> Option<i128> {
-    match entry.value() {
-        ValueRef::Counter(c) => Some(c.value()),
-        // Read as an increment would start from it.
-        ValueRef::Bytes(b) => crate::write::parse_integer(b).ok().map(i128::from),
-        ValueRef::Doc(_) => None,
-    }
 }
 
 fn parse_increment(body: &[u8]) -> Result<i64, ApiError> {

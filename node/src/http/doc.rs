@@ -21,7 +21,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request::WriteRequest { ns, key, ttl_ms, condition, durability } =
+    let request::WriteRequest { ns, key, ttl_ms, condition, durability, consistency } =
         request::write_request(&state, &ns, &key, q, &headers)?;
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = media.split(';').next().unwrap_or("").trim();
@@ -39,7 +39,7 @@ pub async fn patch(
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
     let ttl = state.ttl_policy(&ns).keep(ttl_ms);
     let write = Write { key, op: WriteOp::Patch(patch), ttl, condition };
-    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
+    let outcome = state.write_as(write, durability, consistency).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let entry = &outcome.entry;
     let json = entry.doc().map(|d| d.to_json()).unwrap_or_default();

@@ -41,7 +41,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request::WriteRequest { ns, key, ttl_ms, condition, durability } =
+    let request::WriteRequest { ns, key, ttl_ms, condition, durability, consistency } =
         request::write_request(&state, &ns, &key, q, &headers)?;
     let body = body.map_err(|e| body_error(e, state.config.value_bytes_max.as_u64()))?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
@@ -58,7 +58,7 @@ pub async fn put(
     let ttl = state.ttl_policy(&ns).put(ttl_ms);
     // The store copies the body into the entry's own allocation.
     let write = Write { key, op: WriteOp::Put { value: body, content_type }, ttl, condition };
-    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
+    let outcome = state.write_as(write, durability, consistency).await.map_err(write_path_error)?;
     let status = if outcome.previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
     let entry = &outcome.entry;
     let headers = register_headers(entry, state.store.now_ms());
@@ -86,8 +86,8 @@ pub async fn get(
     let (_, key) = request::key(&state, &ns, &key)?;
     let wants_any = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
     let cached_version = if wants_any { None } else { request::if_none_match(&headers)? };
-    state.fill_if_missing(&key).await;
-    let register = state.store.get(&key).ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
+    let register = read(&state, &key, &headers).await?;
+    let register = register.ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
     let mut out = register_headers(&register, state.store.now_ms());
     add_conflict_header(&state, &key, &mut out);
     if wants_any || cached_version.as_ref() == Some(&register.vv()) {
@@ -107,6 +107,28 @@ pub async fn get(
     Ok((StatusCode::OK, out, body).into_response())
 }
 
+/// The visible entry of `key`: read here (filled first at a sidecar), or,
+/// with `Geocache-Consistency: strong`, linearizably through a majority of
+/// the strong acceptors (a namespace's `consistency` makes its writes
+/// strong; its reads stay local unless asked).
+///
+/// # Errors
+///
+/// 400 for a bad header; 503 without a majority.
+pub(super) async fn read(
+    state: &NodeState,
+    key: &geocache_crdt::Key,
+    headers: &HeaderMap,
+) -> Result<Option<Entry>, ApiError> {
+    let strong = headers.get("geocache-consistency").is_some()
+        && request::consistency(state, &key.namespace, headers)? == crate::config::Consistency::Strong;
+    if strong {
+        return state.read_strong(key).await.map_err(write_path_error);
+    }
+    state.fill_if_missing(key).await;
+    Ok(state.store.get(key))
+}
+
 /// `DELETE`: write a tombstone. 204 when a value was deleted, 404 when
 /// there was none here (the tombstone is written anyway, so the delete
 /// still wins over older writes arriving from other regions).
@@ -118,12 +140,13 @@ pub async fn delete(
     let (_, key) = request::key(&state, &ns, &key)?;
     let condition = request::condition(&headers)?;
     let durability = request::durability(&headers)?;
+    let consistency = request::consistency(&state, &key.namespace, &headers)?;
     if condition == Condition::IfAbsent {
         return Err(ApiError::bad_request("bad_precondition", "If-None-Match: * makes no sense on DELETE"));
     }
     let display = key.to_string();
     let write = Write { key, op: WriteOp::Delete, ttl: Ttl::Never, condition };
-    let outcome = state.write(write, durability).await.map_err(write_path_error)?;
+    let outcome = state.write_as(write, durability, consistency).await.map_err(write_path_error)?;
     if outcome.previous.is_some() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

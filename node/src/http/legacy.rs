@@ -8,6 +8,7 @@
 //! 7 invalid, 12 cas mismatch, 13 not found). `?databaseHost=H` sends the
 //! request to the node whose HTTP host or region is `H`.
 
+use crate::strong_register::cas_of;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -136,7 +137,7 @@ pub async fn get(
     match forward_target(&state, &key, query) {
         Err(e) => e.into_response(),
         Ok(Some(to)) => forward(&state, to, reqwest::Method::GET, &name, &key, &headers, None).await,
-        Ok(None) => read(&state, &name, &key).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(None) => read(&state, &name, &key, &headers).await.unwrap_or_else(IntoResponse::into_response),
     }
 }
 
@@ -165,23 +166,43 @@ pub async fn post(
     match forward_target(&state, &key, query) {
         Err(e) => e.into_response(),
         Ok(Some(to)) => forward(&state, to, reqwest::Method::POST, &name, &key, &headers, Some(body)).await,
-        Ok(None) => write(&state, &name, &key, &body).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(None) => {
+            write(&state, &name, &key, &headers, &body).await.unwrap_or_else(IntoResponse::into_response)
+        }
     }
 }
 
-async fn read(state: &NodeState, name: &str, key: &str) -> Result<Response, LegacyError> {
+async fn read(
+    state: &NodeState,
+    name: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Response, LegacyError> {
     let (_, k) = super::request::key(state, name, key).map_err(|e| LegacyError::invalid(key, e.message))?;
-    state.fill_if_missing(&k).await;
-    let Some(register) = state.store.get(&k) else {
+    let found = super::kv::read(state, &k, headers).await.map_err(|e| LegacyError {
+        status: e.status,
+        key: key.to_owned(),
+        rc: RC_INVALID,
+        message: e.message,
+    })?;
+    let Some(register) = found else {
         return Ok((StatusCode::NOT_FOUND, Json(json!({ "key": key, "rc": RC_NOT_FOUND }))).into_response());
     };
     let value = json_value(&register);
-    let body = Found { key, value: &value, cas: register.vv().cas_token(), rc: RC_OK };
+    let body = Found { key, value: &value, cas: cas_of(&register.vv()), rc: RC_OK };
     Ok(Json(body).into_response())
 }
 
-async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<Response, LegacyError> {
+async fn write(
+    state: &NodeState,
+    name: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, LegacyError> {
     let (ns, k) = super::request::key(state, name, key).map_err(|e| LegacyError::invalid(key, e.message))?;
+    let consistency = super::request::consistency(state, ns.as_str(), headers)
+        .map_err(|e| LegacyError::invalid(key, e.message))?;
     // serde reads a struct from a JSON array too; this interface takes
     // objects only.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -213,14 +234,17 @@ async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<
     // Acknowledged locally, as that interface always was; replication
     // carries the write on.
     let write = Write { key: k, op, ttl, condition };
-    let outcome = state.write(write, Durability::Local).await.map_err(|e| match e {
+    let outcome = state.write_as(write, Durability::Local, consistency).await.map_err(|e| match e {
         WritePathError::Refused(WriteError::PreconditionFailed { .. }) => LegacyError {
             status: StatusCode::BAD_REQUEST,
             key: key.to_owned(),
             rc: RC_CAS_MISMATCH,
             message: "cas mismatch: the value changed since that cas was read (or it is gone)".into(),
         },
-        stopped @ (WritePathError::ReplicationStopped(_) | WritePathError::DiskFailed(_)) => LegacyError {
+        stopped @ (WritePathError::ReplicationStopped(_)
+        | WritePathError::DiskFailed(_)
+        | WritePathError::StrongUnavailable(_)
+        | WritePathError::StrongUnknown) => LegacyError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             key: key.to_owned(),
             rc: RC_INVALID,
@@ -228,7 +252,7 @@ async fn write(state: &NodeState, name: &str, key: &str, body: &[u8]) -> Result<
         },
         other => LegacyError::invalid(key, other.to_string()),
     })?;
-    let body = Stored { cas: outcome.entry.vv().cas_token(), key, value, rc: RC_OK };
+    let body = Stored { cas: cas_of(&outcome.entry.vv()), key, value, rc: RC_OK };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -131,6 +131,15 @@ fn write_path_error(e: WritePathError) -> ApiError {
         e @ WritePathError::DiskFailed(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_failed", e.to_string())
         }
+        e @ WritePathError::StrongUnavailable(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "strong_unavailable", e.to_string())
+        }
+        e @ WritePathError::StrongUnknown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "strong_outcome_unknown", e.to_string())
+        }
+        e @ (WritePathError::StrongUnsupported(_) | WritePathError::StrongNotConfigured) => {
+            ApiError::bad_request("not_strong", e.to_string())
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reading a request: the key, the TTL and the conditions.
 
+use crate::config::Consistency;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use geocache_crdt::{Key, VersionVector};
@@ -135,6 +136,32 @@ pub fn durability(headers: &HeaderMap) -> Result<Durability, ApiError> {
     }
 }
 
+/// `Geocache-Consistency: strong|eventual`, else the namespace's setting.
+///
+/// # Errors
+///
+/// 400 for another value, or `strong` on a node without acceptors.
+pub fn consistency(state: &NodeState, ns: &str, headers: &HeaderMap) -> Result<Consistency, ApiError> {
+    let asked = match headers.get("geocache-consistency").map(|v| v.as_bytes()) {
+        None => return Ok(state.consistency(ns)),
+        Some(b"strong") => Consistency::Strong,
+        Some(b"eventual") => Consistency::Eventual,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_consistency",
+                "Geocache-Consistency must be strong or eventual",
+            ))
+        }
+    };
+    if asked == Consistency::Strong && !state.has_strong() {
+        return Err(ApiError::bad_request(
+            "not_strong",
+            "Geocache-Consistency: strong needs --strong-acceptors (and --gossip) on this node",
+        ));
+    }
+    Ok(asked)
+}
+
 /// What every write request carries besides its body.
 pub struct WriteRequest {
     /// The namespace.
@@ -147,6 +174,8 @@ pub struct WriteRequest {
     pub condition: Condition,
     /// `Geocache-Durability`.
     pub durability: Durability,
+    /// `Geocache-Consistency`, else the namespace's.
+    pub consistency: Consistency,
 }
 
 /// Reads and checks the parts every write shares: key, query, TTL,
@@ -163,5 +192,6 @@ pub fn write_request(
     let ttl_ms = ttl(state, &ns, &query, headers)?;
     let condition = condition(headers)?;
     let durability = durability(headers)?;
-    Ok(WriteRequest { ns, key, ttl_ms, condition, durability })
+    let consistency = consistency(state, ns.as_str(), headers)?;
+    Ok(WriteRequest { ns, key, ttl_ms, condition, durability, consistency })
 }

@@ -84,6 +84,8 @@ pub struct Disk {
     pub(super) db: Database,
     pub(super) entries: Keyspace,
     pub(super) life: Keyspace,
+    /// This node's strong acceptor's slots (`acceptor_slots.rs`).
+    pub(super) acceptor: Keyspace,
     policy: FsyncPolicy,
     pub(super) journal: Arc<JournalWriter>,
     /// The journal position `entries` holds every change up to.
@@ -315,6 +317,7 @@ impl Disk {
         };
         let life = open("life", KeyspaceCreateOptions::default().max_memtable_size(1 << 20))?;
         let entries = open("entries", KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
+        let acceptor = open("acceptor", KeyspaceCreateOptions::default().max_memtable_size(1 << 20))?;
         let read = |key: &[u8]| life.get(key).map_err(|e| engine(dir, "keyspace life under fjall/", e));
         let corrupt_life = |e: records::RecordError| corrupt(dir, "keyspace life under fjall/", e.0);
         let mut loaded = Loaded::default();
@@ -433,6 +436,7 @@ impl Disk {
             db,
             entries,
             life,
+            acceptor,
             policy: options.fsync,
             journal,
             entries_upto: AtomicU64::new(entries_upto),

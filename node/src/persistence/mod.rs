@@ -11,6 +11,8 @@
 //! - fjall's `entries`: every register the store holds, tombstones
 //!   included, by packed key, as of the last checkpoint (`checkpoint.rs`):
 //!   a restart loads it, then replays the journal after it.
+//! - fjall's `acceptor`: the strong acceptor's promises, each flushed
+//!   before its answer leaves (`acceptor_slots.rs`).
 //! - fjall's `life`: the data dir's identity (format, cluster, node name),
 //!   this node's origin id, the sequence number and HLC floor in use, the
 //!   position the last checkpoint covers, the watermarks it saw, the boot
@@ -22,6 +24,7 @@
 //! which is what a power loss respects. fjall sees one insert per key
 //! changed between two checkpoints, not one per write.
 
+mod acceptor_slots;
 mod checkpoint;
 mod dirty_keys;
 mod disk;

@@ -105,6 +105,14 @@ pub enum CommandError {
     /// The write is applied here but did not reach its durability level.
     #[error("ERR {0}")]
     NotDurable(String),
+    /// A strong write found no majority (or may not have been made): as
+    /// Redis Cluster answers while a slot is unavailable, so a client
+    /// retries later.
+    #[error("TRYAGAIN {0}")]
+    TryAgain(String),
+    /// A strong write of a kind strong keys do not take.
+    #[error("ERR {0}")]
+    NotStrong(String),
     /// A reply larger than `--reply-bytes-max`; nothing was sent.
     #[error("ERR the reply would be {bytes} bytes; the limit is {max} (--reply-bytes-max): ask for fewer or smaller values")]
     ReplyTooLarge {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod emulated;
+
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -100,7 +102,10 @@ impl Drop for Node {
 /// A RESP connection to `addr` with the `redis` crate, made within 30 s.
 pub async fn resp_connect(addr: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
-    tokio::time::timeout(RESP_CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+    // Replies may take long on a loaded machine (and a strong write a few
+    // round trips): the crate's default of 500 ms is too short.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESP_CONNECT_TIMEOUT));
+    tokio::time::timeout(RESP_CONNECT_TIMEOUT, client.get_multiplexed_async_connection_with_config(&config))
         .await
         .expect("connect in time")
         .expect("connect")

@@ -363,6 +363,12 @@ impl Context<'_> {
                 | WritePathError::DiskFailed(_)
                 | WritePathError::NoDataDir),
             ) => Err(CommandError::NotDurable(e.to_string())),
+            Err(e @ (WritePathError::StrongUnavailable(_) | WritePathError::StrongUnknown)) => {
+                Err(CommandError::TryAgain(e.to_string()))
+            }
+            Err(e @ (WritePathError::StrongUnsupported(_) | WritePathError::StrongNotConfigured)) => {
+                Err(CommandError::NotStrong(e.to_string()))
+            }
         }
     }
 

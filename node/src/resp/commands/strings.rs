@@ -1,7 +1,7 @@
 //! String commands: GET, SET, MGET, MSET, INCR, DECR, INCRBY, DECRBY.
 
 use bytes::BytesMut;
-use geocache_crdt::{Counter, CounterError};
+use geocache_crdt::CounterError;
 
 use super::{is, value_bytes, Context};
 use crate::resp::error::CommandError;
@@ -211,7 +211,7 @@ pub(super) async fn incr_by(
         Write { key, op: WriteOp::Add(by), ttl: Ttl::Keep { or_ms: None }, condition: Condition::Always };
     match cx.write(write).await? {
         Ok(outcome) => {
-            let value = outcome.register.counter().map_or(0, Counter::value);
+            let value = crate::write::integer_value(&outcome.entry).unwrap_or(0);
             reply::int(out, i64::try_from(value).map_err(|_| CommandError::Overflow)?);
             Ok(())
         }
