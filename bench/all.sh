@@ -11,7 +11,7 @@
 # proves each script works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCRIPTS=(local-ops http-get replication-lag wan-efficiency memory memory-bound entries-at-budget remote-apply sim-speed)
+SCRIPTS=(local-ops http-get replication-lag wan-efficiency memory memory-bound entries-at-budget remote-apply strong-cas sim-speed)
 OUT="${BENCH_OUT:-docs/BENCHMARKS.md}"
 [ "${BENCH_QUICK:-0}" = 1 ] && OUT="${BENCH_OUT:-target/bench-quick.md}"
 SKIP=" ${SKIP:-} "

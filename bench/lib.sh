@@ -226,7 +226,7 @@ bench_publish() {
 # build, so building `geocache` alone would give a (slightly) different
 # binary from the one the replication benchmarks run.
 bench_build_geocache() {
-  bench_build -p geocache-node -p geocache-bench --bin geocache --bin replication-lag --bin wan-efficiency --bin store-memory
+  bench_build -p geocache-node -p geocache-bench --bin geocache --bin replication-lag --bin wan-efficiency --bin store-memory --bin strong-cas
 }
 
 # bench_build ARGS... — `cargo build --release ARGS` (quiet), once per script.

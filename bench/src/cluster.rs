@@ -34,6 +34,22 @@ impl Cluster {
     ///
     /// Certificates, a port, or a process that could not be set up.
     pub async fn start(bin: &Path, name: &str, base: u8, regions: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(bin, name, base, regions, |_, _| Vec::new()).await
+    }
+
+    /// As [`start`](Self::start), with node `i`'s extra flags from
+    /// `extra(i, dir)` (`dir`: the cluster's temporary directory).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_with(
+        bin: &Path,
+        name: &str,
+        base: u8,
+        regions: &[&str],
+        extra: impl Fn(usize, &Path) -> Vec<String>,
+    ) -> Result<Cluster> {
         assert!(usize::from(base) + 50 + regions.len() < 255, "addresses past 127.0.0.254");
         let dir = std::env::temp_dir().join(format!("geocache-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -66,6 +82,7 @@ impl Cluster {
                 "--key".into(),
                 format!("{out_s}/node.key"),
             ]);
+            args.extend(extra(i, &dir));
             nodes.push(NodeProcess::start(bin, &emulated[i].real.ip().to_string(), &args)?);
         }
         Ok(Cluster { nodes, regions: regions.iter().map(|r| r.to_string()).collect(), emulator, dir })

@@ -29,6 +29,15 @@ impl Core {
         Some(id)
     }
 
+    /// This node's store holds version `version` of strong key `key`
+    /// (replicated from another proposer): its proposer prepares the next
+    /// change rather than spend a round trip on a promise given before.
+    pub fn saw_strong_version(&mut self, key: &Key, version: u64) {
+        if let Some(strong) = &mut self.strong {
+            strong.saw_version(key, version);
+        }
+    }
+
     /// Takes back this node's acceptor slot of `key` from its data dir.
     pub fn restore_strong_slot(&mut self, key: Key, slot: crate::strong::Slot) {
         if let Some(strong) = &mut self.strong {

@@ -204,6 +204,7 @@ enum Command {
         key: Key,
         change: Change,
         at: geocache_crdt::Hlc,
+        seen_version: u64,
         done: oneshot::Sender<Outcome>,
     },
 }
@@ -352,12 +353,19 @@ impl Cluster {
 
     /// Runs `change` of strong key `key` through the acceptors
     /// (`geocache_gossip::strong`), asked for at `at` by this node's HLC,
-    /// and waits for how it ended. The proposer's own deadline ends every
+    /// and waits for how it ended. `seen_version`: the version the store
+    /// holds (0: none). The proposer's own deadline ends every
     /// proposal; a driver that stopped meanwhile counts as `Unknown` (the
     /// change may have been made).
-    pub async fn propose_strong(&self, key: Key, change: Change, at: geocache_crdt::Hlc) -> Outcome {
+    pub async fn propose_strong(
+        &self,
+        key: Key,
+        change: Change,
+        at: geocache_crdt::Hlc,
+        seen_version: u64,
+    ) -> Outcome {
         let (done, outcome) = oneshot::channel();
-        if self.commands.send(Command::Strong { key, change, at, done }).await.is_err() {
+        if self.commands.send(Command::Strong { key, change, at, seen_version, done }).await.is_err() {
             return Outcome::Unavailable;
         }
         match tokio::time::timeout(STRONG_WAIT_MAX, outcome).await {
@@ -574,7 +582,8 @@ impl Driver {
                     let _ = done.send(false);
                 }
             },
-            Command::Strong { key, change, at, done } => {
+            Command::Strong { key, change, at, seen_version, done } => {
+                self.core.saw_strong_version(&key, seen_version);
                 let store = self.store.clone();
                 let mut access = StoreAccess(&store, &mut self.lag);
                 match self.core.propose_strong(key, change, at, &mut access, now) {

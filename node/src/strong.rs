@@ -103,7 +103,8 @@ impl NodeState {
             (Some(cluster), false) => cluster,
             _ => return Err(WritePathError::StrongNotConfigured),
         };
-        Ok(cluster.propose_strong(key.clone(), change, self.store.hlc_now()).await)
+        let seen = self.store.register(key).and_then(|e| strong_version(&e.vv())).unwrap_or(0);
+        Ok(cluster.propose_strong(key.clone(), change, self.store.hlc_now(), seen).await)
     }
 
     /// Keeps version `state` of `key` in the store (replicating it) unless

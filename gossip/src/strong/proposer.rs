@@ -185,6 +185,17 @@ impl Proposer {
         }
     }
 
+    /// This node already holds version `version` of `key` (replicated
+    /// from another proposer): a promise it holds for the key was given
+    /// before that version, so the acceptors have promised a higher ballot
+    /// since, and going straight to accept would cost a refused round trip.
+    /// The next change prepares instead.
+    pub fn saw_version(&mut self, key: &Key, version: u64) {
+        if self.prepared.get(key).is_some_and(|(_, state)| state.version < version) {
+            self.prepared.remove(key);
+        }
+    }
+
     /// Proposals running or queued.
     pub fn proposal_count(&self) -> usize {
         self.active.len() + self.queued_count
@@ -214,6 +225,11 @@ impl Proposer {
         if self.proposal_count() >= self.config.proposal_count_max {
             self.outcomes.push_back((id, Outcome::Busy));
             return id;
+        }
+        // A compare-and-set names a version its client saw: a promise held
+        // from before it is stale.
+        if let Change::CompareAndSet { expected, .. } | Change::DeleteIf { expected } = &change {
+            self.saw_version(&key, *expected);
         }
         let deadline_ms = now_ms.saturating_add(self.config.deadline_ms);
         if self.active.contains_key(&key) {
@@ -251,7 +267,13 @@ impl Proposer {
             self.accept(key, attempt, ballot, state, now_ms);
             return;
         }
-        let ballot = Ballot::new(self.highest_round.saturating_add(1), self.me, self.life);
+        let Some(asked_ms) = self.active.get(key).map(|p| p.at.ms()) else { return };
+        // At least the wall time the change was asked at: another node's
+        // held promise (whose rounds grow by one per change from its own
+        // first prepare) is then most likely below it, and the prepare is
+        // not refused for a round this node had not heard of. Any round is
+        // safe; this only saves a round trip.
+        let ballot = Ballot::new(self.highest_round.saturating_add(1).max(asked_ms), self.me, self.life);
         self.highest_round = ballot.round;
         let Some(p) = self.active.get_mut(key) else { return };
         p.attempts += 1;

@@ -87,6 +87,12 @@ impl StrongRoles {
         self.acceptor.iter().flat_map(Acceptor::slots)
     }
 
+    /// This node holds version `version` of `key` (see
+    /// [`Proposer::saw_version`]).
+    pub fn saw_version(&mut self, key: &Key, version: u64) {
+        self.proposer.saw_version(key, version);
+    }
+
     /// Starts a change of `key`, asked for at `at` by this node's clock.
     pub fn propose(&mut self, key: Key, change: Change, at: Hlc, now_ms: u64) -> ProposalId {
         let ids = self.ids();
