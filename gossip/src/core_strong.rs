@@ -86,21 +86,33 @@ impl Core {
     pub(crate) fn flush_strong(&mut self, store: &mut dyn ReplicaStore) {
         let now = self.now_ms;
         loop {
-            let Some(strong) = self.strong.as_mut() else { return };
-            let Some((target, message)) = strong.poll_transmit() else { break };
-            match target {
-                StrongTarget::Local => {
-                    let Some(own) = strong.own_acceptor() else { continue };
-                    let Some(answer) = answer_durably(strong, &message, store) else { continue };
-                    strong.take_answer(own, answer, now);
+            // The other acceptors' messages leave first: this node's own
+            // answer waits for its slot to reach the disk, and the remote
+            // round trips run meanwhile.
+            let mut local = Vec::new();
+            loop {
+                let Some(strong) = self.strong.as_mut() else { return };
+                let Some((target, message)) = strong.poll_transmit() else { break };
+                match target {
+                    StrongTarget::Local => local.push(message),
+                    StrongTarget::Named(name) => {
+                        // The acceptor's current life; none up: the message
+                        // is lost, and the attempt times out like any loss.
+                        let Some(to) = self.members.values().find(|p| p.name == name).map(|p| p.node) else {
+                            continue;
+                        };
+                        self.send_strong(to, message);
+                    }
                 }
-                StrongTarget::Named(name) => {
-                    // The acceptor's current life; none up: the message is
-                    // lost, and the attempt times out like any loss.
-                    let Some(to) = self.members.values().find(|p| p.name == name).map(|p| p.node) else {
-                        continue;
-                    };
-                    self.send_strong(to, message);
+            }
+            if local.is_empty() {
+                break;
+            }
+            let Some(strong) = self.strong.as_mut() else { return };
+            let Some(own) = strong.own_acceptor() else { break };
+            for message in local {
+                if let Some(answer) = answer_durably(strong, &message, store) {
+                    strong.take_answer(own, answer, now);
                 }
             }
         }
