@@ -38,6 +38,12 @@ impl Core {
         }
     }
 
+    /// The keys this node's acceptor holds slots for (none when it is not
+    /// one): what a refresh reads through a new acceptor set.
+    pub fn strong_slot_keys(&self) -> Vec<Key> {
+        self.strong.iter().flat_map(|s| s.slots().map(|(k, _)| k.clone())).collect()
+    }
+
     /// Takes back this node's acceptor slot of `key` from its data dir.
     pub fn restore_strong_slot(&mut self, key: Key, slot: crate::strong::Slot) {
         if let Some(strong) = &mut self.strong {

@@ -200,6 +200,9 @@ enum Command {
         key: Key,
         done: oneshot::Sender<bool>,
     },
+    AcceptorKeys {
+        done: oneshot::Sender<Vec<Key>>,
+    },
     Strong {
         key: Key,
         change: Change,
@@ -372,6 +375,15 @@ impl Cluster {
             Ok(Ok(outcome)) => outcome,
             _ => Outcome::Unknown,
         }
+    }
+
+    /// The keys this node's strong acceptor holds slots for.
+    pub async fn acceptor_keys(&self) -> Vec<Key> {
+        let (done, keys) = oneshot::channel();
+        if self.commands.send(Command::AcceptorKeys { done }).await.is_err() {
+            return Vec::new();
+        }
+        keys.await.unwrap_or_default()
     }
 
     /// The store finished loading from the data dir.
@@ -582,6 +594,9 @@ impl Driver {
                     let _ = done.send(false);
                 }
             },
+            Command::AcceptorKeys { done } => {
+                let _ = done.send(self.core.strong_slot_keys());
+            }
             Command::Strong { key, change, at, seen_version, done } => {
                 self.core.saw_strong_version(&key, seen_version);
                 let store = self.store.clone();

@@ -238,6 +238,15 @@ pub struct ConfigLayer {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strong_acceptors: Option<Vec<String>>,
+    /// This node's acceptor starts with no promises, knowingly: at the
+    /// first start of a cluster, or when it joins the acceptor set by the
+    /// documented procedure. Without it, an acceptor whose data dir holds
+    /// no promises yet (new, or lost) stays mute: answering could break
+    /// promises it made before (docs/OPERATIONS.md, "Strong acceptors")
+    /// [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strong_acceptor_bootstrap: Option<bool>,
     /// A certificate chain (PEM) for TLS on the HTTP port; with --tls-key.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +343,8 @@ pub struct Config {
     /// `--strong-acceptors`; empty: no strong keys.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub strong_acceptors: Vec<String>,
+    /// `--strong-acceptor-bootstrap`.
+    pub strong_acceptor_bootstrap: bool,
 }
 
 /// The certificate and key of the client ports' TLS.
@@ -426,6 +437,7 @@ impl ConfigLayer {
         ConfigLayer {
             node_id: over.node_id.or(self.node_id),
             strong_acceptors: over.strong_acceptors.or(self.strong_acceptors),
+            strong_acceptor_bootstrap: over.strong_acceptor_bootstrap.or(self.strong_acceptor_bootstrap),
             region: over.region.or(self.region),
             lat: over.lat.or(self.lat),
             lon: over.lon.or(self.lon),
@@ -650,6 +662,7 @@ impl Config {
         check_strong(&strong_acceptors, &namespaces, replication.is_some())?;
         Ok(Config {
             strong_acceptors,
+            strong_acceptor_bootstrap: layer.strong_acceptor_bootstrap.unwrap_or(false),
             node_id,
             region,
             lat,

@@ -245,6 +245,18 @@ fn strong_roles(state: &NodeState, name: &str) -> Result<StrongRoles, ClusterSta
     if is_acceptor && disk.is_none() {
         tracing::warn!(name, "named in --strong-acceptors without --data-dir: this acceptor stays mute, since its promises would not outlive a crash");
     }
+    let fail = |e: String| ClusterStartError::AcceptorSlots(e);
+    let marked = match disk.filter(|_| is_acceptor) {
+        Some(d) => d.acceptor_marked().map_err(|e| fail(e.to_string()))?,
+        None => false,
+    };
+    let enabled = disk.is_some() && (marked || state.config.strong_acceptor_bootstrap);
+    if let (true, false, Some(d)) = (is_acceptor && enabled, marked, disk) {
+        d.mark_acceptor().map_err(|e| fail(e.to_string()))?;
+    }
+    if is_acceptor && disk.is_some() && !enabled {
+        tracing::warn!(name, "this acceptor's data dir holds no promises (new, or lost): it stays mute; start it once with --strong-acceptor-bootstrap only as docs/OPERATIONS.md, \"Changing the strong acceptors\", says");
+    }
     let slots = match disk.filter(|_| is_acceptor) {
         Some(disk) => disk.acceptor_slots().map_err(|e| ClusterStartError::AcceptorSlots(e.to_string()))?,
         None => Vec::new(),
@@ -258,7 +270,7 @@ fn strong_roles(state: &NodeState, name: &str) -> Result<StrongRoles, ClusterSta
             key_count_max: crate::strong::ACCEPTOR_KEY_COUNT_MAX,
             debug_forget_promises: false,
         },
-        acceptor_enabled: disk.is_some(),
+        acceptor_enabled: enabled,
         ..Default::default()
     };
     Ok((Some(config), slots))

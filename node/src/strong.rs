@@ -54,12 +54,14 @@ impl NodeState {
         let is_add = matches!(change, Change::Add { .. });
         let previous = self.store.get(&write.key);
         match self.propose(&write.key, change).await? {
-            Outcome::Chosen(state) => {
-                let outcome = self.keep_version(&write.key, &state, previous).await;
-                self.finish_write(outcome, level).await
-            }
+            Outcome::Chosen(state) => match self.keep_version(&write.key, &state, previous) {
+                (outcome, true) => self.finish_write(outcome, level).await,
+                // A later version is already here: this one was chosen and
+                // the store moved past it.
+                (outcome, false) => Ok(outcome),
+            },
             Outcome::Refused(state) => {
-                let current = self.keep_version(&write.key, &state, None).await;
+                let current = self.keep_and_replicate(&write.key, &state).await;
                 let visible = current.entry.is_visible_at(self.store.now_ms());
                 let value = state
                     .visible_at(now)
@@ -85,7 +87,7 @@ impl NodeState {
     pub async fn read_strong(&self, key: &Key) -> Result<Option<Entry>, WritePathError> {
         match self.propose(key, Change::Read).await? {
             Outcome::Chosen(state) | Outcome::Refused(state) => {
-                let kept = self.keep_version(key, &state, None).await;
+                let kept = self.keep_and_replicate(key, &state).await;
                 let now = self.store.now_ms();
                 // What the store holds now is that version or a later one.
                 Ok(self.store.get(key).or_else(|| kept.entry.is_visible_at(now).then_some(kept.entry)))
@@ -107,9 +109,22 @@ impl NodeState {
         Ok(cluster.propose_strong(key.clone(), change, self.store.hlc_now(), seen).await)
     }
 
-    /// Keeps version `state` of `key` in the store (replicating it) unless
-    /// the store holds it or a later one; the outcome to answer with.
-    async fn keep_version(&self, key: &Key, state: &StrongState, previous: Option<Entry>) -> WriteOutcome {
+    /// Keeps version `state` of `key` (read, or refused against) and hands
+    /// it to replication when this node did not hold it yet.
+    async fn keep_and_replicate(&self, key: &Key, state: &StrongState) -> WriteOutcome {
+        let (outcome, new) = self.keep_version(key, state, None);
+        if new {
+            if let Some(cluster) = &self.cluster {
+                cluster.replicate(&outcome, Durability::Local).await;
+            }
+        }
+        outcome
+    }
+
+    /// Keeps version `state` of `key` in the store unless the store holds
+    /// it or a later one: the outcome to answer with, and whether it is a
+    /// write of this node to replicate.
+    fn keep_version(&self, key: &Key, state: &StrongState, previous: Option<Entry>) -> (WriteOutcome, bool) {
         let chosen = ChosenVersion {
             version: state.version,
             hlc: state.hlc,
@@ -118,14 +133,12 @@ impl NodeState {
         };
         if state.version > 0 {
             if let Some(mut outcome) = self.store.keep_chosen(key.clone(), chosen) {
-                if let Some(cluster) = &self.cluster {
-                    cluster.replicate(&outcome, Durability::Local).await;
-                }
                 outcome.previous = previous;
-                return outcome;
+                return (outcome, true);
             }
         }
-        // Held already (or a key never written): answer from the store.
+        // Held already (or a key never written): answer from the store,
+        // with a delta that is never sent.
         let held =
             self.store.register(key).filter(|e| strong_version(&e.vv()).is_some_and(|v| v >= state.version));
         let entry = held.unwrap_or_else(|| never_written(state));
@@ -136,7 +149,7 @@ impl NodeState {
             key: key.clone(),
             body: DeltaBody::Register(register.clone()),
         };
-        WriteOutcome { entry, register, previous, delta, disk_position: 0 }
+        (WriteOutcome { entry, register, previous, delta, disk_position: 0 }, false)
     }
 }
 

@@ -31,7 +31,13 @@ fn route_need(pattern: &str, method: &Method) -> RouteNeed {
     let scope = if reads { Scope::Read } else { Scope::Write };
     match pattern {
         "/healthz" | "/readyz" => RouteNeed::Open,
-        "/metrics" | "/v1/node" | "/v1/cluster" | "/v1/status" | "/ui" | "/ui/live" => RouteNeed::Admin,
+        "/metrics"
+        | "/v1/node"
+        | "/v1/cluster"
+        | "/v1/status"
+        | "/v1/admin/strong/refresh"
+        | "/ui"
+        | "/ui/live" => RouteNeed::Admin,
         "/v1/kv/{ns}/{*key}" | "/v1/doc/{ns}/{*key}" | "/v1/counter/{ns}/{*key}" | "/api/{name}/{*key}" => {
             RouteNeed::Namespace(scope)
         }

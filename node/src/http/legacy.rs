@@ -252,7 +252,13 @@ async fn write(
         },
         other => LegacyError::invalid(key, other.to_string()),
     })?;
-    let body = Stored { cas: cas_of(&outcome.entry.vv()), key, value, rc: RC_OK };
+    // The value and `cas` of one version, the one now held: a client's
+    // next compare-and-set builds on both. For a strong write found made on
+    // a retry after later changes by others, that is a later version than
+    // its own, holding its change; echoing the request's value beside that
+    // version's `cas` would have the client's next write undo the others'.
+    let stored = json_value(&outcome.entry);
+    let body = Stored { cas: cas_of(&outcome.entry.vv()), key, value: &stored, rc: RC_OK };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -14,13 +14,14 @@ mod legacy;
 pub mod listener;
 mod request;
 mod status;
+mod strong_refresh;
 mod ui;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::time::Instant;
 
@@ -47,6 +48,7 @@ pub fn router(state: NodeState) -> Router {
         .route("/v1/cluster", get(admin::cluster))
         .route("/v1/closest", get(closest::closest))
         .route("/v1/status", get(status::status))
+        .route("/v1/admin/strong/refresh", post(strong_refresh::refresh))
         .route("/ui", get(ui::page))
         .route("/ui/live", get(ui::live))
         .route("/", get(legacy::root))

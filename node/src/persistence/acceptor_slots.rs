@@ -12,6 +12,9 @@ use super::disk::{Disk, DiskError};
 use super::identity::DataDirError;
 use crate::store_key;
 
+/// The key in `life` that says this data dir's acceptor took part: its
+/// promises are in `acceptor`, so it may answer again after a restart.
+const LIFE_ACCEPTOR: &[u8] = b"acceptor";
 /// The format byte of a slot record.
 const SLOT_V1: u8 = 1;
 
@@ -26,6 +29,27 @@ impl Disk {
         let mut record = vec![SLOT_V1];
         codec::encode_into(slot, &mut record).map_err(|e| DiskError(format!("encoding a slot: {e}")))?;
         self.acceptor.insert(&store_key::pack(key)[..], record).map_err(|e| DiskError(e.to_string()))?;
+        self.db.persist(PersistMode::SyncData).map_err(|e| DiskError(e.to_string()))
+    }
+
+    /// Whether this data dir's acceptor has answered before (its promises
+    /// are here).
+    ///
+    /// # Errors
+    ///
+    /// [`DataDirError`] when the keyspace cannot be read.
+    pub fn acceptor_marked(&self) -> Result<bool, DataDirError> {
+        self.life.get(LIFE_ACCEPTOR).map(|v| v.is_some()).map_err(|e| self.corrupt_acceptor(e.to_string()))
+    }
+
+    /// Records that this data dir's acceptor takes part, before it first
+    /// answers.
+    ///
+    /// # Errors
+    ///
+    /// [`DiskError`] when it could not be written and flushed.
+    pub fn mark_acceptor(&self) -> Result<(), DiskError> {
+        self.life.insert(LIFE_ACCEPTOR, [1u8]).map_err(|e| DiskError(e.to_string()))?;
         self.db.persist(PersistMode::SyncData).map_err(|e| DiskError(e.to_string()))
     }
 

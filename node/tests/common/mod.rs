@@ -83,6 +83,13 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// Kills the process (SIGKILL) and waits, keeping the handle (a node
+    /// that stays down while the others carry on).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits: the node must stop by itself.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
