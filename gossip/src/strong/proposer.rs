@@ -103,6 +103,9 @@ struct Proposal {
     change: Change,
     /// The proposer's clock when the client asked (`Change::apply`).
     at: Hlc,
+    /// The wall clock minus the core's clock when it was asked: each
+    /// attempt's round starts at the wall time of the attempt.
+    wall_offset_ms: i64,
     acceptors: Vec<NodeId>,
     deadline_ms: u64,
     attempts: u32,
@@ -133,6 +136,8 @@ struct Queued {
     id: ProposalId,
     change: Change,
     at: Hlc,
+    /// The core's clock when it was asked.
+    asked_ms: u64,
     acceptors: Vec<NodeId>,
     deadline_ms: u64,
 }
@@ -233,11 +238,18 @@ impl Proposer {
         }
         let deadline_ms = now_ms.saturating_add(self.config.deadline_ms);
         if self.active.contains_key(&key) {
-            self.queued.entry(key).or_default().push_back(Queued { id, change, at, acceptors, deadline_ms });
+            self.queued.entry(key).or_default().push_back(Queued {
+                id,
+                change,
+                at,
+                asked_ms: now_ms,
+                acceptors,
+                deadline_ms,
+            });
             self.queued_count += 1;
             return id;
         }
-        self.start(key, Queued { id, change, at, acceptors, deadline_ms }, now_ms);
+        self.start(key, Queued { id, change, at, asked_ms: now_ms, acceptors, deadline_ms }, now_ms);
         id
     }
 
@@ -245,6 +257,9 @@ impl Proposer {
         let proposal = Proposal {
             id: q.id,
             change: q.change,
+            wall_offset_ms: i64::try_from(q.at.ms())
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(q.asked_ms).unwrap_or(i64::MAX)),
             at: q.at,
             acceptors: q.acceptors,
             deadline_ms: q.deadline_ms,
@@ -267,13 +282,17 @@ impl Proposer {
             self.accept(key, attempt, ballot, state, now_ms);
             return;
         }
-        let Some(asked_ms) = self.active.get(key).map(|p| p.at.ms()) else { return };
-        // At least the wall time the change was asked at: another node's
-        // held promise (whose rounds grow by one per change from its own
-        // first prepare) is then most likely below it, and the prepare is
-        // not refused for a round this node had not heard of. Any round is
-        // safe; this only saves a round trip.
-        let ballot = Ballot::new(self.highest_round.saturating_add(1).max(asked_ms), self.me, self.life);
+        let Some(offset) = self.active.get(key).map(|p| p.wall_offset_ms) else { return };
+        // At least the wall time of the attempt: another node's held
+        // promise (whose rounds grow by one per change from its own first
+        // prepare) is then most likely below it, and the prepare is not
+        // refused for a round this node had not heard of; and a retry
+        // starts as high as a change asked for now elsewhere, so older
+        // proposals are not starved by newer ones. Any round is safe; this
+        // only saves round trips.
+        let wall_ms =
+            u64::try_from(i64::try_from(now_ms).unwrap_or(i64::MAX).saturating_add(offset)).unwrap_or(0);
+        let ballot = Ballot::new(self.highest_round.saturating_add(1).max(wall_ms), self.me, self.life);
         self.highest_round = ballot.round;
         let Some(p) = self.active.get_mut(key) else { return };
         p.attempts += 1;
