@@ -74,6 +74,7 @@ async fn run(bin: &std::path::Path, args: &Args) -> Result<Run> {
         vec![
             "--strong-acceptors".into(),
             "node-1,node-2,node-3".into(),
+            "--strong-acceptor-bootstrap".into(),
             "--data-dir".into(),
             dir.join(format!("data-{i}")).display().to_string(),
         ]
