@@ -89,23 +89,13 @@ async fn run(bin: &std::path::Path, args: &Args) -> Result<Run> {
     // Warm-up: connections, and the first (two round trip) write of each key.
     let mut kept = strong_put(&c, &url(0, "kept"), None).await?.1;
     let mut moving = strong_put(&c, &url(0, "moving"), None).await?.1;
-    let mut latencies = Vec::new();
-    for _ in 0..args.count {
-        let (took, etag) = strong_put(&c, &url(0, "kept"), Some(&kept)).await?;
-        latencies.push(took);
-        kept = etag;
-    }
+    let latencies = cas_chain(&c, |_| url(0, "kept"), &mut kept, args.count).await?;
     cases.push(Case {
         name: "strong CAS, key keeps its proposer (node a)",
         target: "≤ 1 RTT + 5 ms",
         latencies,
     });
-    let mut latencies = Vec::new();
-    for n in 0..args.count {
-        let (took, etag) = strong_put(&c, &url(1 - n % 2, "moving"), Some(&moving)).await?;
-        latencies.push(took);
-        moving = etag;
-    }
+    let latencies = cas_chain(&c, |n| url(1 - n % 2, "moving"), &mut moving, args.count).await?;
     cases.push(Case {
         name: "strong CAS, proposers alternate (a, b, a, ...)",
         target: "≤ 2 RTT + 5 ms",
@@ -138,6 +128,24 @@ async fn run(bin: &std::path::Path, args: &Args) -> Result<Run> {
     let measured_rtt_ms =
         view["members"].as_array().into_iter().flatten().filter_map(|m| m["rtt_ms"].as_u64()).collect();
     Ok(Run { cases, measured_rtt_ms })
+}
+
+/// `count` strong compare-and-sets, the `n`th at `url(n)`, each against
+/// the version the one before returned (starting at `etag`); their
+/// latencies.
+async fn cas_chain(
+    c: &reqwest::Client,
+    url: impl Fn(usize) -> String,
+    etag: &mut String,
+    count: usize,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(count);
+    for n in 0..count {
+        let (took, next) = strong_put(c, &url(n), Some(etag)).await?;
+        latencies.push(took);
+        *etag = next;
+    }
+    Ok(latencies)
 }
 
 /// A strong `PUT`, conditional on `etag` when given; its latency and the
