@@ -27,6 +27,11 @@ pub const STORE_SLACK_PERCENT: u64 = 15;
 /// and write buffers and the headers.
 const HTTP_CONNECTION_BYTES: u64 = 64 << 10;
 
+/// What a strong slot or held promise costs besides its key and value: two
+/// ballots, the version and stamps, the names of the last 16 proposers,
+/// and the map's node.
+const STRONG_SLOT_OVERHEAD_BYTES: u64 = 512;
+
 /// One bound that adds to the total.
 #[derive(Clone, Debug)]
 pub struct Term {
@@ -70,6 +75,26 @@ pub fn terms(config: &Config) -> Vec<Term> {
             what: "replication send queues",
             how: "all peers together (QuicConfig::queued_bytes_max)".into(),
             bytes: geocache_gossip::quic::QUEUED_BYTES_MAX_DEFAULT as u64,
+        });
+    }
+    if !config.strong_acceptors.is_empty() && config.replication.is_some() {
+        use crate::strong::{ACCEPTOR_KEY_COUNT_MAX, STRONG_VALUE_BYTES_MAX};
+        // A slot or a held promise: the key, the value, two ballots, the
+        // last proposers' names and the map's node.
+        let each = key + STRONG_VALUE_BYTES_MAX as u64 + STRONG_SLOT_OVERHEAD_BYTES;
+        let keys = ACCEPTOR_KEY_COUNT_MAX as u64;
+        let prepared = geocache_gossip::strong::ProposerConfig::default().prepared_key_count_max as u64;
+        if config.data_dir.is_some() {
+            out.push(Term {
+                what: "strong acceptor slots",
+                how: format!("--strong-acceptors: {keys} keys x (value <= 16 KiB + key + {STRONG_SLOT_OVERHEAD_BYTES} B)"),
+                bytes: keys * each,
+            });
+        }
+        out.push(Term {
+            what: "strong proposer's held promises",
+            how: format!("--strong-acceptors: {prepared} keys x (value <= 16 KiB + key + {STRONG_SLOT_OVERHEAD_BYTES} B)"),
+            bytes: prepared * each,
         });
     }
     let http_each = value + HTTP_CONNECTION_BYTES;
@@ -145,5 +170,25 @@ mod tests {
         assert!(terms.iter().all(|t| !t.what.starts_with("RESP") && !t.what.starts_with("replication")));
         let report = report(&config);
         assert!(report.contains("--http-connections-max 64") && report.contains("113.6 MiB"), "{report}");
+        assert!(!report.contains("strong"), "no strong keys, no strong terms");
+    }
+
+    #[test]
+    fn strong_acceptors_add_their_slots_and_held_promises() {
+        let layer = ConfigLayer {
+            gossip: Some("127.0.0.1:7946".parse().unwrap()),
+            ca: Some("ca.crt".into()),
+            cert: Some("node.crt".into()),
+            key: Some("node.key".into()),
+            data_dir: Some("data".into()),
+            strong_acceptors: Some(vec!["a".into(), "b".into(), "c".into()]),
+            ..Default::default()
+        };
+        let config = Config::resolve(ConfigLayer::default(), layer).unwrap();
+        let terms = terms(&config);
+        let each = (1 << 10) + (16 << 10) + STRONG_SLOT_OVERHEAD_BYTES;
+        let slots = terms.iter().find(|t| t.what == "strong acceptor slots").expect("slots counted");
+        assert_eq!(slots.bytes, 65_536 * each);
+        assert!(terms.iter().any(|t| t.what == "strong proposer's held promises"));
     }
 }
