@@ -16,6 +16,7 @@ use crate::entry::Entry;
 use crate::state::NodeState;
 use crate::store::{Condition, Ttl, Write, WriteError, WriteOp, WriteOutcome};
 use crate::strong_register::{strong_version, strong_vv, ChosenVersion};
+use crate::write::parse_integer;
 use crate::write_path::WritePathError;
 
 /// Most strong keys an acceptor keeps slots for. A slot is never dropped
@@ -52,8 +53,11 @@ impl NodeState {
         let now = self.store.now_ms();
         let change = change_of(&write, now)?;
         let is_add = matches!(change, Change::Add { .. });
-        let previous = self.store.get(&write.key);
-        match self.propose(&write.key, change).await? {
+        // One lookup: the version held tells the proposer whether its held
+        // promise is stale, and the value visible is the write's previous.
+        let held = self.store.register(&write.key);
+        let previous = held.clone().filter(|e| e.is_visible_at(now));
+        match self.propose(&write.key, change, held.as_ref()).await? {
             Outcome::Chosen(state) => match self.keep_version(&write.key, &state, previous) {
                 (outcome, true) => self.finish_write(outcome, level).await,
                 // A later version is already here: this one was chosen and
@@ -63,11 +67,9 @@ impl NodeState {
             Outcome::Refused(state) => {
                 let current = self.keep_and_replicate(&write.key, &state).await;
                 let visible = current.entry.is_visible_at(self.store.now_ms());
-                let value = state
-                    .visible_at(now)
-                    .map(|v| std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()));
-                Err(WritePathError::Refused(match (is_add, value) {
-                    (true, Some(None)) => WriteError::NotInteger,
+                let integer = state.visible_at(now).map(|v| parse_integer(v).is_ok());
+                Err(WritePathError::Refused(match (is_add, integer) {
+                    (true, Some(false)) => WriteError::NotInteger,
                     (true, _) => WriteError::Counter(geocache_crdt::CounterError::Overflow),
                     (false, _) => WriteError::PreconditionFailed {
                         current: visible.then(|| strong_vv(state.version).to_etag()),
@@ -85,7 +87,7 @@ impl NodeState {
     ///
     /// [`WritePathError::StrongUnavailable`] without a majority.
     pub async fn read_strong(&self, key: &Key) -> Result<Option<Entry>, WritePathError> {
-        match self.propose(key, Change::Read).await? {
+        match self.propose(key, Change::Read, self.store.register(key).as_ref()).await? {
             Outcome::Chosen(state) | Outcome::Refused(state) => {
                 let kept = self.keep_and_replicate(key, &state).await;
                 let now = self.store.now_ms();
@@ -100,12 +102,18 @@ impl NodeState {
         }
     }
 
-    async fn propose(&self, key: &Key, change: Change) -> Result<Outcome, WritePathError> {
-        let cluster = match (&self.cluster, self.config.strong_acceptors.is_empty()) {
-            (Some(cluster), false) => cluster,
-            _ => return Err(WritePathError::StrongNotConfigured),
+    /// Runs `change` of `key` through the acceptors; `held` is the entry
+    /// the store holds for it (tombstones included).
+    async fn propose(
+        &self,
+        key: &Key,
+        change: Change,
+        held: Option<&Entry>,
+    ) -> Result<Outcome, WritePathError> {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| self.has_strong()) else {
+            return Err(WritePathError::StrongNotConfigured);
         };
-        let seen = self.store.register(key).and_then(|e| strong_version(&e.vv())).unwrap_or(0);
+        let seen = held.and_then(|e| strong_version(&e.vv())).unwrap_or(0);
         Ok(cluster.propose_strong(key.clone(), change, self.store.hlc_now(), seen).await)
     }
 

@@ -47,10 +47,6 @@ fn config_file(name: &str) -> PathBuf {
     path
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
-}
-
 async fn error_code(r: reqwest::Response, status: StatusCode) -> String {
     assert_eq!(r.status(), status);
     let body: Value = r.json().await.expect("a JSON error body");
@@ -215,10 +211,8 @@ fn auth_without_users_is_an_error_as_in_redis() {
 /// the API on localhost:5000, the client's default.
 #[test]
 fn the_earlier_concurrency_example_runs_in_a_namespace_opened_for_it() {
-    let root = repo_root();
-    let python = Command::new(root.join("scripts/python-client.sh")).output().expect("python-client.sh");
-    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    let root = common::repo_root();
+    let python = common::earlier_client_python();
     let config = config_file("auth-python");
     let bin = Path::new(env!("CARGO_BIN_EXE_geocache"));
     let mut child = Command::new(bin)

@@ -6,10 +6,9 @@
 mod common;
 
 use common::emulated::{emulated_cluster_with, wait_for_members, Emulated};
-use common::{temp_dir, Node};
+use common::{repo_root, temp_dir, Node};
 use geocache_tests::link_emulator::LinkSpec;
 use reqwest::{Client, StatusCode};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,10 +64,6 @@ fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
-}
-
 /// Waits until `url` answers `want` (status and body).
 async fn reads_at(c: &Client, url: &str, want: &str) {
     let started = Instant::now();
@@ -94,10 +89,7 @@ async fn the_earlier_counting_example_with_a_thread_per_region_counts_exactly_25
     let e = strong_cluster("strong-count", 160, 40).await;
     let c = client();
     wait_for_members(&c, &e.nodes).await;
-    let python =
-        Command::new(repo_root().join("scripts/python-client.sh")).output().expect("python-client.sh");
-    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    let python = common::earlier_client_python();
     let example = repo_root().parent().unwrap().join("shared/earlier-client/concurrency.py");
     let addresses: Vec<String> = e.nodes.iter().map(|n| n.addr.to_string()).collect();
     let run = tokio::task::spawn_blocking(move || {

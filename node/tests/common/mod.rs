@@ -312,3 +312,16 @@ pub fn host_of(url: &str) -> &str {
     let rest = url.trim_start_matches("http://");
     rest.split([':', '/']).next().unwrap_or(rest)
 }
+
+/// The repository's root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A Python with the earlier users' client installed
+/// (`scripts/python-client.sh`, which makes its virtualenv on first use).
+pub fn earlier_client_python() -> String {
+    let out = Command::new(repo_root().join("scripts/python-client.sh")).output().expect("python-client.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a UTF-8 path").trim().to_string()
+}
