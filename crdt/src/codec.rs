@@ -21,8 +21,9 @@ use thiserror::Error;
 /// The envelope version this build writes and reads between nodes.
 /// Version 4 added the node's kind (full or sidecar) to its membership
 /// identity and the fill messages, 5 counters, 6 the strong keys'
-/// consensus messages.
-pub const WIRE_VERSION: u8 = 6;
+/// consensus messages, 7 deltas whose body is left out for a sidecar
+/// that does not hold the key and the interest messages that decide it.
+pub const WIRE_VERSION: u8 = 7;
 
 /// The envelope version of what a node keeps in its data dir (registers,
 /// deltas, watermarks). Apart from [`WIRE_VERSION`]: a change to the

@@ -32,6 +32,12 @@ pub enum DeltaBody {
     Register(Arc<Register>),
     /// A document edit: only the automerge changes made after `base_heads`.
     DocChanges(DocChanges),
+    /// Left out: the sender knew the receiver, a sidecar, did not hold the
+    /// key. The receiver takes the write as applied without storing it, and
+    /// drops the key should it hold it after all (a sidecar holds the
+    /// newest version it has seen or nothing). A full node never takes one
+    /// as applied: it stays missing until the whole delta comes.
+    Omitted,
 }
 
 /// A document edit as automerge changes on top of a known state.
@@ -52,6 +58,10 @@ pub enum DeltaError {
     /// does not hold; it needs the whole register (anti-entropy brings it).
     #[error("document changes need a base this replica does not hold")]
     MissingBase,
+    /// The delta's body was left out for a sidecar (`DeltaBody::Omitted`):
+    /// there is nothing to apply.
+    #[error("the delta's body was left out")]
+    Omitted,
     /// The changes themselves are invalid.
     #[error(transparent)]
     Doc(#[from] DocError),
@@ -86,12 +96,19 @@ impl Delta {
         Delta { origin, seq, key, body }
     }
 
-    /// The metadata of the register the write produced.
-    pub fn meta(&self) -> &RegisterMeta {
+    /// The metadata of the register the write produced; `None` when the
+    /// body was left out.
+    pub fn meta(&self) -> Option<&RegisterMeta> {
         match &self.body {
-            DeltaBody::Register(r) => &r.meta,
-            DeltaBody::DocChanges(dc) => &dc.meta,
+            DeltaBody::Register(r) => Some(&r.meta),
+            DeltaBody::DocChanges(dc) => Some(&dc.meta),
+            DeltaBody::Omitted => None,
         }
+    }
+
+    /// The same write with its body left out ([`DeltaBody::Omitted`]).
+    pub fn omitted(&self) -> Delta {
+        Delta { origin: self.origin, seq: self.seq, key: self.key.clone(), body: DeltaBody::Omitted }
     }
 
     /// The register after applying this delta to `current` (the receiver's
@@ -101,11 +118,13 @@ impl Delta {
     /// # Errors
     ///
     /// [`DeltaError::MissingBase`] when document changes build on a state
-    /// `current` does not hold.
+    /// `current` does not hold; [`DeltaError::Omitted`] when there is no
+    /// body to apply.
     pub fn apply_to(&self, current: Option<&Register>) -> Result<Register, DeltaError> {
         let incoming = match &self.body {
             DeltaBody::Register(r) => return Ok(merge_into(current, r)),
             DeltaBody::DocChanges(dc) => dc,
+            DeltaBody::Omitted => return Err(DeltaError::Omitted),
         };
         let base: Vec<ChangeHash> = incoming.base_heads.iter().map(|h| ChangeHash(*h)).collect();
         let mut doc = match current {

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::durability::{self, ClusterShape, Durability};
-use crate::fill::{FillStart, FillStats, Fills, SidecarStore};
+use crate::fill::{FillStart, FillStats, Fills, OmittedEffects, SidecarStore};
 use crate::identities::{DatagramSender, Identities, Link, Refusals};
 use crate::membership::{Membership, MembershipEvent, INITIAL_CLUSTER_SIZE};
 use crate::peer::{NodeKind, Peer};
@@ -203,7 +203,8 @@ impl Core {
     pub fn new(me: Peer, config: CoreConfig, seed: u64, now_ms: u64) -> Core {
         let mut membership = Membership::new(me.clone(), INITIAL_CLUSTER_SIZE, seed, now_ms);
         membership.join(&config.seeds, now_ms);
-        let replicator = Replicator::new(me.node, me.region.clone(), config.replicator.clone(), now_ms);
+        let full = me.kind == NodeKind::Full;
+        let replicator = Replicator::new(me.node, me.region.clone(), full, config.replicator.clone(), now_ms);
         Core {
             me: me.node,
             region: me.region,
@@ -470,9 +471,10 @@ impl Core {
             }
             message => message,
         };
+        let mut omitted = OmittedEffects::default();
         let mut sidecar_store;
         let store: &mut dyn ReplicaStore = if self.kind == NodeKind::Sidecar {
-            sidecar_store = SidecarStore { inner: store, fills: &self.fills };
+            sidecar_store = SidecarStore { inner: store, fills: &self.fills, omitted: &mut omitted };
             &mut sidecar_store
         } else {
             store
@@ -531,6 +533,10 @@ impl Core {
             }
             message => self.replicator.handle_message(from, message, now, &mut |d: &Delta| store.apply(d)),
         };
+        for key in &omitted.spoiled {
+            self.fills.spoil(key);
+        }
+        self.replicator.held_dropped(omitted.held_dropped);
         self.settle();
         answer
     }
@@ -549,6 +555,7 @@ impl Core {
                 .filter(|&&(origin, seq)| !self.replicator.has_applied_through(origin, seq))
                 .map(|&(origin, _)| (origin, self.replicator.watermark(origin)))
                 .collect();
+            self.replicator.sidecar_filling(asker, &key);
             (store.register(&key), lacking)
         } else {
             (None, Vec::new())
@@ -573,7 +580,12 @@ impl Core {
         lacking: Option<Vec<(NodeId, u64)>>,
         store: &mut dyn ReplicaStore,
     ) {
-        if !self.fills.answered(&key, from) {
+        let Some(spoiled) = self.fills.answered(&key, from) else { return };
+        if spoiled {
+            // A write of the key came here without its body while the fill
+            // was out: the answer may be older than it.
+            self.fills.stats.spoiled += 1;
+            self.events.push_back(CoreEvent::Filled { key, found: false });
             return;
         }
         // What this node applied of the key and the full node did not: its
@@ -588,7 +600,10 @@ impl Core {
                         for d in deltas.into_iter().filter(|d| d.key == key) {
                             match &d.body {
                                 geocache_crdt::DeltaBody::Register(r) => catch_up.push(r.clone()),
-                                geocache_crdt::DeltaBody::DocChanges(_) => whole = false,
+                                // A document change needs its base, and an
+                                // omitted write has no body: the fill misses.
+                                geocache_crdt::DeltaBody::DocChanges(_)
+                                | geocache_crdt::DeltaBody::Omitted => whole = false,
                             }
                         }
                         whole
@@ -612,6 +627,7 @@ impl Core {
                 Some(register) => {
                     self.fills.stats.found += 1;
                     store.merge(&key, &register, false);
+                    self.replicator.now_holds(&key, from);
                     true
                 }
                 None => {
@@ -680,7 +696,10 @@ impl Core {
             | Message::FillRequest { .. }
             | Message::FillAnswer { .. }
             // A lost strong message is an attempt that times out.
-            | Message::Strong { .. } => {}
+            | Message::Strong { .. }
+            // Lost interest costs whole deltas (a key not held) or a
+            // dropped key (one held): neither is stale.
+            | Message::Interest { .. } => {}
         }
     }
 
@@ -748,6 +767,12 @@ impl Core {
     /// carries deltas or registers.
     pub fn poll_transmit(&mut self, store: &mut dyn ReplicaStore, bytes_budget: usize) -> Option<Transmit> {
         self.flush_strong(store);
+        while let Some(full_node) = self.replicator.take_unannounced() {
+            // A full node of this region came up: it hears every key held
+            // here, or it would leave their deltas' bodies out.
+            let keys = store.keys();
+            self.replicator.announce(full_node, keys);
+        }
         if let Some(t) = self.outbox.pop_front() {
             return Some(t);
         }

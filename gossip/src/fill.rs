@@ -17,7 +17,7 @@
 //! the answer merges with them: what arrives between the question and the
 //! answer is never lost to it.
 
-use geocache_crdt::{Delta, Dot, Key, NodeId, Register};
+use geocache_crdt::{Delta, DeltaBody, Dot, Key, NodeId, Register};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -52,6 +52,9 @@ pub struct FillStats {
     pub completed_from_backlog: u64,
     /// Fills this node answered, as a full node.
     pub answered: u64,
+    /// A write of the key came without its body while the fill was out
+    /// (`interest.rs`): taken as a miss.
+    pub spoiled: u64,
 }
 
 /// How a fill asked for began.
@@ -73,6 +76,8 @@ pub enum FillStart {
 struct Pending {
     asked: NodeId,
     deadline_ms: u64,
+    /// A write of the key came without its body while this was out.
+    spoiled: bool,
 }
 
 /// The fills a sidecar has out, and those a full node has yet to answer.
@@ -99,22 +104,31 @@ impl Fills {
     /// `deadline_ms` at the latest.
     pub fn begin(&mut self, key: Key, asked: NodeId, deadline_ms: u64) {
         self.deadlines.insert((deadline_ms, key.clone()));
-        self.pending.insert(key, Pending { asked, deadline_ms });
+        self.pending.insert(key, Pending { asked, deadline_ms, spoiled: false });
         self.stats.asked += 1;
     }
 
-    /// An answer from `from` for `key`: whether it is the one awaited (a
-    /// late answer, after the time-out, is not taken: remote writes of the
-    /// key were not stored since, so it may be older than one seen).
-    pub fn answered(&mut self, key: &Key, from: NodeId) -> bool {
+    /// An answer from `from` for `key`: `None` unless it is the one
+    /// awaited (a late answer, after the time-out, is not taken: remote
+    /// writes of the key were not stored since, so it may be older than
+    /// one seen); `Some(spoiled)` when it is.
+    pub fn answered(&mut self, key: &Key, from: NodeId) -> Option<bool> {
         match self.pending.get(key) {
             Some(p) if p.asked == from => {
-                let deadline = p.deadline_ms;
+                let (deadline, spoiled) = (p.deadline_ms, p.spoiled);
                 self.pending.remove(key);
                 self.deadlines.remove(&(deadline, key.clone()));
-                true
+                Some(spoiled)
             }
-            _ => false,
+            _ => None,
+        }
+    }
+
+    /// A write of `key` came without its body while its fill is out: the
+    /// fill will be a miss.
+    pub fn spoil(&mut self, key: &Key) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.spoiled = true;
         }
     }
 
@@ -157,12 +171,25 @@ impl Fills {
 }
 
 /// A sidecar's store as the protocol reaches it: remote writes and merged
-/// registers of keys neither held nor filling are not stored.
+/// registers of keys neither held nor filling are not stored, and a write
+/// that came without its body drops the key.
 pub struct SidecarStore<'a> {
     /// The store.
     pub inner: &'a mut dyn ReplicaStore,
     /// The fills out.
     pub fills: &'a Fills,
+    /// What writes that came without their body did here.
+    pub omitted: &'a mut OmittedEffects,
+}
+
+/// What writes that came without their body did at a sidecar, for its
+/// core to act on.
+#[derive(Debug, Default)]
+pub struct OmittedEffects {
+    /// Keys filling: their fills are spoiled ([`Fills::spoil`]).
+    pub spoiled: Vec<Key>,
+    /// Keys held, and dropped.
+    pub held_dropped: u64,
 }
 
 impl SidecarStore<'_> {
@@ -173,6 +200,19 @@ impl SidecarStore<'_> {
 
 impl ReplicaStore for SidecarStore<'_> {
     fn apply(&mut self, delta: &Delta) -> ApplyOutcome {
+        if matches!(delta.body, DeltaBody::Omitted) {
+            // Its full node did not know this node holds the key (it began
+            // to while the write was on its way): what is held is older.
+            if let Some(held) = self.inner.register(&delta.key) {
+                self.inner.drop_if_dot(&delta.key, held.meta.dot);
+                self.omitted.held_dropped += 1;
+            }
+            if self.fills.is_pending(&delta.key) {
+                self.omitted.spoiled.push(delta.key.clone());
+            }
+            self.inner.not_stored(delta);
+            return ApplyOutcome::NotStored;
+        }
         if self.keeps(&delta.key) {
             self.inner.apply(delta)
         } else {

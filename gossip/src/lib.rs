@@ -11,7 +11,8 @@
 //!   run: membership, replicator, full transfers, durability, drain.
 //! - `membership.rs` (foca), `replicator.rs` (fan-out, relays, acks,
 //!   anti-entropy), `transfer.rs` (numbered, resumable full transfers),
-//!   `durability.rs` (the level a write reached), `replica_store.rs` (the
+//!   `durability.rs` (the level a write reached), `fill.rs` and
+//!   `interest.rs` (sidecars), `replica_store.rs` (the
 //!   store seam), `identities.rs` (each origin speaks only for itself),
 //!   `backlog.rs`, `watermarks.rs`, `wire.rs`.
 //! - `certs.rs`: the cluster CA and node certificates (`geocache certs`).
@@ -30,6 +31,7 @@ mod core_strong;
 pub mod durability;
 pub mod fill;
 pub mod identities;
+pub mod interest;
 pub mod membership;
 pub mod peer;
 pub mod replica_store;

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::backlog::{Backlog, BacklogLimits};
+use crate::interest::{InterestNews, InterestStats, SidecarInterest};
 use crate::replica_store::ApplyOutcome;
 use crate::watermarks::{Admission, Watermarks};
 use crate::wire::Message;
@@ -273,11 +274,26 @@ pub struct Replicator {
     events: VecDeque<Event>,
     stats: ReplicatorStats,
     budget_blocked: bool,
+    /// Whether this node is a full node (it stores every key; a sidecar
+    /// stores only what it holds, `fill.rs`).
+    full: bool,
+    /// As a full node: the keys each sidecar of this region holds.
+    interest: SidecarInterest,
+    /// As a sidecar: what the full nodes of this region have yet to hear.
+    news: InterestNews,
+    /// As a sidecar: full nodes of this region that came up and have yet
+    /// to hear every key held here (the core lists them: it has the store).
+    unannounced: BTreeSet<NodeId>,
+    interest_stats: InterestStats,
+    /// The last delta omitted for a sidecar, with its omitted form: one
+    /// allocation for all the region's sidecars.
+    last_omitted: Option<(Arc<Delta>, Arc<Delta>)>,
 }
 
 impl Replicator {
-    /// The replicator of node `me` in `region`, with no peers yet.
-    pub fn new(me: NodeId, region: String, config: ReplicatorConfig, now_ms: u64) -> Replicator {
+    /// The replicator of node `me` in `region`, a full node or a sidecar,
+    /// with no peers yet.
+    pub fn new(me: NodeId, region: String, full: bool, config: ReplicatorConfig, now_ms: u64) -> Replicator {
         let backlog = Backlog::new(config.backlog);
         let next_sync_ms = now_ms + config.sync_interval_ms;
         Replicator {
@@ -303,6 +319,12 @@ impl Replicator {
             events: VecDeque::new(),
             stats: ReplicatorStats::default(),
             budget_blocked: false,
+            full,
+            interest: SidecarInterest::default(),
+            news: InterestNews::default(),
+            unannounced: BTreeSet::new(),
+            interest_stats: InterestStats::default(),
+            last_omitted: None,
         }
     }
 
@@ -350,6 +372,89 @@ impl Replicator {
         &self.stats
     }
 
+    /// Sidecar interest counters (`interest.rs`).
+    pub fn interest_stats(&self) -> &InterestStats {
+        &self.interest_stats
+    }
+
+    /// As a sidecar: `count` held keys were dropped for writes of them
+    /// that came without their body.
+    pub fn held_dropped(&mut self, count: u64) {
+        self.interest_stats.omitted_held_dropped += count;
+    }
+
+    /// As a full node: how many keys it knows `sidecar` holds.
+    pub fn interest_tracked(&self, sidecar: NodeId) -> usize {
+        self.interest.tracked_count(sidecar)
+    }
+
+    /// Whether `node` is a sidecar of this node's region, this node a
+    /// full node: whom deltas may go to without their body.
+    fn is_own_sidecar(&self, node: NodeId) -> bool {
+        self.full && self.peers.get(&node).is_some_and(|p| !p.info.full && p.info.region == self.region)
+    }
+
+    /// Whether `node` is a full node of this node's region, this node a
+    /// sidecar: whom this node tells what it holds.
+    fn is_own_full_node(&self, node: NodeId) -> bool {
+        !self.full && self.peers.get(&node).is_some_and(|p| p.info.full && p.info.region == self.region)
+    }
+
+    /// As a full node: `sidecar` asked it for a fill of `key` (it holds
+    /// the key from the answer on).
+    pub fn sidecar_filling(&mut self, sidecar: NodeId, key: &Key) {
+        if self.is_own_sidecar(sidecar) {
+            self.interest.held(sidecar, key, &mut self.interest_stats);
+        }
+    }
+
+    /// As a sidecar: it holds `key` now (a fill answered by `asked`): the
+    /// region's other full nodes are told.
+    pub fn now_holds(&mut self, key: &Key, asked: NodeId) {
+        let others: Vec<NodeId> =
+            self.peers.keys().copied().filter(|&n| n != asked && self.is_own_full_node(n)).collect();
+        for node in others {
+            self.news.held(node, key.clone(), &mut self.interest_stats);
+        }
+    }
+
+    /// As a sidecar: a full node that came up and has yet to hear every
+    /// key held here, taken out.
+    pub fn take_unannounced(&mut self) -> Option<NodeId> {
+        self.unannounced.pop_first()
+    }
+
+    /// As a sidecar: tells full node `node` that it holds `keys`.
+    pub fn announce(&mut self, node: NodeId, keys: Vec<Key>) {
+        if !self.is_own_full_node(node) {
+            return;
+        }
+        for key in keys {
+            self.news.held(node, key, &mut self.interest_stats);
+        }
+    }
+
+    /// The form of `delta` that goes to peer `node`: with its body left
+    /// out when `node` is a sidecar of this full node's region that does
+    /// not hold the key.
+    fn for_peer(&mut self, node: NodeId, delta: Arc<Delta>) -> Arc<Delta> {
+        if matches!(delta.body, DeltaBody::Omitted)
+            || !self.is_own_sidecar(node)
+            || self.interest.wants(node, &delta.key)
+        {
+            return delta;
+        }
+        self.interest_stats.omitted_sent += 1;
+        match &self.last_omitted {
+            Some((whole, omitted)) if Arc::ptr_eq(whole, &delta) => omitted.clone(),
+            _ => {
+                let omitted = Arc::new(delta.omitted());
+                self.last_omitted = Some((delta, omitted.clone()));
+                omitted
+            }
+        }
+    }
+
     /// Applied watermark per origin.
     pub fn watermarks(&self) -> Vec<(NodeId, u64)> {
         self.applied.summary()
@@ -369,6 +474,7 @@ impl Replicator {
             Some(p) => p.info = info,
             None => {
                 let region = info.region.clone();
+                let node = info.node;
                 let reached = self.peers.values().any(|p| p.info.region == region);
                 self.peers.insert(
                     info.node,
@@ -385,6 +491,13 @@ impl Replicator {
                         hinted: false,
                     },
                 );
+                if region == self.region {
+                    // A new life starts from nothing on either side.
+                    self.interest.forget(node);
+                    if self.is_own_full_node(node) {
+                        self.unannounced.insert(node);
+                    }
+                }
                 if !reached {
                     self.region_reached(&region, now_ms);
                 }
@@ -413,6 +526,9 @@ impl Replicator {
     /// another relay of its region.
     pub fn peer_down(&mut self, node: NodeId, now_ms: u64) {
         let Some(gone) = self.peers.remove(&node) else { return };
+        self.interest.forget(node);
+        self.news.forget(node);
+        self.unannounced.remove(&node);
         let region = gone.info.region;
         if !self.peers.values().any(|p| p.info.region == region) {
             // Own writes still queued for it, or sent through it and not
@@ -541,6 +657,7 @@ impl Replicator {
     }
 
     fn enqueue(&mut self, node: NodeId, delta: Arc<Delta>, relay: bool, ack: bool) {
+        let delta = self.for_peer(node, delta);
         let limit = self.config.peer_queue_count_max;
         let Some(peer) = self.peers.get_mut(&node) else { return };
         if peer.plain.len() + peer.relay.len() >= limit {
@@ -575,8 +692,18 @@ impl Replicator {
                 let mut acks = Vec::with_capacity(deltas.len());
                 let mut fresh = Vec::new();
                 let mut repairs = Vec::new();
+                let from_own_sidecar = self.is_own_sidecar(from);
+                let from_own_full_node = self.is_own_full_node(from);
                 for delta in deltas {
-                    match self.apply_one(&delta, now_ms, apply) {
+                    if from_own_sidecar && delta.origin == from {
+                        // Its own write: it holds the key.
+                        self.interest.held(from, &delta.key, &mut self.interest_stats);
+                    }
+                    let outcome = self.apply_one(&delta, now_ms, apply);
+                    if from_own_full_node {
+                        self.tell_if_not_held(from, &delta, &outcome);
+                    }
+                    match outcome {
                         Applied::New(held) => {
                             // Straight from its writer, and lost here to a
                             // register the writer had not seen: the writer
@@ -684,9 +811,24 @@ impl Replicator {
             | Message::FillRequest { .. }
             | Message::FillAnswer { .. }
             | Message::Strong { .. } => None,
+            Message::Interest { held, not_held, .. } => {
+                if self.is_own_sidecar(from) {
+                    for key in &held {
+                        self.interest.held(from, key, &mut self.interest_stats);
+                    }
+                    for key in &not_held {
+                        self.interest.not_held(from, key);
+                    }
+                }
+                None
+            }
             Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark } => {
+                let from_own_full_node = self.is_own_full_node(from);
                 for delta in deltas {
-                    self.apply_one(&delta, now_ms, apply);
+                    let outcome = self.apply_one(&delta, now_ms, apply);
+                    if from_own_full_node {
+                        self.tell_if_not_held(from, &delta, &outcome);
+                    }
                 }
                 self.events.push_back(Event::PeerWatermark { peer: from, watermark: requester_watermark });
                 if !beyond_backlog.is_empty() {
@@ -701,6 +843,14 @@ impl Replicator {
         }
     }
 
+    /// As a sidecar: a whole delta from full node `from` was not stored
+    /// here, so `from` need not send the key's next ones whole.
+    fn tell_if_not_held(&mut self, from: NodeId, delta: &Delta, outcome: &Applied) {
+        if matches!(outcome, Applied::New(None)) && !matches!(delta.body, DeltaBody::Omitted) {
+            self.news.not_held(from, delta.key.clone(), &mut self.interest_stats);
+        }
+    }
+
     /// Counts registers merged from a [`Message::Repair`].
     pub fn repairs_merged(&mut self, count: usize) {
         self.stats.repairs_merged += count as u64;
@@ -712,6 +862,13 @@ impl Replicator {
         now_ms: u64,
         apply: &mut dyn FnMut(&Delta) -> ApplyOutcome,
     ) -> Applied {
+        let omitted = matches!(delta.body, DeltaBody::Omitted);
+        if omitted && self.full {
+            // A full node stores every key: the write stays missing here
+            // until its whole delta comes (anti-entropy asks another peer).
+            self.interest_stats.omitted_refused += 1;
+            return Applied::Failed;
+        }
         match self.applied.admit(delta.origin, delta.seq) {
             Admission::Duplicate => {
                 self.stats.duplicates += 1;
@@ -731,6 +888,9 @@ impl Replicator {
             ApplyOutcome::Stored(register) => Some(register),
             ApplyOutcome::NotStored => {
                 self.stats.not_stored += 1;
+                if omitted {
+                    self.interest_stats.omitted_applied += 1;
+                }
                 None
             }
             ApplyOutcome::Unappliable => {
@@ -796,6 +956,9 @@ impl Replicator {
                 bytes += size;
                 deltas.push(d);
             }
+        }
+        if self.is_own_sidecar(from) {
+            deltas = deltas.into_iter().map(|d| self.for_peer(from, d)).collect();
         }
         let requester_watermark = self.applied.watermark(from);
         Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark }
@@ -1024,6 +1187,16 @@ impl Replicator {
         if let Some(t) = self.requests.pop_front() {
             return Some(t);
         }
+        while let Some((node, held, not_held)) = self.news.next() {
+            let Some(peer) = self.peers.get(&node) else { continue };
+            return Some(Transmit {
+                to: node,
+                addr: peer.info.addr,
+                wan: false,
+                message: Message::Interest { from: self.me, held, not_held },
+                request: false,
+            });
+        }
         let max = self.config.frame_delta_count_max;
         let bytes_max = self.config.frame_delta_bytes_max.min(bytes_budget);
         while let Some(&node) = self.ready.first() {
@@ -1097,6 +1270,7 @@ pub fn delta_size_bytes(delta: &Delta) -> usize {
     let body = match &delta.body {
         geocache_crdt::DeltaBody::Register(r) => r.size_bytes(),
         geocache_crdt::DeltaBody::DocChanges(c) => c.changes.len() + 32 * c.base_heads.len() + 256,
+        geocache_crdt::DeltaBody::Omitted => 16,
     };
     delta.key.size_bytes() + body
 }
@@ -1152,5 +1326,47 @@ mod tests {
         assert!(large.iter().take(n).map(|d| delta_size_bytes(d)).sum::<usize>() <= 4 << 20);
         let huge: VecDeque<_> = [delta(1, 8 << 20), delta(2, 10)].into_iter().collect();
         assert_eq!(batch_len(&huge, 512, 4 << 20), 1, "a delta over the bound still goes, alone");
+    }
+
+    fn peer(node: u64, region: &str, full: bool) -> PeerInfo {
+        PeerInfo { node: NodeId(node), region: region.into(), addr: ([127, 0, 0, 1], 9000).into(), full }
+    }
+
+    #[test]
+    fn a_full_node_of_its_region_coming_up_is_told_every_key_a_sidecar_holds() {
+        let mut sidecar = Replicator::new(NodeId(5), "r".into(), false, ReplicatorConfig::default(), 0);
+        sidecar.peer_up(peer(1, "r", true), 0);
+        sidecar.peer_up(peer(2, "r", false), 0);
+        sidecar.peer_up(peer(3, "elsewhere", true), 0);
+        assert_eq!(sidecar.take_unannounced(), Some(NodeId(1)), "its region's full node only");
+        assert_eq!(sidecar.take_unannounced(), None);
+        let keys: Vec<Key> = (0..3).map(|i| Key::new("t", Bytes::from(format!("k{i}")))).collect();
+        sidecar.announce(NodeId(1), keys.clone());
+        sidecar.announce(NodeId(3), keys.clone());
+        let t = sidecar.poll_transmit(usize::MAX).expect("an interest message");
+        assert_eq!(t.to, NodeId(1));
+        assert_eq!(t.message, Message::Interest { from: NodeId(5), held: keys, not_held: Vec::new() });
+        assert!(sidecar.poll_transmit(usize::MAX).is_none(), "nothing for another region's full node");
+
+        // The full node's side: it tracks what it is told, and forgets it
+        // when the sidecar goes (a new life starts from nothing).
+        let mut full = Replicator::new(NodeId(1), "r".into(), true, ReplicatorConfig::default(), 0);
+        full.peer_up(peer(5, "r", false), 0);
+        full.handle_message(NodeId(5), t.message, 0, &mut |_| ApplyOutcome::NotStored);
+        assert_eq!(full.interest_tracked(NodeId(5)), 3);
+        full.peer_down(NodeId(5), 0);
+        full.peer_up(peer(5, "r", false), 0);
+        assert_eq!(full.interest_tracked(NodeId(5)), 0);
+    }
+
+    #[test]
+    fn a_full_node_refuses_a_delta_without_its_body() {
+        let mut full = Replicator::new(NodeId(1), "r".into(), true, ReplicatorConfig::default(), 0);
+        full.peer_up(peer(5, "r", false), 0);
+        let omitted = Arc::new(delta(1, 10).omitted());
+        let message = Message::Deltas { from: NodeId(5), relay: false, ack: false, deltas: vec![omitted] };
+        full.handle_message(NodeId(5), message, 0, &mut |_| panic!("never applied"));
+        assert!(!full.has_applied(NodeId(1), 1), "it stays missing until the whole delta comes");
+        assert_eq!(full.interest_stats().omitted_refused, 1);
     }
 }

@@ -127,6 +127,17 @@ pub enum Message {
         /// own backlog holds of the key after it, or misses.
         lacking: Vec<(NodeId, u64)>,
     },
+    /// A sidecar tells a full node of its region which keys it began or
+    /// ceased to hold (`interest.rs`): the full node sends it whole deltas
+    /// of held keys only, and the rest with their body left out.
+    Interest {
+        /// The sender.
+        from: NodeId,
+        /// Keys it holds now.
+        held: Vec<Key>,
+        /// Keys it does not hold (it was sent a whole delta of each).
+        not_held: Vec<Key>,
+    },
     /// A strong key's consensus (`strong/`): a proposer's prepare or
     /// accept, or an acceptor's answer, on the ordered stream.
     Strong {
@@ -160,6 +171,7 @@ impl Message {
             | Message::Repair { from, .. }
             | Message::FillRequest { from, .. }
             | Message::FillAnswer { from, .. }
+            | Message::Interest { from, .. }
             | Message::Strong { from, .. } => Some(*from),
             Message::SyncResponse { .. } => None,
         }
@@ -174,6 +186,7 @@ impl Message {
             Message::FullTransferRequest { .. } | Message::FullTransferChunk { .. } => "full_transfer",
             Message::Repair { .. } => "repair",
             Message::FillRequest { .. } | Message::FillAnswer { .. } => "fill",
+            Message::Interest { .. } => "interest",
             Message::Strong { .. } => "strong",
         }
     }

@@ -501,7 +501,29 @@ fn a_miss_at_a_sidecar_fills_from_a_full_node_and_then_follows_the_key() {
 #[test]
 fn a_fill_from_a_full_node_behind_the_sidecar_takes_the_newer_write_from_the_sidecars_backlog() {
     // Node 0 (the full node asked: ids tie-break equal round trips) misses
-    // node 1's writes; the sidecar applied one of them without storing it.
+    // sidecar 3's write; sidecar 2 applied it whole (a sidecar sends every
+    // delta whole) without storing it.
+    let kinds = [NodeKind::Full, NodeKind::Full, NodeKind::Sidecar, NodeKind::Sidecar];
+    let mut h = Harness::with_kinds(&kinds, |_| {});
+    h.formed();
+    h.fault = Box::new(|from, to, m, _| match m {
+        Message::Deltas { .. } if from == 3 && to == 0 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    h.write(3, "k", 30);
+    h.run_until(h.now_ms + 10);
+    assert!(h.nodes[0].store.map.is_empty() && h.nodes[2].store.map.is_empty());
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
+    h.run_until(h.now_ms + 10);
+    assert_eq!(filled(&h, 2, "k"), Some(true), "{:?}", h.nodes[2].core.fill_stats());
+    assert_eq!(bytes_at(&h, 2, "k").map(|b| b.len()), Some(30), "not the full node's nothing");
+    assert_eq!(h.nodes[2].core.fill_stats().completed_from_backlog, 1);
+}
+
+#[test]
+fn a_fill_behind_a_write_the_sidecar_got_without_its_body_is_a_miss() {
+    // Node 1's write reaches sidecar 2 without its body (2 does not hold
+    // the key) and never reaches node 0, the full node asked.
     let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
     h.formed();
     h.fault = Box::new(|from, to, m, _| match m {
@@ -510,12 +532,72 @@ fn a_fill_from_a_full_node_behind_the_sidecar_takes_the_newer_write_from_the_sid
     });
     h.write(1, "k", 30);
     h.run_until(h.now_ms + 10);
-    assert!(h.nodes[0].store.map.is_empty() && h.nodes[2].store.map.is_empty());
+    assert_eq!(h.nodes[2].core.replicator().interest_stats().omitted_applied, 1);
     assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
     h.run_until(h.now_ms + 10);
-    assert_eq!(filled(&h, 2, "k"), Some(true), "{:?}", h.nodes[2].core.fill_stats());
-    assert_eq!(bytes_at(&h, 2, "k").map(|b| b.len()), Some(30), "not the full node's nothing");
-    assert_eq!(h.nodes[2].core.fill_stats().completed_from_backlog, 1);
+    assert_eq!(filled(&h, 2, "k"), Some(false), "the sidecar saw a newer k than node 0 has");
+    assert!(h.nodes[2].store.map.is_empty());
+}
+
+#[test]
+fn a_full_node_sends_a_sidecar_whole_deltas_only_of_keys_it_holds() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    let whole_to_sidecar = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = whole_to_sidecar.clone();
+    h.fault = Box::new(move |_, to, m, _| {
+        if let (2, Message::Deltas { deltas, .. }) = (to, m) {
+            let whole = deltas.iter().filter(|d| !matches!(d.body, geocache_crdt::DeltaBody::Omitted));
+            seen.set(seen.get() + whole.count() as u32);
+        }
+        Fate::Deliver
+    });
+    for n in 0..10 {
+        h.write(0, &format!("k{n}"), 100);
+    }
+    h.run_until(h.now_ms + 100);
+    assert_eq!(whole_to_sidecar.get(), 0, "the sidecar holds none of them");
+    let sidecar = h.nodes[2].core.replicator();
+    assert!(sidecar.has_applied_through(id(0), 10), "yet records every one as applied");
+    assert_eq!(sidecar.interest_stats().omitted_applied, 10);
+    assert_eq!(h.nodes[0].core.replicator().interest_stats().omitted_sent, 10);
+    // The sidecar's own write tells both full nodes it holds the key; a
+    // fill answered by node 0 tells node 1 by an `Interest` message.
+    h.write(2, "own", 10);
+    assert_eq!(fill(&mut h, 2, "k3"), FillStart::Asked);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(filled(&h, 2, "k3"), Some(true));
+    for full in [0, 1] {
+        assert_eq!(h.nodes[full].core.replicator().interest_tracked(id(2)), 2, "node {full}");
+    }
+    h.write(1, "own", 20);
+    h.write(1, "k3", 30);
+    h.write(0, "k4", 30);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(whole_to_sidecar.get(), 2, "own and k3 whole, k4 not");
+    assert_eq!(bytes_at(&h, 2, "own").map(|b| b.len()), Some(20));
+    assert_eq!(bytes_at(&h, 2, "k3").map(|b| b.len()), Some(30));
+    assert_eq!(bytes_at(&h, 2, "k4"), None);
+}
+
+#[test]
+fn a_write_of_a_held_key_that_comes_without_its_body_drops_the_key_rather_than_keep_it_stale() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    h.write(0, "k", 10);
+    h.run_until(h.now_ms + 100);
+    // Node 1 never hears that the sidecar filled k from node 0.
+    h.fault = Box::new(|from, to, m, _| match m {
+        Message::Interest { .. } if from == 2 && to == 1 => Fate::Drop,
+        _ => Fate::Deliver,
+    });
+    assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(bytes_at(&h, 2, "k").map(|b| b.len()), Some(10));
+    h.write(1, "k", 20);
+    h.run_until(h.now_ms + 100);
+    assert_eq!(bytes_at(&h, 2, "k"), None, "not the old value");
+    assert_eq!(h.nodes[2].core.replicator().interest_stats().omitted_held_dropped, 1);
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl Cluster {
                 let i = nodes.len();
                 nodes.push(Node {
                     region: region.to_string(),
-                    replicator: Replicator::new(id(i), region.to_string(), config.clone(), 0),
+                    replicator: Replicator::new(id(i), region.to_string(), true, config.clone(), 0),
                     store: BTreeMap::new(),
                     seq: 0,
                     up: true,

@@ -58,7 +58,7 @@ impl ReplicationLag {
     /// stamp says when it was made: a delta whose register's newest write
     /// is another (a merged document, a counter) is not a sample.
     pub fn record(&mut self, delta: &Delta, now_ms: u64) {
-        let meta = delta.meta();
+        let Some(meta) = delta.meta() else { return };
         if meta.dot.origin != delta.origin || meta.dot.seq != delta.seq {
             return;
         }

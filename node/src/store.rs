@@ -498,7 +498,8 @@ impl Store {
     /// [`DeltaError`]; the store is then unchanged.
     pub fn apply_remote(&self, delta: &Delta) -> Result<RemoteOutcome, DeltaError> {
         let now = self.clock.now_ms();
-        let skew = self.writer().observe(delta.meta().stamp.hlc, now).err();
+        let meta = delta.meta().ok_or(DeltaError::Omitted)?;
+        let skew = self.writer().observe(meta.stamp.hlc, now).err();
         if skew.is_some() {
             self.stats.clock_skew_errors.inc();
         }
@@ -517,8 +518,7 @@ impl Store {
             }
             // Not held, and no newer than an entry of its slot removed
             // here: it is taken as applied, and not kept (`forgotten.rs`).
-            let forgotten =
-                current.is_none() && self.forgotten.covers(&packed, delta.meta().epoch.hlc.as_u64());
+            let forgotten = current.is_none() && self.forgotten.covers(&packed, meta.epoch.hlc.as_u64());
             let kept = outcome.changed && !forgotten;
             if kept {
                 self.keep(&packed, Entry::from_register(outcome.register.clone()), found);

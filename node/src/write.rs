@@ -371,7 +371,7 @@ pub fn remote_write(
     now: u64,
     skew: Option<ClockSkewError>,
 ) -> Result<RemoteOutcome, DeltaError> {
-    let incoming = delta.meta();
+    let incoming = delta.meta().ok_or(DeltaError::Omitted)?;
     // Each dominance once: it decides the conflict and the fast paths.
     let held_vv = current.map(Entry::vv);
     let (theirs_cover, ours_cover) = match &held_vv {

@@ -307,12 +307,9 @@ impl SimStore {
         now_ms: u64,
         packs: &mut PackCache,
     ) -> Result<RemoteOutcome, DeltaError> {
-        let skew = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(delta.meta().stamp.hlc, now_ms)
-            .err();
+        let meta = delta.meta().ok_or(DeltaError::Omitted)?;
+        let skew =
+            self.writer.lock().unwrap_or_else(|e| e.into_inner()).observe(meta.stamp.hlc, now_ms).err();
         let at = self.entries.get(&delta.key);
         let current = at.map(|i| self.slots[i as usize].entry.clone());
         if self.broken_merge {
@@ -355,7 +352,7 @@ impl SimStore {
                 self.origin,
                 delta.origin,
                 delta.seq,
-                delta.meta().stamp,
+                meta.stamp,
                 outcome.changed,
                 current.is_some()
             );
@@ -363,8 +360,8 @@ impl SimStore {
         if outcome.conflict {
             self.counts.conflicts += 1;
         }
-        let forgotten = current.is_none()
-            && self.forgotten.covers(&store_key::pack(&delta.key), delta.meta().epoch.hlc.as_u64());
+        let forgotten =
+            current.is_none() && self.forgotten.covers(&store_key::pack(&delta.key), meta.epoch.hlc.as_u64());
         if outcome.changed && !forgotten {
             self.put_at(at, delta.key.clone(), packs.entry(&outcome.register));
         }
