@@ -10,9 +10,42 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     /// The namespace.
+    #[serde(deserialize_with = "namespace_shared")]
     pub namespace: Arc<str>,
     /// The key's name within the namespace: any bytes.
     pub name: Bytes,
+}
+
+thread_local! {
+    /// The namespace last decoded on this thread.
+    static LAST_NAMESPACE: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes a namespace, sharing the `Arc` of the one last decoded on this
+/// thread when it is the same: a frame of deltas names a few namespaces
+/// many times, and each of its keys cost an allocation for the text.
+fn namespace_shared<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    struct Shared;
+    impl serde::de::Visitor<'_> for Shared {
+        type Value = Arc<str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a namespace")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Arc<str>, E> {
+            Ok(LAST_NAMESPACE.with(|last| {
+                let mut last = last.borrow_mut();
+                match &*last {
+                    Some(ns) if **ns == *text => ns.clone(),
+                    _ => {
+                        let ns: Arc<str> = Arc::from(text);
+                        *last = Some(ns.clone());
+                        ns
+                    }
+                }
+            }))
+        }
+    }
+    deserializer.deserialize_str(Shared)
 }
 
 impl PartialEq for Key {

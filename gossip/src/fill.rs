@@ -203,7 +203,11 @@ impl ReplicaStore for SidecarStore<'_> {
         if matches!(delta.body, DeltaBody::Omitted) {
             // Its full node did not know this node holds the key (it began
             // to while the write was on its way): what is held is older.
-            if let Some(held) = self.inner.register(&delta.key) {
+            // `holds` first: it reads no value, and nearly every key is
+            // not held.
+            if let Some(held) =
+                self.inner.holds(&delta.key).then(|| self.inner.register(&delta.key)).flatten()
+            {
                 self.inner.drop_if_dot(&delta.key, held.meta.dot);
                 self.omitted.held_dropped += 1;
             }

@@ -739,8 +739,10 @@ impl Replicator {
                         .filter(|p| p.info.region == self.region && p.info.node != from)
                         .map(|p| p.info.node)
                         .collect();
-                    for node in targets {
-                        for delta in &fresh {
+                    // Delta by delta, so that its omitted form is made
+                    // once for all the region's sidecars.
+                    for delta in &fresh {
+                        for &node in &targets {
                             if delta.origin != node {
                                 self.enqueue(node, delta.clone(), false, false);
                             }

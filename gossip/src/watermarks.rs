@@ -37,6 +37,11 @@ impl AppliedSet {
         if self.contains(seq) {
             return false;
         }
+        if seq == self.watermark + 1 && self.above.is_empty() {
+            // In order, the common case: no set node to make and remove.
+            self.watermark = seq;
+            return true;
+        }
         self.above.insert(seq);
         while self.watermark < u64::MAX && self.above.remove(&(self.watermark + 1)) {
             self.watermark += 1;

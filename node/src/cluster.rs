@@ -15,6 +15,7 @@ use geocache_gossip::certs::CertIdentity;
 use geocache_gossip::core::{Core, CoreConfig, CoreEvent};
 use geocache_gossip::fill::{FillStart, FillStats};
 use geocache_gossip::identities::{Link, Refusals};
+use geocache_gossip::interest::InterestStats;
 use geocache_gossip::peer::Peer;
 use geocache_gossip::quic::{ClusterTls, Inbound, QuicConfig, QuicTransport};
 use geocache_gossip::replica_store::{ApplyOutcome, ReplicaStore};
@@ -156,6 +157,9 @@ pub struct ClusterView {
     /// Fill counters (a sidecar's misses; a full node's answers).
     #[serde(skip)]
     pub fills: FillStats,
+    /// Sidecar interest counters (`gossip/src/interest.rs`).
+    #[serde(skip)]
+    pub interest: InterestStats,
     /// Anti-entropy answers dropped because the pump's answer queue was
     /// full (the next round asks again).
     #[serde(skip)]
@@ -270,6 +274,7 @@ impl Cluster {
             refusals_counted: Refusals::default(),
             fill_waiters: BTreeMap::new(),
             fills_counted: (FillStats::default(), 0),
+            omitted_counted: InterestStats::default(),
             lag: ReplicationLag::new(),
             heard: HashMap::new(),
             strong_waiters: HashMap::new(),
@@ -479,6 +484,8 @@ struct Driver {
     fill_waiters: BTreeMap<Key, Vec<oneshot::Sender<bool>>>,
     /// The fill and not-stored counts last counted into the metrics.
     fills_counted: (FillStats, u64),
+    /// The interest counters last added to the metrics.
+    omitted_counted: InterestStats,
     /// How late each origin's writes arrive.
     lag: ReplicationLag,
     /// When each peer (by the name its certificate proves) last sent
@@ -876,6 +883,20 @@ impl Driver {
             }
         }
         self.metrics.remote_not_stored.inc_by(not_stored - not_stored_before);
+        let now = self.core.replicator().interest_stats().clone();
+        let before = std::mem::replace(&mut self.omitted_counted, now.clone());
+        let events = [
+            ("sent", now.omitted_sent - before.omitted_sent),
+            ("applied", now.omitted_applied - before.omitted_applied),
+            ("held_dropped", now.omitted_held_dropped - before.omitted_held_dropped),
+            ("refused", now.omitted_refused - before.omitted_refused),
+            ("overflow", now.overflows - before.overflows),
+        ];
+        for (outcome, new) in events {
+            if new > 0 {
+                self.metrics.omitted.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc_by(new);
+            }
+        }
     }
 
     fn publish_view(&mut self) {
@@ -923,6 +944,7 @@ impl Driver {
             stats: replicator.stats().clone(),
             transfers: self.core.transfer_stats().clone(),
             fills: self.core.fill_stats().clone(),
+            interest: self.core.replicator().interest_stats().clone(),
             answers_dropped: self.answers_dropped,
             refusals: self.core.refusals().clone(),
         };

@@ -101,6 +101,9 @@ pub struct Metrics {
     pub replication_failures: Counter,
     /// Fills by outcome (`gossip/src/fill.rs`).
     pub fills: Family<OutcomeLabels, Counter>,
+    /// Deltas sent or taken with their body left out (sidecar interest),
+    /// by event.
+    pub omitted: Family<OutcomeLabels, Counter>,
     /// Remote writes a sidecar applied without storing them.
     pub remote_not_stored: Counter,
     /// Strong changes this node proposed, by outcome (`chosen`,
@@ -224,6 +227,12 @@ impl Metrics {
             "Strong changes (writes and linearizable reads) this node proposed, by outcome",
             strong_outcomes.clone(),
         );
+        let omitted = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "geocache_omitted_deltas",
+            "Deltas with their body left out for a sidecar that does not hold the key, by event: sent (by a full node), applied (by a sidecar), held_dropped (a sidecar dropped a key it held), refused (by a full node), overflow (a sidecar's keys outgrew what a full node tracks)",
+            omitted.clone(),
+        );
         let remote_not_stored = Counter::default();
         registry.register(
             "geocache_remote_writes_not_stored",
@@ -265,6 +274,7 @@ impl Metrics {
             peer_refusals,
             replication_failures,
             fills,
+            omitted,
             remote_not_stored,
             strong_outcomes,
             entries,

@@ -251,7 +251,17 @@ fn valid_messages() -> Vec<Message> {
     vec![
         Message::SyncHint { from: NodeId(3) },
         Message::Acks { from: NodeId(2), applied: vec![(NodeId(1), 1), (NodeId(1), 2)] },
-        Message::Deltas { from: NodeId(1), relay: true, ack: true, deltas: vec![put.clone(), patch.clone()] },
+        Message::Deltas {
+            from: NodeId(1),
+            relay: true,
+            ack: true,
+            deltas: vec![put.clone(), patch.clone(), Arc::new(put.omitted())],
+        },
+        Message::Interest {
+            from: NodeId(5),
+            held: vec![key.clone(), Key::new("other", "k")],
+            not_held: vec![Key::new("default", "gone")],
+        },
         Message::SyncResponse {
             deltas: vec![patch, edit],
             beyond_backlog: vec![NodeId(4)],

@@ -106,7 +106,17 @@ pub async fn cluster(State(state): State<NodeState>) -> Json<serde_json::Value> 
     match &state.cluster {
         Some(cluster) => {
             let view = cluster.view();
+            // Sidecar interest (`gossip/src/interest.rs`): deltas sent or
+            // taken with their body left out.
+            let omitted = json!({
+                "sent": view.interest.omitted_sent,
+                "applied": view.interest.omitted_applied,
+                "held_dropped": view.interest.omitted_held_dropped,
+                "refused": view.interest.omitted_refused,
+                "overflows": view.interest.overflows,
+            });
             Json(json!({
+                "omitted": omitted,
                 "node_id": node_id,
                 "origin": origin,
                 "me": origin,
