@@ -30,8 +30,10 @@ pub enum DeltaBody {
     /// The whole register as the origin holds it after the write (shared
     /// with the origin's store, not copied).
     Register(Arc<Register>),
-    /// A document edit: only the automerge changes made after `base_heads`.
-    DocChanges(DocChanges),
+    /// A document edit: only the automerge changes made after `base_heads`
+    /// (boxed: the other bodies are a pointer, and every delta a backlog
+    /// holds would otherwise be the size of this one).
+    DocChanges(Box<DocChanges>),
     /// Left out: the sender knew the receiver, a sidecar, did not hold the
     /// key. The receiver takes the write as applied without storing it, and
     /// drops the key should it hold it after all (a sidecar holds the
@@ -82,11 +84,11 @@ impl Delta {
                 let base = old.heads();
                 let changes = new.changes_since(&base);
                 if changes.len() < new.save().len() {
-                    DeltaBody::DocChanges(DocChanges {
+                    DeltaBody::DocChanges(Box::new(DocChanges {
                         meta: after.meta.clone(),
                         base_heads: base.iter().map(|h| h.0).collect(),
                         changes: Bytes::from(changes),
-                    })
+                    }))
                 } else {
                     DeltaBody::Register(after.clone())
                 }

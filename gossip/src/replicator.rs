@@ -1272,10 +1272,18 @@ pub fn delta_size_bytes(delta: &Delta) -> usize {
     let body = match &delta.body {
         geocache_crdt::DeltaBody::Register(r) => r.size_bytes(),
         geocache_crdt::DeltaBody::DocChanges(c) => c.changes.len() + 32 * c.base_heads.len() + 256,
-        geocache_crdt::DeltaBody::Omitted => 16,
+        // What it costs held: the delta itself and its `Arc` (its key is
+        // counted below).
+        geocache_crdt::DeltaBody::Omitted => OMITTED_DELTA_BYTES,
     };
     delta.key.size_bytes() + body
 }
+
+/// Bytes a delta without its body costs held in a backlog, apart from its
+/// key's bytes: the `Delta` and the `Arc` around it, the backlog's entry
+/// and the key name's own header. A sidecar holds many of them (each a
+/// few bytes on the wire), so they are counted as what they cost.
+pub const OMITTED_DELTA_BYTES: usize = std::mem::size_of::<Delta>() + 16 + 32 + 32;
 
 /// How many deltas from the front of `queue` go in one frame: at most
 /// `count_max`, and no more than `bytes_max` of them, but always one.
