@@ -29,13 +29,16 @@ use std::hash::BuildHasher;
 /// than a 64 MiB sidecar holds of 100-byte values.
 pub const INTEREST_KEYS_PER_SIDECAR_MAX: usize = 1 << 17;
 
-/// Bytes of a full node's tracked keys per sidecar at most, for
-/// `--print-config`: a hashbrown set of 8-byte hashes at its lowest load
-/// after growing (16 B per key) plus its control bytes.
-pub const INTEREST_BYTES_PER_SIDECAR_MAX: usize = INTEREST_KEYS_PER_SIDECAR_MAX * 18;
+/// Keys a full node tracks for all its region's sidecars together at
+/// most; a sidecar whose key would pass it gets every delta whole.
+pub const INTEREST_KEYS_TOTAL_MAX: usize = 1 << 21;
 
-/// Bytes of keys a sidecar has yet to tell one full node at most; past
-/// this the rest are not told (the full node omits their deltas, and the
+/// Bytes a tracked key costs at most: a hashbrown set of 8-byte hashes at
+/// its lowest load after growing (16 B per key) plus its control bytes.
+pub const INTEREST_BYTES_PER_KEY: usize = 18;
+
+/// Bytes of keys a sidecar has yet to tell its full nodes at most, all
+/// together; past this the rest are not told (the full node omits their deltas, and the
 /// sidecar drops them when one comes: a miss later, never a stale read).
 pub const INTEREST_PENDING_BYTES_MAX: usize = 4 << 20;
 
@@ -77,6 +80,8 @@ pub struct InterestStats {
 pub struct SidecarInterest {
     by_sidecar: HashMap<NodeId, Tracked, FixedState>,
     hasher: FixedState,
+    /// Keys tracked over every sidecar.
+    total: usize,
 }
 
 impl SidecarInterest {
@@ -87,7 +92,9 @@ impl SidecarInterest {
     /// `sidecar` (of this full node's region) is up in a new life, or
     /// down: what was known of it is forgotten.
     pub fn forget(&mut self, sidecar: NodeId) {
-        self.by_sidecar.remove(&sidecar);
+        if let Some(tracked) = self.by_sidecar.remove(&sidecar) {
+            self.total -= tracked.keys.len();
+        }
     }
 
     /// `sidecar` holds `key`.
@@ -97,20 +104,27 @@ impl SidecarInterest {
         if tracked.overflowed {
             return;
         }
-        if tracked.keys.len() >= INTEREST_KEYS_PER_SIDECAR_MAX && !tracked.keys.contains(&hash) {
+        let full =
+            tracked.keys.len() >= INTEREST_KEYS_PER_SIDECAR_MAX || self.total >= INTEREST_KEYS_TOTAL_MAX;
+        if full && !tracked.keys.contains(&hash) {
             tracked.overflowed = true;
+            self.total -= tracked.keys.len();
             tracked.keys = HashSet::default();
             stats.overflows += 1;
             return;
         }
-        tracked.keys.insert(hash);
+        if tracked.keys.insert(hash) {
+            self.total += 1;
+        }
     }
 
     /// `sidecar` does not hold `key`.
     pub fn not_held(&mut self, sidecar: NodeId, key: &Key) {
         let hash = self.hash(key);
         if let Some(tracked) = self.by_sidecar.get_mut(&sidecar) {
-            tracked.keys.remove(&hash);
+            if tracked.keys.remove(&hash) {
+                self.total -= 1;
+            }
         }
     }
 
@@ -141,16 +155,19 @@ struct Untold {
 #[derive(Debug, Default)]
 pub struct InterestNews {
     by_full_node: BTreeMap<NodeId, Untold>,
+    /// Bytes untold over every full node.
+    bytes: usize,
 }
 
 impl InterestNews {
     fn untold(&mut self, full_node: NodeId, key: &Key, stats: &mut InterestStats) -> Option<&mut Untold> {
-        let untold = self.by_full_node.entry(full_node).or_default();
         let bytes = key.size_bytes() + 8;
-        if untold.bytes + bytes > INTEREST_PENDING_BYTES_MAX {
+        if self.bytes + bytes > INTEREST_PENDING_BYTES_MAX {
             stats.untold += 1;
             return None;
         }
+        self.bytes += bytes;
+        let untold = self.by_full_node.entry(full_node).or_default();
         untold.bytes += bytes;
         Some(untold)
     }
@@ -171,7 +188,9 @@ impl InterestNews {
 
     /// `full_node` is down: nothing more to tell it.
     pub fn forget(&mut self, full_node: NodeId) {
-        self.by_full_node.remove(&full_node);
+        if let Some(untold) = self.by_full_node.remove(&full_node) {
+            self.bytes -= untold.bytes;
+        }
     }
 
     /// The next message's worth for some full node: `(full_node, held,
@@ -183,7 +202,8 @@ impl InterestNews {
         let not_held_n = untold.not_held.len().min(INTEREST_KEYS_PER_MESSAGE_MAX - held_n);
         let not_held: Vec<Key> = untold.not_held.drain(..not_held_n).collect();
         let told: usize = held.iter().chain(&not_held).map(|k| k.size_bytes() + 8).sum();
-        untold.bytes = untold.bytes.saturating_sub(told);
+        untold.bytes -= told;
+        self.bytes -= told;
         if untold.held.is_empty() && untold.not_held.is_empty() {
             self.by_full_node.remove(&node);
         }

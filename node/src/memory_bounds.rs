@@ -77,6 +77,26 @@ pub fn terms(config: &Config) -> Vec<Term> {
             bytes: geocache_gossip::quic::QUEUED_BYTES_MAX_DEFAULT as u64,
         });
     }
+    if let Some(replication) = &config.replication {
+        use geocache_gossip::interest::{
+            INTEREST_BYTES_PER_KEY, INTEREST_KEYS_TOTAL_MAX, INTEREST_PENDING_BYTES_MAX,
+        };
+        if replication.kind == geocache_gossip::peer::NodeKind::Sidecar {
+            out.push(Term {
+                what: "interest untold to full nodes",
+                how: "--sidecar: keys held, not yet told to the region's full nodes".into(),
+                bytes: INTEREST_PENDING_BYTES_MAX as u64,
+            });
+        } else {
+            out.push(Term {
+                what: "sidecars' keys tracked",
+                how: format!(
+                    "{INTEREST_KEYS_TOTAL_MAX} keys x {INTEREST_BYTES_PER_KEY} B, over the region's sidecars"
+                ),
+                bytes: (INTEREST_KEYS_TOTAL_MAX * INTEREST_BYTES_PER_KEY) as u64,
+            });
+        }
+    }
     if !config.strong_acceptors.is_empty() && config.replication.is_some() {
         use crate::strong::{ACCEPTOR_KEY_COUNT_MAX, STRONG_VALUE_BYTES_MAX};
         // A slot or a held promise: the key, the value, two ballots, the
