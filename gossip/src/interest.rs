@@ -195,7 +195,7 @@ impl InterestNews {
 
     /// The next message's worth for some full node: `(full_node, held,
     /// not_held)`, at most [`INTEREST_KEYS_PER_MESSAGE_MAX`] keys.
-    pub fn next(&mut self) -> Option<(NodeId, Vec<Key>, Vec<Key>)> {
+    pub fn take_message(&mut self) -> Option<(NodeId, Vec<Key>, Vec<Key>)> {
         let (&node, untold) = self.by_full_node.iter_mut().next()?;
         let held_n = untold.held.len().min(INTEREST_KEYS_PER_MESSAGE_MAX);
         let held: Vec<Key> = untold.held.drain(..held_n).collect();
@@ -255,11 +255,11 @@ mod tests {
             news.held(f, key(i), &mut stats);
         }
         news.not_held(f, key(0), &mut stats);
-        let (to, held, not_held) = news.next().unwrap();
+        let (to, held, not_held) = news.take_message().unwrap();
         assert_eq!((to, held.len(), not_held.len()), (f, INTEREST_KEYS_PER_MESSAGE_MAX, 0));
-        let (_, held, not_held) = news.next().unwrap();
+        let (_, held, not_held) = news.take_message().unwrap();
         assert_eq!((held.len(), not_held.len()), (10, 1));
-        assert!(news.next().is_none() && news.is_empty());
+        assert!(news.take_message().is_none() && news.is_empty());
         let big = Key::new("n", "x".repeat(60_000));
         for _ in 0..100 {
             news.held(f, big.clone(), &mut stats);

@@ -1189,7 +1189,7 @@ impl Replicator {
         if let Some(t) = self.requests.pop_front() {
             return Some(t);
         }
-        while let Some((node, held, not_held)) = self.news.next() {
+        while let Some((node, held, not_held)) = self.news.take_message() {
             let Some(peer) = self.peers.get(&node) else { continue };
             return Some(Transmit {
                 to: node,
