@@ -863,40 +863,38 @@ impl Driver {
         }
     }
 
-    /// Counts new fills and not-stored remote writes into the metrics.
+    /// Counts new fills, not-stored remote writes and omitted deltas into
+    /// the metrics.
     fn count_fills(&mut self) {
         let now = (self.core.fill_stats().clone(), self.core.replicator().stats().not_stored);
         let (before, not_stored_before) = std::mem::replace(&mut self.fills_counted, now.clone());
         let (now, not_stored) = now;
-        let outcomes = [
-            ("found", now.found - before.found),
-            ("absent", now.absent - before.absent),
-            ("behind", now.behind - before.behind),
-            ("timed_out", now.timed_out - before.timed_out),
-            ("no_full_node", now.no_full_node - before.no_full_node),
-            ("busy", now.refused_busy - before.refused_busy),
-            ("answered", now.answered - before.answered),
-        ];
-        for (outcome, new) in outcomes {
-            if new > 0 {
-                self.metrics.fills.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc_by(new);
-            }
-        }
+        add_outcomes(
+            &self.metrics.fills,
+            [
+                ("found", now.found - before.found),
+                ("absent", now.absent - before.absent),
+                ("behind", now.behind - before.behind),
+                ("timed_out", now.timed_out - before.timed_out),
+                ("no_full_node", now.no_full_node - before.no_full_node),
+                ("busy", now.refused_busy - before.refused_busy),
+                ("answered", now.answered - before.answered),
+                ("spoiled", now.spoiled - before.spoiled),
+            ],
+        );
         self.metrics.remote_not_stored.inc_by(not_stored - not_stored_before);
         let now = self.core.replicator().interest_stats().clone();
         let before = std::mem::replace(&mut self.omitted_counted, now.clone());
-        let events = [
-            ("sent", now.omitted_sent - before.omitted_sent),
-            ("applied", now.omitted_applied - before.omitted_applied),
-            ("held_dropped", now.omitted_held_dropped - before.omitted_held_dropped),
-            ("refused", now.omitted_refused - before.omitted_refused),
-            ("overflow", now.overflows - before.overflows),
-        ];
-        for (outcome, new) in events {
-            if new > 0 {
-                self.metrics.omitted.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc_by(new);
-            }
-        }
+        add_outcomes(
+            &self.metrics.omitted,
+            [
+                ("sent", now.omitted_sent - before.omitted_sent),
+                ("applied", now.omitted_applied - before.omitted_applied),
+                ("held_dropped", now.omitted_held_dropped - before.omitted_held_dropped),
+                ("refused", now.omitted_refused - before.omitted_refused),
+                ("overflow", now.overflows - before.overflows),
+            ],
+        );
     }
 
     fn publish_view(&mut self) {
@@ -957,4 +955,20 @@ impl Driver {
 /// What the transport proved of a datagram's or frame's sender.
 fn link(peer: &CertIdentity, from: SocketAddr) -> Link {
     Link { name: peer.name.clone(), region: peer.region.clone(), addr: from }
+}
+
+/// Adds each outcome's new count to `family` (none for an outcome with none,
+/// so `/metrics` lists only outcomes that happened).
+fn add_outcomes<const N: usize>(
+    family: &prometheus_client::metrics::family::Family<
+        crate::metrics::OutcomeLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    outcomes: [(&'static str, u64); N],
+) {
+    for (outcome, new) in outcomes {
+        if new > 0 {
+            family.get_or_create(&crate::metrics::OutcomeLabels { outcome }).inc_by(new);
+        }
+    }
 }
