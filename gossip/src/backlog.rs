@@ -158,6 +158,14 @@ impl Backlog {
         }
     }
 
+    /// When the delta `seq` of `origin` was pushed here (received, or
+    /// written for this node's own), if it is still held.
+    pub fn received_at(&self, origin: NodeId, seq: u64) -> Option<u64> {
+        let log = self.by_origin.get(&origin)?;
+        let at = log.after(seq.checked_sub(1)?);
+        log.held.get(at).filter(|h| h.seq == seq).map(|h| h.at_ms)
+    }
+
     /// Whatever the backlog holds of `origin` after `after_seq`, in seq
     /// order up to the first delta received after `received_by_ms`.
     pub fn held_after(&self, origin: NodeId, after_seq: u64, received_by_ms: u64) -> Vec<Arc<Delta>> {

@@ -125,7 +125,21 @@ struct PeerState {
     /// This node told it so: its next sync request is answered without
     /// the grace, since what it lacks is the newest.
     hinted: bool,
+    /// The push path's delivery time to it, as its last ack of an own
+    /// write measured it (write to ack), and when: a slow path stretches
+    /// the grace of the sync answers it gets ([`Replicator::sync_grace_for`]).
+    push_lag: Option<PushLag>,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct PushLag {
+    lag_ms: u64,
+    at_ms: u64,
+}
+
+/// The most a slow push path stretches a sync answer's grace: a write
+/// its frames lost waits at most this long for anti-entropy.
+pub const SYNC_GRACE_STRETCHED_MAX_MS: u64 = 10_000;
 
 /// How a region's peers rank as its relay, best first: full nodes (a
 /// sidecar cannot rebuild a document change for a key it does not hold),
@@ -489,6 +503,7 @@ impl Replicator {
                         repair_bytes: 0,
                         dropped: false,
                         hinted: false,
+                        push_lag: None,
                     },
                 );
                 if region == self.region {
@@ -772,6 +787,15 @@ impl Replicator {
                 None
             }
             Message::Acks { applied, .. } => {
+                let written_at = applied
+                    .iter()
+                    .filter(|(origin, _)| *origin == self.me)
+                    .filter_map(|&(_, seq)| self.backlog.received_at(self.me, seq))
+                    .max();
+                if let (Some(written_at), Some(peer)) = (written_at, self.peers.get_mut(&from)) {
+                    peer.push_lag =
+                        Some(PushLag { lag_ms: now_ms.saturating_sub(written_at), at_ms: now_ms });
+                }
                 for (origin, seq) in applied {
                     if origin != self.me {
                         continue;
@@ -929,7 +953,8 @@ impl Replicator {
 
     fn answer_sync(&mut self, from: NodeId, theirs: &[(NodeId, u64)], now_ms: u64) -> Message {
         let hinted = self.peers.get_mut(&from).is_some_and(|p| std::mem::take(&mut p.hinted));
-        let received_by_ms = if hinted { now_ms } else { now_ms.saturating_sub(self.config.sync_grace_ms) };
+        let received_by_ms =
+            if hinted { now_ms } else { now_ms.saturating_sub(self.sync_grace_for(from, now_ms)) };
         let theirs: BTreeMap<NodeId, u64> = theirs.iter().copied().collect();
         let mut origins: BTreeSet<NodeId> = self.applied.summary().into_iter().map(|(n, _)| n).collect();
         origins.extend(self.backlog.origins());
@@ -964,6 +989,27 @@ impl Replicator {
         }
         let requester_watermark = self.applied.watermark(from);
         Message::SyncResponse { deltas, beyond_backlog, truncated, requester_watermark }
+    }
+
+    /// How recent a delta may be and still be left out of an answer to
+    /// `peer`: `sync_grace_ms`, or twice the push path's delivery time to
+    /// it when that is longer (at most [`SYNC_GRACE_STRETCHED_MAX_MS`]),
+    /// measured by an ack no older than the stretched grace. A push path
+    /// slower than the grace (a receiver short of CPU, a thin link, a
+    /// burst) would otherwise have every delta still on it sent again in
+    /// each answer; a debug build 40 ms from its peer took 3.4x the delta
+    /// bytes in answers and 28 s to take a burst of 10,000 writes.
+    fn sync_grace_for(&self, peer: NodeId, now_ms: u64) -> u64 {
+        let base = self.config.sync_grace_ms;
+        let Some(PushLag { lag_ms, at_ms }) = self.peers.get(&peer).and_then(|p| p.push_lag) else {
+            return base;
+        };
+        let stretched = lag_ms.saturating_mul(2).min(SYNC_GRACE_STRETCHED_MAX_MS);
+        if stretched > base && now_ms.saturating_sub(at_ms) <= stretched {
+            stretched
+        } else {
+            base
+        }
     }
 
     /// A full transfer from a peer covered `origins` up to the peer's

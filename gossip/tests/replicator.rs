@@ -47,6 +47,8 @@ struct Cluster {
     sync_requests: Vec<(usize, usize, bool)>,
     /// Deltas carried by sync answers.
     sync_answer_deltas: usize,
+    /// One-way delay between regions.
+    wan_ms: u64,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -82,6 +84,7 @@ impl Cluster {
             events: Vec::new(),
             sync_requests: Vec::new(),
             sync_answer_deltas: 0,
+            wan_ms: WAN_MS,
         };
         for i in 0..c.nodes.len() {
             for j in 0..c.nodes.len() {
@@ -101,7 +104,7 @@ impl Cluster {
         if self.cut.contains(&(ra.clone(), rb.clone())) || self.cut.contains(&(rb, ra)) {
             return None;
         }
-        Some(if self.nodes[a].region == self.nodes[b].region { LAN_MS } else { WAN_MS })
+        Some(if self.nodes[a].region == self.nodes[b].region { LAN_MS } else { self.wan_ms })
     }
 
     fn write(&mut self, i: usize, key: &str, value: &str) -> u64 {
@@ -344,6 +347,28 @@ fn a_sync_answer_leaves_out_what_is_still_on_its_way() {
     assert_eq!(stream(ReplicatorConfig::default()), 0, "nothing was lost, so nothing is sent twice");
     let without_grace = stream(ReplicatorConfig { sync_grace_ms: 0, ..ReplicatorConfig::default() });
     assert!(without_grace > 0, "without the grace, answers repeat deltas in flight");
+}
+
+#[test]
+fn a_push_path_slower_than_the_grace_stretches_it_instead_of_being_sent_twice() {
+    // 1.5 s one way: every write is still on its way when the 1 s grace
+    // has passed. The relay's acks measure the path (3 s write to ack), and
+    // answers leave out what is that recent.
+    let mut c = Cluster::new(&[("montreal", 2), ("frankfurt", 2)], ReplicatorConfig::default());
+    c.wan_ms = 1_500;
+    for n in 0..1_000 {
+        c.write(n % 2, &format!("k{n}"), "v");
+        c.run_until(c.now_ms + 10);
+    }
+    c.run_until(c.now_ms + 10_000);
+    c.assert_converged();
+    let asked = c.sync_requests.iter().filter(|(_, _, wan)| *wan).count();
+    assert!(asked >= 3, "anti-entropy crossed the slow link: {asked} requests");
+    assert!(
+        c.sync_answer_deltas <= 100,
+        "{} of 1,000 deltas in flight sent again by anti-entropy",
+        c.sync_answer_deltas
+    );
 }
 
 #[test]
