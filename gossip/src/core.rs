@@ -1016,7 +1016,7 @@ impl Core {
             return;
         }
         let wan = self.members.get(&peer).is_some_and(|p| p.region != self.region);
-        self.replicator.push_own_since(peer, watermark, wan);
+        self.replicator.push_own_since(peer, watermark, wan, now);
     }
 
     /// The level write `seq` has reached, reported when it rose.

@@ -531,7 +531,8 @@ fn a_fill_behind_a_write_the_sidecar_got_without_its_body_is_a_miss() {
         _ => Fate::Deliver,
     });
     h.write(1, "k", 30);
-    h.run_until(h.now_ms + 10);
+    // Body-less writes may wait `omitted_flush_ms` to leave together.
+    h.run_until(h.now_ms + 50);
     assert_eq!(h.nodes[2].core.replicator().interest_stats().omitted_applied, 1);
     assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
     h.run_until(h.now_ms + 10);
@@ -581,6 +582,41 @@ fn a_full_node_sends_a_sidecar_whole_deltas_only_of_keys_it_holds() {
 }
 
 #[test]
+fn writes_a_sidecar_gets_without_their_body_leave_together_and_a_whole_one_at_once() {
+    let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Sidecar], |_| {});
+    h.formed();
+    h.write(1, "held", 10);
+    h.run_until(h.now_ms + 100);
+    let frames = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let seen = frames.clone();
+    h.fault = Box::new(move |_, to, m, _| {
+        if let (1, Message::Deltas { .. }) = (to, m) {
+            seen.set(seen.get() + 1);
+        }
+        Fate::Deliver
+    });
+    // Twenty writes of keys the sidecar does not hold, 1 ms apart: within
+    // `omitted_flush_ms` (10 ms) of the first, they share frames.
+    for n in 0..20 {
+        h.write(0, &format!("k{n}"), 100);
+        h.run_until(h.now_ms + 1);
+    }
+    h.run_until(h.now_ms + 50);
+    let sidecar = h.nodes[1].core.replicator();
+    assert!(sidecar.has_applied_through(id(0), 20), "every one recorded as applied");
+    assert!(frames.get() <= 3, "{} frames for 20 body-less writes", frames.get());
+    // A write of a key it holds does not wait: it leaves at once, with
+    // whatever body-less writes are queued before it.
+    frames.set(0);
+    h.write(0, "k-late", 100);
+    h.write(0, "held", 20);
+    h.run_until(h.now_ms + 2 * LAN_MS);
+    assert_eq!(bytes_at(&h, 1, "held").map(|b| b.len()), Some(20), "the held key, one LAN hop later");
+    assert_eq!(frames.get(), 1, "one frame, the body-less write first");
+    assert!(h.nodes[1].core.replicator().has_applied_through(id(0), 22));
+}
+
+#[test]
 fn a_write_of_a_held_key_that_comes_without_its_body_drops_the_key_rather_than_keep_it_stale() {
     let mut h = Harness::with_kinds(&[NodeKind::Full, NodeKind::Full, NodeKind::Sidecar], |_| {});
     h.formed();
@@ -612,7 +648,7 @@ fn a_fill_the_sidecars_backlog_cannot_complete_is_a_miss() {
     });
     h.write(1, "k", 30);
     h.write(1, "other", 30);
-    h.run_until(h.now_ms + 10);
+    h.run_until(h.now_ms + 50);
     assert_eq!(fill(&mut h, 2, "k"), FillStart::Asked);
     h.run_until(h.now_ms + 10);
     assert_eq!(filled(&h, 2, "k"), Some(false), "the sidecar cannot tell whether it saw a newer k");
