@@ -828,11 +828,14 @@ impl Replicator {
                 None
             }
             Message::Acks { applied, .. } => {
+                // Own writes are made in seq order: the highest acked is
+                // the latest written, the path's delivery time now.
                 let written_at = applied
                     .iter()
                     .filter(|(origin, _)| *origin == self.me)
-                    .filter_map(|&(_, seq)| self.backlog.received_at(self.me, seq))
-                    .max();
+                    .map(|&(_, seq)| seq)
+                    .max()
+                    .and_then(|seq| self.backlog.received_at(self.me, seq));
                 if let (Some(written_at), Some(peer)) = (written_at, self.peers.get_mut(&from)) {
                     peer.push_lag =
                         Some(PushLag { lag_ms: now_ms.saturating_sub(written_at), at_ms: now_ms });
