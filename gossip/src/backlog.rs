@@ -1,8 +1,9 @@
 //! The bounded backlog of recent deltas, from every origin, kept to answer
 //! anti-entropy requests.
 
+use foldhash::fast::FixedState;
 use geocache_crdt::{Delta, NodeId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Bounds of the backlog.
@@ -32,15 +33,21 @@ struct Held {
 #[derive(Default)]
 struct OriginLog {
     held: VecDeque<Held>,
+    /// The seq of the last delta held (0 when none): a push is nearly
+    /// always after it, and knowing so without reading the deque's far
+    /// end saves a cache miss per delta (200 nodes of 200 origins each
+    /// in the simulator).
+    newest: u64,
     evicted_through: u64,
 }
 
 impl OriginLog {
     /// Index of the first delta with seq > `seq`.
     fn after(&self, seq: u64) -> usize {
-        match self.held.back() {
-            Some(last) if last.seq <= seq => self.held.len(),
-            _ => self.held.partition_point(|h| h.seq <= seq),
+        if self.newest <= seq {
+            self.held.len()
+        } else {
+            self.held.partition_point(|h| h.seq <= seq)
         }
     }
 
@@ -61,7 +68,9 @@ impl OriginLog {
 #[derive(Default)]
 pub struct Backlog {
     limits: BacklogLimits,
-    by_origin: BTreeMap<NodeId, OriginLog>,
+    /// Hashed: a lookup per delta is one probe, not a walk down a tree of
+    /// 200 origins; whatever lists them sorts.
+    by_origin: HashMap<NodeId, OriginLog, FixedState>,
     /// Origins in the order of their pushes, with when each push was:
     /// where to evict next. The time rides here so that the common case,
     /// nothing to evict, reads only this queue's front, not a log of
@@ -106,6 +115,7 @@ impl Backlog {
         }
         let seq = delta.seq;
         log.held.insert(at, Held { seq, delta, bytes, at_ms: now_ms });
+        log.newest = log.newest.max(seq);
         self.order.push_back((now_ms, origin));
         self.bytes += bytes;
         self.len += 1;
@@ -137,6 +147,9 @@ impl Backlog {
                 self.bytes -= h.bytes;
                 self.len -= 1;
                 log.evicted_through = log.evicted_through.max(h.seq);
+                if log.held.is_empty() {
+                    log.newest = 0;
+                }
             }
         }
     }
@@ -188,12 +201,17 @@ impl Backlog {
 
     /// Every delta held, origin by origin in node order, each in seq order.
     pub fn all(&self) -> Vec<Arc<Delta>> {
-        self.by_origin.values().flat_map(|log| log.held.iter().map(|h| h.delta.clone())).collect()
+        self.origins()
+            .into_iter()
+            .flat_map(|origin| self.by_origin[&origin].held.iter().map(|h| h.delta.clone()))
+            .collect()
     }
 
     /// Origins with deltas held or evicted, in node order.
     pub fn origins(&self) -> Vec<NodeId> {
-        self.by_origin.keys().copied().collect()
+        let mut origins: Vec<NodeId> = self.by_origin.keys().copied().collect();
+        origins.sort_unstable();
+        origins
     }
 }
 

@@ -311,7 +311,7 @@ impl Core {
         let target = self
             .members
             .values()
-            .filter(|p| p.region == self.region && p.kind == NodeKind::Full)
+            .filter(|p| p.kind == NodeKind::Full && p.region == self.region)
             .filter(|p| self.identities.is_confirmed(p.node))
             .min_by_key(|p| (self.replicator.rtt_of(p.node).unwrap_or(u64::MAX), p.node))
             .map(|p| (p.node, p.gossip));

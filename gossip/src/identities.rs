@@ -23,8 +23,9 @@
 //!
 //! Every refusal is counted in [`Refusals`].
 
+use foldhash::fast::FixedState;
 use geocache_crdt::NodeId;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::peer::Peer;
@@ -143,7 +144,8 @@ pub enum DatagramSender {
 /// The bindings and the refusals.
 #[derive(Debug, Default)]
 pub struct Identities {
-    bound: BTreeMap<NodeId, Bound>,
+    /// Hashed: every replication message looks its sender up here.
+    bound: HashMap<NodeId, Bound, FixedState>,
     refusals: Refusals,
 }
 
@@ -236,7 +238,7 @@ impl Identities {
     /// id cannot be foreseen, so no one can take another node's this way.
     pub fn accept_message(&mut self, link: &Link, from: NodeId) -> bool {
         let ok = match self.bound.get_mut(&from) {
-            Some(b) if b.confirmed => b.name == link.name && b.gossip == link.addr,
+            Some(b) if b.confirmed => b.gossip == link.addr && b.name == link.name,
             Some(b) => {
                 // A replication message proves name and address only.
                 *b = Bound { peer: None, name: link.name.clone(), gossip: link.addr, confirmed: true };
