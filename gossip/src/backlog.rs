@@ -110,7 +110,8 @@ impl Backlog {
             return;
         }
         let at = log.after(delta.seq);
-        if at > 0 && log.held[at - 1].seq == delta.seq {
+        // Past the newest, it cannot be held: the deque is not read.
+        if delta.seq <= log.newest && at > 0 && log.held[at - 1].seq == delta.seq {
             return;
         }
         let seq = delta.seq;

@@ -75,6 +75,15 @@ fn bar(len: u64) -> ProgressBar {
     bar
 }
 
+/// This process's peak resident set (`VmHWM`), from /proc; `None` where
+/// there is no /proc.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { scenario, seed, json, html } => {
@@ -91,10 +100,13 @@ fn main() -> Result<()> {
             let wall = started.elapsed();
             print!("{}", report.to_text());
             let ops = report.reads + report.writes;
+            let wall_s = wall.as_secs_f64().max(1e-9);
             println!(
-                "\nwall {:.2} s, {:.0} simulated client ops per wall second",
+                "\nwall {:.2} s, {:.2} virtual s per wall s, {:.0} simulated client ops per wall second, peak RSS {}",
                 wall.as_secs_f64(),
-                ops as f64 / wall.as_secs_f64().max(1e-9)
+                report.virtual_s / wall_s,
+                ops as f64 / wall_s,
+                peak_rss_mib().map_or("unknown".to_string(), |mib| format!("{mib} MiB"))
             );
             if let Some(path) = json {
                 std::fs::write(&path, report.to_json())
