@@ -498,14 +498,7 @@ impl Replicator {
     /// not hold the key.
     fn for_peer(&mut self, node: NodeId, delta: Arc<Delta>) -> Arc<Delta> {
         let own_sidecar = self.is_own_sidecar(node);
-        form_for(
-            own_sidecar,
-            node,
-            delta,
-            &self.interest,
-            &mut self.interest_stats,
-            &mut self.last_omitted,
-        )
+        form_for(own_sidecar, node, delta, &self.interest, &mut self.interest_stats, &mut self.last_omitted)
     }
 
     /// Applied watermark per origin.
@@ -700,10 +693,8 @@ impl Replicator {
                 }
             }
         }
-        let relays: Vec<(String, NodeId)> = order
-            .into_iter()
-            .filter_map(|i| best[i].map(|rank| (self.regions[i].clone(), rank.2)))
-            .collect();
+        let relays: Vec<(String, NodeId)> =
+            order.into_iter().filter_map(|i| best[i].map(|rank| (self.regions[i].clone(), rank.2))).collect();
         for node in own {
             self.enqueue(node, delta.clone(), false, region_acks, now_ms);
         }
@@ -740,8 +731,14 @@ impl Replicator {
         // write for every peer of its region.
         let Some(peer) = self.peers.get_mut(&node) else { return };
         let own_sidecar = self.full && !peer.info.full && peer.local;
-        let delta =
-            form_for(own_sidecar, node, delta, &self.interest, &mut self.interest_stats, &mut self.last_omitted);
+        let delta = form_for(
+            own_sidecar,
+            node,
+            delta,
+            &self.interest,
+            &mut self.interest_stats,
+            &mut self.last_omitted,
+        );
         if peer.plain.len() + peer.relay.len() >= limit {
             self.stats.dropped += 1;
             peer.dropped = true;
@@ -842,7 +839,8 @@ impl Replicator {
                     }
                 }
                 if relay {
-                    let targets: Vec<NodeId> = self.local_peers.iter().copied().filter(|&n| n != from).collect();
+                    let targets: Vec<NodeId> =
+                        self.local_peers.iter().copied().filter(|&n| n != from).collect();
                     // Delta by delta, so that its omitted form is made
                     // once for all the region's sidecars.
                     for delta in &fresh {
