@@ -147,6 +147,18 @@ struct PeerState {
     omitted_flush_at_ms: Option<u64>,
 }
 
+impl PeerState {
+    /// Whether it is a sidecar of this node's region.
+    fn is_local_sidecar(&self) -> bool {
+        !self.info.full && self.local
+    }
+
+    /// Whether it is a full node of this node's region.
+    fn is_local_full_node(&self) -> bool {
+        self.info.full && self.local
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct PushLag {
     lag_ms: u64,
@@ -450,13 +462,13 @@ impl Replicator {
     /// Whether `node` is a sidecar of this node's region, this node a
     /// full node: whom deltas may go to without their body.
     fn is_own_sidecar(&self, node: NodeId) -> bool {
-        self.full && self.peers.get(&node).is_some_and(|p| !p.info.full && p.local)
+        self.full && self.peers.get(&node).is_some_and(PeerState::is_local_sidecar)
     }
 
     /// Whether `node` is a full node of this node's region, this node a
     /// sidecar: whom this node tells what it holds.
     fn is_own_full_node(&self, node: NodeId) -> bool {
-        !self.full && self.peers.get(&node).is_some_and(|p| p.info.full && p.local)
+        !self.full && self.peers.get(&node).is_some_and(PeerState::is_local_full_node)
     }
 
     /// As a full node: `sidecar` asked it for a fill of `key` (it holds
@@ -730,7 +742,7 @@ impl Replicator {
         // One lookup of the peer per delta queued: a relay queues each
         // write for every peer of its region.
         let Some(peer) = self.peers.get_mut(&node) else { return };
-        let own_sidecar = self.full && !peer.info.full && peer.local;
+        let own_sidecar = self.full && peer.is_local_sidecar();
         let delta = form_for(
             own_sidecar,
             node,
