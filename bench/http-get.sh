@@ -9,7 +9,10 @@
 # nginx, then runs the same wrk load (2 threads, keep-alive connections,
 # random keys, seeded) against each, alternating, ROUNDS times (default 3).
 # Reports requests/s, p50 and p99 per target (medians of the rounds) and
-# geocache/nginx.
+# geocache/nginx. The floor server (`bench/src/bin/floor-server.rs`: axum,
+# tokio and moka as the node has them, none of the node's work) runs in the
+# same rounds, so the gap to nginx splits into what those crates cost and
+# what geocache adds on them.
 #
 # nginx is configured to be fair, not crippled: one worker per core (the
 # node's runtime also uses one thread per core), access_log off, sendfile,
@@ -32,23 +35,31 @@ bench_need curl curl
 bench_need nginx nginx
 bench_build_geocache
 
-# geocache, preloaded through one curl process with many URLs (keep-alive).
+# geocache and the floor, each preloaded through one curl process with many
+# URLs (keep-alive).
+VALUE=$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' 'v')
+preload() {
+  local name=$1 port=$2
+  {
+    for i in $(seq 0 $((KEYS - 1))); do
+      # "next" resets the options, or curl would send every body so far.
+      [ "$i" -gt 0 ] && echo next
+      printf 'url = "http://127.0.0.1:%s/v1/kv/bench/key:%s"\n-X PUT\n--data-binary "%s"\n-o /dev/null\n' \
+        "$port" "$i" "$VALUE"
+    done
+  } >"$BENCH_TMP/preload-$name.curl"
+  curl -s --max-time 120 --config "$BENCH_TMP/preload-$name.curl"
+  for i in 0 $((KEYS - 1)); do
+    LEN=$(curl -s --max-time 5 "http://127.0.0.1:${port}/v1/kv/bench/key:$i" | wc -c)
+    [ "$LEN" -eq "$VALUE_BYTES" ] || bench_die "$name preload failed: key:$i is $LEN bytes"
+  done
+}
 bench_geocache_start geocache
 GC_PORT=${GEOCACHE_HTTP##*:}
-VALUE=$(head -c "$VALUE_BYTES" /dev/zero | tr '\0' 'v')
-{
-  for i in $(seq 0 $((KEYS - 1))); do
-    # "next" resets the options, or curl would send every body so far.
-    [ "$i" -gt 0 ] && echo next
-    printf 'url = "http://127.0.0.1:%s/v1/kv/bench/key:%s"\n-X PUT\n--data-binary "%s"\n-o /dev/null\n' \
-      "$GC_PORT" "$i" "$VALUE"
-  done
-} >"$BENCH_TMP/preload.curl"
-curl -s --max-time 120 --config "$BENCH_TMP/preload.curl"
-for i in 0 $((KEYS - 1)); do
-  LEN=$(curl -s --max-time 5 "http://127.0.0.1:${GC_PORT}/v1/kv/bench/key:$i" | wc -c)
-  [ "$LEN" -eq "$VALUE_BYTES" ] || bench_die "geocache preload failed: key:$i is $LEN bytes"
-done
+preload geocache "$GC_PORT"
+bench_floor_start
+FLOOR_PORT=${FLOOR_HTTP##*:}
+preload floor "$FLOOR_PORT"
 
 # nginx: the same paths as files of the same size, own config and prefix.
 NGINX_PORT=$(bench_free_port)
@@ -110,9 +121,10 @@ fmt_us() { awk -v us="$1" 'BEGIN { if (us >= 1000) printf "%.2f ms\n", us / 1000
 declare -A RPS P50 P99 ERR
 TIMEOUT=$((SECONDS_RUN + 60))
 for round in $(seq 1 "$ROUNDS"); do
-  for target in geocache nginx; do
+  for target in geocache floor nginx; do
     port=$GC_PORT
     [ "$target" = nginx ] && port=$NGINX_PORT
+    [ "$target" = floor ] && port=$FLOOR_PORT
     bench_log "round $round/$ROUNDS: $target (wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s)"
     out="$BENCH_TMP/wrk-$target-$round.out"
     timeout "$TIMEOUT" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" --latency -s "$BENCH_TMP/get.lua" \
@@ -134,13 +146,16 @@ done
   echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s, keep-alive, random keys of $KEYS, $VALUE_BYTES-byte values;"
   echo "geocache \`GET /v1/kv\` (release build, warm keys) and nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
   echo "(static files of the same size, $(nproc) workers, access_log off) alternating, $ROUNDS round(s);"
-  echo "medians of the rounds. wrk, the server and the node share the same $(nproc) cores."
+  echo "medians of the rounds. wrk, the server and the node share the same $(nproc) cores. The floor is"
+  echo "\`floor-server\` (\`bench/src/bin/floor-server.rs\`): axum, tokio, mimalloc and a moka map as the node"
+  echo "has them, answering \`GET /v1/kv\` with none of the node's work."
   echo
   echo "| target | requests/s | p50 | p99 | non-2xx |"
   echo "|---|---|---|---|---|"
-  for target in geocache nginx; do
+  for target in geocache floor nginx; do
     label="geocache GET /v1/kv"
     [ "$target" = nginx ] && label="nginx static file"
+    [ "$target" = floor ] && label="floor (axum + moka) GET /v1/kv"
     printf '| %s | %s | %s | %s | %s |\n' "$label" "$(bench_thousands "$(bench_median ${RPS[$target]})")" \
       "$(fmt_us "$(bench_median ${P50[$target]})")" "$(fmt_us "$(bench_median ${P99[$target]})")" \
       "${ERR[$target]}"
@@ -149,5 +164,13 @@ done
     "$(bench_ratio "$(bench_median ${RPS[geocache]})" "$(bench_median ${RPS[nginx]})")" \
     "$(bench_ratio "$(bench_median ${P50[geocache]})" "$(bench_median ${P50[nginx]})")" \
     "$(bench_ratio "$(bench_median ${P99[geocache]})" "$(bench_median ${P99[nginx]})")"
+  printf '| floor / nginx | %s | %s | %s | |\n' \
+    "$(bench_ratio "$(bench_median ${RPS[floor]})" "$(bench_median ${RPS[nginx]})")" \
+    "$(bench_ratio "$(bench_median ${P50[floor]})" "$(bench_median ${P50[nginx]})")" \
+    "$(bench_ratio "$(bench_median ${P99[floor]})" "$(bench_median ${P99[nginx]})")"
+  printf '| geocache / floor | %s | %s | %s | |\n' \
+    "$(bench_ratio "$(bench_median ${RPS[geocache]})" "$(bench_median ${RPS[floor]})")" \
+    "$(bench_ratio "$(bench_median ${P50[geocache]})" "$(bench_median ${P50[floor]})")" \
+    "$(bench_ratio "$(bench_median ${P99[geocache]})" "$(bench_median ${P99[floor]})")"
 } >"$BENCH_TMP/section.md"
 bench_publish "$BENCH_TMP/section.md"

@@ -144,6 +144,23 @@ bench_geocache_start() {
   bench_wait_until 30 "geocache /healthz" curl -sf "http://$GEOCACHE_HTTP/healthz"
 }
 
+# bench_floor_start — starts the floor server (`bench/src/bin/floor-server.rs`:
+# tokio, moka and axum as the node has them, none of the node's work) on
+# free loopback ports, waits (bounded) for its addresses and sets FLOOR_RESP
+# and FLOOR_HTTP (127.0.0.1:PORT).
+bench_floor_start() {
+  bench_start floor ./target/release/floor-server
+  local pid=$BENCH_PID deadline=$((SECONDS + 30))
+  FLOOR_RESP=""
+  while [ -z "$FLOOR_RESP" ]; do
+    kill -0 "$pid" 2>/dev/null || bench_die "floor-server exited at start: $(tail -5 "$BENCH_TMP/floor.log")"
+    [ "$SECONDS" -lt "$deadline" ] || bench_die "floor-server did not print its addresses within 30 s"
+    FLOOR_RESP=$(sed -n 's/.*resp=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/floor.log" | head -1)
+    [ -n "$FLOOR_RESP" ] || sleep 0.05
+  done
+  FLOOR_HTTP=$(sed -n 's/.*http=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/floor.log" | head -1)
+}
+
 # bench_rss_bytes PID — resident memory of a process.
 bench_rss_bytes() {
   awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status"
@@ -226,7 +243,7 @@ bench_publish() {
 # build, so building `geocache` alone would give a (slightly) different
 # binary from the one the replication benchmarks run.
 bench_build_geocache() {
-  bench_build -p geocache-node -p geocache-bench --bin geocache --bin replication-lag --bin wan-efficiency --bin store-memory --bin strong-cas
+  bench_build -p geocache-node -p geocache-bench --bin geocache --bin replication-lag --bin wan-efficiency --bin store-memory --bin strong-cas --bin floor-server
 }
 
 # bench_build ARGS... — `cargo build --release ARGS` (quiet), once per script.

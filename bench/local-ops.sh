@@ -10,6 +10,11 @@
 # against each, alternating, ROUNDS times (default 3). Reports ops/s per
 # target and test (medians of the rounds) and geocache/redis.
 #
+# A third target runs in the same rounds: the floor server
+# (`bench/src/bin/floor-server.rs`), tokio and moka as the node uses them
+# with none of the node's work, so a gap to redis splits into what those
+# crates cost (floor / redis) and what geocache adds (geocache / floor).
+#
 # Needs the RESP port (`geocache serve --resp`); fails saying so without it.
 # BENCH_QUICK=1: 20,000 requests, 1 round.
 # shellcheck source=bench/lib.sh
@@ -39,12 +44,17 @@ RESP_PORT=$(bench_free_port)
 bench_geocache_start geocache --resp "127.0.0.1:$RESP_PORT" --max-memory 2GiB
 bench_wait_until 30 "geocache RESP on port $RESP_PORT" bench_pong "$RESP_PORT"
 
+bench_floor_start
+FLOOR_PORT=${FLOOR_RESP##*:}
+bench_wait_until 30 "floor RESP on port $FLOOR_PORT" bench_pong "$FLOOR_PORT"
+
 declare -A OPS P50
 for round in $(seq 1 "$ROUNDS"); do
   for pipeline in $PIPELINES; do
-    for target in redis geocache; do
+    for target in redis floor geocache; do
       port=$REDIS_PORT
       [ "$target" = geocache ] && port=$RESP_PORT
+      [ "$target" = floor ] && port=$FLOOR_PORT
       bench_log "round $round/$ROUNDS: $target, -P $pipeline"
       out="$BENCH_TMP/rb-$target-$pipeline-$round.csv"
       timeout 240 redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -r "$KEYSPACE" \
@@ -69,17 +79,21 @@ done
   echo "\`redis-benchmark -t get,set -n $REQUESTS -r $KEYSPACE -d $VALUE_BYTES -c $CLIENTS [-P 16] --csv\`"
   echo "against $(redis-server --version | awk '{print $1, $2, $3}') (\`--save '' --appendonly no\`) and the"
   echo "geocache node's RESP port (release build, \`--max-memory 2GiB\`), alternating, $ROUNDS round(s);"
-  echo "medians of the rounds. Client and servers share the same $(nproc) cores."
+  echo "medians of the rounds. Client and servers share the same $(nproc) cores. The floor is"
+  echo "\`floor-server\` (\`bench/src/bin/floor-server.rs\`): the node's runtime, allocator and moka map"
+  echo "(byte-weighed, bounded) answering SET and GET, with none of the node's work."
   echo
-  echo "| test | pipeline | redis ops/s | geocache ops/s | **geocache / redis** | redis p50 | geocache p50 |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| test | pipeline | redis ops/s | floor ops/s | geocache ops/s | **geocache / redis** | floor / redis | geocache / floor | redis p50 | floor p50 | geocache p50 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for pipeline in $PIPELINES; do
     for test in SET GET; do
       r=$(bench_median ${OPS[redis,$test,$pipeline]})
+      f=$(bench_median ${OPS[floor,$test,$pipeline]})
       g=$(bench_median ${OPS[geocache,$test,$pipeline]})
-      printf '| %s | %s | %s | %s | **%s** | %s ms | %s ms |\n' "$test" "$pipeline" "$(bench_thousands "$r")" \
-        "$(bench_thousands "$g")" \
-        "$(bench_ratio "$g" "$r")" "$(bench_median ${P50[redis,$test,$pipeline]})" \
+      printf '| %s | %s | %s | %s | %s | **%s** | %s | %s | %s ms | %s ms | %s ms |\n' "$test" "$pipeline" \
+        "$(bench_thousands "$r")" "$(bench_thousands "$f")" "$(bench_thousands "$g")" \
+        "$(bench_ratio "$g" "$r")" "$(bench_ratio "$f" "$r")" "$(bench_ratio "$g" "$f")" \
+        "$(bench_median ${P50[redis,$test,$pipeline]})" "$(bench_median ${P50[floor,$test,$pipeline]})" \
         "$(bench_median ${P50[geocache,$test,$pipeline]})"
     done
   done

@@ -11,6 +11,10 @@
 # (redis DBSIZE, geocache `GET /v1/node` .entries), read the RSS again once it
 # is steady. Reports bytes per entry ((after - before) / N), the ratio
 # geocache/redis, and the data bytes per entry (key + value) as the floor.
+# The floor server (`bench/src/bin/floor-server.rs`: a bare moka map keyed
+# and valued by boxed bytes, byte-weighed, in the node's runtime and
+# allocator) is loaded the same way in the same run: what moka itself
+# costs per entry, below which no store on moka goes.
 #
 # Needs the RESP port (`geocache serve --resp`); fails saying so without it.
 # BENCH_QUICK=1: N=20,000.
@@ -88,14 +92,31 @@ for size in $SIZES; do
   g1=$(bench_steady_rss "$pid")
   bench_stop "$pid"
 
+  bench_floor_start
+  pid=$BENCH_PID
+  port=${FLOOR_RESP##*:}
+  bench_wait_until 30 "floor RESP on port $port" bench_pong "$port"
+  f0=$(bench_steady_rss "$pid")
+  bench_log "floor: loading $ENTRIES x $size B"
+  load "$port" "$size"
+  count=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
+  [ "$count" = "$ENTRIES" ] || bench_die "the floor holds $count keys, not $ENTRIES"
+  f1=$(bench_steady_rss "$pid")
+  bench_stop "$pid"
+
   rper=$(awk -v a="$r0" -v b="$r1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')
   gper=$(awk -v a="$g0" -v b="$g1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')
+  fper=$(awk -v a="$f0" -v b="$f1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')
   {
     printf '| %s B | redis-server | %s | %s | %s | %s | %s |\n' "$size" "$(mib "$r0")" "$(mib "$r1")" \
       "$rper" "$floor" "$(bench_ratio "$rper" "$floor")"
     printf '| %s B | geocache | %s | %s | %s | %s | %s |\n' "$size" "$(mib "$g0")" "$(mib "$g1")" \
       "$gper" "$floor" "$(bench_ratio "$gper" "$floor")"
+    printf '| %s B | moka floor | %s | %s | %s | %s | %s |\n' "$size" "$(mib "$f0")" "$(mib "$f1")" \
+      "$fper" "$floor" "$(bench_ratio "$fper" "$floor")"
     printf '| %s B | **geocache / redis** | | | **%s** | | |\n' "$size" "$(bench_ratio "$gper" "$rper")"
+    printf '| %s B | moka floor / redis | | | %s | | |\n' "$size" "$(bench_ratio "$fper" "$rper")"
+    printf '| %s B | geocache / moka floor | | | %s | | |\n' "$size" "$(bench_ratio "$gper" "$fper")"
   } >>"$ROWS"
 done
 
@@ -106,7 +127,9 @@ done
   echo "stream to both) into a fresh $(redis-server --version | awk '{print $1, $2, $3}') (\`--save ''"
   echo "--appendonly no\`) and a fresh geocache node (release build, \`--max-memory $MAX_MEMORY\`, nothing"
   echo "evicted: entry counts checked). Bytes per entry = (RSS after - RSS before) / entries, RSS from"
-  echo "/proc once steady. Data = key + value bytes per entry, the floor."
+  echo "/proc once steady. Data = key + value bytes per entry, the floor. The moka floor is"
+  echo "\`floor-server\` (\`bench/src/bin/floor-server.rs\`) loaded by the same stream: a bare"
+  echo "\`moka::sync::Cache<Box<[u8]>, Arc<[u8]>>\` (byte weigher, \`insert\`) on mimalloc, no metadata."
   echo
   echo "| value | target | RSS before | RSS after | bytes / entry | data / entry | bytes / data |"
   echo "|---|---|---|---|---|---|---|"

@@ -310,8 +310,13 @@ impl Store {
 
     /// The value of `key` if one is visible now (not deleted, not expired).
     pub fn get(&self, key: &Key) -> Option<Entry> {
+        self.get_in(&key.namespace, &key.name)
+    }
+
+    /// The value of the key `name` of `namespace`, as [`Store::get`].
+    pub fn get_in(&self, namespace: &str, name: &[u8]) -> Option<Entry> {
         let now = self.clock.now_ms();
-        match self.cache.get(&store_key::pack(key)[..]).filter(|e| e.is_visible_at(now)) {
+        match self.cache.get(&store_key::pack_parts(namespace, name)[..]).filter(|e| e.is_visible_at(now)) {
             Some(entry) => {
                 self.stats.hits.inc();
                 Some(entry)

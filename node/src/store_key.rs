@@ -38,8 +38,15 @@ pub fn namespace_prefix(namespace: &str) -> KeyBytes {
 
 /// `key` packed: a varint namespace length, the namespace, the name.
 pub fn pack(key: &Key) -> KeyBytes {
-    let mut out = namespace_prefix(&key.namespace);
-    out.extend_from_slice(&key.name);
+    pack_parts(&key.namespace, &key.name)
+}
+
+/// The key `name` of `namespace` packed, as [`pack`], for a lookup that
+/// has no [`Key`] to build (a `Key` shares its namespace's `Arc`, whose
+/// count every connection's reads would then contend on).
+pub fn pack_parts(namespace: &str, name: &[u8]) -> KeyBytes {
+    let mut out = namespace_prefix(namespace);
+    out.extend_from_slice(name);
     out
 }
 

@@ -73,14 +73,15 @@ pub struct TtlTooLong {
 
 /// The TTL rules of one namespace: its default and its maximum.
 #[derive(Clone, Debug)]
-pub struct TtlPolicy {
-    /// Shared, not copied: a policy is looked up on every write.
-    namespace: Namespace,
+pub struct TtlPolicy<'a> {
+    /// Borrowed: a policy is looked up on every write, and a clone would
+    /// be a write to the namespace's shared count from every connection.
+    namespace: &'a Namespace,
     default: Option<Duration>,
     max: Duration,
 }
 
-impl TtlPolicy {
+impl TtlPolicy<'_> {
     /// The namespace's default TTL, ms.
     pub fn default_ms(&self) -> Option<u64> {
         self.default.map(|d| d.as_millis() as u64)
@@ -121,9 +122,9 @@ impl TtlPolicy {
 
 impl NodeState {
     /// The TTL rules of `ns`.
-    pub fn ttl_policy(&self, ns: &Namespace) -> TtlPolicy {
+    pub fn ttl_policy<'a>(&self, ns: &'a Namespace) -> TtlPolicy<'a> {
         let (default, max) = self.config.ttl_policy(ns);
-        TtlPolicy { namespace: ns.clone(), default, max }
+        TtlPolicy { namespace: ns, default, max }
     }
 
     /// The consistency of writes to `ns` unless a request asks otherwise.
@@ -196,11 +197,19 @@ impl NodeState {
         level: Durability,
     ) -> Result<WriteOutcome, WritePathError> {
         let disk = self.store.disk();
-        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
         // On a node with a data dir every level from `disk` up includes
         // this node's disk; `--fsync always` makes every write wait for it.
         let disk_wait = disk.filter(|d| level >= Durability::Disk || d.sync_every_write());
         let replicated = if level == Durability::Disk { Durability::Local } else { level };
+        if disk_wait.is_none() && replicated == Durability::Local {
+            // Answered once handed to replication, which is most writes:
+            // no deadline to keep, so no clock to read.
+            if let Some(cluster) = &self.cluster {
+                cluster.replicate(&outcome, Durability::Local).await;
+            }
+            return Ok(outcome);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
         let progress = match &self.cluster {
             Some(cluster) => cluster.replicate(&outcome, replicated).await,
             None if replicated == Durability::Local => None,

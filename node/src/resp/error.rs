@@ -37,9 +37,9 @@ pub enum ProtocolError {
         /// The limit, bytes.
         limit: usize,
     },
-    /// The codec refused a request the header scan accepted.
-    #[error("ERR Protocol error: {0}")]
-    Decode(String),
+    /// A bulk string's payload is not followed by CRLF.
+    #[error("ERR Protocol error: expected CRLF after a bulk string")]
+    BulkNotTerminated,
 }
 
 /// A command failed. The connection stays usable; unless the variant says

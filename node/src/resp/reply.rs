@@ -114,17 +114,26 @@ pub fn simple(out: &mut BytesMut, s: &[u8]) {
 
 /// An integer (`:...`).
 pub fn int(out: &mut BytesMut, n: i64) {
-    frame(out, &BorrowedFrame::Integer(n));
+    out.extend_from_slice(b":");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
-/// A bulk string (`$...`).
+/// A bulk string (`$...`). Written here, not through the frame encoder:
+/// it is every GET's reply, and the encoder's generic path was 2 % of a
+/// node's time under `redis-benchmark -t get -P 16`.
 pub fn bulk(out: &mut BytesMut, b: &[u8]) {
-    frame(out, &BorrowedFrame::BulkString(b));
+    out.reserve(b.len() + 16);
+    out.extend_from_slice(b"$");
+    out.extend_from_slice(itoa::Buffer::new().format(b.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The null bulk string (`$-1`).
 pub fn null(out: &mut BytesMut) {
-    frame(out, &BorrowedFrame::Null);
+    out.extend_from_slice(b"$-1\r\n");
 }
 
 /// An array.

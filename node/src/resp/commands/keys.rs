@@ -29,8 +29,7 @@ pub(super) async fn del(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
 /// `EXISTS key [key ...]`: how many of the keys hold a value, a key named
 /// twice counting twice.
 pub(super) fn exists(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), CommandError> {
-    let found =
-        cx.req.args_from(1).filter(|name| cx.read_key(name).and_then(|k| cx.get(&k)).is_some()).count();
+    let found = cx.req.args_from(1).filter(|name| cx.get_named(name).is_some()).count();
     reply::int(out, found as i64);
     Ok(())
 }
@@ -38,7 +37,7 @@ pub(super) fn exists(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Command
 /// `TTL key` (`unit_ms` 1000) and `PTTL key` (1): -2 when missing, -1
 /// without expiry, else what is left, seconds rounded as Redis does.
 pub(super) fn ttl(cx: &Context<'_>, out: &mut BytesMut, unit_ms: u64) -> Result<(), CommandError> {
-    let answer = match cx.read_key(cx.arg(1)).and_then(|k| cx.get(&k)) {
+    let answer = match cx.get_named(cx.arg(1)) {
         None => -2,
         Some(r) => match r.expires_at_ms() {
             None => -1,

@@ -350,6 +350,14 @@ impl Context<'_> {
         self.shared.state.store.get(key)
     }
 
+    /// The value of the key `name` names, if it may be a key and one is
+    /// visible: [`read_key`](Self::read_key) then [`get`](Self::get),
+    /// without building the key.
+    fn get_named(&self, name: &[u8]) -> Option<Entry> {
+        let fits = name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64();
+        fits.then(|| self.shared.state.store.get_in(self.namespace.as_str(), name)).flatten()
+    }
+
     /// A write through the node's one write path, durability `local` (as
     /// Redis acknowledges a write). The inner result is the store's
     /// verdict; the outer error a durability not reached.
@@ -373,7 +381,7 @@ impl Context<'_> {
     }
 
     /// The TTL rules of the session's namespace.
-    fn ttl_policy(&self) -> TtlPolicy {
+    fn ttl_policy(&self) -> TtlPolicy<'_> {
         self.shared.state.ttl_policy(self.namespace)
     }
 

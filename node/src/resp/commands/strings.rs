@@ -13,7 +13,7 @@ use crate::store::{Condition, Entry, Ttl, ValueRef, Write, WriteError, WriteOp};
 /// `GET key`. A large value is queued as the store's own bytes, not
 /// copied.
 pub(super) fn get(cx: &Context<'_>, out: &mut Replies) -> Result<(), CommandError> {
-    match cx.read_key(cx.arg(1)).and_then(|k| cx.get(&k)) {
+    match cx.get_named(cx.arg(1)) {
         Some(entry) => value_reply(out, &entry),
         None => reply::null(out),
     }
@@ -37,8 +37,7 @@ fn value_reply(out: &mut Replies, entry: &Entry) {
 /// copy, so one command naming a large key many times costs the queue,
 /// not the bytes.
 pub(super) fn mget(cx: &Context<'_>, out: &mut Replies) -> Result<(), CommandError> {
-    let entries: Vec<Option<Entry>> =
-        cx.req.args_from(1).map(|name| cx.read_key(name).and_then(|k| cx.get(&k))).collect();
+    let entries: Vec<Option<Entry>> = cx.req.args_from(1).map(|name| cx.get_named(name)).collect();
     // A bulk header and its line ends cost at most 16 bytes; a null 5.
     let reply_bytes: usize =
         entries.iter().map(|e| e.as_ref().map_or(5, |e| e.register_size_bytes() + 16)).sum();
@@ -120,13 +119,12 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         }
         i += 1;
     }
-    let default_ms = cx.default_ttl_ms();
-    let now = cx.shared.state.store.now_ms();
     // `None`: an absolute time already past: the key goes, as in Redis.
     let ttl = match expire {
         ExpireArg::None => Some(cx.put_ttl()),
-        ExpireArg::KeepTtl => Some(Ttl::Keep { or_ms: default_ms }),
+        ExpireArg::KeepTtl => Some(Ttl::Keep { or_ms: cx.default_ttl_ms() }),
         ExpireArg::Number { at, unit_ms, absolute } => {
+            let now = cx.shared.state.store.now_ms();
             let n = parse_int(cx.arg(at)).ok_or(CommandError::NotInteger)?;
             let ms = n.checked_mul(unit_ms).filter(|&ms| ms > 0).ok_or(CommandError::InvalidExpire("set"))?;
             let ms = ms.unsigned_abs();
@@ -158,7 +156,7 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         Some(_) => WriteOp::Put { value: cx.arg(2).clone(), content_type: None },
         None => WriteOp::Delete,
     };
-    let write = Write { key: key.clone(), op, ttl: ttl.unwrap_or(Ttl::Never), condition };
+    let write = Write { key, op, ttl: ttl.unwrap_or(Ttl::Never), condition };
     match cx.write(write).await? {
         Ok(outcome) if want_old => match outcome.previous {
             Some(r) => reply::bulk(out, &value_bytes(&r)),
@@ -166,7 +164,7 @@ pub(super) async fn set(cx: &Context<'_>, out: &mut BytesMut) -> Result<(), Comm
         },
         Ok(_) => reply::ok(out),
         // NX or XX did not hold: nil, or with GET the value that stopped it.
-        Err(WriteError::PreconditionFailed { .. }) => match cx.get(&key).filter(|_| want_old) {
+        Err(WriteError::PreconditionFailed { .. }) => match cx.get_named(cx.arg(1)).filter(|_| want_old) {
             Some(r) => reply::bulk(out, &value_bytes(&r)),
             None => reply::null(out),
         },
