@@ -144,21 +144,24 @@ bench_geocache_start() {
   bench_wait_until 30 "geocache /healthz" curl -sf "http://$GEOCACHE_HTTP/healthz"
 }
 
-# bench_floor_start — starts the floor server (`bench/src/bin/floor-server.rs`:
-# tokio, moka and axum as the node has them, none of the node's work) on
-# free loopback ports, waits (bounded) for its addresses and sets FLOOR_RESP
-# and FLOOR_HTTP (127.0.0.1:PORT).
+# bench_floor_start [NAME [ARGS...]] — starts the floor server
+# (`bench/src/bin/floor-server.rs`: tokio, moka and axum as the node has them,
+# none of the node's work) on free loopback ports, waits (bounded) for its
+# addresses and sets FLOOR_RESP and FLOOR_HTTP (127.0.0.1:PORT). NAME names
+# its log (default floor); ARGS go to floor-server (`--like-store`).
 bench_floor_start() {
-  bench_start floor ./target/release/floor-server
+  local name=${1:-floor}
+  shift || true
+  bench_start "$name" ./target/release/floor-server "$@"
   local pid=$BENCH_PID deadline=$((SECONDS + 30))
   FLOOR_RESP=""
   while [ -z "$FLOOR_RESP" ]; do
-    kill -0 "$pid" 2>/dev/null || bench_die "floor-server exited at start: $(tail -5 "$BENCH_TMP/floor.log")"
+    kill -0 "$pid" 2>/dev/null || bench_die "floor-server exited at start: $(tail -5 "$BENCH_TMP/$name.log")"
     [ "$SECONDS" -lt "$deadline" ] || bench_die "floor-server did not print its addresses within 30 s"
-    FLOOR_RESP=$(sed -n 's/.*resp=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/floor.log" | head -1)
+    FLOOR_RESP=$(sed -n 's/.*resp=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/$name.log" | head -1)
     [ -n "$FLOOR_RESP" ] || sleep 0.05
   done
-  FLOOR_HTTP=$(sed -n 's/.*http=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/floor.log" | head -1)
+  FLOOR_HTTP=$(sed -n 's/.*http=\([0-9.:]*\).*/\1/p' "$BENCH_TMP/$name.log" | head -1)
 }
 
 # bench_rss_bytes PID — resident memory of a process.

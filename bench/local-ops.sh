@@ -14,6 +14,9 @@
 # (`bench/src/bin/floor-server.rs`), tokio and moka as the node uses them
 # with none of the node's work, so a gap to redis splits into what those
 # crates cost (floor / redis) and what geocache adds (geocache / floor).
+# A fourth, the floor with `--like-store` (moka configured as the store must
+# configure it, and a SET that reads the value held before it inserts),
+# shows what moka charges for what the store needs of it.
 #
 # Needs the RESP port (`geocache serve --resp`); fails saying so without it.
 # BENCH_QUICK=1: 20,000 requests, 1 round.
@@ -44,17 +47,21 @@ RESP_PORT=$(bench_free_port)
 bench_geocache_start geocache --resp "127.0.0.1:$RESP_PORT" --max-memory 2GiB
 bench_wait_until 30 "geocache RESP on port $RESP_PORT" bench_pong "$RESP_PORT"
 
-bench_floor_start
+bench_floor_start floor
 FLOOR_PORT=${FLOOR_RESP##*:}
 bench_wait_until 30 "floor RESP on port $FLOOR_PORT" bench_pong "$FLOOR_PORT"
+bench_floor_start floor-store --like-store
+STORE_FLOOR_PORT=${FLOOR_RESP##*:}
+bench_wait_until 30 "store-like floor RESP on port $STORE_FLOOR_PORT" bench_pong "$STORE_FLOOR_PORT"
 
 declare -A OPS P50
 for round in $(seq 1 "$ROUNDS"); do
   for pipeline in $PIPELINES; do
-    for target in redis floor geocache; do
+    for target in redis floor storefloor geocache; do
       port=$REDIS_PORT
       [ "$target" = geocache ] && port=$RESP_PORT
       [ "$target" = floor ] && port=$FLOOR_PORT
+      [ "$target" = storefloor ] && port=$STORE_FLOOR_PORT
       bench_log "round $round/$ROUNDS: $target, -P $pipeline"
       out="$BENCH_TMP/rb-$target-$pipeline-$round.csv"
       timeout 240 redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -r "$KEYSPACE" \
@@ -81,20 +88,22 @@ done
   echo "geocache node's RESP port (release build, \`--max-memory 2GiB\`), alternating, $ROUNDS round(s);"
   echo "medians of the rounds. Client and servers share the same $(nproc) cores. The floor is"
   echo "\`floor-server\` (\`bench/src/bin/floor-server.rs\`): the node's runtime, allocator and moka map"
-  echo "(byte-weighed, bounded) answering SET and GET, with none of the node's work."
+  echo "(byte-weighed, bounded) answering SET and GET, with none of the node's work. The store-like floor"
+  echo "is the same with \`--like-store\`: per-entry expiry and an eviction listener configured (moka then"
+  echo "locks each key it inserts), and a SET that reads the value held, under a striped lock, before it inserts."
   echo
-  echo "| test | pipeline | redis ops/s | floor ops/s | geocache ops/s | **geocache / redis** | floor / redis | geocache / floor | redis p50 | floor p50 | geocache p50 |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| test | pipeline | redis ops/s | floor ops/s | store-like floor ops/s | geocache ops/s | **geocache / redis** | floor / redis | store-like floor / redis | geocache / store-like floor | redis p50 | geocache p50 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for pipeline in $PIPELINES; do
     for test in SET GET; do
       r=$(bench_median ${OPS[redis,$test,$pipeline]})
       f=$(bench_median ${OPS[floor,$test,$pipeline]})
+      s=$(bench_median ${OPS[storefloor,$test,$pipeline]})
       g=$(bench_median ${OPS[geocache,$test,$pipeline]})
-      printf '| %s | %s | %s | %s | %s | **%s** | %s | %s | %s ms | %s ms | %s ms |\n' "$test" "$pipeline" \
-        "$(bench_thousands "$r")" "$(bench_thousands "$f")" "$(bench_thousands "$g")" \
-        "$(bench_ratio "$g" "$r")" "$(bench_ratio "$f" "$r")" "$(bench_ratio "$g" "$f")" \
-        "$(bench_median ${P50[redis,$test,$pipeline]})" "$(bench_median ${P50[floor,$test,$pipeline]})" \
-        "$(bench_median ${P50[geocache,$test,$pipeline]})"
+      printf '| %s | %s | %s | %s | %s | %s | **%s** | %s | %s | %s | %s ms | %s ms |\n' "$test" "$pipeline" \
+        "$(bench_thousands "$r")" "$(bench_thousands "$f")" "$(bench_thousands "$s")" "$(bench_thousands "$g")" \
+        "$(bench_ratio "$g" "$r")" "$(bench_ratio "$f" "$r")" "$(bench_ratio "$s" "$r")" "$(bench_ratio "$g" "$s")" \
+        "$(bench_median ${P50[redis,$test,$pipeline]})" "$(bench_median ${P50[geocache,$test,$pipeline]})"
     done
   done
 } >"$BENCH_TMP/section.md"

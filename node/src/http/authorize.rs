@@ -8,9 +8,8 @@
 //! clients may not do this; 403 when the credential does not reach this
 //! far. While the data dir loads, data requests get 503 `loading`. `/healthz` and `/readyz` stay open for probes.
 
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -45,34 +44,36 @@ fn route_need(pattern: &str, method: &Method) -> RouteNeed {
     }
 }
 
-/// The middleware: lets the request on, or answers 401 / 403 / 400.
-pub async fn authorize(
-    State(state): State<NodeState>,
-    matched: MatchedPath,
-    params: RawPathParams,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The answer to send instead of running the request to the route
+/// `matched` (its path parameters `params`), if it may not go on: 401,
+/// 403, 400, or 503 while loading; `None` lets it on. Called by the front
+/// door (`http/mod.rs`) for every request that matched a route.
+pub fn refusal(
+    state: &NodeState,
+    matched: &MatchedPath,
+    params: &RawPathParams,
+    request: &Request,
+) -> Option<Response> {
     let need = route_need(matched.as_str(), request.method());
     let page = matched.as_str().starts_with("/ui") && request.method() == Method::GET;
     if matches!(need, RouteNeed::Namespace(_)) && state.loading.load(std::sync::atomic::Ordering::Acquire) {
         let message = "the node is loading its data dir; retry shortly (GET /readyz says when it is ready)";
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading", message).into_response();
+        return Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading", message).into_response());
     }
     let access = &state.config.access;
     if !access.is_on() {
-        return next.run(request).await;
+        return None;
     }
     let namespace;
     let need = match need {
-        RouteNeed::Open => return next.run(request).await,
+        RouteNeed::Open => return None,
         RouteNeed::Admin => Need::Admin,
         RouteNeed::Any => Need::Any,
         RouteNeed::Namespace(scope) => {
             let name = params.iter().find(|(k, _)| *k == "ns" || *k == "name").map_or("", |(_, v)| v);
             namespace = match Namespace::new(name) {
                 Ok(ns) => ns,
-                Err(e) => return ApiError::bad_request("bad_namespace", e.to_string()).into_response(),
+                Err(e) => return Some(ApiError::bad_request("bad_namespace", e.to_string()).into_response()),
             };
             Need::In(&namespace, scope)
         }
@@ -88,25 +89,25 @@ pub async fn authorize(
                 // write as the user (a cross-site form).
                 Credential::Basic { user, secret } if page => access.by_name(user, secret),
                 Credential::Basic { .. } => {
-                    return unauthorized("Basic credentials are taken on the status page only", page)
+                    return Some(unauthorized("Basic credentials are taken on the status page only", page))
                 }
             };
             match user {
                 Some(u) => Some(u),
                 None => {
                     state.metrics.auth_failures.inc();
-                    return unauthorized("the credential matches no user", page);
+                    return Some(unauthorized("the credential matches no user", page));
                 }
             }
         }
         Some(None) => {
-            return unauthorized("the Authorization header must be `Bearer <secret>` (or Basic)", page)
+            return Some(unauthorized("the Authorization header must be `Bearer <secret>` (or Basic)", page))
         }
     };
     match access.decide(user.as_deref(), need) {
-        Decision::Allowed => next.run(request).await,
+        Decision::Allowed => None,
         Decision::Unauthenticated => {
-            unauthorized("this needs credentials: send `Authorization: Bearer <secret>`", page)
+            Some(unauthorized("this needs credentials: send `Authorization: Bearer <secret>`", page))
         }
         Decision::Forbidden => {
             let who = user.as_ref().map_or("", |u| u.name.as_str());
@@ -115,8 +116,10 @@ pub async fn authorize(
                 Need::Admin => "the admin scope".to_string(),
                 Need::Any | Need::Session(_) => "access".to_string(),
             };
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("user {who:?} may not {what}"))
-                .into_response()
+            Some(
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("user {who:?} may not {what}"))
+                    .into_response(),
+            )
         }
     }
 }

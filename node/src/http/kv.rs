@@ -3,7 +3,7 @@
 use crate::store::{Entry, ValueRef};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -81,12 +81,15 @@ pub fn add_conflict_header(state: &NodeState, key: &geocache_crdt::Key, out: &mu
 pub async fn get(
     State(state): State<NodeState>,
     Path((ns, key)): Path<(String, String)>,
-    headers: HeaderMap,
+    // The request, not a `HeaderMap`: that extractor clones every header.
+    whole: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, _) = whole.into_parts();
+    let headers = &parts.headers;
     let (_, key) = request::key(&state, &ns, &key)?;
     let wants_any = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
-    let cached_version = if wants_any { None } else { request::if_none_match(&headers)? };
-    let register = read(&state, &key, &headers).await?;
+    let cached_version = if wants_any { None } else { request::if_none_match(headers)? };
+    let register = read(&state, &key, headers).await?;
     let register = register.ok_or_else(|| ApiError::not_found(format!("no value for {key}")))?;
     let mut out = register_headers(&register, state.store.now_ms());
     add_conflict_header(&state, &key, &mut out);
