@@ -45,6 +45,13 @@ impl Namespace {
     pub fn as_arc(&self) -> &Arc<str> {
         &self.0
     }
+
+    /// The same name in an allocation of its own. A RESP connection keeps
+    /// one, so the clone each of its commands makes counts on it rather
+    /// than on a count every connection's thread writes to.
+    pub fn own_copy(&self) -> Namespace {
+        Namespace(Arc::from(&*self.0))
+    }
 }
 
 impl TryFrom<String> for Namespace {

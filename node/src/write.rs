@@ -232,9 +232,19 @@ pub fn local_write(
     let visible = current.filter(|e| e.is_visible_at(now));
     check_condition(&write.condition, visible)?;
     let floor = current.map(|e| e.stamp().hlc).unwrap_or_default();
-    let (node, tombstone_ttl_ms, hlc) = {
+    // A put or a delete cannot fail from here on, so it takes its sequence
+    // number with its stamp, under one lock (the writer is every write's
+    // shared state). A patch or an increment may still be refused, and
+    // takes its number only once it cannot be.
+    let infallible = matches!(write.op, WriteOp::Put { .. } | WriteOp::Delete);
+    let (node, tombstone_ttl_ms, hlc, early_seq) = {
         let mut w = lock(writer);
-        (w.node, w.tombstone_ttl_ms, w.hlc.tick_after(floor, now))
+        let hlc = w.hlc.tick_after(floor, now);
+        let seq = infallible.then(|| {
+            w.seq += 1;
+            w.seq
+        });
+        (w.node, w.tombstone_ttl_ms, hlc, seq)
     };
     let stamp = Stamp::new(hlc, node);
     let mut vv = current.map(Entry::vv).unwrap_or_default();
@@ -287,11 +297,11 @@ pub fn local_write(
             (Bytes::new(), Some(Value::Counter(counter)))
         }
     };
-    let seq = {
+    let seq = early_seq.unwrap_or_else(|| {
         let mut w = lock(writer);
         w.seq += 1;
         w.seq
-    };
+    });
     meta.dot = Dot { origin: node, seq };
     let (entry, register) = match shared {
         Some(value) => {

@@ -18,7 +18,7 @@
 //! charges for what the store needs of it; the gap to geocache is
 //! geocache's own work.
 //!
-//! RESP: `SET key value`, `GET key`, `DBSIZE`, `PING`, and an empty answer to
+//! RESP: `SET key value`, `GET key`, `DBSIZE`, `ECHO`, `PING`, and an empty answer to
 //! `CONFIG` (redis-benchmark asks for two settings at start); anything
 //! else is an error. HTTP: `PUT` and `GET /v1/kv/{namespace}/{key}`.
 //! Prints `resp=ADDR http=ADDR` once both listen.
@@ -202,6 +202,13 @@ fn run(floor: &Floor, args: &[Bytes], out: &mut Vec<u8>) {
             map.run_pending_tasks();
             out.extend_from_slice(format!(":{}\r\n", map.entry_count()).as_bytes());
         }
+        // `redis-cli --pipe` ends its stream with an ECHO, to know the
+        // last reply when it comes back.
+        (b"ECHO", 2) => {
+            out.extend_from_slice(format!("${}\r\n", args[1].len()).as_bytes());
+            out.extend_from_slice(&args[1]);
+            out.extend_from_slice(b"\r\n");
+        }
         (b"PING", _) => out.extend_from_slice(b"+PONG\r\n"),
         (b"CONFIG", _) => out.extend_from_slice(b"*0\r\n"),
         _ => out.extend_from_slice(b"-ERR unknown command\r\n"),
@@ -211,6 +218,11 @@ fn run(floor: &Floor, args: &[Bytes], out: &mut Vec<u8>) {
 /// One whole `*N` array of bulk strings off the front of `buf`, or `None`
 /// until it has all arrived.
 fn parse(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>> {
+    // Blank lines between requests are skipped, as Redis does
+    // (`redis-cli --pipe` sends one before its closing ECHO).
+    while buf.starts_with(b"\r\n") {
+        buf.advance(2);
+    }
     let Some((count, mut at)) = line_number(buf, 0, b'*')? else { return Ok(None) };
     let mut spans = Vec::with_capacity(count);
     for _ in 0..count {

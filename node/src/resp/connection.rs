@@ -61,7 +61,7 @@ pub enum End {
 /// with the store).
 pub async fn run(shared: &Shared, mut stream: ClientStream, mut shutdown: watch::Receiver<bool>) -> End {
     let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut session = Session::new(id, shared.state.config.resp_namespace.clone());
+    let mut session = Session::new(id, &shared.state.config.resp_namespace);
     let mut read = BytesMut::new();
     let mut write = Replies::default();
     let config = &shared.state.config;

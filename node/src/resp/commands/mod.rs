@@ -56,8 +56,8 @@ pub struct Session {
 
 impl Session {
     /// A fresh connection's session: anonymous, in `--resp-namespace`.
-    pub fn new(id: u64, namespace: Namespace) -> Session {
-        Session { id, name: None, user: None, namespace }
+    pub fn new(id: u64, namespace: &Namespace) -> Session {
+        Session { id, name: None, user: None, namespace: namespace.own_copy() }
     }
 }
 

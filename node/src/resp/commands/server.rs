@@ -224,7 +224,7 @@ fn authenticate(
         state.metrics.auth_failures.inc();
         return Err(CommandError::WrongPass);
     };
-    session.namespace = found.resp_namespace(&state.config.resp_namespace).clone();
+    session.namespace = found.resp_namespace(&state.config.resp_namespace).own_copy();
     session.user = Some(found);
     Ok(())
 }
