@@ -59,6 +59,25 @@ load() {
   grep -q "errors: 0, replies: $ENTRIES" "$out" || bench_die "redis-cli --pipe to port $1: $(tail -3 "$out")"
 }
 
+dbsize_of() { redis-cli -h 127.0.0.1 -p "$1" dbsize; }
+geocache_entries() { curl -sf --max-time 30 "http://$GEOCACHE_HTTP/v1/node" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p'; }
+
+# measure LABEL PID PORT COUNT — waits for the RESP server PID on PORT, reads
+# its steady RSS into RSS_BEFORE, loads it, checks that `COUNT PORT` says
+# every entry is held (nothing evicted), reads RSS_AFTER and stops it.
+measure() {
+  local label=$1 pid=$2 port=$3 count
+  bench_wait_until 30 "$label RESP on port $port" bench_pong "$port"
+  RSS_BEFORE=$(bench_steady_rss "$pid")
+  bench_log "$label: loading $ENTRIES x $size B"
+  load "$port" "$size"
+  count=$("$4" "$port")
+  [ "$count" = "$ENTRIES" ] ||
+    bench_die "$label holds ${count:-?} entries, not $ENTRIES (evicted? raise MAX_MEMORY=$MAX_MEMORY)"
+  RSS_AFTER=$(bench_steady_rss "$pid")
+  bench_stop "$pid"
+}
+
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB\n", b / 1048576 }'; }
 
 ROWS="$BENCH_TMP/rows.md"
@@ -69,40 +88,17 @@ for size in $SIZES; do
   port=$(bench_free_port)
   bench_start "redis-$size" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
     --daemonize no --logfile ''
-  pid=$BENCH_PID
-  bench_wait_until 30 "redis-server on port $port" bench_pong "$port"
-  r0=$(bench_steady_rss "$pid")
-  bench_log "redis-server: loading $ENTRIES x $size B"
-  load "$port" "$size"
-  count=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
-  [ "$count" = "$ENTRIES" ] || bench_die "redis holds $count keys, not $ENTRIES"
-  r1=$(bench_steady_rss "$pid")
-  bench_stop "$pid"
+  measure redis-server "$BENCH_PID" "$port" dbsize_of
+  r0=$RSS_BEFORE r1=$RSS_AFTER
 
   port=$(bench_free_port)
   bench_geocache_start "geocache-$size" --resp "127.0.0.1:$port" --max-memory "$MAX_MEMORY"
-  pid=$GEOCACHE_PID
-  bench_wait_until 30 "geocache RESP on port $port" bench_pong "$port"
-  g0=$(bench_steady_rss "$pid")
-  bench_log "geocache: loading $ENTRIES x $size B"
-  load "$port" "$size"
-  count=$(curl -sf --max-time 30 "http://$GEOCACHE_HTTP/v1/node" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')
-  [ "$count" = "$ENTRIES" ] ||
-    bench_die "geocache holds ${count:-?} entries, not $ENTRIES (evicted? raise MAX_MEMORY=$MAX_MEMORY)"
-  g1=$(bench_steady_rss "$pid")
-  bench_stop "$pid"
+  measure geocache "$GEOCACHE_PID" "$port" geocache_entries
+  g0=$RSS_BEFORE g1=$RSS_AFTER
 
   bench_floor_start
-  pid=$BENCH_PID
-  port=${FLOOR_RESP##*:}
-  bench_wait_until 30 "floor RESP on port $port" bench_pong "$port"
-  f0=$(bench_steady_rss "$pid")
-  bench_log "floor: loading $ENTRIES x $size B"
-  load "$port" "$size"
-  count=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
-  [ "$count" = "$ENTRIES" ] || bench_die "the floor holds $count keys, not $ENTRIES"
-  f1=$(bench_steady_rss "$pid")
-  bench_stop "$pid"
+  measure floor "$BENCH_PID" "${FLOOR_RESP##*:}" dbsize_of
+  f0=$RSS_BEFORE f1=$RSS_AFTER
 
   rper=$(awk -v a="$r0" -v b="$r1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')
   gper=$(awk -v a="$g0" -v b="$g1" -v n="$ENTRIES" 'BEGIN { printf "%.1f\n", (b - a) / n }')
