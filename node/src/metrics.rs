@@ -7,7 +7,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::OnceLock;
 
 use crate::store::{Store, StoreStats};
 
@@ -77,35 +76,6 @@ pub struct CommandLabels {
 
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
-/// The kinds of HTTP request the metrics tell apart ([`OpLabels::kind`]).
-pub const HTTP_KINDS: [&str; 11] = [
-    "admin",
-    "api_get",
-    "api_post",
-    "counter_get",
-    "counter_add",
-    "get",
-    "head",
-    "put",
-    "delete",
-    "doc_get",
-    "patch",
-];
-
-/// Statuses whose counter each kind resolves once; a request answered
-/// with another looks its counter up in the family.
-const HTTP_STATUSES: [u16; 9] = [200, 201, 204, 304, 400, 401, 404, 412, 503];
-
-/// One kind's series, each taken from its family on first use and kept:
-/// a request then counts and times itself without two family lookups (a
-/// lock and a hash of its labels each, ~8 % of a node's time under
-/// `bench/http-get.sh`). Series appear on first use, as before.
-#[derive(Default)]
-struct HttpKindSeries {
-    seconds: OnceLock<Histogram>,
-    by_status: [OnceLock<Counter>; HTTP_STATUSES.len()],
-}
-
 /// Every metric the node exports.
 pub struct Metrics {
     registry: Registry,
@@ -113,8 +83,6 @@ pub struct Metrics {
     pub ops: Family<OpLabels, Counter>,
     /// Request latency by kind, in seconds.
     pub request_seconds: HistogramFamily,
-    /// `ops` and `request_seconds` by index into [`HTTP_KINDS`].
-    http_series: [HttpKindSeries; HTTP_KINDS.len()],
     /// Replication messages sent, by scope and kind.
     pub replication_messages: Family<MessageLabels, Counter>,
     /// Replication bytes sent, by scope and kind.
@@ -297,7 +265,6 @@ impl Metrics {
             registry,
             ops,
             request_seconds,
-            http_series: Default::default(),
             replication_messages,
             replication_bytes,
             resp_commands,
@@ -332,19 +299,6 @@ impl Metrics {
             Unit::Bytes,
             self.disk_bytes.clone(),
         );
-    }
-
-    /// Counts one HTTP request of kind `HTTP_KINDS[kind]` answered with
-    /// `status`, and its latency.
-    pub fn http_request(&self, kind: usize, status: u16, seconds: f64) {
-        let Some((&label, series)) = HTTP_KINDS.get(kind).zip(self.http_series.get(kind)) else { return };
-        let ops = || self.ops.get_or_create(&OpLabels { kind: label, status }).clone();
-        match HTTP_STATUSES.iter().position(|&s| s == status) {
-            Some(i) => series.by_status[i].get_or_init(ops).inc(),
-            None => ops().inc(),
-        };
-        let histogram = || self.request_seconds.get_or_create(&KindLabels { kind: label }).clone();
-        series.seconds.get_or_init(histogram).observe(seconds);
     }
 
     /// The counter of one RESP command, to keep and increment without a

@@ -201,15 +201,10 @@ impl NodeState {
         // this node's disk; `--fsync always` makes every write wait for it.
         let disk_wait = disk.filter(|d| level >= Durability::Disk || d.sync_every_write());
         let replicated = if level == Durability::Disk { Durability::Local } else { level };
-        if disk_wait.is_none() && replicated == Durability::Local {
-            // Answered once handed to replication, which is most writes:
-            // no deadline to keep, so no clock to read.
-            if let Some(cluster) = &self.cluster {
-                cluster.replicate(&outcome, Durability::Local).await;
-            }
-            return Ok(outcome);
-        }
-        let deadline = tokio::time::Instant::now() + self.config.durability_timeout;
+        // Most writes are answered once handed to replication: only one
+        // that waits has a deadline, and reads the clock for it.
+        let waits = disk_wait.is_some() || replicated > Durability::Local;
+        let deadline = waits.then(|| tokio::time::Instant::now() + self.config.durability_timeout);
         let progress = match &self.cluster {
             Some(cluster) => cluster.replicate(&outcome, replicated).await,
             None if replicated == Durability::Local => None,
@@ -221,6 +216,8 @@ impl NodeState {
                 })
             }
         };
+        // No disk to wait for, and replication at `local` gives no progress.
+        let Some(deadline) = deadline else { return Ok(outcome) };
         if let Some(disk) = disk_wait {
             match tokio::time::timeout_at(deadline, disk.wait_durable(outcome.disk_position)).await {
                 Ok(Ok(())) => {}

@@ -44,16 +44,12 @@ fn route_need(pattern: &str, method: &Method) -> RouteNeed {
     }
 }
 
-/// The answer to send instead of running the request to the route
-/// `matched` (its path parameters `params`), if it may not go on: 401,
-/// 403, 400, or 503 while loading; `None` lets it on. Called by the front
-/// door (`http/mod.rs`) for every request that matched a route.
-pub fn refusal(
-    state: &NodeState,
-    matched: &MatchedPath,
-    params: &RawPathParams,
-    request: &Request,
-) -> Option<Response> {
+/// The answer to send instead of running `request` (its path parameters
+/// `params`), if it may not go on: 401, 403, 400, or 503 while loading;
+/// `None` lets it on, and a request that matched no route needs nothing.
+/// Called by the front door (`http/mod.rs`).
+pub fn refusal(state: &NodeState, params: &RawPathParams, request: &Request) -> Option<Response> {
+    let matched = request.extensions().get::<MatchedPath>()?;
     let need = route_need(matched.as_str(), request.method());
     let page = matched.as_str().starts_with("/ui") && request.method() == Method::GET;
     if matches!(need, RouteNeed::Namespace(_)) && state.loading.load(std::sync::atomic::Ordering::Acquire) {

@@ -48,7 +48,7 @@ impl Replies {
             bulk(&mut self.head, &value);
             return;
         }
-        self.head.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+        bulk_header(&mut self.head, value.len());
         self.seal();
         self.chunk_bytes += value.len();
         self.chunks.push_back(value);
@@ -124,10 +124,15 @@ pub fn int(out: &mut BytesMut, n: i64) {
 /// node's time under `redis-benchmark -t get -P 16`.
 pub fn bulk(out: &mut BytesMut, b: &[u8]) {
     out.reserve(b.len() + 16);
-    out.extend_from_slice(b"$");
-    out.extend_from_slice(itoa::Buffer::new().format(b.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    bulk_header(out, b.len());
     out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `$<len>` line that opens a bulk string of `len` bytes.
+fn bulk_header(out: &mut BytesMut, len: usize) {
+    out.extend_from_slice(b"$");
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

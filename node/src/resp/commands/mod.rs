@@ -295,8 +295,13 @@ impl Context<'_> {
     /// The key named by `name` for a read: shares the request's bytes.
     /// A key over the limit cannot be stored, so reading it misses.
     fn read_key(&self, name: &Bytes) -> Option<Key> {
-        let fits = name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64();
-        fits.then(|| Key::new(self.namespace.as_arc().clone(), name.clone()))
+        self.may_be_key(name).then(|| Key::new(self.namespace.as_arc().clone(), name.clone()))
+    }
+
+    /// Whether `name` is short enough to name a key: a longer one names
+    /// none, so a read of it misses.
+    fn may_be_key(&self, name: &[u8]) -> bool {
+        name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64()
     }
 
     /// The key named by `name` for a write: its own copy, so the store does
@@ -354,8 +359,7 @@ impl Context<'_> {
     /// visible: [`read_key`](Self::read_key) then [`get`](Self::get),
     /// without building the key.
     fn get_named(&self, name: &[u8]) -> Option<Entry> {
-        let fits = name.len() as u64 <= self.shared.state.config.key_bytes_max.as_u64();
-        fits.then(|| self.shared.state.store.get_in(self.namespace.as_str(), name)).flatten()
+        self.may_be_key(name).then(|| self.shared.state.store.get_in(self.namespace.as_str(), name)).flatten()
     }
 
     /// A write through the node's one write path, durability `local` (as
